@@ -1,0 +1,5 @@
+import sys
+
+from donjon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""X.509 building blocks shared by the vendor verifiers: loading, chains, CRLs, pins.
+
+Pure: certificates, CRLs and the verification time are arguments. ``cryptography``
+does the signature work (RSA PKCS#1, RSA-PSS as AMD uses, ECDSA as Intel uses);
+this module decides what is checked and turns every failure into the library's
+exceptions, naming the certificate that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from donjon.attestation.errors import CollateralError, MalformedEvidence, VerificationFailed
+
+__all__ = [
+    "MAX_CHAIN_DEPTH",
+    "MAX_PEM_BYTES",
+    "check_not_revoked",
+    "fingerprint",
+    "load_certificates",
+    "load_crl",
+    "require_aware",
+    "verify_chain",
+    "verify_crl",
+]
+
+#: No vendor chain is longer than root, intermediate, leaf; allow a little slack.
+MAX_CHAIN_DEPTH = 5
+#: Certificate or CRL input larger than this is refused before parsing.
+MAX_PEM_BYTES = 1 << 20
+
+
+def require_aware(at: datetime) -> datetime:
+    """Verification times must carry a timezone: a naive time is a bug, not UTC."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("verification time must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    return at
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER, lowercase hex: the form roots are pinned in."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _name(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "<empty subject>"
+
+
+def load_certificates(data: bytes, *, what: str = "certificate") -> list[x509.Certificate]:
+    """Certificates from PEM (one or many) or a single DER certificate."""
+    if len(data) > MAX_PEM_BYTES:
+        raise MalformedEvidence(f"{what}.size", f"{what} input of {len(data)} bytes exceeds {MAX_PEM_BYTES}")
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise MalformedEvidence(f"{what}.parse", f"not a valid X.509 {what}: {e}") from e
+    return certs
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL from PEM or DER (Intel serves both)."""
+    if len(data) > MAX_PEM_BYTES:
+        raise CollateralError("crl.size", f"CRL of {len(data)} bytes exceeds {MAX_PEM_BYTES}")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as e:
+        raise CollateralError("crl.parse", f"not a valid CRL: {e}") from e
+
+
+def _check_validity(cert: x509.Certificate, at: datetime, check: str) -> None:
+    if at < cert.not_valid_before_utc:
+        raise VerificationFailed(
+            f"{check}.not_yet_valid",
+            f"certificate {_name(cert)} is not valid before {cert.not_valid_before_utc.isoformat()}",
+            expected=f">= {cert.not_valid_before_utc.isoformat()}",
+            got=at.isoformat(),
+        )
+    if at > cert.not_valid_after_utc:
+        raise VerificationFailed(
+            f"{check}.expired",
+            f"certificate {_name(cert)} expired at {cert.not_valid_after_utc.isoformat()}",
+            expected=f"<= {cert.not_valid_after_utc.isoformat()}",
+            got=at.isoformat(),
+        )
+
+
+def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, check: str) -> None:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
+        raise VerificationFailed(
+            f"{check}.signature",
+            f"certificate {_name(cert)} is not validly signed by {_name(issuer)}: {e or type(e).__name__}",
+        ) from e
+
+
+def verify_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    root: x509.Certificate,
+    at: datetime,
+    *,
+    pins: Iterable[str] | None = None,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    check: str = "chain",
+) -> None:
+    """Verify ``leaf`` -> ``intermediates`` (leaf's issuer first) -> ``root`` at time ``at``.
+
+    Checks every signature, the root's self-signature, every certificate's
+    validity window, that the root's fingerprint is in ``pins`` (when given), and
+    every certificate below the root against the CRL of its issuer when such a
+    CRL is among ``crls`` (use :func:`verify_crl` first to accept a CRL at all).
+    """
+    require_aware(at)
+    chain = [leaf, *intermediates, root]
+    if len(chain) > MAX_CHAIN_DEPTH:
+        raise MalformedEvidence(f"{check}.depth", f"chain of {len(chain)} certificates exceeds {MAX_CHAIN_DEPTH}")
+    if pins is not None:
+        pinned = {p.lower() for p in pins}
+        got = fingerprint(root)
+        if got not in pinned:
+            raise VerificationFailed(
+                f"{check}.root_pin",
+                f"root {_name(root)} is not a pinned trust anchor",
+                expected="one of " + ", ".join(sorted(pinned)) if pinned else "a pinned root",
+                got=got,
+            )
+    _check_signed_by(root, root, f"{check}.root")
+    for cert, issuer in zip(chain, chain[1:], strict=False):
+        _check_signed_by(cert, issuer, check)
+    for cert in chain:
+        _check_validity(cert, at, check)
+    for cert, issuer in zip(chain, chain[1:], strict=False):
+        for crl in crls:
+            if crl.issuer == issuer.subject:
+                check_not_revoked(cert, crl, check=check)
+
+
+def verify_crl(
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    at: datetime,
+    *,
+    check: str = "crl",
+) -> None:
+    """Accept a CRL only if ``issuer`` signed it and it is current at ``at``."""
+    require_aware(at)
+    if crl.issuer != issuer.subject:
+        raise CollateralError(
+            f"{check}.issuer",
+            "CRL issuer does not match the certificate expected to sign it",
+            expected=issuer.subject.rfc4514_string(),
+            got=crl.issuer.rfc4514_string(),
+        )
+    try:
+        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnsupportedAlgorithm) as e:
+        raise CollateralError(f"{check}.signature", f"cannot check CRL signature: {e}") from e
+    if not valid:
+        raise CollateralError(f"{check}.signature", f"CRL is not signed by {_name(issuer)}")
+    if at < crl.last_update_utc:
+        raise CollateralError(
+            f"{check}.not_yet_valid",
+            "CRL was issued after the verification time",
+            expected=f">= {crl.last_update_utc.isoformat()}",
+            got=at.isoformat(),
+        )
+    next_update = crl.next_update_utc
+    if next_update is not None and at > next_update:
+        raise CollateralError(
+            f"{check}.expired",
+            f"CRL from {_name(issuer)} expired at {next_update.isoformat()}",
+            expected=f"<= {next_update.isoformat()}",
+            got=at.isoformat(),
+        )
+
+
+def check_not_revoked(
+    cert: x509.Certificate, crl: x509.CertificateRevocationList, *, check: str = "chain"
+) -> None:
+    """Raise if ``cert``'s serial number is listed in ``crl``."""
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    if entry is not None:
+        raise VerificationFailed(
+            f"{check}.revoked",
+            f"certificate {_name(cert)} (serial {cert.serial_number:x}) is revoked since "
+            f"{entry.revocation_date_utc.isoformat()}",
+        )
