@@ -33,3 +33,9 @@ def need_shared(*parts: str) -> Path:
 def vectors() -> Path:
     """The real attestation vectors: ``../shared/vectors``."""
     return need_shared("vectors")
+
+
+@pytest.fixture
+def wasi_testsuite() -> Path:
+    """The wasip1 conformance suite: ``../shared/wasi-testsuite`` (read-only; copy before running)."""
+    return need_shared("wasi-testsuite")
