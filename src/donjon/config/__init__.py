@@ -1,0 +1,56 @@
+"""Workload config: ``Donjon.toml``, a superset of ``Enarx.toml``; and the workload digest.
+
+Pure (no I/O): :func:`parse_config` takes the file's bytes, :func:`workload_digest` the
+module's bytes. Reading files is the caller's job (``donjon.runtime``).
+"""
+
+from __future__ import annotations
+
+from donjon.config.digest import WORKLOAD_DIGEST_LABEL, canonical_config, module_digest, workload_digest
+from donjon.config.errors import (
+    ConfigError,
+    ConfigSyntaxError,
+    ConfigWarning,
+    DuplicateName,
+    InvalidValue,
+    MissingKey,
+    UnknownKey,
+)
+from donjon.config.model import (
+    BACKEND_NAMES,
+    DEFAULT_FILES,
+    ConnectEntry,
+    DirEntry,
+    FileEntry,
+    ListenEntry,
+    StdioEntry,
+    WorkloadConfig,
+    default_port,
+)
+from donjon.config.parse import MAX_CONFIG_BYTES, ParsedConfig, parse_config
+
+__all__ = [
+    "BACKEND_NAMES",
+    "DEFAULT_FILES",
+    "MAX_CONFIG_BYTES",
+    "WORKLOAD_DIGEST_LABEL",
+    "ConfigError",
+    "ConfigSyntaxError",
+    "ConfigWarning",
+    "ConnectEntry",
+    "DirEntry",
+    "DuplicateName",
+    "FileEntry",
+    "InvalidValue",
+    "ListenEntry",
+    "MissingKey",
+    "ParsedConfig",
+    "StdioEntry",
+    "UnknownKey",
+    "WorkloadConfig",
+    "canonical_config",
+    "default_port",
+    "module_digest",
+    "parse_config",
+    "workload_digest",
+]

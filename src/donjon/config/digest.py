@@ -1,0 +1,51 @@
+"""The workload digest: a workload's identity, independent of how its config is written.
+
+DESIGN.md "One run, as data": workload digest = SHA-256("donjon-workload-v1" || 0x00 ||
+SHA-256(module bytes) || SHA-256(canonical config)), where the canonical config is the
+*parsed* config with defaults filled in, serialised as JSON with sorted keys, no
+whitespace, UTF-8. Comments, key order and spelled-out defaults therefore do not change
+it; any change in meaning does. Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+
+from donjon.config.model import WorkloadConfig
+
+__all__ = ["WORKLOAD_DIGEST_LABEL", "canonical_config", "module_digest", "workload_digest"]
+
+WORKLOAD_DIGEST_LABEL = b"donjon-workload-v1"
+
+
+def canonical_config(config: WorkloadConfig) -> bytes:
+    """The canonical JSON form of ``config``.
+
+    ``env`` becomes a JSON object (environment variable names are unique, so its order
+    carries no meaning); ``args`` and ``files`` stay lists (their order is argv and fd order);
+    ``backends`` is a list in the user's order or ``null`` when every backend is accepted.
+    """
+    document = {
+        "steward": config.steward,
+        "args": list(config.args),
+        "env": dict(config.env),
+        "files": [asdict(entry) for entry in config.files],
+        "backends": None if config.backends is None else list(config.backends),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def module_digest(module: bytes) -> bytes:
+    """SHA-256 of the module bytes (also the module cache's key)."""
+    return hashlib.sha256(module).digest()
+
+
+def workload_digest(module: bytes, config: WorkloadConfig, *, module_sha256: bytes | None = None) -> bytes:
+    """The 32-byte workload digest; pass ``module_sha256`` if it is already known."""
+    inner = module_sha256 if module_sha256 is not None else module_digest(module)
+    if len(inner) != 32:
+        raise ValueError("module_sha256 must be 32 bytes")
+    config_hash = hashlib.sha256(canonical_config(config)).digest()
+    return hashlib.sha256(WORKLOAD_DIGEST_LABEL + b"\x00" + inner + config_hash).digest()

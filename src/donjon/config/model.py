@@ -1,0 +1,131 @@
+"""The parsed workload config: immutable values with every default filled in.
+
+The shapes follow DESIGN.md "Workload config" (Enarx's ``Enarx.toml`` keys) plus
+Donjon's additions, documented in docs/run.md: ``kind = "dir"`` entries,
+``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file`` on
+``connect``, and the top-level ``backends`` allow-list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "BACKEND_NAMES",
+    "DEFAULT_FILES",
+    "ConnectEntry",
+    "DirEntry",
+    "FileEntry",
+    "ListenEntry",
+    "Protocol",
+    "StdioEntry",
+    "WorkloadConfig",
+    "default_port",
+]
+
+Protocol = Literal["tls", "tcp"]
+StdioKind = Literal["null", "stdin", "stdout", "stderr"]
+
+#: Every backend name a ``backends`` allow-list may hold (DESIGN.md "Parts", TEE backends).
+BACKEND_NAMES: tuple[str, ...] = ("nil", "sim-snp", "sim-tdx", "snp", "tdx", "sgx", "cca")
+
+
+def default_port(prot: Protocol) -> int:
+    """Enarx's default ports: 443 for TLS, 80 for plain TCP."""
+    return 443 if prot == "tls" else 80
+
+
+@dataclass(frozen=True)
+class StdioEntry:
+    """``null``, ``stdin``, ``stdout`` or ``stderr``; ``name`` defaults to the kind."""
+
+    kind: StdioKind
+    name: str
+
+
+@dataclass(frozen=True)
+class ListenEntry:
+    """A listening socket (Enarx ``listen``), plus Donjon's TLS client authentication.
+
+    ``client_auth`` is ``"none"`` or ``"steward"`` (require a peer certificate issued by
+    the same Steward); ``client_identity`` optionally pins the peer's SPIFFE ID.
+    """
+
+    name: str
+    addr: str
+    port: int
+    prot: Protocol
+    client_auth: Literal["none", "steward"] = "none"
+    client_identity: str | None = None
+    kind: Literal["listen"] = "listen"
+
+
+@dataclass(frozen=True)
+class ConnectEntry:
+    """An outgoing connection (Enarx ``connect``), plus Donjon's trust anchors.
+
+    ``trust`` is ``None`` for plain TCP, else ``"system"`` (the system roots, the default),
+    ``"steward"`` (the Steward's CA) or ``"file"`` (the PEM file ``trust_file``, relative to
+    the config file).
+    """
+
+    name: str
+    host: str
+    port: int
+    prot: Protocol
+    trust: Literal["system", "steward", "file"] | None = "system"
+    trust_file: str | None = None
+    kind: Literal["connect"] = "connect"
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """A pre-opened directory (Donjon addition).
+
+    ``path`` is the host path exactly as written (relative to the config file's directory;
+    the runtime resolves it), ``guest_path`` what the guest sees, read-only unless ``writable``.
+    """
+
+    name: str
+    path: str
+    guest_path: str
+    writable: bool = False
+    kind: Literal["dir"] = "dir"
+
+
+FileEntry = StdioEntry | ListenEntry | ConnectEntry | DirEntry
+
+#: With no config, or a config without ``[[files]]``: stdin, stdout, stderr (DESIGN.md).
+DEFAULT_FILES: tuple[FileEntry, ...] = (
+    StdioEntry("stdin", "stdin"),
+    StdioEntry("stdout", "stdout"),
+    StdioEntry("stderr", "stderr"),
+)
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """A whole workload config; ``WorkloadConfig()`` is the config used when there is none.
+
+    ``env`` keeps the user's order; ``backends`` is ``None`` when every backend is accepted.
+    """
+
+    steward: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[FileEntry, ...] = DEFAULT_FILES
+    backends: tuple[str, ...] | None = None
+
+    @property
+    def fd_names(self) -> tuple[str, ...]:
+        return tuple(entry.name for entry in self.files)
+
+    def guest_env(self) -> tuple[tuple[str, str], ...]:
+        """The guest's whole environment: ``FD_COUNT``, ``FD_NAMES``, then the user's ``env``."""
+        names = self.fd_names
+        return (("FD_COUNT", str(len(names))), ("FD_NAMES", ":".join(names)), *self.env)
+
+    def guest_args(self) -> tuple[str, ...]:
+        """argv: ``main.wasm`` (as in Enarx), then ``args``."""
+        return ("main.wasm", *self.args)

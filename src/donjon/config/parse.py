@@ -1,0 +1,367 @@
+"""Parse and validate ``Donjon.toml`` / ``Enarx.toml`` text into a :class:`WorkloadConfig`.
+
+Pure: bytes in, a config (plus warnings) or a :class:`ConfigError` out. The rules are
+DESIGN.md "Workload config": Enarx's keys with Enarx's defaults, unknown keys inside a
+``[[files]]`` entry are errors (as Enarx's ``deny_unknown_fields``-style enum was),
+unknown top-level keys are warnings (Enarx ignored them), so any Enarx.toml still runs.
+Donjon's additions are documented in docs/run.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
+from urllib.parse import urlsplit
+
+from donjon.config.errors import (
+    ConfigError,
+    ConfigSyntaxError,
+    ConfigWarning,
+    DuplicateName,
+    InvalidValue,
+    MissingKey,
+    UnknownKey,
+)
+from donjon.config.locate import Path, SourceMap, scan
+from donjon.config.model import (
+    BACKEND_NAMES,
+    DEFAULT_FILES,
+    ConnectEntry,
+    DirEntry,
+    FileEntry,
+    ListenEntry,
+    Protocol,
+    StdioEntry,
+    WorkloadConfig,
+    default_port,
+)
+
+__all__ = [
+    "MAX_ARGS",
+    "MAX_CONFIG_BYTES",
+    "MAX_ENV",
+    "MAX_FILES",
+    "MAX_STRING",
+    "ParsedConfig",
+    "parse_config",
+]
+
+#: Limits on untrusted input (STYLE.md 11). A config is a few hundred bytes in practice.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_FILES = 1024
+MAX_ARGS = 4096
+MAX_ENV = 4096
+MAX_STRING = 64 * 1024
+_MAX_NAME = 255
+_MAX_HOST = 253
+
+TOP_LEVEL_KEYS = ("steward", "args", "env", "files", "backends")
+RESERVED_ENV = ("FD_COUNT", "FD_NAMES")
+
+_FILE_KEYS: dict[str, tuple[str, ...]] = {
+    "null": ("kind", "name"),
+    "stdin": ("kind", "name"),
+    "stdout": ("kind", "name"),
+    "stderr": ("kind", "name"),
+    "listen": ("kind", "name", "addr", "port", "prot", "client_auth", "client_identity"),
+    "connect": ("kind", "host", "name", "port", "prot", "trust", "trust_file"),
+    "dir": ("kind", "name", "path", "guest_path", "writable"),
+}
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)$|\s*\(at end of document\)$")
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """A validated config and the warnings met on the way (unknown top-level keys)."""
+
+    config: WorkloadConfig
+    warnings: tuple[ConfigWarning, ...] = ()
+
+
+def parse_config(source: bytes | str, *, origin: str = "Donjon.toml") -> ParsedConfig:
+    """Parse ``source``; ``origin`` (usually the file name) prefixes every message."""
+    raw_size = len(source.encode() if isinstance(source, str) else source)
+    if raw_size > MAX_CONFIG_BYTES:
+        raise ConfigSyntaxError(
+            "", f"config is {raw_size} bytes, more than the {MAX_CONFIG_BYTES}-byte limit", origin=origin
+        )
+    if isinstance(source, bytes):
+        try:
+            text = source.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad_line = source[: e.start].count(b"\n") + 1
+            raise ConfigSyntaxError("", "config is not valid UTF-8", line=bad_line, origin=origin) from e
+    else:
+        text = source
+    import tomllib  # here, not at the top: a run without a config should not pay for it
+
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        match = _TOML_POSITION.search(message)
+        line = int(match.group(1)) if match and match.group(1) else None
+        reason = message[: match.start()] if match else message
+        raise ConfigSyntaxError("", f"not valid TOML: {reason}", line=line, origin=origin) from e
+    return _Validator(scan(text), origin).config(document)
+
+
+class _Validator:
+    def __init__(self, source_map: SourceMap, origin: str) -> None:
+        self.map = source_map
+        self.origin = origin
+        self.warnings: list[ConfigWarning] = []
+
+    # -- errors ------------------------------------------------------------------------
+
+    def fail(self, kind: type[ConfigError], path: Path, reason: str) -> NoReturn:
+        raise kind(_render_path(path), reason, line=self.map.line(path), origin=self.origin)
+
+    def string(self, value: object, path: Path, *, limit: int = MAX_STRING, empty: bool = False) -> str:
+        if not isinstance(value, str):
+            self.fail(InvalidValue, path, f"must be a string, got {_type_name(value)}")
+        if not value and not empty:
+            self.fail(InvalidValue, path, "must not be empty")
+        if len(value) > limit:
+            self.fail(InvalidValue, path, f"is {len(value)} characters long, more than {limit}")
+        if "\x00" in value:
+            self.fail(InvalidValue, path, "must not contain a NUL character")
+        return value
+
+    def choice(self, value: object, path: Path, choices: tuple[str, ...]) -> str:
+        text = self.string(value, path)
+        if text not in choices:
+            wanted = ", ".join(f'"{c}"' for c in choices)
+            self.fail(InvalidValue, path, f"must be one of {wanted}, got {text!r}")
+        return text
+
+    # -- the document ------------------------------------------------------------------
+
+    def config(self, document: Mapping[str, Any]) -> ParsedConfig:
+        for key in document:
+            if key not in TOP_LEVEL_KEYS:
+                self.warnings.append(
+                    ConfigWarning(key, "unknown top-level key, ignored", self.map.line((key,)), self.origin)
+                )
+        steward = self.steward(document["steward"]) if "steward" in document else None
+        args = self.args(document.get("args", []))
+        env = self.env(document.get("env", {}))
+        files = self.files(document.get("files", []))
+        backends = self.backends(document["backends"]) if "backends" in document else None
+        config = WorkloadConfig(steward=steward, args=args, env=env, files=files, backends=backends)
+        return ParsedConfig(config, tuple(self.warnings))
+
+    def steward(self, value: object) -> str:
+        url = self.string(value, ("steward",), limit=2048)
+        if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+            self.fail(InvalidValue, ("steward",), "must be a URL without whitespace or control characters")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as e:
+            self.fail(InvalidValue, ("steward",), f"is not a valid URL: {e}")
+        if parts.scheme != "https" or not parts.hostname:
+            self.fail(InvalidValue, ("steward",), f"must be an https:// URL with a host, got {url!r}")
+        return url
+
+    def args(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(InvalidValue, ("args",), f"must be a list of strings, got {_type_name(value)}")
+        if len(value) > MAX_ARGS:
+            self.fail(InvalidValue, ("args",), f"has {len(value)} entries, more than {MAX_ARGS}")
+        return tuple(self.string(arg, ("args", i), empty=True) for i, arg in enumerate(value))
+
+    def env(self, value: object) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            self.fail(InvalidValue, ("env",), f"must be a table of strings, got {_type_name(value)}")
+        if len(value) > MAX_ENV:
+            self.fail(InvalidValue, ("env",), f"has {len(value)} entries, more than {MAX_ENV}")
+        out: list[tuple[str, str]] = []
+        for key, item in value.items():
+            path: Path = ("env", key)
+            self.string(key, path)
+            if "=" in key:
+                self.fail(InvalidValue, path, "an environment variable name must not contain '='")
+            if key in RESERVED_ENV:
+                self.fail(
+                    InvalidValue, path, f"{key} is set by Donjon from [[files]] and cannot be overridden"
+                )
+            out.append((key, self.string(item, path, empty=True)))
+        return tuple(out)
+
+    def backends(self, value: object) -> tuple[str, ...]:
+        path: Path = ("backends",)
+        if not isinstance(value, list) or not value:
+            self.fail(InvalidValue, path, "must be a non-empty list of backend names")
+        names = tuple(self.choice(item, ("backends", i), BACKEND_NAMES) for i, item in enumerate(value))
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                self.fail(InvalidValue, ("backends", i), f"lists {name!r} twice")
+        return names
+
+    def files(self, value: object) -> tuple[FileEntry, ...]:
+        if not isinstance(value, list):
+            self.fail(
+                InvalidValue, ("files",), f"must be an array of tables ([[files]]), got {_type_name(value)}"
+            )
+        if not value:
+            return DEFAULT_FILES
+        if len(value) > MAX_FILES:
+            self.fail(InvalidValue, ("files",), f"has {len(value)} entries, more than {MAX_FILES}")
+        entries: list[FileEntry] = []
+        explicit: dict[str, int] = {}
+        for index, item in enumerate(value):
+            entry = self.file(index, item)
+            if isinstance(item, dict) and "name" in item:
+                first = explicit.setdefault(entry.name, index)
+                if first != index:
+                    self.fail(
+                        DuplicateName,
+                        ("files", index, "name"),
+                        f"{entry.name!r} is already the name of files[{first}]",
+                    )
+            entries.append(entry)
+        return tuple(entries)
+
+    def file(self, index: int, item: object) -> FileEntry:
+        here: Path = ("files", index)
+        if not isinstance(item, dict):
+            self.fail(InvalidValue, here, f"must be a table, got {_type_name(item)}")
+        if "kind" not in item:
+            self.fail(MissingKey, here, 'has no "kind" (one of ' + ", ".join(_FILE_KEYS) + ")")
+        kind = self.choice(item["kind"], (*here, "kind"), tuple(_FILE_KEYS))
+        allowed = _FILE_KEYS[kind]
+        for key in item:
+            if key not in allowed:
+                self.fail(
+                    UnknownKey, (*here, key), f'unknown key for kind "{kind}" (allowed: {", ".join(allowed)})'
+                )
+        if kind in ("null", "stdin", "stdout", "stderr"):
+            name = self.name(item, here) if "name" in item else kind
+            return StdioEntry(cast("Any", kind), name)
+        if kind == "listen":
+            return self.listen(item, here)
+        if kind == "connect":
+            return self.connect(item, here)
+        return self.directory(item, here)
+
+    def name(self, item: Mapping[str, object], here: Path) -> str:
+        path = (*here, "name")
+        name = self.string(item["name"], path, limit=_MAX_NAME)
+        if ":" in name:
+            self.fail(InvalidValue, path, f"{name!r} contains ':' (FD_NAMES separates names with ':')")
+        return name
+
+    def host(self, value: object, path: Path, *, limit: int = _MAX_HOST) -> str:
+        host = self.string(value, path, limit=limit)
+        if any(ch.isspace() or ord(ch) < 0x20 for ch in host):
+            self.fail(InvalidValue, path, "must not contain whitespace or control characters")
+        return host
+
+    def port_prot(self, item: Mapping[str, object], here: Path) -> tuple[int, Protocol]:
+        prot = (
+            cast("Protocol", self.choice(item["prot"], (*here, "prot"), ("tls", "tcp")))
+            if "prot" in item
+            else "tls"
+        )
+        if "port" not in item:
+            return default_port(prot), prot
+        port = item["port"]
+        if not isinstance(port, int) or isinstance(port, bool):
+            self.fail(InvalidValue, (*here, "port"), f"must be an integer, got {_type_name(port)}")
+        if not 1 <= port <= 65535:
+            self.fail(InvalidValue, (*here, "port"), f"must be between 1 and 65535, got {port}")
+        return port, prot
+
+    def listen(self, item: Mapping[str, object], here: Path) -> ListenEntry:
+        if "name" not in item:
+            self.fail(MissingKey, here, 'a "listen" entry needs a "name"')
+        name = self.name(item, here)
+        addr = self.host(item["addr"], (*here, "addr")) if "addr" in item else "::"
+        port, prot = self.port_prot(item, here)
+        client_auth = "none"
+        if "client_auth" in item:
+            client_auth = self.choice(item["client_auth"], (*here, "client_auth"), ("none", "steward"))
+            if prot == "tcp" and client_auth != "none":
+                self.fail(InvalidValue, (*here, "client_auth"), 'client authentication needs prot = "tls"')
+        identity = None
+        if "client_identity" in item:
+            path = (*here, "client_identity")
+            identity = self.host(item["client_identity"], path, limit=2048)
+            if not identity.startswith("spiffe://"):
+                self.fail(InvalidValue, path, f"must be a spiffe:// ID, got {identity!r}")
+            if client_auth != "steward":
+                self.fail(InvalidValue, path, 'needs client_auth = "steward"')
+        return ListenEntry(name, addr, port, prot, cast("Any", client_auth), identity)
+
+    def connect(self, item: Mapping[str, object], here: Path) -> ConnectEntry:
+        if "host" not in item:
+            self.fail(MissingKey, here, 'a "connect" entry needs a "host"')
+        host = self.host(item["host"], (*here, "host"))
+        name = self.name(item, here) if "name" in item else host
+        if "name" not in item and ":" in name:
+            self.fail(InvalidValue, (*here, "host"), f"{host!r} contains ':', so the entry needs a \"name\"")
+        port, prot = self.port_prot(item, here)
+        trust: str | None = "system" if prot == "tls" else None
+        if "trust" in item:
+            trust = self.choice(item["trust"], (*here, "trust"), ("system", "steward", "file"))
+            if prot == "tcp":
+                self.fail(InvalidValue, (*here, "trust"), 'trust anchors need prot = "tls"')
+        trust_file = None
+        if "trust_file" in item:
+            trust_file = self.string(item["trust_file"], (*here, "trust_file"), limit=4096)
+            if trust != "file":
+                self.fail(InvalidValue, (*here, "trust_file"), 'needs trust = "file"')
+        elif trust == "file":
+            self.fail(MissingKey, (*here, "trust"), 'trust = "file" needs a "trust_file" (a PEM file)')
+        return ConnectEntry(name, host, port, prot, cast("Any", trust), trust_file)
+
+    def directory(self, item: Mapping[str, object], here: Path) -> DirEntry:
+        if "path" not in item:
+            self.fail(MissingKey, here, 'a "dir" entry needs a "path" (the host directory)')
+        path = self.string(item["path"], (*here, "path"), limit=4096)
+        guest = (
+            self.string(item["guest_path"], (*here, "guest_path"), limit=4096)
+            if "guest_path" in item
+            else path
+        )
+        writable = item.get("writable", False)
+        if not isinstance(writable, bool):
+            self.fail(InvalidValue, (*here, "writable"), f"must be true or false, got {_type_name(writable)}")
+        if "name" in item:
+            name = self.name(item, here)
+        elif ":" in guest:
+            self.fail(
+                InvalidValue, (*here, "guest_path"), f"{guest!r} contains ':', so the entry needs a \"name\""
+            )
+        else:
+            name = guest
+        return DirEntry(name, path, guest, writable)
+
+
+def _render_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            quoted = '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            out += f".{quoted}" if out else quoted
+    return out
+
+
+def _type_name(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
