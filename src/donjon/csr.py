@@ -1,0 +1,589 @@
+# mypy: disable-error-code="misc"
+# (pyasn1 ships no type information: its base classes are Any to mypy.)
+"""PKCS#10 certificate requests that carry attestation evidence: build and parse.
+
+Two formats:
+
+**Donjon native** (DESIGN.md "Evidence in the CSR"). The CSR (RFC 2986) holds
+the attribute of draft-ietf-lamps-csr-attestation (revision 27+),
+``id-aa-attestation`` (1.2.840.113549.1.9.16.2.59), with exactly one value::
+
+    AttestationBundle ::= SEQUENCE {
+        attestations SEQUENCE SIZE (1..MAX) OF AttestationStatement,
+        certs SEQUENCE SIZE (1..MAX) OF LimitedCertChoices OPTIONAL }
+    AttestationStatement ::= SEQUENCE { type OBJECT IDENTIFIER, stmt ANY }
+
+Donjon's statement types (:mod:`donjon.oids`) carry the raw report or quote as an
+OCTET STRING. The workload digest and the Steward nonce are two more
+single-valued attributes under Donjon's arc. ``certs`` holds the VCEK/VLEK or PCK
+chain when the Keep has it (only the ``certificate`` choice is accepted).
+
+**Enarx legacy** (enarx/steward ``crates/attestation``): one extensionRequest
+extension, 1.3.6.1.4.1.58270.1.3 (SNP) or .1.2 (SGX)::
+
+    Snp ::= SEQUENCE { SEQUENCE { vcek Certificate, crl CrlList }, report OCTET STRING }
+    Sgx ::= SEQUENCE { quote OCTET STRING, crl CrlList,
+                       tcb SEQUENCE { crts SEQUENCE OF Certificate, report OCTET STRING } }
+    CrlList ::= SEQUENCE { SEQUENCE OF SEQUENCE { url UTF8String, crl CertificateList } }
+
+``cryptography`` cannot write CSR attributes holding arbitrary DER, so the
+request info is built with pyasn1 and signed through ``cryptography``; parsing
+uses ``cryptography`` for the strict DER load and the signature, and pyasn1 for
+the attribute contents. Pure: bytes in, frozen dataclasses or :class:`CsrError` out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import char, constraint, namedtype, tag, univ
+
+from donjon import oids
+
+__all__ = [
+    "MAX_CSR_BYTES",
+    "MAX_STATEMENTS",
+    "CsrError",
+    "CsrSignatureInvalid",
+    "LegacyCsr",
+    "MalformedCsr",
+    "NativeCsr",
+    "Statement",
+    "build_csr",
+    "build_legacy_csr",
+    "is_legacy",
+    "parse_legacy_csr",
+    "parse_native_csr",
+    "spki_sha256",
+]
+
+#: A CSR larger than this is refused before any parsing. An Enarx SGX CSR with its
+#: CRLs and TCB info is ~15 KiB; a TDX quote with its PCK chain is ~8 KiB.
+MAX_CSR_BYTES = 256 * 1024
+#: More statements than this in one bundle is not a Keep's CSR.
+MAX_STATEMENTS = 8
+#: More certificates or CRLs than this in one CSR is not a vendor chain.
+MAX_CERTS = 8
+MAX_CRLS = 8
+
+
+class CsrError(Exception):
+    """Root of CSR errors. ``check`` is the stable name used in refusals (``csr.parse``...)."""
+
+    def __init__(self, check: str, reason: str) -> None:
+        self.check = check
+        self.reason = reason
+        super().__init__(f"{check}: {reason}")
+
+
+class MalformedCsr(CsrError):
+    """The bytes are not a well-formed CSR of the expected format."""
+
+
+class CsrSignatureInvalid(CsrError):
+    """The CSR is not signed by the key it carries."""
+
+
+# --- ASN.1 types (RFC 2986 section 4; draft-ietf-lamps-csr-attestation section 5) ---
+
+
+class _AttributeValues(univ.SetOf):
+    componentType = univ.Any()
+
+
+class _Attribute(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("type", univ.ObjectIdentifier()),
+        namedtype.NamedType("values", _AttributeValues()),
+    )
+
+
+class _Attributes(univ.SetOf):
+    componentType = _Attribute()
+    tagSet = univ.SetOf.tagSet.tagImplicitly(tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, 0))
+
+
+class _CertificationRequestInfo(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("version", univ.Integer()),
+        namedtype.NamedType("subject", univ.Any()),
+        namedtype.NamedType("subjectPKInfo", univ.Any()),
+        namedtype.NamedType("attributes", _Attributes()),
+    )
+
+
+class _AlgorithmIdentifier(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("algorithm", univ.ObjectIdentifier()),
+        namedtype.OptionalNamedType("parameters", univ.Any()),
+    )
+
+
+class _CertificationRequest(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("certificationRequestInfo", _CertificationRequestInfo()),
+        namedtype.NamedType("signatureAlgorithm", _AlgorithmIdentifier()),
+        namedtype.NamedType("signature", univ.BitString()),
+    )
+
+
+class _AttestationStatement(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("type", univ.ObjectIdentifier()),
+        namedtype.NamedType("stmt", univ.Any()),
+    )
+
+
+class _Statements(univ.SequenceOf):
+    componentType = _AttestationStatement()
+    subtypeSpec = constraint.ValueSizeConstraint(1, MAX_STATEMENTS)
+
+
+class _Certs(univ.SequenceOf):
+    # LimitedCertChoices: only the plain ``certificate`` choice is supported here.
+    componentType = univ.Any()
+    subtypeSpec = constraint.ValueSizeConstraint(1, MAX_CERTS)
+
+
+class _AttestationBundle(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("attestations", _Statements()),
+        namedtype.OptionalNamedType("certs", _Certs()),
+    )
+
+
+# Enarx legacy evidence (enarx/steward crates/attestation/src/{snp,sgx}/mod.rs).
+
+
+class _CrlEntry(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("url", char.UTF8String()),
+        namedtype.NamedType("crl", univ.Any()),
+    )
+
+
+class _CrlEntries(univ.SequenceOf):
+    componentType = _CrlEntry()
+    subtypeSpec = constraint.ValueSizeConstraint(0, MAX_CRLS)
+
+
+class _CrlList(univ.Sequence):
+    componentType = namedtype.NamedTypes(namedtype.NamedType("crls", _CrlEntries()))
+
+
+class _SnpArtifact(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("vcek", univ.Any()),
+        namedtype.NamedType("crl", _CrlList()),
+    )
+
+
+class _SnpEvidence(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("vcek", _SnpArtifact()),
+        namedtype.NamedType("report", univ.OctetString()),
+    )
+
+
+class _CertSeq(univ.SequenceOf):
+    componentType = univ.Any()
+    subtypeSpec = constraint.ValueSizeConstraint(0, MAX_CERTS)
+
+
+class _TcbPackage(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("crts", _CertSeq()),
+        namedtype.NamedType("report", univ.OctetString()),
+    )
+
+
+class _SgxEvidence(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("quote", univ.OctetString()),
+        namedtype.NamedType("crl", _CrlList()),
+        namedtype.NamedType("tcb", _TcbPackage()),
+    )
+
+
+# --- results ---
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One ``AttestationStatement``: its type OID, Donjon's kind for it (or None), the evidence bytes."""
+
+    type: x509.ObjectIdentifier
+    kind: str | None
+    evidence: bytes | None
+    stmt_der: bytes
+
+
+@dataclass(frozen=True)
+class NativeCsr:
+    """A signature-checked Donjon CSR."""
+
+    der: bytes
+    spki_der: bytes
+    statements: tuple[Statement, ...]
+    certs: tuple[bytes, ...]
+    workload_digest: bytes | None
+    nonce: bytes | None
+
+    @property
+    def key_sha256(self) -> bytes:
+        return hashlib.sha256(self.spki_der).digest()
+
+
+@dataclass(frozen=True)
+class LegacyCsr:
+    """A signature-checked Enarx Keep CSR: evidence with the collateral the Keep sent."""
+
+    der: bytes
+    spki_der: bytes
+    kind: str  # "sev-snp" or "sgx"
+    evidence: bytes
+    certs: tuple[bytes, ...]
+    crls: tuple[tuple[str, bytes], ...]
+    tcb_info: bytes | None
+
+    @property
+    def key_sha256(self) -> bytes:
+        return hashlib.sha256(self.spki_der).digest()
+
+
+def spki_sha256(spki_der: bytes) -> str:
+    """The CSR key's identity in logs: SHA-256 of the SubjectPublicKeyInfo DER, hex."""
+    return hashlib.sha256(spki_der).hexdigest()
+
+
+# --- building ---
+
+_ECDSA_BY_CURVE: dict[str, tuple[str, hashes.HashAlgorithm]] = {
+    "secp256r1": ("1.2.840.10045.4.3.2", hashes.SHA256()),
+    "secp384r1": ("1.2.840.10045.4.3.3", hashes.SHA384()),
+    "secp521r1": ("1.2.840.10045.4.3.4", hashes.SHA512()),
+}
+_RSA_SHA256 = "1.2.840.113549.1.1.11"
+_ED25519 = "1.3.101.112"
+
+SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
+
+def _sign(key: SigningKey, data: bytes) -> tuple[_AlgorithmIdentifier, bytes]:
+    alg = _AlgorithmIdentifier()
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        entry = _ECDSA_BY_CURVE.get(key.curve.name)
+        if entry is None:
+            raise ValueError(f"unsupported curve {key.curve.name}")
+        alg["algorithm"] = univ.ObjectIdentifier(entry[0])
+        return alg, key.sign(data, ec.ECDSA(entry[1]))
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        alg["algorithm"] = univ.ObjectIdentifier(_ED25519)
+        return alg, key.sign(data)
+    if isinstance(key, rsa.RSAPrivateKey):
+        alg["algorithm"] = univ.ObjectIdentifier(_RSA_SHA256)
+        alg["parameters"] = univ.Any(der_encoder.encode(univ.Null("")))
+        return alg, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    raise TypeError(f"unsupported key type {type(key).__name__}")
+
+
+def _octets(data: bytes) -> bytes:
+    return bytes(der_encoder.encode(univ.OctetString(data)))
+
+
+def _attribute(oid: x509.ObjectIdentifier, value_der: bytes) -> _Attribute:
+    attr = _Attribute()
+    attr["type"] = univ.ObjectIdentifier(oid.dotted_string)
+    values = _AttributeValues()
+    values.append(univ.Any(value_der))
+    attr["values"] = values
+    return attr
+
+
+def _spki(key: SigningKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def build_csr(
+    key: SigningKey,
+    *,
+    statements: Sequence[tuple[x509.ObjectIdentifier, bytes]],
+    workload_digest: bytes | None,
+    nonce: bytes | None,
+    certs: Sequence[bytes] = (),
+) -> bytes:
+    """A native Donjon CSR (DER), signed by ``key``.
+
+    ``statements`` are (type OID, raw evidence) pairs; each evidence is wrapped in
+    an OCTET STRING. ``certs`` are DER certificates for the bundle's ``certs``.
+    """
+    bundle = _AttestationBundle()
+    stmts = _Statements()
+    for oid, evidence in statements:
+        st = _AttestationStatement()
+        st["type"] = univ.ObjectIdentifier(oid.dotted_string)
+        st["stmt"] = univ.Any(_octets(evidence))
+        stmts.append(st)
+    bundle["attestations"] = stmts
+    if certs:
+        cs = _Certs()
+        for cert in certs:
+            cs.append(univ.Any(cert))
+        bundle["certs"] = cs
+    attrs = _Attributes()
+    attrs.append(_attribute(oids.ID_AA_ATTESTATION, bytes(der_encoder.encode(bundle))))
+    if workload_digest is not None:
+        attrs.append(_attribute(oids.CSR_ATTR_WORKLOAD_DIGEST, _octets(workload_digest)))
+    if nonce is not None:
+        attrs.append(_attribute(oids.CSR_ATTR_NONCE, _octets(nonce)))
+    return _finish(key, attrs)
+
+
+def _finish(key: SigningKey, attrs: _Attributes) -> bytes:
+    cri = _CertificationRequestInfo()
+    cri["version"] = 0
+    cri["subject"] = univ.Any(b"\x30\x00")  # empty Name: the Steward decides the identity
+    cri["subjectPKInfo"] = univ.Any(_spki(key))
+    cri["attributes"] = attrs
+    cri_der = bytes(der_encoder.encode(cri))
+    alg, signature = _sign(key, cri_der)
+    req = _CertificationRequest()
+    req["certificationRequestInfo"] = cri
+    req["signatureAlgorithm"] = alg
+    req["signature"] = univ.BitString.fromOctetString(signature)
+    return bytes(der_encoder.encode(req))
+
+
+def build_legacy_csr(
+    key: SigningKey,
+    kind: str,
+    evidence: bytes,
+    *,
+    certs: Sequence[bytes],
+    crls: Sequence[tuple[str, bytes]] = (),
+    tcb_info: bytes = b"",
+) -> bytes:
+    """An Enarx-format Keep CSR (DER), for tests and for talking to an Enarx Steward.
+
+    ``kind`` is ``"sev-snp"`` (``certs`` = [VCEK]) or ``"sgx"`` (``certs`` = the
+    TCB info signing chain, ``tcb_info`` = TCB info JSON).
+    """
+    crl_list = _CrlList()
+    entries = _CrlEntries()
+    for url, crl in crls:
+        entry = _CrlEntry()
+        entry["url"] = char.UTF8String(url)
+        entry["crl"] = univ.Any(crl)
+        entries.append(entry)
+    crl_list["crls"] = entries
+    value: univ.Sequence
+    if kind == "sev-snp":
+        if len(certs) != 1:
+            raise ValueError("an Enarx SNP CSR carries exactly one VCEK")
+        art = _SnpArtifact()
+        art["vcek"] = univ.Any(certs[0])
+        art["crl"] = crl_list
+        value = _SnpEvidence()
+        value["vcek"] = art
+        value["report"] = univ.OctetString(evidence)
+        oid = oids.ENARX_SNP_EVIDENCE
+    elif kind == "sgx":
+        pkg = _TcbPackage()
+        crts = _CertSeq()
+        for cert in certs:
+            crts.append(univ.Any(cert))
+        pkg["crts"] = crts
+        pkg["report"] = univ.OctetString(tcb_info)
+        value = _SgxEvidence()
+        value["quote"] = univ.OctetString(evidence)
+        value["crl"] = crl_list
+        value["tcb"] = pkg
+        oid = oids.ENARX_SGX_EVIDENCE
+    else:
+        raise ValueError(f"no Enarx CSR format for evidence kind {kind!r}")
+    ext_value = bytes(der_encoder.encode(value))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    builder = builder.add_extension(x509.UnrecognizedExtension(oid, ext_value), critical=False)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        csr = builder.sign(key, None)
+    else:
+        csr = builder.sign(key, hashes.SHA384() if kind == "sev-snp" else hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+# --- parsing ---
+
+
+def _load(der: bytes) -> x509.CertificateSigningRequest:
+    if not isinstance(der, bytes | bytearray):
+        raise MalformedCsr("csr.parse", "CSR must be bytes")
+    if len(der) > MAX_CSR_BYTES:
+        raise MalformedCsr("csr.size", f"CSR of {len(der)} bytes exceeds {MAX_CSR_BYTES}")
+    if not der:
+        raise MalformedCsr("csr.parse", "empty CSR")
+    try:
+        csr = x509.load_der_x509_csr(bytes(der))
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise MalformedCsr("csr.parse", f"not a DER PKCS#10 request: {e}") from e
+    if not valid:
+        raise CsrSignatureInvalid("csr.signature", "the CSR is not signed by the key it carries")
+    return csr
+
+
+def _decode(data: bytes, spec: Any, what: str) -> Any:
+    try:
+        value, rest = der_decoder.decode(data, asn1Spec=spec)
+    except (PyAsn1Error, ValueError, TypeError, IndexError) as e:
+        raise MalformedCsr("csr.parse", f"{what} is not well-formed: {str(e)[:200]}") from e
+    if rest:
+        raise MalformedCsr("csr.parse", f"{what} has {len(rest)} trailing bytes")
+    return value
+
+
+def _octet_value(der: bytes, what: str) -> bytes:
+    return bytes(_decode(der, univ.OctetString(), what))
+
+
+def _spki_der(csr: x509.CertificateSigningRequest) -> bytes:
+    return csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _attributes(der: bytes) -> dict[str, list[bytes]]:
+    req = _decode(der, _CertificationRequest(), "CertificationRequest")
+    out: dict[str, list[bytes]] = {}
+    for attr in req["certificationRequestInfo"]["attributes"]:
+        oid = str(attr["type"])
+        if oid in out:
+            raise MalformedCsr("csr.parse", f"attribute {oid} appears twice")
+        out[oid] = [bytes(v) for v in attr["values"]]
+    return out
+
+
+def _single(attrs: dict[str, list[bytes]], oid: x509.ObjectIdentifier, what: str) -> bytes | None:
+    values = attrs.get(oid.dotted_string)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise MalformedCsr("csr.parse", f"{what} attribute must have exactly one value, has {len(values)}")
+    return values[0]
+
+
+def is_legacy(csr_der: bytes) -> bool:
+    """Whether a (well-formed) CSR is an Enarx Keep CSR rather than a native one."""
+    try:
+        csr = x509.load_der_x509_csr(bytes(csr_der))
+        csr.extensions.get_extension_for_oid(oids.ENARX_SNP_EVIDENCE)
+        return True
+    except x509.ExtensionNotFound:
+        pass
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    try:
+        csr.extensions.get_extension_for_oid(oids.ENARX_SGX_EVIDENCE)
+        return True
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def parse_native_csr(der: bytes) -> NativeCsr:
+    """Parse and signature-check a native Donjon CSR.
+
+    Raises :class:`MalformedCsr` (``csr.size``, ``csr.parse``, ``csr.no_evidence``)
+    or :class:`CsrSignatureInvalid` (``csr.signature``). Unknown statement types
+    are returned with ``kind=None``: the Steward decides what it accepts.
+    """
+    csr = _load(der)
+    attrs = _attributes(bytes(der))
+    bundle_der = _single(attrs, oids.ID_AA_ATTESTATION, "id-aa-attestation")
+    if bundle_der is None:
+        raise MalformedCsr("csr.no_evidence", "the CSR has no id-aa-attestation attribute")
+    bundle = _decode(bundle_der, _AttestationBundle(), "AttestationBundle")
+    statements = []
+    for st in bundle["attestations"]:
+        oid = x509.ObjectIdentifier(str(st["type"]))
+        stmt_der = bytes(st["stmt"])
+        kind = oids.EVIDENCE_KIND_BY_OID.get(oid)
+        evidence = _octet_value(stmt_der, f"statement {oid.dotted_string}") if kind is not None else None
+        statements.append(Statement(type=oid, kind=kind, evidence=evidence, stmt_der=stmt_der))
+    certs: list[bytes] = []
+    if bundle["certs"].isValue:
+        for cert in bundle["certs"]:
+            raw = bytes(cert)
+            if not raw.startswith(b"\x30"):
+                raise MalformedCsr(
+                    "csr.parse", "only the 'certificate' choice of LimitedCertChoices is supported"
+                )
+            certs.append(raw)
+    digest_der = _single(attrs, oids.CSR_ATTR_WORKLOAD_DIGEST, "workload digest")
+    nonce_der = _single(attrs, oids.CSR_ATTR_NONCE, "nonce")
+    digest = _octet_value(digest_der, "workload digest") if digest_der is not None else None
+    if digest is not None and len(digest) != 32:
+        raise MalformedCsr("csr.parse", f"workload digest must be 32 bytes, got {len(digest)}")
+    nonce = _octet_value(nonce_der, "nonce") if nonce_der is not None else None
+    return NativeCsr(
+        der=bytes(der),
+        spki_der=_spki_der(csr),
+        statements=tuple(statements),
+        certs=tuple(certs),
+        workload_digest=digest,
+        nonce=nonce,
+    )
+
+
+def _crls(crl_list: Any) -> tuple[tuple[str, bytes], ...]:
+    return tuple((str(e["url"]), bytes(e["crl"])) for e in crl_list["crls"])
+
+
+def parse_legacy_csr(der: bytes) -> LegacyCsr:
+    """Parse and signature-check an Enarx Keep CSR (one evidence extension, SNP or SGX)."""
+    csr = _load(der)
+    try:
+        exts = list(csr.extensions)
+    except ValueError as e:
+        raise MalformedCsr("csr.parse", f"bad extensionRequest: {e}") from e
+    evidence_exts = [e for e in exts if e.oid in (oids.ENARX_SNP_EVIDENCE, oids.ENARX_SGX_EVIDENCE)]
+    if len(evidence_exts) != 1:
+        raise MalformedCsr(
+            "csr.no_evidence", f"expected one Enarx evidence extension, found {len(evidence_exts)}"
+        )
+    ext = evidence_exts[0]
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):
+        raise MalformedCsr("csr.parse", "unexpected evidence extension type")
+    spki = _spki_der(csr)
+    if ext.oid == oids.ENARX_SNP_EVIDENCE:
+        snp = _decode(value.value, _SnpEvidence(), "Enarx SNP evidence")
+        return LegacyCsr(
+            der=bytes(der),
+            spki_der=spki,
+            kind="sev-snp",
+            evidence=bytes(snp["report"]),
+            certs=(bytes(snp["vcek"]["vcek"]),),
+            crls=_crls(snp["vcek"]["crl"]),
+            tcb_info=None,
+        )
+    sgx = _decode(value.value, _SgxEvidence(), "Enarx SGX evidence")
+    return LegacyCsr(
+        der=bytes(der),
+        spki_der=spki,
+        kind="sgx",
+        evidence=bytes(sgx["quote"]),
+        certs=tuple(bytes(c) for c in sgx["tcb"]["crts"]),
+        crls=_crls(sgx["crl"]),
+        tcb_info=bytes(sgx["tcb"]["report"]),
+    )
