@@ -1,0 +1,430 @@
+"""Intel DCAP quotes (SGX v3/v4/v5, TDX v4/v5): decoding only, no verification.
+
+Layouts follow Intel's "Intel SGX ECDSA Quote Library API" (quote v3, appendix
+"Quote Format") and "Intel TDX DCAP Quote Generation Library and Quote
+Verification Library" (quote v4 and v5, appendix "Quote Format"). All integers
+are little-endian. A quote is::
+
+    header (48) | body | signature data length (u32) | signature data | [trailing bytes]
+
+where v5 puts a body descriptor (type u16, size u32) in front of the body. The
+quote signature covers everything before the signature data length. Several
+real quote producers pad the buffer after the signature data, so trailing bytes
+are tolerated and counted (``Quote.trailing``) but never interpreted.
+
+:func:`parse_quote` never verifies anything; it only refuses bytes that are not
+a well-formed quote, with :class:`MalformedEvidence` naming the field.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from donjon.attestation.errors import MalformedEvidence
+
+__all__ = [
+    "ATTESTATION_KEY_TYPE_ECDSA_P256",
+    "BODY_SGX_ENCLAVE",
+    "BODY_TD_REPORT10",
+    "BODY_TD_REPORT15",
+    "CERT_DATA_PCK_CHAIN",
+    "CERT_DATA_QE_REPORT",
+    "INTEL_QE_VENDOR_ID",
+    "MAX_QUOTE_BYTES",
+    "TEE_TYPE_SGX",
+    "TEE_TYPE_TDX",
+    "Quote",
+    "QuoteHeader",
+    "QuoteSignature",
+    "SgxReportBody",
+    "TdReportBody",
+    "parse_quote",
+    "parse_sgx_report_body",
+]
+
+#: Quotes with a PEM PCK chain are about 5 KiB; padding seen in the wild is a few KiB more.
+MAX_QUOTE_BYTES = 64 * 1024
+
+HEADER_LEN = 48
+SGX_REPORT_BODY_LEN = 384
+TD_REPORT10_LEN = 584
+TD_REPORT15_LEN = 648
+ECDSA_SIG_LEN = 64
+ECDSA_KEY_LEN = 64
+
+#: Header "Attestation Key Type": 2 = ECDSA-256-with-P-256 curve (the only one DCAP uses).
+ATTESTATION_KEY_TYPE_ECDSA_P256 = 2
+#: Header "TEE Type" (v4/v5): 0x00000000 SGX, 0x00000081 TDX.
+TEE_TYPE_SGX = 0x00000000
+TEE_TYPE_TDX = 0x00000081
+#: v5 body descriptor "Type": 1 SGX enclave report, 2 TD report (TDX 1.0), 3 TD report (TDX 1.5).
+BODY_SGX_ENCLAVE = 1
+BODY_TD_REPORT10 = 2
+BODY_TD_REPORT15 = 3
+#: Certification data types: 5 = concatenated PCK cert chain (PEM), 6 = QE report certification data.
+CERT_DATA_PCK_CHAIN = 5
+CERT_DATA_QE_REPORT = 6
+#: Intel's QE vendor ID, 939A7233-F79C-4CA9-940A-0DB3957F0607.
+INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+
+_BODY_LENGTHS = {
+    BODY_SGX_ENCLAVE: SGX_REPORT_BODY_LEN,
+    BODY_TD_REPORT10: TD_REPORT10_LEN,
+    BODY_TD_REPORT15: TD_REPORT15_LEN,
+}
+
+
+@dataclass(frozen=True)
+class QuoteHeader:
+    """The 48-byte quote header ("Quote Header" table).
+
+    In v3 bytes 4..8 are reserved (SGX only) and bytes 8..12 hold QE SVN and PCE
+    SVN; v4 and v5 put the TEE type at 4..8 and keep QE/PCE SVN at 8..12 (the TDX
+    document calls them reserved; the QE fills them).
+    """
+
+    version: int
+    attestation_key_type: int
+    tee_type: int
+    qe_svn: int
+    pce_svn: int
+    qe_vendor_id: bytes
+    user_data: bytes
+
+
+@dataclass(frozen=True)
+class SgxReportBody:
+    """An SGX enclave report body, 384 bytes ("Enclave Report Body" table): the
+    quoted enclave's body in SGX quotes, and the QE report in every quote."""
+
+    cpu_svn: bytes
+    miscselect: int
+    isv_ext_prod_id: bytes
+    attributes: bytes
+    mrenclave: bytes
+    mrsigner: bytes
+    config_id: bytes
+    isv_prod_id: int
+    isv_svn: int
+    config_svn: int
+    isv_family_id: bytes
+    report_data: bytes
+    raw: bytes
+
+    @property
+    def debug(self) -> bool:
+        """ATTRIBUTES.DEBUG is bit 1 of the first attributes byte (SGX SDM, SECS.ATTRIBUTES)."""
+        return bool(self.attributes[0] & 0x02)
+
+
+@dataclass(frozen=True)
+class TdReportBody:
+    """A TD report body: TDX 1.0 (584 bytes) or TDX 1.5 (648 bytes, adding
+    TEE_TCB_SVN2 and MRSERVICETD) ("TD Quote Body" / "TD Quote Body v1.5")."""
+
+    tee_tcb_svn: bytes
+    mrseam: bytes
+    mrsignerseam: bytes
+    seam_attributes: bytes
+    td_attributes: bytes
+    xfam: bytes
+    mrtd: bytes
+    mrconfigid: bytes
+    mrowner: bytes
+    mrownerconfig: bytes
+    rtmrs: tuple[bytes, bytes, bytes, bytes]
+    report_data: bytes
+    tee_tcb_svn2: bytes | None
+    mrservicetd: bytes | None
+    raw: bytes
+
+    @property
+    def debug(self) -> bool:
+        """TDATTRIBUTES.DEBUG is bit 0 of TD_ATTRIBUTES (TDX module ABI, "TD_ATTRIBUTES")."""
+        return bool(self.td_attributes[0] & 0x01)
+
+
+@dataclass(frozen=True)
+class QuoteSignature:
+    """The signature data: quote signature, attestation key, and the QE's
+    certification of that key (QE report, its PCK signature, QE auth data) with
+    the PCK certificate chain."""
+
+    signature: bytes
+    attestation_key: bytes
+    qe_report: SgxReportBody
+    qe_report_signature: bytes
+    qe_auth_data: bytes
+    pck_cert_chain: bytes
+
+
+@dataclass(frozen=True)
+class Quote:
+    header: QuoteHeader
+    body_type: int
+    body: SgxReportBody | TdReportBody
+    signed_data: bytes
+    signature: QuoteSignature
+    trailing: int
+
+    @property
+    def is_tdx(self) -> bool:
+        return self.body_type in (BODY_TD_REPORT10, BODY_TD_REPORT15)
+
+
+class _Reader:
+    """Bounded little-endian reads; every overrun is MalformedEvidence naming the field."""
+
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end is None else end
+
+    def take(self, n: int, field: str) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise MalformedEvidence(
+                "dcap.truncated",
+                "quote ends inside a field",
+                field=field,
+                expected=f"{n} bytes",
+                got=f"{max(self.end - self.pos, 0)} bytes",
+            )
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u16(self, field: str) -> int:
+        value: int = struct.unpack("<H", self.take(2, field))[0]
+        return value
+
+    def u32(self, field: str) -> int:
+        value: int = struct.unpack("<I", self.take(4, field))[0]
+        return value
+
+
+def _parse_header(r: _Reader) -> QuoteHeader:
+    version = r.u16("header.version")
+    key_type = r.u16("header.attestation_key_type")
+    tee_type = r.u32("header.tee_type")
+    qe_svn = r.u16("header.qe_svn")
+    pce_svn = r.u16("header.pce_svn")
+    vendor = r.take(16, "header.qe_vendor_id")
+    user_data = r.take(20, "header.user_data")
+    if version not in (3, 4, 5):
+        raise MalformedEvidence(
+            "dcap.version",
+            "quote format not supported",
+            field="header.version",
+            expected="3, 4 or 5",
+            got=version,
+        )
+    if key_type != ATTESTATION_KEY_TYPE_ECDSA_P256:
+        raise MalformedEvidence(
+            "dcap.attestation_key_type",
+            "only ECDSA P-256 attestation keys exist in DCAP",
+            field="header.attestation_key_type",
+            expected=2,
+            got=key_type,
+        )
+    if version == 3:
+        # v3 is SGX only; bytes 4..8 are reserved and must be zero.
+        if tee_type != 0:
+            raise MalformedEvidence(
+                "dcap.reserved",
+                "reserved header bytes are not zero",
+                field="header.reserved",
+                expected=0,
+                got=tee_type,
+            )
+        tee_type = TEE_TYPE_SGX
+    elif tee_type not in (TEE_TYPE_SGX, TEE_TYPE_TDX):
+        raise MalformedEvidence(
+            "dcap.tee_type",
+            "unknown TEE type",
+            field="header.tee_type",
+            expected="0x0 or 0x81",
+            got=hex(tee_type),
+        )
+    return QuoteHeader(version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data)
+
+
+def parse_sgx_report_body(raw: bytes) -> SgxReportBody:
+    """Decode a 384-byte SGX report body ("Enclave Report Body" table offsets)."""
+    if len(raw) != SGX_REPORT_BODY_LEN:
+        raise MalformedEvidence(
+            "dcap.report_body",
+            "SGX report body has the wrong size",
+            expected=SGX_REPORT_BODY_LEN,
+            got=len(raw),
+        )
+    return SgxReportBody(
+        cpu_svn=raw[0:16],
+        miscselect=int.from_bytes(raw[16:20], "little"),
+        # 20..32 reserved
+        isv_ext_prod_id=raw[32:48],
+        attributes=raw[48:64],
+        mrenclave=raw[64:96],
+        # 96..128 reserved
+        mrsigner=raw[128:160],
+        # 160..192 reserved
+        config_id=raw[192:256],
+        isv_prod_id=int.from_bytes(raw[256:258], "little"),
+        isv_svn=int.from_bytes(raw[258:260], "little"),
+        config_svn=int.from_bytes(raw[260:262], "little"),
+        # 262..304 reserved
+        isv_family_id=raw[304:320],
+        report_data=raw[320:384],
+        raw=raw,
+    )
+
+
+def _parse_td_report(raw: bytes) -> TdReportBody:
+    # "TD Quote Body" table: offsets within the body.
+    is15 = len(raw) == TD_REPORT15_LEN
+    return TdReportBody(
+        tee_tcb_svn=raw[0:16],
+        mrseam=raw[16:64],
+        mrsignerseam=raw[64:112],
+        seam_attributes=raw[112:120],
+        td_attributes=raw[120:128],
+        xfam=raw[128:136],
+        mrtd=raw[136:184],
+        mrconfigid=raw[184:232],
+        mrowner=raw[232:280],
+        mrownerconfig=raw[280:328],
+        rtmrs=(raw[328:376], raw[376:424], raw[424:472], raw[472:520]),
+        report_data=raw[520:584],
+        tee_tcb_svn2=raw[584:600] if is15 else None,
+        mrservicetd=raw[600:648] if is15 else None,
+        raw=raw,
+    )
+
+
+def _parse_qe_report_block(r: _Reader) -> tuple[SgxReportBody, bytes, bytes, bytes]:
+    """QE report (384) | QE report signature (64) | QE auth data (u16 size + data) |
+    certification data (type u16, size u32, data), which must be the PCK chain."""
+    qe_report = parse_sgx_report_body(r.take(SGX_REPORT_BODY_LEN, "qe_report"))
+    qe_sig = r.take(ECDSA_SIG_LEN, "qe_report_signature")
+    auth_len = r.u16("qe_auth_data.size")
+    auth = r.take(auth_len, "qe_auth_data")
+    cert_type = r.u16("certification_data.type")
+    cert_size = r.u32("certification_data.size")
+    if cert_type != CERT_DATA_PCK_CHAIN:
+        raise MalformedEvidence(
+            "dcap.certification_data_type",
+            "PCK certification data must be a PEM chain",
+            field="certification_data.type",
+            expected=CERT_DATA_PCK_CHAIN,
+            got=cert_type,
+        )
+    chain = r.take(cert_size, "certification_data")
+    return qe_report, qe_sig, auth, chain
+
+
+def parse_quote(data: bytes) -> Quote:
+    """Decode an SGX or TDX DCAP quote without verifying it.
+
+    Raises :class:`MalformedEvidence` for anything that is not a well-formed
+    quote: unknown version, TEE type, body type or key type, a length that
+    overruns the buffer or does not account exactly for its content.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedEvidence("dcap.type", "a quote is bytes", got=type(data).__name__)
+    data = bytes(data)
+    if len(data) > MAX_QUOTE_BYTES:
+        raise MalformedEvidence(
+            "dcap.size", "quote is too large", expected=f"<= {MAX_QUOTE_BYTES}", got=len(data)
+        )
+    r = _Reader(data)
+    header = _parse_header(r)
+    if header.version == 5:
+        body_type = r.u16("body.type")
+        body_size = r.u32("body.size")
+        expected = _BODY_LENGTHS.get(body_type)
+        if expected is None:
+            raise MalformedEvidence(
+                "dcap.body_type",
+                "unknown quote body type",
+                field="body.type",
+                expected="1, 2 or 3",
+                got=body_type,
+            )
+        if body_size != expected:
+            raise MalformedEvidence(
+                "dcap.body_size",
+                "body size does not match its type",
+                field="body.size",
+                expected=expected,
+                got=body_size,
+            )
+        if (body_type == BODY_SGX_ENCLAVE) != (header.tee_type == TEE_TYPE_SGX):
+            raise MalformedEvidence(
+                "dcap.body_type",
+                "body type does not match the header's TEE type",
+                field="body.type",
+                got=body_type,
+            )
+    elif header.tee_type == TEE_TYPE_TDX:
+        body_type, body_size = BODY_TD_REPORT10, TD_REPORT10_LEN
+    else:
+        body_type, body_size = BODY_SGX_ENCLAVE, SGX_REPORT_BODY_LEN
+    raw_body = r.take(body_size, "body")
+    body: SgxReportBody | TdReportBody
+    body = parse_sgx_report_body(raw_body) if body_type == BODY_SGX_ENCLAVE else _parse_td_report(raw_body)
+    signed_end = r.pos
+    sig_len = r.u32("signature_data.size")
+    sig_end = r.pos + sig_len
+    if sig_end > len(data):
+        raise MalformedEvidence(
+            "dcap.signature_data_size",
+            "signature data length overruns the quote",
+            field="signature_data.size",
+            expected=f"<= {len(data) - r.pos}",
+            got=sig_len,
+        )
+    s = _Reader(data, r.pos, sig_end)
+    signature = s.take(ECDSA_SIG_LEN, "signature")
+    att_key = s.take(ECDSA_KEY_LEN, "attestation_key")
+    if header.version == 3:
+        qe_report, qe_sig, auth, chain = _parse_qe_report_block(s)
+    else:
+        # v4/v5: the certification data is type 6, wrapping the QE report block.
+        cert_type = s.u16("certification_data.type")
+        cert_size = s.u32("certification_data.size")
+        if cert_type != CERT_DATA_QE_REPORT:
+            raise MalformedEvidence(
+                "dcap.certification_data_type",
+                "v4/v5 quotes carry QE report certification data",
+                field="certification_data.type",
+                expected=CERT_DATA_QE_REPORT,
+                got=cert_type,
+            )
+        inner_end = s.pos + cert_size
+        if inner_end != s.end:
+            raise MalformedEvidence(
+                "dcap.certification_data_size",
+                "certification data size does not match the signature data length",
+                field="certification_data.size",
+                expected=s.end - s.pos,
+                got=cert_size,
+            )
+        qe_report, qe_sig, auth, chain = _parse_qe_report_block(s)
+    if s.pos != s.end:
+        raise MalformedEvidence(
+            "dcap.signature_data_size",
+            "signature data length does not match its content",
+            field="signature_data.size",
+            expected=s.pos - (sig_end - sig_len),
+            got=sig_len,
+        )
+    return Quote(
+        header=header,
+        body_type=body_type,
+        body=body,
+        signed_data=data[:signed_end],
+        signature=QuoteSignature(signature, att_key, qe_report, qe_sig, auth, chain),
+        trailing=len(data) - sig_end,
+    )

@@ -1,0 +1,642 @@
+"""Verification of Intel TDX and SGX DCAP quotes against Intel's root and collateral.
+
+Pure: the quote, the trust roots, the collateral (:class:`IntelCollateral`:
+CRLs, TCB Info, QE Identity and their issuer chains) and the verification time
+go in; a :class:`VerifiedEvidence` or a specific :class:`AttestationError`
+comes out. The checks, in Intel's QVL order (Intel "Quote Verification" appendix
+of the TDX DCAP QVL document):
+
+1. the quote is well formed (:func:`donjon.attestation.dcap.parse_quote`) and
+   comes from Intel's QE (QE vendor ID);
+2. the PCK certificate chain in the quote reaches the trust anchor: Intel's SGX
+   Root CA pinned by fingerprint, or a root the caller passes explicitly (then
+   the claims say ``simulated=True`` unless it is Intel's); every certificate is
+   valid at ``at`` and not revoked (root CA CRL, PCK CA CRL, each signature- and
+   time-checked);
+3. the QE report is signed by the PCK key, and its report data binds the
+   attestation key: SHA-256(attestation key || QE auth data) then 32 zero bytes;
+4. the quote (header and body) is signed by the attestation key;
+5. TCB Info and QE Identity are signed by a TCB signing certificate chaining
+   to the same anchor, current at ``at``, for this TEE, FMSPC and PCE-ID;
+6. the QE report matches the QE Identity, the PCK TCB (and for TDX the
+   TEE_TCB_SVN and the TDX module identity) matches a TCB level; statuses and
+   advisories combine as Intel's QVL combines them;
+7. debug TDs/enclaves are refused unless ``allow_debug``.
+
+Signature checks whose inputs do not depend on the time (certificate signed
+by issuer, CRL and TCB document signatures) are memoised on their exact input
+bytes, so verifying many quotes against the same collateral costs about two
+ECDSA verifications each; time checks are redone on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from donjon.attestation import pki
+from donjon.attestation.claims import Claims, TcbStatus, TeeType, VerifiedEvidence
+from donjon.attestation.dcap import INTEL_QE_VENDOR_ID, Quote, SgxReportBody, TdReportBody, parse_quote
+from donjon.attestation.errors import AttestationError, CollateralError, MalformedEvidence, VerificationFailed
+from donjon.attestation.intel import INTEL_SGX_ROOT_CA_SHA256, PckExtensions, parse_pck_extensions
+from donjon.attestation.tcbinfo import (
+    QeIdentity,
+    TcbInfo,
+    converge,
+    match_qe_identity,
+    match_tcb_level,
+    parse_qe_identity,
+    parse_tcb_info,
+    split_signed_document,
+)
+
+__all__ = [
+    "IntelCollateral",
+    "parse_quote",
+    "verify_dcap_quote",
+    "verify_sgx_quote",
+    "verify_tdx_quote",
+]
+
+_CACHE_SIZE = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntelCollateral:
+    """Intel PCS collateral for one quote's platform, as served (bytes in, nothing parsed yet).
+
+    ``tcb_info`` / ``qe_identity`` are the signed JSON documents; their issuer
+    chains are PEM (TCB signing certificate, then the root). CRLs are PEM or DER:
+    ``pck_crl`` from the PCK Platform or Processor CA that issued the quote's
+    PCK certificate, ``root_crl`` from the Intel SGX Root CA. A missing QE
+    Identity or missing CRLs are refused unless the verifier is told otherwise.
+    """
+
+    tcb_info: bytes
+    tcb_info_issuer_chain: bytes
+    qe_identity: bytes | None = None
+    qe_identity_issuer_chain: bytes | None = None
+    pck_crl: bytes | None = None
+    root_crl: bytes | None = None
+
+
+# --- memoised, time-independent building blocks -----------------------------------------------------------
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _name(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "<empty subject>"
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _load_chain(pem: bytes, what: str) -> tuple[x509.Certificate, ...]:
+    certs = pki.load_certificates(pem.rstrip(b"\x00"), what=what)
+    if not certs or len(certs) > pki.MAX_CHAIN_DEPTH:
+        raise MalformedEvidence(
+            f"{what}.length", f"{what} must hold 1..{pki.MAX_CHAIN_DEPTH} certificates", got=len(certs)
+        )
+    return tuple(certs)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _signed_by(child_der: bytes, issuer_der: bytes) -> bool:
+    child = x509.load_der_x509_certificate(child_der)
+    issuer = x509.load_der_x509_certificate(issuer_der)
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _pck_extensions(leaf_der: bytes) -> PckExtensions:
+    return parse_pck_extensions(x509.load_der_x509_certificate(leaf_der))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _ec_key_from_cert(der: bytes) -> ec.EllipticCurvePublicKey:
+    key = x509.load_der_x509_certificate(der).public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise VerificationFailed("dcap.pck_key", "PCK certificate key is not an ECDSA P-256 key")
+    return key
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _ec_key_from_point(raw: bytes) -> ec.EllipticCurvePublicKey:
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
+    except ValueError as e:
+        raise VerificationFailed("dcap.attestation_key", "attestation key is not a P-256 point") from e
+
+
+def _ecdsa_ok(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes) -> bool:
+    """ECDSA P-256/SHA-256 with a raw r||s signature, as every DCAP structure carries it."""
+    r = int.from_bytes(raw_sig[:32], "big")
+    s = int.from_bytes(raw_sig[32:64], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _crl(data: bytes, issuer_der: bytes, what: str) -> x509.CertificateRevocationList:
+    """Load a CRL and check its signature by ``issuer`` (its times are checked per call)."""
+    crl = pki.load_crl(data)
+    issuer = x509.load_der_x509_certificate(issuer_der)
+    if crl.issuer != issuer.subject:
+        raise CollateralError(
+            f"{what}.issuer",
+            "CRL is not from the CA that issued the certificate it must cover",
+            expected=issuer.subject.rfc4514_string(),
+            got=crl.issuer.rfc4514_string(),
+        )
+    try:
+        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError, UnsupportedAlgorithm) as e:
+        raise CollateralError(f"{what}.signature", f"cannot check CRL signature: {e}") from e
+    if not valid:
+        raise CollateralError(f"{what}.signature", f"CRL is not signed by {_name(issuer)}")
+    return crl
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _signed_document(data: bytes, member: str, signer_der: bytes) -> TcbInfo | QeIdentity:
+    what = "tcb_info" if member == "tcbInfo" else "qe_identity"
+    signed, signature = split_signed_document(data, member)
+    key = _ec_key_from_cert(signer_der)
+    if not _ecdsa_ok(key, signature, signed):
+        raise CollateralError(f"{what}.signature", f"{member} is not signed by the TCB signing key")
+    return parse_tcb_info(signed) if member == "tcbInfo" else parse_qe_identity(signed)
+
+
+# --- per-call checks ---------------------------------------------------------------------------------------
+
+
+def _check_times(cert: x509.Certificate, at: datetime, check: str, error: type[AttestationError]) -> None:
+    if at < cert.not_valid_before_utc:
+        raise error(
+            f"{check}.not_yet_valid",
+            f"certificate {_name(cert)} is not valid yet",
+            expected=f">= {cert.not_valid_before_utc.isoformat()}",
+            got=at.isoformat(),
+        )
+    if at > cert.not_valid_after_utc:
+        raise error(
+            f"{check}.expired",
+            f"certificate {_name(cert)} has expired",
+            expected=f"<= {cert.not_valid_after_utc.isoformat()}",
+            got=at.isoformat(),
+        )
+
+
+def _check_crl_times(crl: x509.CertificateRevocationList, at: datetime, what: str) -> None:
+    if at < crl.last_update_utc:
+        raise CollateralError(
+            f"{what}.not_yet_valid",
+            "CRL was issued after the verification time",
+            expected=f">= {crl.last_update_utc.isoformat()}",
+            got=at.isoformat(),
+        )
+    next_update = crl.next_update_utc
+    if next_update is None or at > next_update:
+        raise CollateralError(
+            f"{what}.expired",
+            "CRL is not current at the verification time",
+            expected=f"<= {next_update.isoformat() if next_update else 'a nextUpdate'}",
+            got=at.isoformat(),
+        )
+
+
+def _anchor(
+    chain: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate] | None,
+    check: str,
+    error: type[AttestationError],
+) -> tuple[list[x509.Certificate], x509.Certificate]:
+    """Split a chain (leaf first) into the path below the root and the trusted root."""
+    path = list(chain)
+    top = path[-1]
+    if top.subject == top.issuer and len(path) > 1:
+        path.pop()
+    else:
+        top = None  # type: ignore[assignment]
+    if roots is None:
+        if top is None or pki.fingerprint(top) != INTEL_SGX_ROOT_CA_SHA256:
+            raise error(
+                f"{check}.root_pin",
+                "chain does not end at the pinned Intel SGX Root CA",
+                expected=INTEL_SGX_ROOT_CA_SHA256,
+                got=None if top is None else pki.fingerprint(top),
+            )
+        candidates: Sequence[x509.Certificate] = (top,)
+    else:
+        candidates = roots
+    issuer = path[-1].issuer
+    for root in candidates:
+        if root.subject == issuer and _signed_by(_der(path[-1]), _der(root)):
+            return path, root
+    raise error(
+        f"{check}.untrusted_root",
+        f"{_name(path[-1])} is not issued by a trusted root",
+        got=None if top is None else pki.fingerprint(top),
+    )
+
+
+def _check_path(
+    path: Sequence[x509.Certificate],
+    root: x509.Certificate,
+    at: datetime,
+    check: str,
+    error: type[AttestationError],
+    crls: Sequence[x509.CertificateRevocationList],
+) -> None:
+    root_der = _der(root)
+    if not _signed_by(root_der, root_der):
+        raise error(f"{check}.root.signature", f"root {_name(root)} is not validly self-signed")
+    issuers = [*path[1:], root]
+    for cert, issuer in zip(path, issuers, strict=True):
+        if cert.issuer != issuer.subject or not _signed_by(_der(cert), _der(issuer)):
+            raise error(
+                f"{check}.signature", f"certificate {_name(cert)} is not validly signed by {_name(issuer)}"
+            )
+    for cert in [*path, root]:
+        _check_times(cert, at, check, error)
+    for cert, issuer in zip(path, issuers, strict=True):
+        for crl in crls:
+            if crl.issuer == issuer.subject:
+                entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+                if entry is not None:
+                    raise VerificationFailed(
+                        f"{check}.revoked",
+                        f"certificate {_name(cert)} (serial {cert.serial_number:x}) is revoked",
+                    )
+
+
+def _document(
+    data: bytes,
+    chain_pem: bytes | None,
+    member: str,
+    root: x509.Certificate,
+    roots: Sequence[x509.Certificate] | None,
+    at: datetime,
+    crls: Sequence[x509.CertificateRevocationList],
+) -> TcbInfo | QeIdentity:
+    what = "tcb_info" if member == "tcbInfo" else "qe_identity"
+    if chain_pem is None:
+        raise CollateralError(f"{what}.issuer_chain", f"no issuer chain for {member}")
+    try:
+        chain = _load_chain(chain_pem, f"{what}_issuer_chain")
+    except MalformedEvidence as e:
+        raise CollateralError(e.check, e.reason) from e
+    path, doc_root = _anchor(chain, [root] if roots is not None else None, f"{what}.chain", CollateralError)
+    if _der(doc_root) != _der(root):
+        raise CollateralError(
+            f"{what}.chain.untrusted_root", f"{member} is not signed under the quote's root"
+        )
+    _check_path(path, root, at, f"{what}.chain", CollateralError, crls)
+    doc = _signed_document(data, member, _der(path[0]))
+    if at < doc.issue_date:
+        raise CollateralError(
+            f"{what}.not_yet_valid",
+            f"{member} was issued after the verification time",
+            expected=f">= {doc.issue_date.isoformat()}",
+            got=at.isoformat(),
+        )
+    if at > doc.next_update:
+        raise CollateralError(
+            f"{what}.expired",
+            f"{member} is past its nextUpdate",
+            expected=f"<= {doc.next_update.isoformat()}",
+            got=at.isoformat(),
+        )
+    return doc
+
+
+def verify_dcap_quote(
+    quote: bytes,
+    *,
+    collateral: IntelCollateral,
+    roots: Sequence[x509.Certificate] | None = None,
+    at: datetime,
+    tee: TeeType | None = None,
+    allow_debug: bool = False,
+    allow_missing_qe_identity: bool = False,
+    allow_missing_crls: bool = False,
+    allowed_statuses: Collection[TcbStatus] | None = None,
+    allowed_advisories: Collection[str] | None = None,
+) -> VerifiedEvidence:
+    """Verify an SGX or TDX DCAP quote (``tee`` restricts which); see the module docstring.
+
+    ``roots=None`` trusts only Intel's pinned SGX Root CA. ``allowed_statuses``
+    (default: any except Revoked, which is always refused) and
+    ``allowed_advisories`` (default: any) let the caller refuse here; otherwise
+    the status and advisories are reported in the claims for the policy.
+    ``allow_missing_qe_identity`` and ``allow_missing_crls`` accept collateral
+    without them (insecure: the QE's TCB or revocations go unchecked).
+    """
+    pki.require_aware(at)
+    q = parse_quote(quote)
+    expect = TeeType.TDX if q.is_tdx else TeeType.SGX
+    if tee is not None and tee != expect:
+        raise VerificationFailed(
+            "dcap.tee_type", "quote is for another TEE", expected=tee.value, got=expect.value
+        )
+    if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
+        raise VerificationFailed(
+            "dcap.qe_vendor_id",
+            "quote is not from Intel's quoting enclave",
+            expected=INTEL_QE_VENDOR_ID,
+            got=q.header.qe_vendor_id,
+        )
+    sig = q.signature
+
+    # 2. PCK chain to the anchor, with revocation.
+    chain = _load_chain(sig.pck_cert_chain, "pck_chain")
+    path, root = _anchor(chain, roots, "dcap.pck_chain", VerificationFailed)
+    if len(path) != 2:
+        raise VerificationFailed(
+            "dcap.pck_chain.length", "PCK chain must be PCK leaf, PCK CA, root", expected=3, got=len(path) + 1
+        )
+    leaf, pck_ca = path
+    crls: list[x509.CertificateRevocationList] = []
+    if (collateral.root_crl is None or collateral.pck_crl is None) and not allow_missing_crls:
+        raise CollateralError("dcap.crl.missing", "the root CA CRL and the PCK CA CRL are required")
+    if collateral.root_crl is not None:
+        crls.append(_crl(collateral.root_crl, _der(root), "dcap.root_crl"))
+    if collateral.pck_crl is not None:
+        crls.append(_crl(collateral.pck_crl, _der(pck_ca), "dcap.pck_crl"))
+    if collateral.root_crl is not None:
+        _check_crl_times(crls[0], at, "dcap.root_crl")
+    if collateral.pck_crl is not None:
+        _check_crl_times(crls[-1], at, "dcap.pck_crl")
+    _check_path(path, root, at, "dcap.pck_chain", VerificationFailed, crls)
+
+    # 3. QE report: signed by the PCK key, binding the attestation key.
+    if not _ecdsa_ok(_ec_key_from_cert(_der(leaf)), sig.qe_report_signature, sig.qe_report.raw):
+        raise VerificationFailed(
+            "dcap.qe_report.signature", "QE report is not signed by the PCK certificate's key"
+        )
+    binding = hashlib.sha256(sig.attestation_key + sig.qe_auth_data).digest() + bytes(32)
+    if sig.qe_report.report_data != binding:
+        raise VerificationFailed(
+            "dcap.qe_report.binding",
+            "QE report data does not bind the attestation key",
+            expected=binding,
+            got=sig.qe_report.report_data,
+        )
+    if sig.qe_report.debug:
+        raise VerificationFailed("dcap.qe_report.debug", "the quoting enclave runs in debug mode")
+
+    # 4. The quote itself.
+    if not _ecdsa_ok(_ec_key_from_point(sig.attestation_key), sig.signature, q.signed_data):
+        raise VerificationFailed("dcap.quote.signature", "quote is not signed by the attestation key")
+
+    # 5. Collateral.
+    pck = _pck_extensions(_der(leaf))
+    info = _document(collateral.tcb_info, collateral.tcb_info_issuer_chain, "tcbInfo", root, roots, at, crls)
+    assert isinstance(info, TcbInfo)
+    if info.id != ("TDX" if q.is_tdx else "SGX") or (q.is_tdx and info.version < 3):
+        raise CollateralError(
+            "tcb_info.id", "TCB Info is for another TEE", expected=expect.value, got=info.id
+        )
+    if info.fmspc != pck.fmspc or info.pce_id != pck.pce_id:
+        raise CollateralError(
+            "tcb_info.fmspc",
+            "TCB Info is for another platform (FMSPC/PCE-ID)",
+            expected=(pck.fmspc + pck.pce_id).hex(),
+            got=(info.fmspc + info.pce_id).hex(),
+        )
+    if info.tcb_type != 0:
+        raise CollateralError("tcb_info.tcb_type", "unsupported TCB type", expected=0, got=info.tcb_type)
+    identity: QeIdentity | None = None
+    if collateral.qe_identity is not None:
+        doc = _document(
+            collateral.qe_identity,
+            collateral.qe_identity_issuer_chain,
+            "enclaveIdentity",
+            root,
+            roots,
+            at,
+            crls,
+        )
+        assert isinstance(doc, QeIdentity)
+        identity = doc
+        want = "TD_QE" if q.is_tdx else "QE"
+        if identity.id != want:
+            raise CollateralError(
+                "qe_identity.id", "QE Identity is for another enclave", expected=want, got=identity.id
+            )
+    elif not allow_missing_qe_identity:
+        raise CollateralError("dcap.qe_identity.missing", "QE Identity is required")
+
+    # 6. TCB levels and statuses.
+    body = q.body
+    if isinstance(body, TdReportBody):
+        match = match_tcb_level(
+            info,
+            pck.tcb_comp_svns,
+            pck.pce_svn,
+            tee_tcb_svn=body.tee_tcb_svn,
+            mrsignerseam=body.mrsignerseam,
+            seam_attributes=body.seam_attributes,
+        )
+    else:
+        match = match_tcb_level(info, pck.tcb_comp_svns, pck.pce_svn)
+    status, advisories = match.status, match.advisory_ids
+    qe_status: TcbStatus | None = None
+    if identity is not None:
+        qe = sig.qe_report
+        qe_level = match_qe_identity(
+            identity, qe.miscselect, qe.attributes, qe.mrsigner, qe.isv_prod_id, qe.isv_svn
+        )
+        qe_status = qe_level.status
+        status = converge(status, qe_status)
+        advisories = advisories + tuple(a for a in qe_level.advisory_ids if a not in advisories)
+
+    # 7. Caller's refusals.
+    if body.debug and not allow_debug:
+        raise VerificationFailed(
+            "dcap.debug",
+            "debug TDs and enclaves are refused unless allowed",
+            field="attributes",
+            got=(body.td_attributes if isinstance(body, TdReportBody) else body.attributes),
+        )
+    if status == TcbStatus.REVOKED:
+        raise VerificationFailed("dcap.tcb.revoked", "the platform's TCB is revoked")
+    if allowed_statuses is not None and status not in allowed_statuses:
+        raise VerificationFailed(
+            "dcap.tcb.status",
+            "TCB status is not allowed",
+            expected=", ".join(sorted(s.value for s in allowed_statuses)),
+            got=status.value,
+        )
+    if allowed_advisories is not None:
+        extra = [a for a in advisories if a not in allowed_advisories]
+        if extra:
+            raise VerificationFailed(
+                "dcap.tcb.advisories", "TCB has advisories that are not allowed", got=", ".join(extra)
+            )
+
+    simulated = pki.fingerprint(root) != INTEL_SGX_ROOT_CA_SHA256
+    claims = _claims(
+        q, pck, info, match.level.tcb_date, status, advisories, match.module_status, qe_status, simulated
+    )
+    return VerifiedEvidence._create(claims, hashlib.sha256(quote).digest(), at)
+
+
+def _claims(
+    q: Quote,
+    pck: PckExtensions,
+    info: TcbInfo,
+    tcb_date: str,
+    status: TcbStatus,
+    advisories: tuple[str, ...],
+    module_status: TcbStatus | None,
+    qe_status: TcbStatus | None,
+    simulated: bool,
+) -> Claims:
+    sig = q.signature
+    raw: dict[str, object] = {
+        "quote_version": q.header.version,
+        "body_type": q.body_type,
+        "fmspc": pck.fmspc,
+        "pce_id": pck.pce_id,
+        "pce_svn": pck.pce_svn,
+        "cpu_svn": pck.cpu_svn,
+        "tcb_comp_svns": pck.tcb_comp_svns,
+        "sgx_type": pck.sgx_type,
+        "qe_svn": sig.qe_report.isv_svn,
+        "qe_status": None if qe_status is None else qe_status.value,
+        "tcb_date": tcb_date,
+        "tcb_evaluation_data_number": info.evaluation_data_number,
+    }
+    body = q.body
+    if isinstance(body, TdReportBody):
+        measurements = {
+            "mrtd": body.mrtd,
+            "rtmr0": body.rtmrs[0],
+            "rtmr1": body.rtmrs[1],
+            "rtmr2": body.rtmrs[2],
+            "rtmr3": body.rtmrs[3],
+            "mrconfigid": body.mrconfigid,
+            "mrowner": body.mrowner,
+            "mrownerconfig": body.mrownerconfig,
+            "mrseam": body.mrseam,
+        }
+        if body.mrservicetd is not None:
+            measurements["mrservicetd"] = body.mrservicetd
+        raw.update(
+            tee_tcb_svn=body.tee_tcb_svn,
+            tee_tcb_svn2=body.tee_tcb_svn2,
+            mrsignerseam=body.mrsignerseam,
+            seam_attributes=body.seam_attributes,
+            attributes=body.td_attributes,
+            xfam=body.xfam,
+            tdx_module_status=None if module_status is None else module_status.value,
+        )
+        return Claims(
+            tee=TeeType.TDX,
+            platform=pck.fmspc.hex(),
+            measurement=body.mrtd,
+            report_data=body.report_data,
+            debug=body.debug,
+            tcb_status=status,
+            advisory_ids=advisories,
+            signer=None,
+            measurements=measurements,
+            raw=raw,
+            simulated=simulated,
+        )
+    assert isinstance(body, SgxReportBody)
+    raw.update(
+        isv_prod_id=body.isv_prod_id,
+        isv_svn=body.isv_svn,
+        attributes=body.attributes,
+        miscselect=body.miscselect,
+        enclave_cpu_svn=body.cpu_svn,
+        config_svn=body.config_svn,
+        isv_ext_prod_id=body.isv_ext_prod_id,
+        isv_family_id=body.isv_family_id,
+    )
+    return Claims(
+        tee=TeeType.SGX,
+        platform=pck.fmspc.hex(),
+        measurement=body.mrenclave,
+        report_data=body.report_data,
+        debug=body.debug,
+        tcb_status=status,
+        advisory_ids=advisories,
+        signer=body.mrsigner,
+        measurements={"mrenclave": body.mrenclave, "mrsigner": body.mrsigner, "config_id": body.config_id},
+        raw=raw,
+        simulated=simulated,
+    )
+
+
+def verify_tdx_quote(
+    quote: bytes,
+    *,
+    collateral: IntelCollateral,
+    roots: Sequence[x509.Certificate] | None = None,
+    at: datetime,
+    allow_debug: bool = False,
+    allow_missing_qe_identity: bool = False,
+    allow_missing_crls: bool = False,
+    allowed_statuses: Collection[TcbStatus] | None = None,
+    allowed_advisories: Collection[str] | None = None,
+) -> VerifiedEvidence:
+    """Verify an Intel TDX quote (v4 or v5); see :func:`verify_dcap_quote`."""
+    return verify_dcap_quote(
+        quote,
+        collateral=collateral,
+        roots=roots,
+        at=at,
+        tee=TeeType.TDX,
+        allow_debug=allow_debug,
+        allow_missing_qe_identity=allow_missing_qe_identity,
+        allow_missing_crls=allow_missing_crls,
+        allowed_statuses=allowed_statuses,
+        allowed_advisories=allowed_advisories,
+    )
+
+
+def verify_sgx_quote(
+    quote: bytes,
+    *,
+    collateral: IntelCollateral,
+    roots: Sequence[x509.Certificate] | None = None,
+    at: datetime,
+    allow_debug: bool = False,
+    allow_missing_qe_identity: bool = False,
+    allow_missing_crls: bool = False,
+    allowed_statuses: Collection[TcbStatus] | None = None,
+    allowed_advisories: Collection[str] | None = None,
+) -> VerifiedEvidence:
+    """Verify an Intel SGX DCAP quote (v3, or v4/v5 with an SGX body); see :func:`verify_dcap_quote`."""
+    return verify_dcap_quote(
+        quote,
+        collateral=collateral,
+        roots=roots,
+        at=at,
+        tee=TeeType.SGX,
+        allow_debug=allow_debug,
+        allow_missing_qe_identity=allow_missing_qe_identity,
+        allow_missing_crls=allow_missing_crls,
+        allowed_statuses=allowed_statuses,
+        allowed_advisories=allowed_advisories,
+    )
