@@ -6,6 +6,8 @@ module's bytes. Reading files is the caller's job (``donjon.runtime``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from donjon.config.digest import WORKLOAD_DIGEST_LABEL, canonical_config, module_digest, workload_digest
 from donjon.config.errors import (
     ConfigError,
@@ -27,7 +29,20 @@ from donjon.config.model import (
     WorkloadConfig,
     default_port,
 )
-from donjon.config.parse import MAX_CONFIG_BYTES, ParsedConfig, parse_config
+
+if TYPE_CHECKING:
+    from donjon.config.parse import MAX_CONFIG_BYTES, ParsedConfig, parse_config
+
+
+def __getattr__(name: str) -> Any:
+    # The parser (tomllib, urllib) loads on first use: ``donjon run`` without a config
+    # never needs it, and start-up time is measured (benchmarks/bench_run.py).
+    if name in ("MAX_CONFIG_BYTES", "ParsedConfig", "parse_config"):
+        from donjon.config import parse
+
+        return getattr(parse, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKEND_NAMES",

@@ -1,0 +1,287 @@
+"""``donjon run``: run a wasm32-wasi command module in a Keep.
+
+Thin: parse the command line, read the files, hand a :class:`~donjon.runtime.Workload`
+to the runtime, and map every failure to one message on stderr and one exit code
+(docs/run.md "Exit codes"). Imports are lazy: start-up time is benchmarked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from donjon.config.model import FileEntry, WorkloadConfig
+
+__all__ = ["EXIT_TRAP", "USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_OPERATIONAL = 3
+#: A guest trap exits like wasmtime's CLI does on Unix: 128 + SIGABRT.
+EXIT_TRAP = 134
+EXIT_INTERRUPTED = 130
+
+USAGE = """\
+usage: donjon run [OPTIONS] MODULE [--] [ARGS...]
+
+Run a wasm32-wasi command module (exported _start); exit with the guest's exit code.
+
+options:
+  --config FILE         workload config (Donjon.toml, or any Enarx.toml)
+  --backend NAME        TEE backend (default: nil, which is NOT attested)
+  --dir HOST[::GUEST]   pre-open a host directory read-only (repeatable; fds from 3, in order)
+  --dir-rw HOST[::GUEST]
+                        the same, writable
+  --env KEY[=VALUE]     set a guest environment variable (repeatable; KEY alone copies the host's)
+  --no-cache            do not use the compiled-module cache
+  --cache-dir DIR       module cache directory (default $XDG_CACHE_HOME/donjon/modules)
+  --print-digest        print the workload digest (hex) and exit without running
+  -v, --verbose         report the workload digest and the cache outcome on stderr
+  -h, --help            show this help
+
+Without --config, ARGS after MODULE become the guest's arguments (argv[0] is main.wasm).
+With --config, arguments, environment and files come from the config only.
+Exit codes: the guest's own (0-255), 1 backend refused, 2 usage/bad config/bad module,
+3 missing file or unavailable feature, 134 guest trap. See docs/run.md."""
+
+
+class UsageError(Exception):
+    """A bad command line."""
+
+
+@dataclass
+class Options:
+    module: str = ""
+    args: list[str] = field(default_factory=list)
+    config: str | None = None
+    backend: str = "nil"
+    dirs: list[tuple[str, bool]] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    cache: bool = True
+    cache_dir: str | None = None
+    print_digest: bool = False
+    verbose: bool = False
+    help: bool = False
+
+
+_WITH_VALUE = {"--config", "--backend", "--dir", "--dir-rw", "--env", "--cache-dir"}
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Options up to MODULE; everything after MODULE (minus a leading ``--``) goes to the guest."""
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            if i >= len(argv):
+                raise UsageError("missing MODULE")
+            opts.module = argv[i]
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            opts.module = arg
+            i += 1
+            break
+        name, eq, inline = arg.partition("=")
+        if name in _WITH_VALUE:
+            if eq:
+                value = inline
+            else:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"{name} needs a value")
+                value = argv[i]
+            if name == "--config":
+                opts.config = value
+            elif name == "--backend":
+                opts.backend = value
+            elif name in ("--dir", "--dir-rw"):
+                opts.dirs.append((value, name == "--dir-rw"))
+            elif name == "--env":
+                opts.env.append(value)
+            else:
+                opts.cache_dir = value
+        elif arg == "--no-cache":
+            opts.cache = False
+        elif arg == "--print-digest":
+            opts.print_digest = True
+        elif arg in ("-v", "--verbose"):
+            opts.verbose = True
+        elif arg in ("-h", "--help"):
+            opts.help = True
+            return opts
+        else:
+            raise UsageError(f"unknown option {arg!r}")
+        i += 1
+    if not opts.module:
+        raise UsageError("missing MODULE")
+    rest = argv[i:]
+    opts.args = rest[1:] if rest[:1] == ["--"] else rest
+    if opts.config is not None and (opts.dirs or opts.env or opts.args):
+        raise UsageError("with --config, put args, env and directories in the config (not --dir/--env/ARGS)")
+    return opts
+
+
+def _flag_config(opts: Options) -> WorkloadConfig:
+    """The config a quick run without --config describes (it has a digest like any other)."""
+    from donjon.config.model import DEFAULT_FILES, DirEntry, WorkloadConfig
+    from donjon.config.parse import RESERVED_ENV
+
+    files: list[FileEntry] = list(DEFAULT_FILES)
+    for spec, writable in opts.dirs:
+        host, sep, guest = spec.partition("::")
+        guest = guest if sep else host
+        if not host or not guest:
+            raise UsageError(f"--dir {spec!r}: expected HOST[::GUEST]")
+        if ":" in guest or "\x00" in spec:
+            raise UsageError(f"--dir {spec!r}: the guest path may not contain ':' or NUL")
+        files.append(DirEntry(name=guest, path=host, guest_path=guest, writable=writable))
+    env: dict[str, str] = {}
+    for item in opts.env:
+        key, eq, value = item.partition("=")
+        if not eq:
+            host_value = os.environ.get(key)
+            if host_value is None:
+                raise UsageError(f"--env {key}: not set in the host environment (use KEY=VALUE)")
+            value = host_value
+        if not key or "\x00" in item:
+            raise UsageError(f"--env {item!r}: expected KEY=VALUE with a non-empty KEY")
+        if key in RESERVED_ENV:
+            raise UsageError(f"--env {key}: set by Donjon from the files, cannot be overridden")
+        env[key] = value
+    if any("\x00" in arg for arg in opts.args):
+        raise UsageError("guest arguments may not contain NUL")
+    return WorkloadConfig(args=tuple(opts.args), env=tuple(env.items()), files=tuple(files))
+
+
+def _error(message: str) -> None:
+    print(f"donjon: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        opts = parse_args(argv)
+    except UsageError as e:
+        _error(f"run: {e}\n\n{USAGE}")
+        return EXIT_USAGE
+    if opts.help:
+        print(USAGE)
+        return EXIT_OK
+    try:
+        return _run(opts)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # never a traceback for the user (set DONJON_DEBUG=1 to see one)
+        if os.environ.get("DONJON_DEBUG"):
+            raise
+        _error(f"internal error: {type(e).__name__}: {e}")
+        return EXIT_OPERATIONAL
+
+
+def _run(opts: Options) -> int:
+    from donjon.config.errors import ConfigError
+    from donjon.runtime import errors
+
+    try:
+        if opts.config is not None:
+            from donjon.config.parse import parse_config
+
+            config_path = Path(opts.config)
+            try:
+                source = config_path.read_bytes()
+            except FileNotFoundError:
+                _error(f"{opts.config}: no such config file")
+                return EXIT_OPERATIONAL
+            except OSError as e:
+                _error(f"{opts.config}: cannot read config: {e.strerror or e}")
+                return EXIT_OPERATIONAL
+            parsed = parse_config(source, origin=opts.config)
+            for warning in parsed.warnings:
+                _error(f"warning: {warning}")
+            config = parsed.config
+            base_dir = config_path.resolve().parent
+        else:
+            config = _flag_config(opts)
+            base_dir = Path.cwd()
+    except ConfigError as e:
+        _error(str(e))
+        return EXIT_USAGE
+    except UsageError as e:
+        _error(f"run: {e}")
+        return EXIT_USAGE
+
+    from donjon.config.model import BACKEND_NAMES
+    from donjon.runtime.backend import select_backend
+
+    try:
+        backend = select_backend(opts.backend)
+    except errors.BackendUnavailable as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL if opts.backend in BACKEND_NAMES else EXIT_USAGE
+
+    from donjon.runtime.keep import RunReport, Workload, read_module, run_workload
+
+    try:
+        module = read_module(Path(opts.module))
+    except errors.MissingFile as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL
+    workload = Workload(module=module, config=config, base_dir=base_dir)
+    if opts.print_digest:
+        print(workload.digest.hex())
+        return EXIT_OK
+    if opts.verbose:
+        _error(f"workload digest {workload.digest.hex()}")
+    if not backend.attested:
+        _error(f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested")
+
+    cache = None
+    if opts.cache:
+        from donjon.runtime.cache import ModuleCache
+
+        try:
+            cache = ModuleCache.open(
+                Path(opts.cache_dir) if opts.cache_dir else None, warn=lambda m: _error(f"warning: {m}")
+            )
+        except errors.CacheUnavailable as e:
+            _error(f"warning: module cache disabled: {e}")
+
+    from donjon.wasi import GuestTrap
+
+    report = RunReport()
+
+    def before_start() -> None:
+        if opts.verbose:
+            _error(f"module cache: {report.cache.value}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    try:
+        code = run_workload(workload, backend, cache=cache, report=report, before_start=before_start)
+    except errors.BackendRefused as e:
+        _error(str(e))
+        return EXIT_REFUSED
+    except (errors.MissingFile, errors.Unsupported) as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL
+    except errors.InvalidModule as e:
+        _error(f"{opts.module}: {e}")
+        return EXIT_USAGE
+    except GuestTrap as e:
+        sys.stdout.flush()
+        _error(f"guest trapped: {str(e).rstrip()}")
+        return EXIT_TRAP
+    finally:
+        if cache is not None:
+            cache.close()
+    # The OS keeps only the low 8 bits of an exit status; a guest code outside 0-255 must
+    # not wrap around to 0 (success), so it becomes 1.
+    return code if 0 <= code <= 255 else 1

@@ -1,0 +1,58 @@
+"""The Keep runtime's exceptions: one root, one subclass per cause.
+
+The CLI maps each cause to one exit code (docs/run.md "Exit codes"); the message is
+meant to be printed as is, on one line.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendRefused",
+    "BackendUnavailable",
+    "CacheUnavailable",
+    "InvalidModule",
+    "MissingFile",
+    "RunError",
+    "Unsupported",
+]
+
+
+class RunError(Exception):
+    """Root of the runtime's errors."""
+
+
+class MissingFile(RunError):
+    """A file or directory the workload names does not exist or is not what it should be."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class InvalidModule(RunError):
+    """The module is not valid WebAssembly, or cannot be linked (imports, no ``_start``)."""
+
+
+class Unsupported(RunError):
+    """The config asks for something this build cannot provide yet (sockets, attested backends)."""
+
+
+class BackendRefused(RunError):
+    """The config's ``backends`` allow-list does not accept the selected backend."""
+
+    def __init__(self, backend: str, allowed: tuple[str, ...]) -> None:
+        self.backend = backend
+        self.allowed = allowed
+        super().__init__(
+            f"backend {backend!r} refused: the workload's config accepts only "
+            f"{', '.join(allowed)} (key 'backends')"
+        )
+
+
+class BackendUnavailable(RunError):
+    """The selected backend is unknown or not implemented."""
+
+
+class CacheUnavailable(RunError):
+    """The module cache cannot be used safely; the run goes on without it."""

@@ -1,0 +1,171 @@
+"""Run one workload in a Keep: config -> digest -> backend -> compiled module -> WASI -> exit code.
+
+For the ``nil`` backend there is no attestation step; the digest is still computed so
+every run has the identity later backends bind into their evidence.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from donjon.config.digest import module_digest, workload_digest
+from donjon.config.model import ConnectEntry, DirEntry, ListenEntry, StdioEntry, WorkloadConfig
+from donjon.runtime.backend import Backend
+from donjon.runtime.cache import CacheOutcome, ModuleCache
+from donjon.runtime.engine import EngineSettings
+from donjon.runtime.errors import BackendRefused, InvalidModule, MissingFile, Unsupported
+
+if TYPE_CHECKING:
+    import wasmtime
+
+    from donjon.wasi import GuestFile, GuestSpec
+
+__all__ = [
+    "MAX_MODULE_BYTES",
+    "RunReport",
+    "Workload",
+    "guest_spec",
+    "load_module",
+    "read_module",
+    "run_workload",
+]
+
+#: Upper bound on a module file (resvg.wasm, a large real program, is 4.4 MB).
+MAX_MODULE_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A module and its config; ``base_dir`` is where relative host paths in the config resolve."""
+
+    module: bytes
+    config: WorkloadConfig
+    base_dir: Path
+    module_sha256: bytes = field(default=b"")
+
+    def __post_init__(self) -> None:
+        if not self.module_sha256:
+            object.__setattr__(self, "module_sha256", module_digest(self.module))
+
+    @property
+    def digest(self) -> bytes:
+        return workload_digest(self.module, self.config, module_sha256=self.module_sha256)
+
+
+@dataclass
+class RunReport:
+    """What happened, for tests and ``--verbose``-style reporting."""
+
+    cache: CacheOutcome = CacheOutcome.DISABLED
+    exit_code: int | None = None
+
+
+def read_module(path: Path) -> bytes:
+    """The module file's bytes; :class:`MissingFile` when absent, unreadable or too large."""
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_MODULE_BYTES:
+                raise MissingFile(str(path), f"is {size} bytes, more than the {MAX_MODULE_BYTES}-byte limit")
+            data = stream.read(MAX_MODULE_BYTES + 1)
+    except IsADirectoryError as e:
+        raise MissingFile(str(path), "is a directory, not a module") from e
+    except FileNotFoundError as e:
+        raise MissingFile(str(path), "no such file") from e
+    except OSError as e:
+        raise MissingFile(str(path), e.strerror or str(e)) from e
+    return data
+
+
+def guest_spec(
+    config: WorkloadConfig, base_dir: Path, stdio_fds: tuple[int, int, int] = (0, 1, 2)
+) -> GuestSpec:
+    """The guest's argv, environment and fd table; resolves and checks pre-opened directories."""
+    from donjon.wasi import GuestSpec, PreopenDir, Stdio
+
+    files: list[GuestFile] = []
+    for index, entry in enumerate(config.files):
+        if isinstance(entry, StdioEntry):
+            files.append(Stdio(entry.kind))
+        elif isinstance(entry, DirEntry):
+            host = base_dir / entry.path
+            try:
+                resolved = host.resolve(strict=True)
+            except (OSError, RuntimeError) as e:
+                raise MissingFile(str(host), f"no such directory (files[{index}].path)") from e
+            if not resolved.is_dir():
+                raise MissingFile(str(host), f"is not a directory (files[{index}].path)")
+            files.append(PreopenDir(resolved, entry.guest_path, entry.writable))
+        elif isinstance(entry, ListenEntry | ConnectEntry):
+            raise Unsupported(
+                f'files[{index}] ("{entry.name}"): kind "{entry.kind}" sockets are not yet supported '
+                "by donjon run"
+            )
+    return GuestSpec(
+        args=config.guest_args(), env=config.guest_env(), files=tuple(files), stdio_fds=stdio_fds
+    )
+
+
+def load_module(
+    workload: Workload, engine: wasmtime.Engine, settings: EngineSettings, cache: ModuleCache | None
+) -> tuple[wasmtime.Module, CacheOutcome]:
+    """Compile (or fetch from the cache) the workload's module; :class:`InvalidModule` if it is not wasm."""
+    import wasmtime
+
+    try:
+        if cache is None:
+            return wasmtime.Module(engine, workload.module), CacheOutcome.DISABLED
+        return cache.load_or_compile(engine, workload.module, workload.module_sha256, settings.fingerprint())
+    except wasmtime.WasmtimeError as e:
+        raise InvalidModule(f"not a valid WebAssembly module: {_one_line(str(e))}") from e
+
+
+def run_workload(
+    workload: Workload,
+    backend: Backend,
+    *,
+    cache: ModuleCache | None = None,
+    settings: EngineSettings | None = None,
+    stdio_fds: tuple[int, int, int] = (0, 1, 2),
+    report: RunReport | None = None,
+    before_start: Callable[[], None] | None = None,
+) -> int:
+    """Run ``workload`` on ``backend`` and return the guest's exit code.
+
+    Raises :class:`BackendRefused`, :class:`MissingFile`, :class:`Unsupported`,
+    :class:`InvalidModule`, or ``donjon.wasi.GuestTrap`` / ``GuestLinkError``.
+    ``before_start`` runs just before the guest does (the CLI flushes its own output there).
+    """
+    allowed = workload.config.backends
+    if allowed is not None and backend.name not in allowed:
+        raise BackendRefused(backend.name, allowed)
+    spec = guest_spec(workload.config, workload.base_dir, stdio_fds)
+
+    import wasmtime
+
+    from donjon.wasi import GuestLinkError, run_module
+
+    settings = settings or EngineSettings()
+    engine = settings.make_engine()
+    module, outcome = load_module(workload, engine, settings, cache)
+    if report is not None:
+        report.cache = outcome
+    if before_start is not None:
+        before_start()
+    store = wasmtime.Store(engine)
+    try:
+        code = run_module(store, module, spec)
+    except GuestLinkError as e:
+        raise InvalidModule(_one_line(str(e))) from e
+    if report is not None:
+        report.exit_code = code
+    return code
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines[:4]) if lines else "unknown error"
