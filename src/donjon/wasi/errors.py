@@ -1,0 +1,55 @@
+"""Exceptions of donjon.wasi: the public ones (``WasiError`` and below) and the host's internal ones.
+
+The internal ones never leave a host function: ``Errno`` becomes the function's WASI errno result and
+``ProcExit`` becomes a wasmtime trap that ``run_module`` recognises and turns into an exit code.
+"""
+
+from __future__ import annotations
+
+from . import abi
+
+
+class WasiError(Exception):
+    """Root of donjon.wasi's public errors."""
+
+
+class GuestTrap(WasiError):
+    """The guest trapped (``unreachable``, out-of-bounds access, a host-side failure...).
+
+    ``str()`` is wasmtime's message including the wasm backtrace; ``message`` holds the same text.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class GuestLinkError(WasiError):
+    """The module cannot be instantiated: an import Donjon does not provide, or no ``_start``."""
+
+    def __init__(self, message: str, *, import_name: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.import_name = import_name
+
+
+class Errno(Exception):
+    """A WASI errno a host function returns to the guest (internal: never escapes the host)."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class ProcExit(Exception):
+    """``proc_exit`` was called: unwinds the guest with ``code`` (internal)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# One shared instance per common errno: raising a pre-built exception is cheaper than building one.
+FAULT = Errno(abi.EFAULT)

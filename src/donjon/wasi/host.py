@@ -1,0 +1,800 @@
+"""The 46 functions of ``wasi_snapshot_preview1``, and their binding to a wasmtime linker.
+
+Signatures and semantics: WebAssembly/WASI ``legacy/preview1/witx/wasi_snapshot_preview1.witx``;
+errno choices follow wasmtime's preview 1 host where the witx leaves them open.
+
+Each WASI function is a method taking the raw integer arguments (u32 pointers and sizes, u64 values)
+and returning None; failures raise ``Errno``. ``bind`` wraps each method in an unchecked wasmtime
+callback (see ffi.py) generated for its signature: it decodes the arguments from the
+``wasmtime_val_raw_t`` array, re-reads the guest memory's base address, calls the method and writes
+the errno result. No Python exception leaves a callback: ``Errno`` becomes the result, ``ProcExit``
+becomes a trap that ``run_module`` turns into an exit code, anything else becomes ``EIO`` (recorded in
+``host.internal_errors`` for diagnosis) — except interpreter-level exits (KeyboardInterrupt...), which
+stop the guest with a trap and are re-raised once the guest has unwound.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from . import abi, ffi
+from .errno_map import errno_from_os
+from .errors import Errno, ProcExit, WasiError
+from .fdtable import FdTable
+from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of
+from .memory import GuestMemory
+from .paths import Resolved, resolve
+from .spec import GuestSpec, PreopenDir, Stdio
+
+MODULE = "wasi_snapshot_preview1"
+
+# Parameter kinds per function, in witx order: "i" = i32 (read as u32), "I" = i64 (read as u64).
+# Every function returns an errno (i32) except proc_exit, which returns nothing.
+SIGNATURES: dict[str, str] = {
+    "args_get": "ii",
+    "args_sizes_get": "ii",
+    "environ_get": "ii",
+    "environ_sizes_get": "ii",
+    "clock_res_get": "ii",
+    "clock_time_get": "iIi",
+    "fd_advise": "iIIi",
+    "fd_allocate": "iII",
+    "fd_close": "i",
+    "fd_datasync": "i",
+    "fd_fdstat_get": "ii",
+    "fd_fdstat_set_flags": "ii",
+    "fd_fdstat_set_rights": "iII",
+    "fd_filestat_get": "ii",
+    "fd_filestat_set_size": "iI",
+    "fd_filestat_set_times": "iIIi",
+    "fd_pread": "iiiIi",
+    "fd_prestat_get": "ii",
+    "fd_prestat_dir_name": "iii",
+    "fd_pwrite": "iiiIi",
+    "fd_read": "iiii",
+    "fd_readdir": "iiiIi",
+    "fd_renumber": "ii",
+    "fd_seek": "iIii",
+    "fd_sync": "i",
+    "fd_tell": "ii",
+    "fd_write": "iiii",
+    "path_create_directory": "iii",
+    "path_filestat_get": "iiiii",
+    "path_filestat_set_times": "iiiiIIi",
+    "path_link": "iiiiiii",
+    "path_open": "iiiiiIIii",
+    "path_readlink": "iiiiii",
+    "path_remove_directory": "iii",
+    "path_rename": "iiiiii",
+    "path_symlink": "iiiii",
+    "path_unlink_file": "iii",
+    "poll_oneoff": "iiii",
+    "proc_exit": "i",
+    "proc_raise": "i",
+    "sched_yield": "",
+    "random_get": "ii",
+    "sock_accept": "iii",
+    "sock_recv": "iiiiii",
+    "sock_send": "iiiii",
+    "sock_shutdown": "ii",
+}
+NO_RESULT = frozenset({"proc_exit"})
+# Functions that never touch guest memory skip the per-call memory refresh.
+NO_MEMORY = frozenset(
+    {
+        "fd_advise",
+        "fd_allocate",
+        "fd_close",
+        "fd_datasync",
+        "fd_fdstat_set_flags",
+        "fd_fdstat_set_rights",
+        "fd_filestat_set_size",
+        "fd_filestat_set_times",
+        "fd_renumber",
+        "fd_sync",
+        "proc_exit",
+        "proc_raise",
+        "sched_yield",
+        "sock_shutdown",
+    }
+)
+
+MAX_IOVS = 1024  # IOV_MAX: longer iovec arrays are EINVAL, as on Linux
+MAX_RANDOM_CHUNK = 1 << 16
+_I64_SIGN = 1 << 63
+
+_EBADF = Errno(abi.EBADF)
+_EINVAL = Errno(abi.EINVAL)
+
+_CLOCKS: dict[int, Callable[[], int]] = {
+    abi.CLOCK_REALTIME: time.time_ns,
+    abi.CLOCK_MONOTONIC: time.monotonic_ns,
+    abi.CLOCK_PROCESS_CPUTIME_ID: time.process_time_ns,
+    abi.CLOCK_THREAD_CPUTIME_ID: time.thread_time_ns,
+}
+_CLOCK_IDS = {
+    abi.CLOCK_REALTIME: time.CLOCK_REALTIME,
+    abi.CLOCK_MONOTONIC: time.CLOCK_MONOTONIC,
+    abi.CLOCK_PROCESS_CPUTIME_ID: time.CLOCK_PROCESS_CPUTIME_ID,
+    abi.CLOCK_THREAD_CPUTIME_ID: time.CLOCK_THREAD_CPUTIME_ID,
+}
+
+
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value & _I64_SIGN else value
+
+
+def _oserror(e: OSError) -> Errno:
+    return Errno(errno_from_os(e))
+
+
+class WasiHost:
+    """One guest's WASI state: its memory, fd table, args and environment."""
+
+    def __init__(self, spec: GuestSpec, store_context: int) -> None:
+        self.memory = GuestMemory()
+        self.store_context = store_context
+        self.fds = FdTable()
+        self.exit_code: int | None = None
+        self.fatal: BaseException | None = None
+        self.internal_errors: list[BaseException] = []
+        self.args = [a.encode("utf-8") + b"\0" for a in spec.args]
+        self.env = [f"{k}={v}".encode() + b"\0" for k, v in spec.env]
+        try:
+            for entry in spec.files:
+                self.fds.insert(self._open_entry(entry, spec.stdio_fds))
+        except BaseException:
+            self.fds.close_all()
+            raise
+
+    @staticmethod
+    def _open_entry(entry: Stdio | PreopenDir, stdio_fds: tuple[int, int, int]) -> OpenFile:
+        if isinstance(entry, Stdio):
+            if entry.kind == "null":
+                return NullFile()
+            index = ("stdin", "stdout", "stderr").index(entry.kind)
+            return StdioFile(stdio_fds[index], readable=index == 0)
+        if isinstance(entry, PreopenDir):
+            try:
+                fd = os.open(Path(entry.host_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise WasiError(f"cannot open pre-opened directory {entry.host_path}: {e.strerror}") from e
+            rights = abi.RIGHTS_DIRECTORY
+            inheriting = abi.RIGHTS_DIRECTORY | abi.RIGHTS_REGULAR_FILE
+            if not entry.writable:
+                rights &= ~abi.RIGHTS_WRITING
+                inheriting &= ~abi.RIGHTS_WRITING
+            return DirectoryFile(
+                fd, rights, inheriting, writable=entry.writable, preopen_name=entry.guest_path
+            )
+        raise TypeError(f"unknown guest file kind: {entry!r}")
+
+    def close(self) -> None:
+        self.fds.close_all()
+
+    # =========================================================================================
+    # args / environ
+    # =========================================================================================
+    def args_sizes_get(self, argc_ptr: int, size_ptr: int) -> None:
+        self.memory.set_u32(argc_ptr, len(self.args))
+        self.memory.set_u32(size_ptr, sum(len(a) for a in self.args))
+
+    def args_get(self, argv_ptr: int, buf_ptr: int) -> None:
+        self.memory.write_strings(argv_ptr, buf_ptr, self.args)
+
+    def environ_sizes_get(self, count_ptr: int, size_ptr: int) -> None:
+        self.memory.set_u32(count_ptr, len(self.env))
+        self.memory.set_u32(size_ptr, sum(len(e) for e in self.env))
+
+    def environ_get(self, environ_ptr: int, buf_ptr: int) -> None:
+        self.memory.write_strings(environ_ptr, buf_ptr, self.env)
+
+    # =========================================================================================
+    # clocks, random, scheduling, process
+    # =========================================================================================
+    def clock_res_get(self, clock_id: int, res_ptr: int) -> None:
+        cid = _CLOCK_IDS.get(clock_id)
+        if cid is None:
+            raise _EINVAL
+        res = max(1, int(time.clock_getres(cid) * 1e9))
+        self.memory.set_u64(res_ptr, res)
+
+    def clock_time_get(self, clock_id: int, precision: int, time_ptr: int) -> None:
+        clock = _CLOCKS.get(clock_id)
+        if clock is None:
+            raise _EINVAL
+        self.memory.set_u64(time_ptr, clock())
+
+    def random_get(self, buf: int, length: int) -> None:
+        # witx: "fill a buffer with random bytes" — from the OS CSPRNG (getrandom(2)).
+        if length <= MAX_RANDOM_CHUNK:
+            self.memory.write(buf, os.urandom(length))
+            return
+        view = self.memory.view(buf, length)
+        for start in range(0, length, MAX_RANDOM_CHUNK):
+            end = min(length, start + MAX_RANDOM_CHUNK)
+            view[start:end] = os.urandom(end - start)
+
+    def sched_yield(self) -> None:
+        os.sched_yield()
+
+    def proc_exit(self, code: int) -> None:
+        raise ProcExit(code)
+
+    def proc_raise(self, signal: int) -> None:
+        # Signals are not part of Donjon's sandbox (nor of wasmtime's preview 1 host).
+        raise Errno(abi.ENOSYS)
+
+    # =========================================================================================
+    # fd_* on any descriptor
+    # =========================================================================================
+    def fd_close(self, fd: int) -> None:
+        f = self.fds.remove(fd)
+        try:
+            f.close()
+        except OSError as e:
+            raise _oserror(e) from None
+
+    def fd_renumber(self, fd: int, to: int) -> None:
+        try:
+            self.fds.renumber(fd, to)
+        except OSError as e:
+            raise _oserror(e) from None
+
+    def fd_fdstat_get(self, fd: int, ptr: int) -> None:
+        f = self.fds.get(fd)
+        self.memory.pack(abi.FDSTAT, ptr, f.filetype, f.fdflags, f.rights_base, f.rights_inheriting)
+
+    def fd_fdstat_set_flags(self, fd: int, flags: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_FDSTAT_SET_FLAGS)
+        if flags & ~abi.FDFLAGS_ALL:
+            raise _EINVAL
+        f.set_fdflags(flags)
+
+    def fd_fdstat_set_rights(self, fd: int, base: int, inheriting: int) -> None:
+        f = self.fds.get(fd)
+        # Rights can only be dropped (witx: "can only remove rights").
+        if base & ~f.rights_base or inheriting & ~f.rights_inheriting:
+            raise Errno(abi.ENOTCAPABLE)
+        f.rights_base = base
+        f.rights_inheriting = inheriting
+
+    def fd_filestat_get(self, fd: int, ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_FILESTAT_GET)
+        self.memory.pack(abi.FILESTAT, ptr, *f.filestat())
+
+    def fd_filestat_set_size(self, fd: int, size: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_FILESTAT_SET_SIZE)
+        if size & _I64_SIGN:
+            raise _EINVAL
+        f.set_size(size)
+
+    def fd_filestat_set_times(self, fd: int, atim: int, mtim: int, flags: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_FILESTAT_SET_TIMES)
+        a, m, anow, mnow = _times(atim, mtim, flags)
+        f.set_times(a, m, anow, mnow)
+
+    def fd_advise(self, fd: int, offset: int, length: int, advice: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_ADVISE)
+        if advice > abi.ADVICE_NOREUSE:
+            raise _EINVAL
+        if (offset | length) & _I64_SIGN:
+            raise _EINVAL
+        f.advise(offset, length, advice)
+
+    def fd_allocate(self, fd: int, offset: int, length: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_ALLOCATE)
+        f.allocate(offset, length)
+
+    def fd_datasync(self, fd: int) -> None:
+        self.fds.get(fd, abi.RIGHT_FD_DATASYNC).datasync()
+
+    def fd_sync(self, fd: int) -> None:
+        self.fds.get(fd, abi.RIGHT_FD_SYNC).sync()
+
+    def fd_prestat_get(self, fd: int, ptr: int) -> None:
+        f = self.fds.get(fd)
+        name = getattr(f, "preopen_name", None)
+        if name is None:
+            raise _EBADF
+        self.memory.pack(abi.PRESTAT, ptr, abi.PREOPENTYPE_DIR, len(name.encode()))
+
+    def fd_prestat_dir_name(self, fd: int, path: int, path_len: int) -> None:
+        f = self.fds.get(fd)
+        name = getattr(f, "preopen_name", None)
+        if name is None:
+            raise _EBADF
+        data = name.encode()
+        if path_len < len(data):
+            raise Errno(abi.ENAMETOOLONG)
+        self.memory.write(path, data)
+
+    # =========================================================================================
+    # reading and writing
+    # =========================================================================================
+    def _iovs(self, iovs: int, count: int) -> list[memoryview]:
+        if count > MAX_IOVS:
+            raise _EINVAL
+        return self.memory.iovecs(iovs, count)
+
+    def fd_read(self, fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_READ)
+        n = f.read(self._iovs(iovs, iovs_len))
+        self.memory.set_u32(nread_ptr, n)
+
+    def fd_write(self, fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_WRITE)
+        n = f.write(self._iovs(iovs, iovs_len))
+        self.memory.set_u32(nwritten_ptr, n)
+
+    def fd_pread(self, fd: int, iovs: int, iovs_len: int, offset: int, nread_ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_READ | abi.RIGHT_FD_SEEK)
+        if offset & _I64_SIGN:
+            raise _EINVAL
+        n = f.pread(self._iovs(iovs, iovs_len), offset)
+        self.memory.set_u32(nread_ptr, n)
+
+    def fd_pwrite(self, fd: int, iovs: int, iovs_len: int, offset: int, nwritten_ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_WRITE | abi.RIGHT_FD_SEEK)
+        if offset & _I64_SIGN:
+            raise _EINVAL
+        n = f.pwrite(self._iovs(iovs, iovs_len), offset)
+        self.memory.set_u32(nwritten_ptr, n)
+
+    def fd_seek(self, fd: int, offset: int, whence: int, newoffset_ptr: int) -> None:
+        delta = _signed64(offset)
+        need = abi.RIGHT_FD_TELL if (delta == 0 and whence == abi.WHENCE_CUR) else abi.RIGHT_FD_SEEK
+        f = self.fds.get(fd)
+        if need & ~f.rights_base and abi.RIGHT_FD_SEEK & ~f.rights_base:
+            raise Errno(abi.ENOTCAPABLE)
+        if whence > abi.WHENCE_END:
+            raise _EINVAL
+        # WASI whence values equal POSIX SEEK_SET/SEEK_CUR/SEEK_END.
+        pos = f.seek(delta, whence)
+        self.memory.set_u64(newoffset_ptr, pos)
+
+    def fd_tell(self, fd: int, ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_TELL)
+        self.memory.set_u64(ptr, f.tell())
+
+    def fd_readdir(self, fd: int, buf: int, buf_len: int, cookie: int, bufused_ptr: int) -> None:
+        f = self.fds.get(fd, abi.RIGHT_FD_READDIR)
+        entries = f.readdir()
+        view = self.memory.view(buf, buf_len)
+        used = 0
+        # The cookie is the index of the next entry (d_next of the previous one).
+        for index in range(cookie, len(entries)) if cookie < len(entries) else ():
+            if used >= buf_len:
+                break
+            ino, ftype, name = entries[index]
+            record = abi.DIRENT.pack(index + 1, ino, len(name), ftype) + name
+            take = min(len(record), buf_len - used)
+            view[used : used + take] = record[:take]
+            used += take
+        self.memory.set_u32(bufused_ptr, used)
+
+    # =========================================================================================
+    # path_*: resolved below a directory fd (see paths.py)
+    # =========================================================================================
+    def _dir(self, fd: int, right: int) -> DirectoryFile:
+        f = self.fds.get(fd)
+        if not isinstance(f, DirectoryFile):
+            raise Errno(abi.ENOTDIR)
+        if right & ~f.rights_base:
+            # A read-only tree refuses modification (EPERM, as wasmtime); a dropped right is ENOTCAPABLE.
+            if right & abi.RIGHTS_WRITING and not f.writable:
+                raise Errno(abi.EPERM)
+            raise Errno(abi.ENOTCAPABLE)
+        return f
+
+    def _path(self, fd: int, right: int, ptr: int, length: int, follow: bool) -> Resolved:
+        d = self._dir(fd, right)
+        path = self.memory.read_str(ptr, length)
+        return resolve(d.host_fd, path, follow=follow)
+
+    def path_create_directory(self, fd: int, path: int, path_len: int) -> None:
+        with self._path(fd, abi.RIGHT_PATH_CREATE_DIRECTORY, path, path_len, False) as r:
+            try:
+                os.mkdir(r.name, 0o777, dir_fd=r.dir_fd)
+            except OSError as e:
+                raise _oserror(e) from None
+
+    def path_filestat_get(self, fd: int, flags: int, path: int, path_len: int, buf: int) -> None:
+        follow = bool(flags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
+        with self._path(fd, abi.RIGHT_PATH_FILESTAT_GET, path, path_len, follow) as r:
+            try:
+                st = os.stat(r.name, dir_fd=r.dir_fd, follow_symlinks=False)
+            except OSError as e:
+                raise _oserror(e) from None
+            if r.must_be_dir and files_is_not_dir(st):
+                raise Errno(abi.ENOTDIR)
+        self.memory.pack(abi.FILESTAT, buf, *filestat_of(st))
+
+    def path_filestat_set_times(
+        self, fd: int, flags: int, path: int, path_len: int, atim: int, mtim: int, fst: int
+    ) -> None:
+        a, m, anow, mnow = _times(atim, mtim, fst)
+        follow = bool(flags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
+        with self._path(fd, abi.RIGHT_PATH_FILESTAT_SET_TIMES, path, path_len, follow) as r:
+            try:
+                st = os.stat(r.name, dir_fd=r.dir_fd, follow_symlinks=False)
+                now = time.time_ns()
+                times = (
+                    now if anow else (a if a is not None else st.st_atime_ns),
+                    now if mnow else (m if m is not None else st.st_mtime_ns),
+                )
+                os.utime(r.name, ns=times, dir_fd=r.dir_fd, follow_symlinks=False)
+            except OSError as e:
+                raise _oserror(e) from None
+
+    def path_link(
+        self,
+        old_fd: int,
+        old_flags: int,
+        old_path: int,
+        old_len: int,
+        new_fd: int,
+        new_path: int,
+        new_len: int,
+    ) -> None:
+        follow = bool(old_flags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
+        with (
+            self._path(old_fd, abi.RIGHT_PATH_LINK_SOURCE, old_path, old_len, follow) as src,
+            self._path(new_fd, abi.RIGHT_PATH_LINK_TARGET, new_path, new_len, False) as dst,
+        ):
+            if dst.must_be_dir or src.must_be_dir:
+                st = _lstat_or_none(src)
+                if st is None:
+                    raise Errno(abi.ENOENT)
+                if files_is_not_dir(st):
+                    raise Errno(abi.ENOTDIR)
+            try:
+                os.link(
+                    src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd, follow_symlinks=False
+                )
+            except OSError as e:
+                raise _oserror(e) from None
+
+    def path_open(
+        self,
+        fd: int,
+        dirflags: int,
+        path: int,
+        path_len: int,
+        oflags: int,
+        rights_base: int,
+        rights_inheriting: int,
+        fdflags: int,
+        opened_ptr: int,
+    ) -> None:
+        d = self._dir(fd, abi.RIGHT_PATH_OPEN)
+        if oflags & ~abi.OFLAGS_ALL or fdflags & ~abi.FDFLAGS_ALL:
+            raise _EINVAL
+        if oflags & abi.OFLAGS_CREAT:
+            self._dir(fd, abi.RIGHT_PATH_CREATE_FILE)
+        if oflags & abi.OFLAGS_TRUNC:
+            self._dir(fd, abi.RIGHT_PATH_FILESTAT_SET_SIZE)
+        if not d.writable:
+            wants_write = rights_base & (abi.RIGHT_FD_WRITE | abi.RIGHT_FD_ALLOCATE)
+            if oflags & (abi.OFLAGS_CREAT | abi.OFLAGS_TRUNC) or fdflags & abi.FDFLAGS_APPEND:
+                raise Errno(abi.EPERM)
+            rights_base &= ~abi.RIGHTS_WRITING
+            del wants_write
+        rights_inheriting &= d.rights_inheriting | abi.RIGHTS_REGULAR_FILE
+        follow = bool(dirflags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
+        guest_path = self.memory.read_str(path, path_len)
+        readable = bool(rights_base & (abi.RIGHT_FD_READ | abi.RIGHT_FD_READDIR))
+        writable = bool(
+            rights_base
+            & (
+                abi.RIGHT_FD_WRITE
+                | abi.RIGHT_FD_ALLOCATE
+                | abi.RIGHT_FD_FILESTAT_SET_SIZE
+                | abi.RIGHT_FD_DATASYNC
+            )
+        )
+        if not d.writable:
+            writable = False
+        if writable and readable:
+            mode = os.O_RDWR
+        elif writable:
+            mode = os.O_WRONLY
+        else:
+            mode = os.O_RDONLY
+        flags = mode | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+        if oflags & abi.OFLAGS_CREAT:
+            flags |= os.O_CREAT
+        if oflags & abi.OFLAGS_EXCL:
+            flags |= os.O_EXCL
+        if oflags & abi.OFLAGS_TRUNC:
+            flags |= os.O_TRUNC
+        if oflags & abi.OFLAGS_DIRECTORY:
+            flags |= os.O_DIRECTORY
+        if fdflags & abi.FDFLAGS_APPEND:
+            flags |= os.O_APPEND
+        if fdflags & abi.FDFLAGS_NONBLOCK:
+            flags |= os.O_NONBLOCK
+        if fdflags & abi.FDFLAGS_DSYNC:
+            flags |= os.O_DSYNC
+        if fdflags & (abi.FDFLAGS_SYNC | abi.FDFLAGS_RSYNC):
+            flags |= os.O_SYNC
+        with resolve(d.host_fd, guest_path, follow=follow) as r:
+            if r.must_be_dir:
+                flags |= os.O_DIRECTORY
+            if (flags & os.O_CREAT) and r.must_be_dir:
+                raise Errno(abi.EISDIR) if _lstat_or_none(r) is None else Errno(abi.EEXIST)
+            host_fd = self._open_at(r, flags, mode)
+        try:
+            st = os.fstat(host_fd)
+            new: OpenFile
+            if _isdir(st):
+                if mode != os.O_RDONLY:
+                    raise Errno(abi.EISDIR)
+                base = rights_base & abi.RIGHTS_DIRECTORY
+                if not d.writable:
+                    base &= ~abi.RIGHTS_WRITING
+                new = DirectoryFile(host_fd, base, rights_inheriting, writable=d.writable)
+            else:
+                if oflags & abi.OFLAGS_DIRECTORY:
+                    raise Errno(abi.ENOTDIR)
+                new = RegularFile(host_fd, rights_base & abi.RIGHTS_REGULAR_FILE, rights_inheriting, fdflags)
+                if not (st.st_mode & 0o170000) == 0o100000:
+                    new.filetype = _filetype(st)
+            new_fd = self.fds.insert(new)
+        except BaseException:
+            os.close(host_fd)
+            raise
+        try:
+            self.memory.set_u32(opened_ptr, new_fd)
+        except Errno:
+            self.fds.remove(new_fd).close()
+            raise
+
+    @staticmethod
+    def _open_at(r: Resolved, flags: int, mode: int) -> int:
+        name = r.name
+        try:
+            return os.open(name, flags, 0o666, dir_fd=r.dir_fd)
+        except IsADirectoryError:
+            # A directory opened for writing: retry read-only only if nothing but reading was asked.
+            raise Errno(abi.EISDIR) from None
+        except OSError as e:
+            raise _oserror(e) from None
+
+    def path_readlink(self, fd: int, path: int, path_len: int, buf: int, buf_len: int, used_ptr: int) -> None:
+        with self._path(fd, abi.RIGHT_PATH_READLINK, path, path_len, False) as r:
+            try:
+                target = os.fsencode(os.readlink(r.name, dir_fd=r.dir_fd))
+            except OSError as e:
+                raise _oserror(e) from None
+        data = target[:buf_len]
+        self.memory.write(buf, data)
+        self.memory.set_u32(used_ptr, len(data))
+
+    def path_remove_directory(self, fd: int, path: int, path_len: int) -> None:
+        with self._path(fd, abi.RIGHT_PATH_REMOVE_DIRECTORY, path, path_len, False) as r:
+            try:
+                os.rmdir(r.name, dir_fd=r.dir_fd)
+            except OSError as e:
+                raise _oserror(e) from None
+
+    def path_rename(self, fd: int, old: int, old_len: int, new_fd: int, new: int, new_len: int) -> None:
+        with (
+            self._path(fd, abi.RIGHT_PATH_RENAME_SOURCE, old, old_len, False) as src,
+            self._path(new_fd, abi.RIGHT_PATH_RENAME_TARGET, new, new_len, False) as dst,
+        ):
+            if src.must_be_dir or dst.must_be_dir:
+                st = _lstat_or_none(src)
+                if st is None:
+                    raise Errno(abi.ENOENT)
+                if files_is_not_dir(st):
+                    raise Errno(abi.ENOTDIR)
+            try:
+                os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
+            except OSError as e:
+                raise _oserror(e) from None
+
+    def path_symlink(self, old: int, old_len: int, fd: int, new: int, new_len: int) -> None:
+        target = self.memory.read_str(old, old_len)
+        if "\x00" in target:
+            raise Errno(abi.EILSEQ)
+        with self._path(fd, abi.RIGHT_PATH_SYMLINK, new, new_len, False) as r:
+            if r.must_be_dir:
+                raise Errno(abi.ENOENT) if _lstat_or_none(r) is None else Errno(abi.EEXIST)
+            try:
+                os.symlink(target, r.name, dir_fd=r.dir_fd)
+            except OSError as e:
+                raise _oserror(e) from None
+
+    def path_unlink_file(self, fd: int, path: int, path_len: int) -> None:
+        with self._path(fd, abi.RIGHT_PATH_UNLINK_FILE, path, path_len, False) as r:
+            if r.must_be_dir:
+                st = _lstat_or_none(r)
+                if st is None:
+                    raise Errno(abi.ENOENT)
+                raise Errno(abi.EISDIR if not files_is_not_dir(st) else abi.ENOTDIR)
+            try:
+                os.unlink(r.name, dir_fd=r.dir_fd)
+            except OSError as e:
+                raise _oserror(e) from None
+
+    # =========================================================================================
+    # poll_oneoff
+    # =========================================================================================
+    def poll_oneoff(self, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> None:
+        from .poll import poll_oneoff
+
+        poll_oneoff(self, in_ptr, out_ptr, nsubs, nevents_ptr)
+
+    # =========================================================================================
+    # sockets: only the later socket kinds implement these; every other file is ENOTSOCK.
+    # =========================================================================================
+    def sock_accept(self, fd: int, flags: int, ro_fd_ptr: int) -> None:
+        f = self.fds.get(fd)
+        new = f.sock_accept(flags)
+        new_fd = self.fds.insert(new)
+        self.memory.set_u32(ro_fd_ptr, new_fd)
+
+    def sock_recv(
+        self, fd: int, ri_data: int, ri_len: int, ri_flags: int, ro_len_ptr: int, ro_flags_ptr: int
+    ) -> None:
+        f = self.fds.get(fd)
+        if not hasattr(f, "sock_recv") or type(f).sock_recv is OpenFile.sock_recv:
+            raise Errno(abi.ENOTSOCK)
+        n, flags = f.sock_recv(self._iovs(ri_data, ri_len), ri_flags)
+        self.memory.set_u32(ro_len_ptr, n)
+        self.memory.pack(_U16, ro_flags_ptr, flags)
+
+    def sock_send(self, fd: int, si_data: int, si_len: int, si_flags: int, so_len_ptr: int) -> None:
+        f = self.fds.get(fd)
+        if type(f).sock_send is OpenFile.sock_send:
+            raise Errno(abi.ENOTSOCK)
+        n = f.sock_send(self._iovs(si_data, si_len), si_flags)
+        self.memory.set_u32(so_len_ptr, n)
+
+    def sock_shutdown(self, fd: int, how: int) -> None:
+        f = self.fds.get(fd)
+        f.sock_shutdown(how)
+
+    # =========================================================================================
+    # binding to wasmtime
+    # =========================================================================================
+    def callbacks(self) -> dict[str, Any]:
+        """One unchecked wasmtime callback per WASI function (keep them alive while the store lives)."""
+        return {name: _trampoline(self, name, params) for name, params in SIGNATURES.items()}
+
+    def bind_memory_from_caller(self, caller: int) -> None:
+        ref = ffi.memory_from_caller(caller)
+        if ref is not None:
+            self.memory.bind(ffi.MemoryRef(self.store_context, ref._struct))
+
+    def on_exit(self, code: int) -> int:
+        self.exit_code = code
+        return ffi.trap_new(f"proc_exit({code})")
+
+    def on_internal_error(self, error: BaseException) -> int:
+        """An unexpected host exception: recorded; the guest sees EIO."""
+        if len(self.internal_errors) < 16:
+            self.internal_errors.append(error)
+        return abi.EIO
+
+    def on_fatal(self, error: BaseException) -> int:
+        self.fatal = error
+        return ffi.trap_new(f"host interrupted: {type(error).__name__}")
+
+
+_U16 = __import__("struct").Struct("<H")
+
+
+def files_is_not_dir(st: os.stat_result) -> bool:
+    return not _isdir(st)
+
+
+def _isdir(st: os.stat_result) -> bool:
+    return (st.st_mode & 0o170000) == 0o040000
+
+
+def _filetype(st: os.stat_result) -> int:
+    from .files import filetype_of_mode
+
+    return filetype_of_mode(st.st_mode)
+
+
+def _lstat_or_none(r: Resolved) -> os.stat_result | None:
+    try:
+        return os.stat(r.name, dir_fd=r.dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _times(atim: int, mtim: int, flags: int) -> tuple[int | None, int | None, bool, bool]:
+    """Validate witx `$fstflags`: a time and its `_now` variant together, or unknown bits, are EINVAL."""
+    if flags & ~abi.FSTFLAGS_ALL:
+        raise _EINVAL
+    if flags & abi.FSTFLAGS_ATIM and flags & abi.FSTFLAGS_ATIM_NOW:
+        raise _EINVAL
+    if flags & abi.FSTFLAGS_MTIM and flags & abi.FSTFLAGS_MTIM_NOW:
+        raise _EINVAL
+    a = atim if flags & abi.FSTFLAGS_ATIM else None
+    m = mtim if flags & abi.FSTFLAGS_MTIM else None
+    return a, m, bool(flags & abi.FSTFLAGS_ATIM_NOW), bool(flags & abi.FSTFLAGS_MTIM_NOW)
+
+
+# ==============================================================================================
+# Trampolines: generated per signature, so each call does only the work its arguments need.
+# ==============================================================================================
+_U32_AT = ctypes.c_uint32.from_address
+_U64_AT = ctypes.c_uint64.from_address
+
+_TEMPLATE = """
+def callback(env, caller, args, nargs):
+    try:
+{refresh}        method({params})
+        {result_ok}
+    except Errno as e:
+        {result_err}
+    except ProcExit as e:
+        return host.on_exit(e.code & 0xFFFFFFFF)
+    except Exception as e:
+        {result_eio}
+    except BaseException as e:
+        return host.on_fatal(e)
+    return 0
+"""
+
+_REFRESH = """        if memory._ref is None:
+            host.bind_memory_from_caller(caller)
+        else:
+            memory.refresh()
+"""
+
+
+def _trampoline(host: WasiHost, name: str, params: str) -> Any:
+    readers = []
+    for index, kind in enumerate(params):
+        at = "_U32_AT" if kind == "i" else "_U64_AT"
+        addr = "args" if index == 0 else f"args + {16 * index}"
+        readers.append(f"{at}({addr}).value")
+    has_result = name not in NO_RESULT
+    source = _TEMPLATE.format(
+        refresh="" if name in NO_MEMORY else _REFRESH,
+        params=", ".join(readers),
+        result_ok="_U32_AT(args).value = 0" if has_result else "pass",
+        result_err="_U32_AT(args).value = e.code" if has_result else "pass",
+        result_eio="_U32_AT(args).value = host.on_internal_error(e)"
+        if has_result
+        else "host.on_internal_error(e)",
+    )
+    namespace: dict[str, Any] = {
+        "method": getattr(host, name),
+        "host": host,
+        "memory": host.memory,
+        "Errno": Errno,
+        "ProcExit": ProcExit,
+        "_U32_AT": _U32_AT,
+        "_U64_AT": _U64_AT,
+    }
+    exec(compile(source, f"<wasi trampoline {name}>", "exec"), namespace)  # noqa: S102 — fixed template
+    return ffi.UNCHECKED_CALLBACK(namespace["callback"])
+
+
+def define(linker: wasmtime.Linker, host: WasiHost) -> list[Any]:
+    """Define every WASI function of ``host`` in ``linker``; returns the callbacks to keep alive."""
+    i32 = wasmtime.ValType.i32()
+    i64 = wasmtime.ValType.i64()
+    keep: list[Any] = []
+    for name, cb in host.callbacks().items():
+        params = [i32 if k == "i" else i64 for k in SIGNATURES[name]]
+        results = [] if name in NO_RESULT else [i32]
+        ffi.define_unchecked(linker, MODULE, name, params, results, cb)
+        keep.append(cb)
+    _ = select  # poll.py uses select; imported here so a missing module fails at import time
+    return keep
