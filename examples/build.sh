@@ -1,0 +1,14 @@
+#!/bin/sh
+# Rebuild every example's .wasm from its C source with Zig's bundled clang and wasi-libc.
+# Needs the `ziglang` Python package (pip install ziglang; it is in donjon's [test] extra).
+#   PYTHON=/path/to/python examples/build.sh
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+python=${PYTHON:-python3}
+# Zig writes caches; keep them out of the repository and out of $HOME.
+export ZIG_GLOBAL_CACHE_DIR=${ZIG_GLOBAL_CACHE_DIR:-${TMPDIR:-/tmp}/donjon-zigcache}
+export ZIG_LOCAL_CACHE_DIR=${ZIG_LOCAL_CACHE_DIR:-$ZIG_GLOBAL_CACHE_DIR}
+for name in hello filereader compute writes readchunks; do
+    "$python" -m ziglang cc -target wasm32-wasi -O2 -Wl,--strip-debug -o "$here/$name/$name.wasm" "$here/$name/$name.c"
+    echo "built examples/$name/$name.wasm"
+done
