@@ -451,11 +451,10 @@ class WasiHost:
             self._path(new_fd, abi.RIGHT_PATH_LINK_TARGET, new_path, new_len, False) as dst,
         ):
             if dst.must_be_dir or src.must_be_dir:
+                # "link/" names a directory: a hard link to a non-directory can never be one.
                 st = _lstat_or_none(src)
-                if st is None:
-                    raise Errno(abi.ENOENT)
-                if files_is_not_dir(st):
-                    raise Errno(abi.ENOTDIR)
+                if st is None or files_is_not_dir(st):
+                    raise Errno(abi.ENOENT if dst.must_be_dir else abi.ENOTDIR)
             try:
                 os.link(
                     src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd, follow_symlinks=False
@@ -606,6 +605,9 @@ class WasiHost:
         target = self.memory.read_str(old, old_len)
         if "\x00" in target:
             raise Errno(abi.EILSEQ)
+        if target.startswith("/"):
+            # An absolute target could only ever point outside the sandbox (wasmtime: EPERM).
+            raise Errno(abi.EPERM)
         with self._path(fd, abi.RIGHT_PATH_SYMLINK, new, new_len, False) as r:
             if r.must_be_dir:
                 raise Errno(abi.ENOENT) if _lstat_or_none(r) is None else Errno(abi.EEXIST)
