@@ -339,6 +339,7 @@ def verify_dcap_quote(
     allow_missing_crls: bool = False,
     allowed_statuses: Collection[TcbStatus] | None = None,
     allowed_advisories: Collection[str] | None = None,
+    report_data: bytes | None = None,
 ) -> VerifiedEvidence:
     """Verify an SGX or TDX DCAP quote (``tee`` restricts which); see the module docstring.
 
@@ -348,6 +349,7 @@ def verify_dcap_quote(
     the status and advisories are reported in the claims for the policy.
     ``allow_missing_qe_identity`` and ``allow_missing_crls`` accept collateral
     without them (insecure: the QE's TCB or revocations go unchecked).
+    ``report_data``, when given, must equal the quote's 64-byte REPORTDATA.
     """
     pki.require_aware(at)
     q = parse_quote(quote)
@@ -492,6 +494,13 @@ def verify_dcap_quote(
                 "dcap.tcb.advisories", "TCB has advisories that are not allowed", got=", ".join(extra)
             )
 
+    if report_data is not None and body.report_data != report_data:
+        raise VerificationFailed(
+            "dcap.report_data",
+            "REPORTDATA is not the expected binding",
+            expected=report_data,
+            got=body.report_data,
+        )
     simulated = pki.fingerprint(root) != INTEL_SGX_ROOT_CA_SHA256
     claims = _claims(
         q, pck, info, match.level.tcb_date, status, advisories, match.module_status, qe_status, simulated
@@ -599,6 +608,7 @@ def verify_tdx_quote(
     allow_missing_crls: bool = False,
     allowed_statuses: Collection[TcbStatus] | None = None,
     allowed_advisories: Collection[str] | None = None,
+    report_data: bytes | None = None,
 ) -> VerifiedEvidence:
     """Verify an Intel TDX quote (v4 or v5); see :func:`verify_dcap_quote`."""
     return verify_dcap_quote(
@@ -612,6 +622,7 @@ def verify_tdx_quote(
         allow_missing_crls=allow_missing_crls,
         allowed_statuses=allowed_statuses,
         allowed_advisories=allowed_advisories,
+        report_data=report_data,
     )
 
 
@@ -626,6 +637,7 @@ def verify_sgx_quote(
     allow_missing_crls: bool = False,
     allowed_statuses: Collection[TcbStatus] | None = None,
     allowed_advisories: Collection[str] | None = None,
+    report_data: bytes | None = None,
 ) -> VerifiedEvidence:
     """Verify an Intel SGX DCAP quote (v3, or v4/v5 with an SGX body); see :func:`verify_dcap_quote`."""
     return verify_dcap_quote(
@@ -639,4 +651,5 @@ def verify_sgx_quote(
         allow_missing_crls=allow_missing_crls,
         allowed_statuses=allowed_statuses,
         allowed_advisories=allowed_advisories,
+        report_data=report_data,
     )
