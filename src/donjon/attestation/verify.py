@@ -11,19 +11,17 @@ the Intel code and a build without a vendor module says so with a clear
 :class:`MalformedEvidence` (check ``evidence.unsupported``) instead of an
 ``ImportError``.
 
-Contract for a vendor verifier (SNP: :func:`donjon.attestation.snp.verify_snp_report`;
-Intel: ``donjon.attestation.tdx.verify_tdx_quote`` / ``donjon.attestation.sgx.verify_sgx_quote``
-or the same names in ``donjon.attestation.dcap``)::
-
-    verify_xxx(evidence: bytes, *, certs: Sequence[x509.Certificate], collateral: Collateral,
-               roots: TrustRoots, at: datetime, options: object | None) -> VerifiedEvidence
+``options`` is per kind: :class:`donjon.attestation.snp.SnpOptions` for SNP;
+for TDX/SGX a mapping of the keyword arguments of
+:func:`donjon.attestation.dcap_verify.verify_tdx_quote` (``allow_debug``,
+``allowed_statuses``, ``report_data``...); for CCA a mapping with
+``platform_keys`` (pinned CPAK public keys) and ``expected_challenge``.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -118,33 +116,93 @@ class Collateral:
         )
 
 
-#: evidence kind -> candidate (module, function) pairs, tried in order.
-_VERIFIERS: dict[EvidenceKind, tuple[tuple[str, str], ...]] = {
-    EvidenceKind.SNP_REPORT: (("donjon.attestation.snp", "verify_snp_report"),),
-    EvidenceKind.TDX_QUOTE: (
-        ("donjon.attestation.tdx", "verify_tdx_quote"),
-        ("donjon.attestation.dcap", "verify_tdx_quote"),
-    ),
-    EvidenceKind.SGX_QUOTE: (
-        ("donjon.attestation.sgx", "verify_sgx_quote"),
-        ("donjon.attestation.dcap", "verify_sgx_quote"),
-    ),
-    EvidenceKind.CCA_TOKEN: (("donjon.attestation.cca", "verify_cca_token"),),
-}
+def _unsupported(kind: EvidenceKind, e: ModuleNotFoundError) -> MalformedEvidence:
+    return MalformedEvidence(
+        "evidence.unsupported", f"this build cannot verify {kind.value} evidence ({e.name})"
+    )
 
 
-def _verifier(kind: EvidenceKind) -> Callable[..., VerifiedEvidence]:
-    for module_name, function in _VERIFIERS[kind]:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue
-        found = getattr(module, function, None)
-        if callable(found):
-            return found  # type: ignore[no-any-return]
-    raise MalformedEvidence("evidence.unsupported", f"this build cannot verify {kind.value} evidence")
+def _verify_snp(
+    evidence: bytes,
+    certs: tuple[x509.Certificate, ...],
+    collateral: Collateral,
+    roots: TrustRoots,
+    at: datetime,
+    options: object | None,
+) -> VerifiedEvidence:
+    from donjon.attestation.snp import verify_snp_report
+
+    return verify_snp_report(
+        evidence, certs=certs, collateral=collateral, roots=roots, at=at, options=options
+    )
+
+
+def _cn(name: x509.Name) -> str:
+    return " ".join(str(a.value) for a in name.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
+
+
+def _verify_intel(
+    kind: EvidenceKind,
+    evidence: bytes,
+    certs: tuple[x509.Certificate, ...],
+    collateral: Collateral,
+    roots: TrustRoots,
+    at: datetime,
+    options: object | None,
+) -> VerifiedEvidence:
+    # Intel's verifier (donjon.attestation.dcap_verify) takes its collateral as PCS
+    # serves it; this maps the content-recognised bundle onto that shape.
+    try:
+        from donjon.attestation import dcap_verify
+        from donjon.attestation.intel import INTEL_SGX_ROOT_CA_SHA256
+    except ModuleNotFoundError as e:
+        raise _unsupported(kind, e) from e
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from donjon.attestation.pki import fingerprint
+
+    pool = [*certs, *collateral.certificates, *roots.certificates, *roots.extra_trusted]
+    intel_roots = [c for c in pool if fingerprint(c) == INTEL_SGX_ROOT_CA_SHA256]
+    doc_roots = [*roots.extra_trusted, *intel_roots] if roots.extra_trusted else intel_roots
+    signers = [c for c in pool if "TCB Signing" in _cn(c.subject)]
+    current = [c for c in signers if c.not_valid_before_utc <= at <= c.not_valid_after_utc] or signers
+    chain_pem = b"".join(c.public_bytes(Encoding.PEM) for c in [*current[:1], *doc_roots[:1]]) or None
+    pck_crl = next((c for c in collateral.crls if "PCK" in _cn(c.issuer)), None)
+    root_crl = next((c for c in collateral.crls if "Root CA" in _cn(c.issuer)), None)
+    if not collateral.tcb_info:
+        from donjon.attestation.errors import CollateralError
+
+        raise CollateralError(f"{kind.value}.tcb_info.missing", "no TCB info document in the collateral")
+    intel = dcap_verify.IntelCollateral(
+        tcb_info=collateral.tcb_info[0],
+        tcb_info_issuer_chain=chain_pem or b"",
+        qe_identity=collateral.qe_identity[0] if collateral.qe_identity else None,
+        qe_identity_issuer_chain=chain_pem if collateral.qe_identity else None,
+        pck_crl=None if pck_crl is None else pck_crl.public_bytes(Encoding.DER),
+        root_crl=None if root_crl is None else root_crl.public_bytes(Encoding.DER),
+    )
+    kwargs = dict(_mapping(options))
+    function = (
+        dcap_verify.verify_tdx_quote if kind is EvidenceKind.TDX_QUOTE else dcap_verify.verify_sgx_quote
+    )
+    return function(evidence, collateral=intel, roots=list(roots.extra_trusted) or None, at=at, **kwargs)
+
+
+def _verify_cca(evidence: bytes, at: datetime, options: object | None) -> VerifiedEvidence:
+    try:
+        from donjon.attestation.cca import verify_cca_token
+    except ModuleNotFoundError as e:
+        raise _unsupported(EvidenceKind.CCA_TOKEN, e) from e
+    # A CCA platform key has no vendor chain: the caller pins it (options["platform_keys"]).
+    return verify_cca_token(evidence, at=at, **_mapping(options))
+
+
+def _mapping(options: object | None) -> Mapping[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options for this evidence kind are keyword arguments (a mapping), not {options!r}")
+    return options
 
 
 def _kind(kind: EvidenceKind | str) -> EvidenceKind:
@@ -189,15 +247,14 @@ def verify_evidence(
             parsed.append(item)
         else:
             parsed.extend(load_certificates(bytes(item), what="evidence certificate"))
-    verifier = _verifier(which)
-    result: Any = verifier(
-        data,
-        certs=tuple(parsed),
-        collateral=collateral if collateral is not None else Collateral(),
-        roots=roots,
-        at=at,
-        options=options,
-    )
+    bundle = collateral if collateral is not None else Collateral()
+    result: Any
+    if which is EvidenceKind.SNP_REPORT:
+        result = _verify_snp(data, tuple(parsed), bundle, roots, at, options)
+    elif which is EvidenceKind.CCA_TOKEN:
+        result = _verify_cca(data, at, options)
+    else:
+        result = _verify_intel(which, data, tuple(parsed), bundle, roots, at, options)
     if not isinstance(result, VerifiedEvidence):  # pragma: no cover - a vendor module's bug
         raise AttestationError(
             "evidence.verifier", f"{which.value} verifier returned {type(result).__name__}"
