@@ -206,6 +206,10 @@ class SimulatedTdx:
             issuer_key=self._ca_key,
             sgx_extension=ext,
         )
+        self._finish()
+
+    def _finish(self) -> None:
+        """Derive the fixed parts of every quote (QE report, certification data) and the collateral."""
         pem = serialization.Encoding.PEM
         self._chain_pem = b"".join(c.public_bytes(pem) for c in (self.pck, self.pck_ca, self.root)) + b"\x00"
         self._tcb_chain_pem = self.tcb_signing.public_bytes(pem) + self.root.public_bytes(pem)
@@ -226,6 +230,60 @@ class SimulatedTdx:
         )
         self._cert_data = struct.pack("<HI", CERT_DATA_QE_REPORT, len(qe_block)) + qe_block
         self._collateral = self.collateral()
+
+    # --- saving and loading (a Keep and a Steward in different processes share one vendor) --------------
+
+    _KEYS = ("_root_key", "_ca_key", "_pck_key", "_tcb_key", "_att_key")
+    _CERTS = ("root", "pck_ca", "tcb_signing", "pck")
+
+    def dump(self) -> bytes:
+        """The vendor as JSON: parameters, PEM private keys and certificates (simulated test material)."""
+        pem = serialization.Encoding.PEM
+        keys = {
+            name: getattr(self, name)
+            .private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            .decode()
+            for name in self._KEYS
+        }
+        certs = {name: getattr(self, name).public_bytes(pem).decode() for name in self._CERTS}
+        params = {
+            "issued_at": self.issued_at.isoformat(),
+            "fmspc": self.fmspc.hex(),
+            "pce_id": self.pce_id.hex(),
+            "sgx_svns": list(self.sgx_svns),
+            "pce_svn": self.pce_svn,
+            "tee_tcb_svn": self.tee_tcb_svn.hex(),
+            "tcb_status": self.tcb_status.value,
+            "advisory_ids": list(self.advisory_ids),
+            "collateral_validity_s": self.collateral_validity.total_seconds(),
+        }
+        return json.dumps(
+            {"format": "donjon-sim-tdx-v1", "params": params, "keys": keys, "certs": certs}
+        ).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> SimulatedTdx:
+        """Rebuild a vendor saved by :meth:`dump` (ValueError/KeyError/TypeError if it is not one)."""
+        doc = json.loads(data)
+        if doc.get("format") != "donjon-sim-tdx-v1":
+            raise ValueError("not a saved simulated TDX vendor")
+        p = doc["params"]
+        self = cls.__new__(cls)
+        self.issued_at = datetime.fromisoformat(p["issued_at"])
+        self.fmspc, self.pce_id = bytes.fromhex(p["fmspc"]), bytes.fromhex(p["pce_id"])
+        self.sgx_svns, self.pce_svn = tuple(int(v) for v in p["sgx_svns"]), int(p["pce_svn"])
+        self.tee_tcb_svn = bytes.fromhex(p["tee_tcb_svn"])
+        self.tcb_status, self.advisory_ids = TcbStatus(p["tcb_status"]), tuple(p["advisory_ids"])
+        self.collateral_validity = timedelta(seconds=float(p["collateral_validity_s"]))
+        for name in cls._KEYS:
+            key = serialization.load_pem_private_key(doc["keys"][name].encode(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise TypeError(f"{name} is not an EC key")
+            setattr(self, name, key)
+        for name in cls._CERTS:
+            setattr(self, name, x509.load_pem_x509_certificate(doc["certs"][name].encode()))
+        self._finish()
+        return self
 
     # --- certificates and collateral ---------------------------------------------------------------------
 
@@ -259,17 +317,21 @@ class SimulatedTdx:
         return builder.sign(issuer_key or key, hashes.SHA256())
 
     def _crl(
-        self, issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, revoked: Sequence[int]
+        self,
+        issuer: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        revoked: Sequence[int],
+        when: datetime,
     ) -> bytes:
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(issuer.subject)
-            .last_update(self.issued_at - timedelta(hours=1))
-            .next_update(self.issued_at + self.collateral_validity)
+            .last_update(when - timedelta(hours=1))
+            .next_update(when + self.collateral_validity)
         )
         for serial in revoked:
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(self.issued_at).build()
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
             )
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
@@ -278,14 +340,15 @@ class SimulatedTdx:
         signature = _raw_sig(self._tcb_key, text.encode())
         return f'{{"{member}":{text},"signature":"{signature.hex()}"}}'.encode()
 
-    def _times(self) -> dict[str, object]:
+    def _times(self, when: datetime | None) -> dict[str, object]:
         fmt = "%Y-%m-%dT%H:%M:%SZ"
+        when = self.issued_at if when is None else when
         return {
-            "issueDate": (self.issued_at - timedelta(hours=1)).strftime(fmt),
-            "nextUpdate": (self.issued_at + self.collateral_validity).strftime(fmt),
+            "issueDate": (when - timedelta(hours=1)).strftime(fmt),
+            "nextUpdate": (when + self.collateral_validity).strftime(fmt),
         }
 
-    def tcb_info(self) -> bytes:
+    def tcb_info(self, *, issued_at: datetime | None = None) -> bytes:
         """The signed TDX TCB Info v3 for this platform."""
         zero_module = {"mrsigner": "00" * 48, "attributes": "00" * 8, "attributesMask": "FF" * 8}
         major, minor = self.tee_tcb_svn[1], self.tee_tcb_svn[0]
@@ -313,7 +376,7 @@ class SimulatedTdx:
         body: dict[str, object] = {
             "id": "TDX",
             "version": 3,
-            **self._times(),
+            **self._times(issued_at),
             "fmspc": _hexu(self.fmspc),
             "pceId": _hexu(self.pce_id),
             "tcbType": 0,
@@ -332,12 +395,12 @@ class SimulatedTdx:
         }
         return self._signed("tcbInfo", body)
 
-    def qe_identity(self) -> bytes:
+    def qe_identity(self, *, issued_at: datetime | None = None) -> bytes:
         """The signed TD_QE Enclave Identity v2 of the simulated QE."""
         body = {
             "id": "TD_QE",
             "version": 2,
-            **self._times(),
+            **self._times(issued_at),
             "tcbEvaluationDataNumber": 17,
             "miscselect": "00000000",
             "miscselectMask": "FFFFFFFF",
@@ -352,18 +415,30 @@ class SimulatedTdx:
         return self._signed("enclaveIdentity", body)
 
     def collateral(
-        self, *, revoked_pck_serials: Sequence[int] = (), revoked_ca_serials: Sequence[int] = ()
+        self,
+        *,
+        issued_at: datetime | None = None,
+        revoked_pck_serials: Sequence[int] = (),
+        revoked_ca_serials: Sequence[int] = (),
     ) -> IntelCollateral:
-        """Matching collateral; the CRLs list the given serials (e.g. ``sim.pck.serial_number``)."""
-        if not revoked_pck_serials and not revoked_ca_serials and hasattr(self, "_collateral"):
+        """Matching collateral, issued at ``issued_at`` (default: the vendor's own issue time; a
+        long-lived vendor re-issues it as Intel does every month). The CRLs list the given serials
+        (e.g. ``sim.pck.serial_number``)."""
+        if (
+            issued_at is None
+            and not revoked_pck_serials
+            and not revoked_ca_serials
+            and "_collateral" in self.__dict__
+        ):
             return self._collateral
+        when = self.issued_at if issued_at is None else issued_at
         return IntelCollateral(
-            tcb_info=self.tcb_info(),
+            tcb_info=self.tcb_info(issued_at=when),
             tcb_info_issuer_chain=self._tcb_chain_pem,
-            qe_identity=self.qe_identity(),
+            qe_identity=self.qe_identity(issued_at=when),
             qe_identity_issuer_chain=self._tcb_chain_pem,
-            pck_crl=self._crl(self.pck_ca, self._ca_key, revoked_pck_serials),
-            root_crl=self._crl(self.root, self._root_key, revoked_ca_serials),
+            pck_crl=self._crl(self.pck_ca, self._ca_key, revoked_pck_serials, when),
+            root_crl=self._crl(self.root, self._root_key, revoked_ca_serials, when),
         )
 
     # --- the quoting enclave ------------------------------------------------------------------------------
