@@ -328,6 +328,35 @@ class SimulatedAmd:
         self, kind: str, chip: bytes, tcb: SnpTcb, csp_id: str, not_before: datetime, not_after: datetime
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP384R1())
+        return key, self.certify(
+            key.public_key(),
+            kind=kind,
+            chip_id=chip,
+            tcb=tcb,
+            csp_id=csp_id,
+            not_before=not_before,
+            not_after=not_after,
+        )
+
+    def certify(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        kind: str = "vcek",
+        chip_id: bytes | None = None,
+        tcb: SnpTcb = DEFAULT_TCB,
+        csp_id: str = "CN=simulated-cloud.invalid",
+        not_before: datetime = DEFAULT_NOT_BEFORE,
+        not_after: datetime = DEFAULT_NOT_AFTER,
+        product_name: str | None = None,
+    ) -> x509.Certificate:
+        """Issue a VCEK/VLEK certificate for ``public_key`` with the given claims.
+
+        :meth:`report` does this itself; calling it directly lets tests make a
+        vendor that mis-issues (a certificate whose TCB, chip or product
+        disagrees with the reports its key signs) to exercise those checks.
+        """
+        chip = chip_id if chip_id is not None else self.default_chip_id()
         issuer, signer = (self.ask, self._ask_key) if kind == "vcek" else (self.asvk, self._asvk_key)
         turin = self.product is Product.TURIN
         spl = {
@@ -338,7 +367,7 @@ class SimulatedAmd:
         }
         exts: list[tuple[x509.ObjectIdentifier, bytes]] = [
             (amd.OID_STRUCT_VERSION, _der_int(1 if turin else 0)),
-            (amd.OID_PRODUCT_NAME, _der_ia5(self.product.value)),
+            (amd.OID_PRODUCT_NAME, _der_ia5(product_name or self.product.value)),
         ]
         if turin:
             exts.append((amd.OID_FMC_SPL, _der_int(tcb.fmc or 0)))
@@ -357,7 +386,7 @@ class SimulatedAmd:
             x509.CertificateBuilder()
             .subject_name(_name("SEV-VCEK-Simulated" if kind == "vcek" else "SEV-VLEK-Simulated"))
             .issuer_name(issuer.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             # KDS uses serial 0 for VCEKs; cryptography refuses to *build* that, so 1.
             .serial_number(1)
             .not_valid_before(not_before)
@@ -365,7 +394,7 @@ class SimulatedAmd:
         )
         for oid, value in exts:
             builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
-        return key, builder.sign(signer, hashes.SHA384(), rsa_padding=_PSS)
+        return builder.sign(signer, hashes.SHA384(), rsa_padding=_PSS)
 
     def crl(
         self,
@@ -420,6 +449,8 @@ class SimulatedAmd:
         launch_mit_vector: int = 0,
         current_mit_vector: int = 0,
         csp_id: str = "CN=simulated-cloud.invalid",
+        cpuid: tuple[int, int, int] | None = None,
+        key_info: int | None = None,
     ) -> bytes:
         """A signed ATTESTATION_REPORT (versions 2, 3, 4 or 5) for ``report_data`` (64 bytes).
 
@@ -427,6 +458,8 @@ class SimulatedAmd:
         current/committed/launch default to it. ``firmware`` is (major, minor,
         build) for CURRENT and COMMITTED. ``chip_id`` defaults to the vendor's
         simulated chip; ``mask_chip_id`` zeroes it as MaskChipId does.
+        ``cpuid`` and ``key_info`` override what the simulated chip would
+        report (for negative tests).
         """
         if len(report_data) != 64:
             raise ValueError("report_data must be 64 bytes")
@@ -447,7 +480,8 @@ class SimulatedAmd:
         if debug:
             policy |= POLICY_DEBUG
         author_key_en = author_key_digest is not None
-        key_info = (int(author_key_en)) | ((KEY_VCEK if signing_key == "vcek" else KEY_VLEK) << 2)
+        if key_info is None:
+            key_info = int(author_key_en) | ((KEY_VCEK if signing_key == "vcek" else KEY_VLEK) << 2)
         rid = report_id if report_id is not None else hashlib.sha256(report_data + measurement).digest()
         buf = bytearray(REPORT_SIZE)
         struct.pack_into("<IIQ", buf, 0x000, version, guest_svn, policy)
@@ -465,7 +499,7 @@ class SimulatedAmd:
         buf[0x160:0x180] = report_id_ma
         struct.pack_into("<Q", buf, 0x180, self._tcb_raw(tcb))
         if version >= 3:
-            buf[0x188:0x18B] = bytes(_CPUID[self.product])
+            buf[0x188:0x18B] = bytes(cpuid or _CPUID[self.product])
         buf[0x1A0:0x1E0] = bytes(64) if mask_chip_id or signing_key == "vlek" else chip
         struct.pack_into("<Q", buf, 0x1E0, self._tcb_raw(committed_tcb or tcb))
         major, minor, build = firmware

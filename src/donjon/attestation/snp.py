@@ -498,8 +498,8 @@ def _build_chain(
     if not intermediates:
         raise CollateralError(
             "snp.chain.intermediate",
-            f"no certificate named {key.certificate.issuer.rfc4514_string()} (the {kind.upper()}'s issuer) "
-            "was given",
+            f"no certificate named {key.certificate.issuer.rfc4514_string()} (the issuer of the "
+            f"{key.product_name} {kind.upper()}) was given: is the right product line's chain there?",
         )
     errors: list[Exception] = []
     for intermediate in intermediates[:4]:
@@ -510,6 +510,7 @@ def _build_chain(
                     VerificationFailed(
                         "snp.chain.root",
                         f"{root.subject.rfc4514_string()} is neither pinned nor explicitly trusted",
+                        expected="a pinned AMD ARK or a root in TrustRoots.extra_trusted",
                         got=amd.fingerprint(root),
                     )
                 )
@@ -542,7 +543,8 @@ def _build_chain(
         raise errors[0]
     raise CollateralError(
         "snp.chain.root",
-        f"no root certificate named {intermediates[0].issuer.rfc4514_string()} was given",
+        f"no root certificate named {intermediates[0].issuer.rfc4514_string()} was given "
+        f"(the {key.product_name} ARK)",
     )
 
 
