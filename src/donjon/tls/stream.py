@@ -272,6 +272,13 @@ def _ssl_reason(e: SSL.Error) -> str:
     return reason[:_MAX_REASON]
 
 
+def _unexpected_eof(e: SSL.Error) -> bool:
+    """OpenSSL's two ways of saying the peer closed TCP without sending close_notify."""
+    if isinstance(e, SSL.SysCallError):
+        return not e.args or e.args[0] in (-1, 0)
+    return "unexpected eof" in _ssl_reason(e).lower()
+
+
 class TLSStream:
     """A TLS 1.3 connection over a non-blocking socket, with the :class:`Stream` interface.
 
@@ -314,6 +321,8 @@ class TLSStream:
         self._read_shut = False
         self._write_shut = False
         self.info: TLSInfo | None = None
+        #: The peer closed the connection without TLS close_notify (see :meth:`_peer_vanished`).
+        self.truncated = False
 
     @classmethod
     def server(
@@ -402,6 +411,18 @@ class TLSStream:
         self._error = error
         self._pending_out = None
         return error
+
+    def _peer_vanished(self) -> None:
+        """The peer closed TCP without close_notify: end of stream for reading, as in most TLS stacks.
+
+        Python's ``ssl`` (``suppress_ragged_eofs``), browsers and curl close this way; a
+        guest sees an ordinary end of stream, and a length-delimited protocol (HTTP with
+        Content-Length) still detects truncation. OpenSSL may not be used to write after it.
+        """
+        self._eof = True
+        self.truncated = True
+        self._pending_out = None
+        self._close_notify_pending = False
 
     # -- handshake --------------------------------------------------------------------------
 
@@ -497,6 +518,8 @@ class TLSStream:
         self._check()
         if self._write_shut:
             raise BrokenPipe("writing was shut down", peer=self.peer)
+        if self.truncated:
+            raise BrokenPipe("the peer closed the connection", peer=self.peer)
         self._handshake()
         self._flush()
         chunk = bytes(memoryview(data)[:WRITE_CHUNK])
@@ -534,6 +557,9 @@ class TLSStream:
             self._eof = True  # the peer sent close_notify: a clean end of stream
             return b""
         except SSL.Error as e:
+            if _unexpected_eof(e):
+                self._peer_vanished()
+                return b""
             raise self._fatal(e) from e
         return data
 
@@ -550,7 +576,7 @@ class TLSStream:
             self._flush()
 
     def progress(self) -> None:
-        if self._state == self._CLOSED or self._error is not None:
+        if self._state == self._CLOSED or self._error is not None or self.truncated:
             return
         try:
             self._handshake()
@@ -577,12 +603,15 @@ class TLSStream:
         except SSL.ZeroReturnError:
             self._eof = True
         except SSL.Error as e:
-            self._fatal(e)
+            if _unexpected_eof(e):
+                self._peer_vanished()
+            else:
+                self._fatal(e)
         return True
 
     def writable(self) -> bool:
         self.progress()
-        if self._state == self._CLOSED or self._error is not None:
+        if self._state == self._CLOSED or self._error is not None or self.truncated:
             return True
         if self._state == self._HANDSHAKE or self._pending_out is not None:
             return False
@@ -620,7 +649,7 @@ class TLSStream:
     def close(self) -> None:
         if self._state == self._CLOSED:
             return
-        if self._state == self._OPEN and self._error is None:
+        if self._state == self._OPEN and self._error is None and not self.truncated:
             # Best effort, without waiting: what cannot go out now is dropped with the socket.
             try:
                 self._flush()
