@@ -60,10 +60,10 @@ def keep_binding(spki_der: bytes, workload_digest: bytes, nonce: bytes) -> bytes
 
 
 def legacy_binding(kind: str, spki_der: bytes) -> bytes:
-    """Enarx's 64-byte report data for ``kind`` ``"sev-snp"`` or ``"sgx"``."""
-    if kind == "sev-snp":
+    """Enarx's 64-byte report data for ``kind`` ``"snp-report"`` or ``"sgx-quote"``."""
+    if kind == "snp-report":
         return hashlib.sha384(spki_der).digest().ljust(BINDING_SIZE, b"\x00")
-    if kind == "sgx":
+    if kind == "sgx-quote":
         return hashlib.sha256(spki_der).digest().ljust(BINDING_SIZE, b"\x00")
     raise ValueError(f"no legacy Enarx binding for evidence kind {kind!r}")
 

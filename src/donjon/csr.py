@@ -250,7 +250,7 @@ class LegacyCsr:
 
     der: bytes
     spki_der: bytes
-    kind: str  # "sev-snp" or "sgx"
+    kind: str  # "snp-report" or "sgx-quote"
     evidence: bytes
     certs: tuple[bytes, ...]
     crls: tuple[tuple[str, bytes], ...]
@@ -377,7 +377,7 @@ def build_legacy_csr(
 ) -> bytes:
     """An Enarx-format Keep CSR (DER), for tests and for talking to an Enarx Steward.
 
-    ``kind`` is ``"sev-snp"`` (``certs`` = [VCEK]) or ``"sgx"`` (``certs`` = the
+    ``kind`` is ``"snp-report"`` (``certs`` = [VCEK]) or ``"sgx-quote"`` (``certs`` = the
     TCB info signing chain, ``tcb_info`` = TCB info JSON).
     """
     crl_list = _CrlList()
@@ -389,7 +389,7 @@ def build_legacy_csr(
         entries.append(entry)
     crl_list["crls"] = entries
     value: univ.Sequence
-    if kind == "sev-snp":
+    if kind == "snp-report":
         if len(certs) != 1:
             raise ValueError("an Enarx SNP CSR carries exactly one VCEK")
         art = _SnpArtifact()
@@ -399,7 +399,7 @@ def build_legacy_csr(
         value["vcek"] = art
         value["report"] = univ.OctetString(evidence)
         oid = oids.ENARX_SNP_EVIDENCE
-    elif kind == "sgx":
+    elif kind == "sgx-quote":
         pkg = _TcbPackage()
         crts = _CertSeq()
         for cert in certs:
@@ -419,7 +419,7 @@ def build_legacy_csr(
     if isinstance(key, ed25519.Ed25519PrivateKey):
         csr = builder.sign(key, None)
     else:
-        csr = builder.sign(key, hashes.SHA384() if kind == "sev-snp" else hashes.SHA256())
+        csr = builder.sign(key, hashes.SHA384() if kind == "snp-report" else hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.DER)
 
 
@@ -571,7 +571,7 @@ def parse_legacy_csr(der: bytes) -> LegacyCsr:
         return LegacyCsr(
             der=bytes(der),
             spki_der=spki,
-            kind="sev-snp",
+            kind="snp-report",
             evidence=bytes(snp["report"]),
             certs=(bytes(snp["vcek"]["vcek"]),),
             crls=_crls(snp["vcek"]["crl"]),
@@ -581,7 +581,7 @@ def parse_legacy_csr(der: bytes) -> LegacyCsr:
     return LegacyCsr(
         der=bytes(der),
         spki_der=spki,
-        kind="sgx",
+        kind="sgx-quote",
         evidence=bytes(sgx["quote"]),
         certs=tuple(bytes(c) for c in sgx["tcb"]["crts"]),
         crls=_crls(sgx["crl"]),

@@ -15,6 +15,8 @@ Layout of the arc (``DONJON_ARC`` below):
 
 - ``.1`` evidence statement types (``AttestationStatement.type``)
 
+  - ``.1.0`` no evidence: the ``nil`` backend (``stmt``: OCTET STRING, empty); a
+    Steward issues for it only when its policy sets ``allow_unattested``;
   - ``.1.1`` AMD SEV-SNP attestation report (``stmt``: OCTET STRING, the raw report);
   - ``.1.2`` Intel TDX quote (OCTET STRING);
   - ``.1.3`` Intel SGX DCAP quote (OCTET STRING);
@@ -37,6 +39,7 @@ __all__ = [
     "ENARX_SNP_EVIDENCE",
     "EVIDENCE_CCA",
     "EVIDENCE_KIND_BY_OID",
+    "EVIDENCE_NONE",
     "EVIDENCE_OID_BY_KIND",
     "EVIDENCE_SGX",
     "EVIDENCE_SNP",
@@ -50,6 +53,7 @@ __all__ = [
 #: ``2.25.<UUID>``: Donjon's arc, CSR-internal only (see the module docstring).
 DONJON_ARC = "2.25.318088161835230134714159210687413414018"
 
+EVIDENCE_NONE = ObjectIdentifier(DONJON_ARC + ".1.0")
 EVIDENCE_SNP = ObjectIdentifier(DONJON_ARC + ".1.1")
 EVIDENCE_TDX = ObjectIdentifier(DONJON_ARC + ".1.2")
 EVIDENCE_SGX = ObjectIdentifier(DONJON_ARC + ".1.3")
@@ -58,12 +62,13 @@ EVIDENCE_CCA = ObjectIdentifier(DONJON_ARC + ".1.4")
 CSR_ATTR_WORKLOAD_DIGEST = ObjectIdentifier(DONJON_ARC + ".2.1")
 CSR_ATTR_NONCE = ObjectIdentifier(DONJON_ARC + ".2.2")
 
-#: Evidence kind (the attestation library's name, ``TeeType`` values) <-> statement type.
+#: Evidence kind (``donjon.attestation.verify.EvidenceKind`` values, and ``"none"``) <-> statement type.
 EVIDENCE_OID_BY_KIND: dict[str, ObjectIdentifier] = {
-    "sev-snp": EVIDENCE_SNP,
-    "tdx": EVIDENCE_TDX,
-    "sgx": EVIDENCE_SGX,
-    "cca": EVIDENCE_CCA,
+    "snp-report": EVIDENCE_SNP,
+    "tdx-quote": EVIDENCE_TDX,
+    "sgx-quote": EVIDENCE_SGX,
+    "cca-token": EVIDENCE_CCA,
+    "none": EVIDENCE_NONE,
 }
 EVIDENCE_KIND_BY_OID: dict[ObjectIdentifier, str] = {v: k for k, v in EVIDENCE_OID_BY_KIND.items()}
 

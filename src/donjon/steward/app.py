@@ -1,0 +1,209 @@
+"""The Steward's HTTP face: a Starlette ASGI application over :class:`Steward`.
+
+Endpoints (docs/steward.md):
+
+- ``GET /healthz`` — ``{"status": "ok"}``;
+- ``GET /metrics`` — Prometheus text exposition;
+- ``GET /challenge`` — ``{"nonce": <base64url>, "expires": <RFC 3339>}``;
+- ``GET /ca`` — the Steward CA certificate (PEM);
+- ``POST /attest`` — native Donjon CSR (DER, ``Content-Type: application/pkcs10``) ->
+  ``application/pem-certificate-chain`` (issued certificate, then the CA);
+- ``POST /`` — Enarx Keep CSR (DER, ``application/pkcs10``) -> DER ``SEQUENCE OF
+  Certificate``, issuer first (Enarx's answer).
+
+Every refusal is a 4xx JSON body ``{"error": "refused", "check": ..., "reason": ...}``;
+5xx only for real server faults (the log cannot be written...). Bodies are
+limited in size and every request in time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from donjon.steward.errors import Refused
+from donjon.steward.issuance import Outcome, Steward
+
+__all__ = ["JsonFormatter", "create_app", "setup_logging"]
+
+log = logging.getLogger("donjon.steward")
+
+PKCS10 = "application/pkcs10"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message, and any ``extra={"fields": {...}}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(out, default=str, sort_keys=True)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("donjon")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _refusal(e: Refused) -> JSONResponse:
+    return JSONResponse(e.as_dict(), status_code=e.status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError as e:
+            raise Refused("request.content_length", "Content-Length is not a number", status=400) from e
+        if size > limit:
+            raise Refused("request.size", f"request body of {size} bytes exceeds {limit}", status=413)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise Refused("request.size", f"request body exceeds {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _content_type(request: Request) -> None:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != PKCS10:
+        raise Refused(
+            "request.content_type", f"expected Content-Type {PKCS10}, got {ctype or 'none'}", status=415
+        )
+
+
+def create_app(
+    steward: Steward, *, max_request_bytes: int = 256 * 1024, request_timeout: float = 10.0
+) -> Starlette:
+    """The ASGI application for one Steward."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(steward.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def challenge(request: Request) -> Response:
+        nonce, expires = steward.challenge()
+        return JSONResponse(
+            {"nonce": base64.urlsafe_b64encode(nonce).decode().rstrip("="), "expires": expires.isoformat()},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def ca(request: Request) -> Response:
+        return Response(steward.ca.cert_pem, media_type="application/x-pem-file")
+
+    async def _run(
+        request: Request,
+        endpoint: str,
+        work: Callable[[bytes], Outcome],
+        render: Callable[[Outcome], Response],
+    ) -> Response:
+        started = time.perf_counter()
+        fields: dict[str, Any] = {
+            "event": endpoint,
+            "client": request.client.host if request.client else None,
+        }
+        try:
+            with anyio.fail_after(request_timeout):
+                _content_type(request)
+                body = await _read_body(request, max_request_bytes)
+                outcome = await anyio.to_thread.run_sync(work, body, abandon_on_cancel=True)
+        except Refused as e:
+            if e.check.startswith("request."):
+                steward.metrics.refused(e.check)
+            fields.update(decision="refused", check=e.check, reason=e.reason, status=e.status)
+            fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
+            log.info("refused", extra={"fields": fields})
+            return _refusal(e)
+        except TimeoutError:
+            steward.metrics.refused("request.timeout")
+            fields.update(decision="error", check="request.timeout", status=503)
+            log.warning("timeout", extra={"fields": fields})
+            return JSONResponse(
+                {"error": "timeout", "check": "request.timeout", "reason": "the request took too long"},
+                status_code=503,
+            )
+        except Exception:
+            fields.update(decision="error", status=500)
+            log.exception("internal error", extra={"fields": fields})
+            return JSONResponse(
+                {"error": "internal", "check": "server", "reason": "internal error; nothing was issued"},
+                status_code=500,
+            )
+        fields.update(
+            decision="issued",
+            serial=outcome.issued.serial,
+            spiffe_id=outcome.entry.record.get("spiffe_id"),
+            seq=outcome.entry.seq,
+            status=200,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        log.info("issued", extra={"fields": fields})
+        return render(outcome)
+
+    async def attest(request: Request) -> Response:
+        return await _run(
+            request,
+            "attest",
+            steward.attest,
+            lambda o: Response(o.pem_chain, media_type="application/pem-certificate-chain"),
+        )
+
+    async def legacy(request: Request) -> Response:
+        return await _run(
+            request,
+            "legacy",
+            steward.attest_legacy,
+            lambda o: Response(o.enarx_chain, media_type="application/pkix-cert"),
+        )
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/challenge", challenge, methods=["GET"]),
+        Route("/ca", ca, methods=["GET"]),
+        Route("/attest", attest, methods=["POST"]),
+        Route("/", legacy, methods=["POST"]),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "not_found", "check": "request.path", "reason": "no such endpoint"}, 404
+        )
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "method", "check": "request.method", "reason": "method not allowed"}, 405
+        )
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})

@@ -1,0 +1,207 @@
+"""The Steward's certificate authority: create or load it, and issue X.509-SVIDs.
+
+Issued certificates follow the SPIFFE X.509-SVID profile (SPIFFE X509-SVID
+sections 4 and 5): empty subject, exactly one URI SAN ``spiffe://<trust
+domain><path>`` (plus the DNS names the policy allows), the SAN extension
+critical because the subject is empty (RFC 5280 section 4.2.1.6), KeyUsage
+digitalSignature (critical), EKU serverAuth + clientAuth, BasicConstraints
+CA=false, the subject key taken from the CSR. Normalised claims go into a
+non-critical extension only under the OID the operator configures, whose arcs
+must all be below 2**31 (:func:`donjon.oids.require_certificate_safe`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import char
+
+from donjon.oids import require_certificate_safe
+from donjon.steward.errors import ConfigError
+
+__all__ = ["CertificateAuthority", "create_ca", "write_private"]
+
+#: How far back notBefore is set, for relying parties whose clocks lag a little.
+BACKDATE = timedelta(minutes=5)
+
+_CURVES: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 (never readable by others, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def create_ca(
+    name: str, *, curve: str = "p256", now: datetime, years: int = 10
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new EC CA key and its self-signed certificate (path length 0: it only issues end entities)."""
+    if curve not in _CURVES:
+        raise ValueError(f"unsupported curve {curve!r} (p256 or p384)")
+    key = ec.generate_private_key(_CURVES[curve])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + timedelta(days=365 * years))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256() if curve == "p256" else hashes.SHA384())
+    )
+    return key, cert
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: x509.Certificate
+    serial: str  # lowercase hex
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+
+class CertificateAuthority:
+    """Signs X.509-SVIDs with the Steward's CA key."""
+
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        cert: x509.Certificate,
+        *,
+        trust_domain: str,
+        claims_oid: str | None = None,
+    ) -> None:
+        if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+            raise ValueError("the CA key does not match the CA certificate")
+        self.key = key
+        self.cert = cert
+        self.trust_domain = trust_domain
+        self.claims_oid = require_certificate_safe(claims_oid) if claims_oid else None
+        self._hash = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
+        self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+
+    @classmethod
+    def load(
+        cls, cert_path: str, key_path: str, *, trust_domain: str, claims_oid: str | None = None
+    ) -> CertificateAuthority:
+        try:
+            cert_data = Path(cert_path).read_bytes()
+            key_data = Path(key_path).read_bytes()
+        except OSError as e:
+            raise ConfigError(str(e.filename or cert_path), f"cannot read CA file: {e.strerror}") from e
+        try:
+            cert = x509.load_pem_x509_certificate(cert_data)
+        except ValueError as e:
+            raise ConfigError(cert_path, f"not a PEM certificate: {e}") from e
+        try:
+            key = serialization.load_pem_private_key(key_data, password=None)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(key_path, f"not an unencrypted PEM private key: {e}") from e
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(key_path, "the CA key must be an EC key (P-256 or P-384)")
+        try:
+            return cls(key, cert, trust_domain=trust_domain, claims_oid=claims_oid)
+        except ValueError as e:
+            raise ConfigError(key_path, str(e)) from e
+
+    @property
+    def cert_der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def spiffe_id(self, path: str) -> str:
+        return f"spiffe://{self.trust_domain}{path}"
+
+    def issue(
+        self,
+        spki_der: bytes,
+        *,
+        spiffe_path: str,
+        dns_names: Sequence[str],
+        lifetime: int,
+        now: datetime,
+        claims: Mapping[str, Any] | None = None,
+    ) -> Issued:
+        """Sign an X.509-SVID for the CSR's key. The serial is 159 random bits (RFC 5280 4.1.2.2)."""
+        public_key = serialization.load_der_public_key(spki_der)
+        serial = secrets.randbits(159) | (1 << 158)
+        not_after = min(now + timedelta(seconds=lifetime), self.cert.not_valid_after_utc)
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(self.spiffe_id(spiffe_path))]
+        sans += [x509.DNSName(name) for name in dns_names]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .serial_number(serial)
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(self._aki, critical=False)
+        )
+        if self.claims_oid is not None and claims is not None:
+            # The claims as canonical JSON in a UTF8String: readable by any ASN.1 tool.
+            text = json.dumps(claims, sort_keys=True, separators=(",", ":"))
+            value = bytes(der_encoder.encode(char.UTF8String(text)))
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(self.claims_oid, value), critical=False
+            )
+        cert = builder.sign(self.key, self._hash)
+        return Issued(certificate=cert, serial=format(serial, "x"))

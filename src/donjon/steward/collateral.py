@@ -1,0 +1,178 @@
+"""The Steward's own collateral: where it comes from, and how current it is.
+
+DESIGN.md "What the Steward checks": revocation and TCB collateral come from the
+Steward's OWN current collateral (CRLs, TCB info, QE identity, fetched and cached
+by the Steward). A :class:`CollateralSource` answers "what do I hold for this
+evidence kind, now"; :class:`DirectoryCollateral` reads a local directory (an
+offline bundle, or the cache a fetcher keeps up to date). Collateral a Keep
+sends is used only if it is at least as new as the Steward's and verifies
+(the verifier checks every piece's signature).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from donjon.attestation.errors import AttestationError
+from donjon.attestation.pki import load_certificates, load_crl
+from donjon.attestation.verify import Collateral
+
+__all__ = [
+    "MAX_COLLATERAL_FILE",
+    "CollateralSet",
+    "CollateralSource",
+    "DirectoryCollateral",
+    "collateral_set",
+]
+
+MAX_COLLATERAL_FILE = 1 << 20
+
+
+@dataclass(frozen=True)
+class CollateralSet:
+    """Collateral with its age: the oldest piece's issue time and the earliest next update."""
+
+    collateral: Collateral
+    issued_at: datetime | None
+    next_update: datetime | None
+
+    def current_at(self, at: datetime) -> bool:
+        if self.issued_at is not None and at < self.issued_at:
+            return False
+        return self.next_update is None or at <= self.next_update
+
+
+class CollateralSource(Protocol):
+    def current(self, kind: str) -> CollateralSet | None:
+        """What the Steward holds for ``kind`` (``snp-report``, ``tdx-quote``...), or None."""
+        ...
+
+
+def _json_dates(doc: bytes) -> tuple[datetime | None, datetime | None]:
+    # Intel PCS TCB info / QE identity (API v3/v4):
+    # {"tcbInfo"|"enclaveIdentity": {"issueDate", "nextUpdate", ...}, "signature"}.
+    try:
+        parsed = json.loads(doc)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    body = parsed.get("tcbInfo") or parsed.get("enclaveIdentity") or parsed.get("qeIdentity")
+    if not isinstance(body, dict):
+        return None, None
+    out: list[datetime | None] = []
+    for key in ("issueDate", "nextUpdate"):
+        value = body.get(key)
+        try:
+            out.append(
+                datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+            )
+        except ValueError:
+            out.append(None)
+    return out[0], out[1]
+
+
+def collateral_set(collateral: Collateral) -> CollateralSet:
+    """Compute the age of a bundle: latest-issued oldest piece and earliest expiry."""
+    issued: list[datetime] = []
+    nexts: list[datetime] = []
+    for crl in collateral.crls:
+        issued.append(crl.last_update_utc)
+        if crl.next_update_utc is not None:
+            nexts.append(crl.next_update_utc)
+    for doc in (*collateral.tcb_info, *collateral.qe_identity):
+        i, n = _json_dates(doc)
+        if i is not None:
+            issued.append(i)
+        if n is not None:
+            nexts.append(n)
+    return CollateralSet(
+        collateral=collateral,
+        issued_at=min(issued) if issued else None,
+        next_update=min(nexts) if nexts else None,
+    )
+
+
+def _read(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_COLLATERAL_FILE + 1)
+    if len(data) > MAX_COLLATERAL_FILE:
+        raise ValueError(f"{path}: larger than {MAX_COLLATERAL_FILE} bytes")
+    return data
+
+
+def _load_dir(directory: Path) -> Collateral | None:
+    if not directory.is_dir():
+        return None
+    certs: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
+    tcb_info: list[bytes] = []
+    qe_identity: list[bytes] = []
+    sources: list[str] = []
+    for entry in sorted(os.listdir(directory)):
+        path = directory / entry
+        if not path.is_file():
+            continue
+        data = _read(path)
+        sources.append(str(path))
+        stripped = data.lstrip()
+        if stripped.startswith(b"{"):
+            if b'"enclaveIdentity"' in data or b'"qeIdentity"' in data:
+                qe_identity.append(data)
+            else:
+                tcb_info.append(data)
+        elif b"BEGIN X509 CRL" in data or entry.endswith((".crl", ".crl.der", ".crl.pem")):
+            crls.append(load_crl(data))
+        else:
+            try:
+                certs.extend(load_certificates(data, what="collateral certificate"))
+            except AttestationError:
+                crls.append(load_crl(data))
+    return Collateral(
+        certificates=tuple(certs),
+        crls=tuple(crls),
+        tcb_info=tuple(tcb_info),
+        qe_identity=tuple(qe_identity),
+        sources=tuple(sources),
+    )
+
+
+class DirectoryCollateral:
+    """Collateral read from ``<root>/<kind>/`` (e.g. ``collateral/snp-report/milan.crl``).
+
+    Files are classified by content: JSON (TCB info / QE identity), CRLs (PEM
+    or DER), certificates. The directory is re-read when any file's modification
+    time changes, so a fetcher or an operator can refresh it under a running Steward.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple[tuple[str, float], ...], CollateralSet | None]] = {}
+
+    def _stamp(self, directory: Path) -> tuple[tuple[str, float], ...]:
+        try:
+            return tuple(sorted((e.name, e.stat().st_mtime) for e in os.scandir(directory) if e.is_file()))
+        except OSError:
+            return ()
+
+    def current(self, kind: str) -> CollateralSet | None:
+        directory = self.root / kind
+        stamp = self._stamp(directory)
+        with self._lock:
+            cached = self._cache.get(kind)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        loaded = _load_dir(directory)
+        result = collateral_set(loaded) if loaded is not None and stamp else None
+        with self._lock:
+            self._cache[kind] = (stamp, result)
+        return result

@@ -1,0 +1,229 @@
+"""``steward.toml``: where the Steward's CA, secret, policy, log, roots and collateral are.
+
+Relative paths are relative to the directory holding ``steward.toml``. Every key
+is documented in docs/steward.md; ``donjon steward init`` writes a commented one.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from donjon.oids import require_certificate_safe
+from donjon.steward.errors import ConfigError
+from donjon.steward.policy import parse_duration
+
+__all__ = ["StewardConfig", "load_config", "starter_config"]
+
+_KNOWN = {
+    "steward": {
+        "trust_domain",
+        "listen",
+        "port",
+        "ca_cert",
+        "ca_key",
+        "challenge_secret",
+        "policy",
+        "claims_oid",
+        "nonce_lifetime",
+        "tls_cert",
+        "tls_key",
+        "max_request_bytes",
+        "request_timeout",
+    },
+    "log": {"backend", "path", "dsn"},
+    "roots": {"files", "simulated"},
+    "collateral": {"dir", "require"},
+}
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
+_KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token")
+
+
+@dataclass(frozen=True)
+class StewardConfig:
+    path: Path
+    trust_domain: str
+    listen: str
+    port: int
+    ca_cert: Path
+    ca_key: Path
+    challenge_secret: Path
+    policy: Path
+    claims_oid: str | None
+    nonce_lifetime: int
+    tls_cert: Path | None
+    tls_key: Path | None
+    max_request_bytes: int
+    request_timeout: float
+    log_backend: str
+    log_path: Path | None
+    log_dsn: str | None
+    root_files: tuple[Path, ...]
+    simulated_roots: tuple[Path, ...]
+    collateral_dir: Path | None
+    require_collateral: frozenset[str]
+
+
+def _line(text: str, key: str) -> int | None:
+    for i, raw in enumerate(text.splitlines(), 1):
+        if re.match(rf"^\s*{re.escape(key)}\s*=", raw):
+            return i
+    return None
+
+
+def load_config(path: str | Path) -> StewardConfig:
+    """Read and validate ``steward.toml``; :class:`ConfigError` names the file and line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(p), f"cannot read the configuration: {e}") from e
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(p), f"not valid TOML: {e}", line=getattr(e, "lineno", None)) from e
+    base = p.resolve().parent
+
+    def err(reason: str, key: str | None = None) -> ConfigError:
+        return ConfigError(str(p), reason, line=_line(text, key) if key else None)
+
+    for section, value in doc.items():
+        if section not in _KNOWN or not isinstance(value, dict):
+            raise err(f"unknown section or key {section!r}", section)
+        for key in value:
+            if key not in _KNOWN[section]:
+                raise err(f"unknown key {key!r} in [{section}]", key)
+    st: dict[str, Any] = doc.get("steward", {})
+    lg: dict[str, Any] = doc.get("log", {})
+    rt: dict[str, Any] = doc.get("roots", {})
+    co: dict[str, Any] = doc.get("collateral", {})
+
+    def string(table: dict[str, Any], key: str, default: str | None = None) -> str | None:
+        value = table.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise err(f"{key} must be a string", key)
+        return value or None
+
+    def path_of(table: dict[str, Any], key: str, default: str | None = None) -> Path | None:
+        value = string(table, key, default)
+        return None if value is None else (base / value)
+
+    def required(table: dict[str, Any], key: str, default: str) -> Path:
+        found = path_of(table, key, default)
+        assert found is not None
+        return found
+
+    def paths(table: dict[str, Any], key: str) -> tuple[Path, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise err(f"{key} must be a list of file names", key)
+        return tuple(base / v for v in value)
+
+    trust_domain = string(st, "trust_domain")
+    if trust_domain is None or not _TRUST_DOMAIN.match(trust_domain):
+        raise err(
+            "trust_domain is required: a lowercase SPIFFE trust domain such as example.org", "trust_domain"
+        )
+    claims_oid = string(st, "claims_oid")
+    if claims_oid is not None:
+        try:
+            require_certificate_safe(claims_oid)
+        except ValueError as e:
+            raise err(f"claims_oid: {e}", "claims_oid") from e
+    port = st.get("port", 8443)
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise err("port must be an integer 0..65535", "port")
+    max_bytes = st.get("max_request_bytes", 256 * 1024)
+    if not isinstance(max_bytes, int) or not 1024 <= max_bytes <= 16 * 1024 * 1024:
+        raise err("max_request_bytes must be between 1024 and 16777216", "max_request_bytes")
+    try:
+        nonce_lifetime = parse_duration(string(st, "nonce_lifetime", "5m") or "5m")
+        timeout = parse_duration(string(st, "request_timeout", "10s") or "10s")
+    except ValueError as e:
+        raise err(str(e)) from e
+    if not 10 <= nonce_lifetime <= 3600:
+        raise err("nonce_lifetime must be between 10s and 1h", "nonce_lifetime")
+    backend = string(lg, "backend", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise err('log backend must be "sqlite" or "postgres"', "backend")
+    dsn = string(lg, "dsn")
+    if backend == "postgres" and not dsn:
+        raise err("the postgres log backend needs dsn", "dsn")
+    tls_cert, tls_key = path_of(st, "tls_cert"), path_of(st, "tls_key")
+    if (tls_cert is None) != (tls_key is None):
+        raise err("tls_cert and tls_key go together", "tls_cert")
+    require = co.get("require", list(_KINDS[:3]))
+    if not isinstance(require, list) or not all(k in _KINDS for k in require):
+        raise err(f"collateral require must list kinds from {list(_KINDS)}", "require")
+    return StewardConfig(
+        path=p,
+        trust_domain=trust_domain,
+        listen=string(st, "listen", "127.0.0.1") or "127.0.0.1",
+        port=port,
+        ca_cert=required(st, "ca_cert", "ca.pem"),
+        ca_key=required(st, "ca_key", "ca-key.pem"),
+        challenge_secret=required(st, "challenge_secret", "challenge.secret"),
+        policy=required(st, "policy", "policy.toml"),
+        claims_oid=claims_oid,
+        nonce_lifetime=nonce_lifetime,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_request_bytes=max_bytes,
+        request_timeout=float(timeout),
+        log_backend=backend,
+        log_path=path_of(lg, "path", "log.db") if backend == "sqlite" else None,
+        log_dsn=dsn,
+        root_files=paths(rt, "files"),
+        simulated_roots=paths(rt, "simulated"),
+        collateral_dir=path_of(co, "dir", "collateral"),
+        require_collateral=frozenset(require),
+    )
+
+
+def starter_config(trust_domain: str) -> str:
+    return f"""\
+# Donjon Steward configuration. Relative paths are relative to this file.
+# Every key is described in docs/steward.md.
+
+[steward]
+# SPIFFE trust domain: issued identities are spiffe://{trust_domain}/<path from the policy>.
+trust_domain = "{trust_domain}"
+listen = "127.0.0.1"
+port = 8443
+ca_cert = "ca.pem"
+ca_key = "ca-key.pem"                 # secret (mode 0600)
+challenge_secret = "challenge.secret" # secret (mode 0600); share it between replicas
+policy = "policy.toml"                # reloaded on SIGHUP
+# Put the normalised claims into issued certificates under this OID (your IANA PEN arc;
+# every arc must be below 2^31). Without it, claims are only in the log.
+# claims_oid = "1.3.6.1.4.1.<your PEN>.1"
+nonce_lifetime = "5m"
+# HTTPS: give both (PEM). Without them the Steward speaks plain HTTP (put it behind TLS).
+# tls_cert = "tls.pem"
+# tls_key = "tls-key.pem"
+max_request_bytes = 262144
+request_timeout = "10s"
+
+[log]
+backend = "sqlite"        # or "postgres" (several replicas share one log)
+path = "log.db"
+# dsn = "postgresql://steward@db.example.org/steward"
+
+[roots]
+# Vendor root and intermediate certificates (PEM/DER). The library only accepts
+# the ones whose fingerprints it pins (AMD ARK/ASK, Intel SGX Root CA).
+files = []
+# Simulated vendor roots (sim-snp, sim-tdx) to trust explicitly. Evidence under
+# them is marked simulated, and the policy must also set allow_simulated.
+simulated = []
+
+[collateral]
+# The Steward's own collateral: <dir>/<kind>/ holds CRLs, TCB info, QE identity
+# (kinds: snp-report, tdx-quote, sgx-quote).
+dir = "collateral"
+# Evidence kinds refused when no current collateral is held.
+require = ["snp-report", "tdx-quote", "sgx-quote"]
+"""

@@ -1,0 +1,464 @@
+"""Issuance: the Steward's checks, in order, and the log entry for every decision.
+
+DESIGN.md "What the Steward checks", fail closed, each check named in the refusal:
+
+1. ``csr.*`` — size, structure, the CSR's signature by its own key;
+2. ``nonce.*`` — a valid, unexpired Steward nonce (native CSRs only);
+3. ``evidence.*`` / ``collateral.*`` — the evidence, through the attestation
+   library, at the current time, with the configured roots and the Steward's
+   own current collateral (a Keep's collateral only if at least as new; a
+   bounded, logged grace period only when the policy grants one);
+4. ``binding`` — report data is the binding of this CSR's key, workload digest and nonce
+   (legacy: Enarx's key hash);
+5. ``policy.*`` — the policy: platform rules, then the workload's identity.
+
+Only then is a certificate signed, and it is returned only after its log entry
+is committed. Refusals are logged too (with the check that refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time as _time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives import serialization
+
+from donjon import binding as _binding
+from donjon.attestation.claims import Claims, VerifiedEvidence
+from donjon.attestation.errors import AttestationError, CollateralError, MalformedEvidence
+from donjon.attestation.pki import load_crl
+from donjon.attestation.verify import Collateral, TrustRoots, verify_evidence
+from donjon.csr import CsrError, LegacyCsr, NativeCsr, parse_legacy_csr, parse_native_csr
+from donjon.steward.ca import CertificateAuthority, Issued
+from donjon.steward.collateral import CollateralSet, CollateralSource, collateral_set
+from donjon.steward.errors import Refused
+from donjon.steward.log import LogEntry, LogStore
+from donjon.steward.metrics import Metrics
+from donjon.steward.nonce import NonceAuthority
+from donjon.steward.policy import Decision, Policy, load_policy
+
+__all__ = [
+    "EvidenceVerifier",
+    "Outcome",
+    "PolicyHolder",
+    "Steward",
+    "der_sequence",
+]
+
+
+class EvidenceVerifier(Protocol):
+    """The seam to the attestation library (:func:`donjon.attestation.verify.verify_evidence`)."""
+
+    def __call__(
+        self,
+        kind: str,
+        evidence: bytes,
+        *,
+        certs: Sequence[bytes],
+        collateral: Collateral | None,
+        roots: TrustRoots,
+        at: datetime,
+        options: object | None = None,
+    ) -> VerifiedEvidence: ...
+
+
+def _library_verifier(
+    kind: str,
+    evidence: bytes,
+    *,
+    certs: Sequence[bytes],
+    collateral: Collateral | None,
+    roots: TrustRoots,
+    at: datetime,
+    options: object | None = None,
+) -> VerifiedEvidence:
+    return verify_evidence(
+        kind, evidence, certs=certs, collateral=collateral, roots=roots, at=at, options=options
+    )
+
+
+def _default_options(kind: str, policy: Policy) -> object | None:
+    """Strict verifier options; the policy may only relax what it names (and docs call unsafe)."""
+    if kind == "snp-report":
+        from donjon.attestation.snp import SnpOptions
+
+        # The Steward's collateral for SNP is AMD's ARK-signed CRL: refuse without it.
+        return SnpOptions(require_crl=True)
+    if kind in ("tdx-quote", "sgx-quote"):
+        rule = policy.platforms.get("tdx" if kind == "tdx-quote" else "sgx")
+        if rule is not None and rule.allow_missing_qe_identity:
+            return {"allow_missing_qe_identity": True}
+        return {}
+    return None
+
+
+def der_sequence(items: Sequence[bytes]) -> bytes:
+    """DER ``SEQUENCE { items... }`` of already-encoded elements (Enarx's certificate chain answer)."""
+    body = b"".join(items)
+    n = len(body)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(raw)]) + raw
+    return b"\x30" + length + body
+
+
+class PolicyHolder:
+    """The policy in force; ``reload`` swaps it atomically, keeping the old one if the new one is bad."""
+
+    def __init__(self, path: str, policy: Policy | None = None) -> None:
+        self.path = path
+        self._policy = policy if policy is not None else load_policy(path)
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Policy:
+        return self._policy
+
+    def reload(self) -> Policy:
+        """Load the file again; raise :class:`ConfigError` (old policy kept) if it is invalid."""
+        new = load_policy(self.path)
+        with self._lock:
+            self._policy = new
+        return new
+
+
+@dataclass(frozen=True)
+class Outcome:
+    issued: Issued
+    ca_der: bytes
+    entry: LogEntry
+    decision: Decision
+
+    @property
+    def pem_chain(self) -> bytes:
+        leaf = self.issued.certificate.public_bytes(serialization.Encoding.PEM)
+        ca = serialization.Encoding.PEM
+        from cryptography import x509
+
+        return leaf + x509.load_der_x509_certificate(self.ca_der).public_bytes(ca)
+
+    @property
+    def enarx_chain(self) -> bytes:
+        """Enarx's answer: DER ``SEQUENCE OF Certificate``, issuer first."""
+        return der_sequence([self.ca_der, self.issued.der])
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Steward:
+    """The checks and the issuance, independent of HTTP."""
+
+    def __init__(
+        self,
+        *,
+        ca: CertificateAuthority,
+        policy: PolicyHolder,
+        nonces: NonceAuthority,
+        roots: TrustRoots,
+        collateral: CollateralSource,
+        log: LogStore,
+        verifier: EvidenceVerifier = _library_verifier,
+        options: Callable[[str, Policy], object | None] = _default_options,
+        require_collateral: frozenset[str] = frozenset({"snp-report", "tdx-quote", "sgx-quote"}),
+        clock: Callable[[], datetime] = _utcnow,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.ca = ca
+        self.policy = policy
+        self.nonces = nonces
+        self.roots = roots
+        self.collateral = collateral
+        self.log = log
+        self.verifier = verifier
+        self.options = options
+        self.require_collateral = require_collateral
+        self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics()
+
+    # --- challenge ---
+
+    def challenge(self) -> tuple[bytes, datetime]:
+        now = self.clock()
+        nonce = self.nonces.issue(now.timestamp())
+        return nonce, now + timedelta(seconds=self.nonces.lifetime)
+
+    # --- the checks ---
+
+    def _verify(
+        self,
+        kind: str,
+        evidence: bytes,
+        certs: Sequence[bytes],
+        keep: Collateral | None,
+        now: datetime,
+        policy: Policy,
+        record: dict[str, Any],
+    ) -> VerifiedEvidence:
+        own = self.collateral.current(kind)
+        keep_set: CollateralSet | None = collateral_set(keep) if keep is not None else None
+        candidates: list[tuple[str, Collateral | None, datetime]] = []
+        if keep_set is not None and keep_set.current_at(now):
+            newer = own is None or (
+                keep_set.issued_at is not None
+                and own.issued_at is not None
+                and keep_set.issued_at >= own.issued_at
+            )
+            if newer:
+                candidates.append(("keep", keep_set.collateral, now))
+        if own is not None:
+            if own.current_at(now):
+                candidates.append(("steward", own.collateral, now))
+            elif (
+                policy.collateral_grace > 0
+                and own.next_update is not None
+                and own.issued_at is not None
+                and now >= own.issued_at
+                and now - own.next_update <= timedelta(seconds=policy.collateral_grace)
+            ):
+                # Verify as of the last moment the collateral was current: the grace
+                # the policy grants, bounded and recorded in the log entry.
+                candidates.append(("steward-grace", own.collateral, own.next_update))
+        if not candidates:
+            if kind in self.require_collateral:
+                check = "collateral.missing" if own is None else "collateral.stale"
+                reason = (
+                    f"the Steward holds no collateral for {kind}"
+                    if own is None
+                    else f"the Steward's collateral for {kind} is not current (next update "
+                    f"{own.next_update.isoformat() if own.next_update else '?'})"
+                )
+                raise Refused(check, reason)
+            candidates.append(("none", None, now))
+        last: AttestationError | None = None
+        for label, coll, at in candidates:
+            try:
+                verified = self.verifier(
+                    kind,
+                    evidence,
+                    certs=certs,
+                    collateral=coll,
+                    roots=self.roots,
+                    at=at,
+                    options=self.options(kind, policy),
+                )
+            except CollateralError as e:
+                last = e
+                if label == "keep":
+                    continue
+                raise _evidence_refusal(e) from e
+            except AttestationError as e:
+                raise _evidence_refusal(e) from e
+            record["collateral"] = label
+            if label == "steward-grace":
+                record["collateral_grace_until"] = (
+                    at + timedelta(seconds=policy.collateral_grace)
+                ).isoformat()
+            return verified
+        assert last is not None
+        raise _evidence_refusal(last)
+
+    def attest(self, body: bytes) -> Outcome:
+        """A native Donjon CSR (DER) -> certificate, or :class:`Refused`."""
+        started = _time.perf_counter()
+        record: dict[str, Any] = {"path": "native"}
+        try:
+            outcome = self._attest_native(body, record)
+        except Refused as e:
+            self._refuse(e, record)
+            raise
+        finally:
+            self.metrics.observe("attest", _time.perf_counter() - started)
+        return outcome
+
+    def attest_legacy(self, body: bytes) -> Outcome:
+        """An Enarx Keep CSR (DER) -> certificate, or :class:`Refused`."""
+        started = _time.perf_counter()
+        record: dict[str, Any] = {"path": "legacy-enarx", "fresh": False}
+        try:
+            outcome = self._attest_legacy(body, record)
+        except Refused as e:
+            self._refuse(e, record)
+            raise
+        finally:
+            self.metrics.observe("legacy", _time.perf_counter() - started)
+        return outcome
+
+    def _refuse(self, e: Refused, record: dict[str, Any]) -> None:
+        record.update(decision="refused", check=e.check, reason=e.reason)
+        if e.details:
+            record["details"] = _jsonable(e.details)
+        self.log.append(_jsonable(record), self.clock().isoformat())
+        self.metrics.refused(e.check)
+
+    def _common(self, record: dict[str, Any], policy: Policy, body: bytes) -> None:
+        record["policy_digest"] = policy.digest
+        record["csr_sha256"] = hashlib.sha256(body).hexdigest()
+
+    def _attest_native(self, body: bytes, record: dict[str, Any]) -> Outcome:
+        policy = self.policy.current
+        self._common(record, policy, body)
+        now = self.clock()
+        csr = _parse(parse_native_csr, body)
+        record["csr_key"] = csr.key_sha256.hex()
+        record["workload_digest"] = csr.workload_digest.hex() if csr.workload_digest is not None else None
+        statement = _one_statement(csr)
+        kind = statement.kind
+        assert kind is not None and statement.evidence is not None
+        record["evidence_kind"] = kind
+        record["evidence_sha256"] = hashlib.sha256(statement.evidence).hexdigest()
+        nonce_time = self.nonces.check(csr.nonce, now.timestamp())
+        record["nonce_time"] = datetime.fromtimestamp(nonce_time, UTC).isoformat()
+        record["fresh"] = True
+        if csr.workload_digest is None:
+            raise Refused("csr.workload_digest", "the CSR carries no workload digest", status=400)
+        claims: Claims | None
+        if kind == "none":
+            claims = None
+            record["unattested"] = True
+        else:
+            verified = self._verify(kind, statement.evidence, csr.certs, None, now, policy, record)
+            claims = verified.claims
+            record["claims"] = _jsonable(claims.as_dict())
+            assert csr.nonce is not None
+            try:
+                _binding.check_binding(claims.report_data, csr.spki_der, csr.workload_digest, csr.nonce)
+            except _binding.BindingMismatch as e:
+                raise Refused(
+                    "binding", "the evidence does not bind this CSR's key, workload digest and nonce"
+                ) from e
+        decision = policy.decide(claims, csr.workload_digest)
+        return self._issue(csr.spki_der, decision, claims, kind, record, now)
+
+    def _attest_legacy(self, body: bytes, record: dict[str, Any]) -> Outcome:
+        policy = self.policy.current
+        self._common(record, policy, body)
+        now = self.clock()
+        csr = _parse(parse_legacy_csr, body)
+        record["csr_key"] = csr.key_sha256.hex()
+        record["evidence_kind"] = csr.kind
+        record["evidence_sha256"] = hashlib.sha256(csr.evidence).hexdigest()
+        record["workload_digest"] = None
+        if not policy.allow_legacy_enarx:
+            raise Refused(
+                "policy.legacy", "the policy does not accept legacy Enarx CSRs (allow_legacy_enarx)"
+            )
+        keep = _legacy_collateral(csr)
+        certs = csr.certs if csr.kind == "snp-report" else ()
+        verified = self._verify(csr.kind, csr.evidence, certs, keep, now, policy, record)
+        claims = verified.claims
+        record["claims"] = _jsonable(claims.as_dict())
+        try:
+            _binding.check_legacy_binding(csr.kind, claims.report_data, csr.spki_der)
+        except _binding.BindingMismatch as e:
+            raise Refused("binding", "the evidence does not carry Enarx's hash of this CSR's key") from e
+        decision = policy.decide_legacy(claims)
+        return self._issue(csr.spki_der, decision, claims, csr.kind, record, now)
+
+    def _issue(
+        self,
+        spki_der: bytes,
+        decision: Decision,
+        claims: Claims | None,
+        kind: str,
+        record: dict[str, Any],
+        now: datetime,
+    ) -> Outcome:
+        summary: dict[str, Any] = {
+            "tee": claims.tee.value if claims is not None else "none",
+            "measurement": claims.measurement.hex() if claims is not None else None,
+            "tcb_status": claims.tcb_status.value if claims is not None else None,
+            "workload_digest": record.get("workload_digest"),
+            "simulated": decision.simulated,
+            "fresh": decision.fresh,
+        }
+        issued = self.ca.issue(
+            spki_der,
+            spiffe_path=decision.spiffe_path,
+            dns_names=decision.dns_names,
+            lifetime=decision.lifetime,
+            now=now,
+            claims=summary,
+        )
+        record.update(
+            decision="issued",
+            serial=issued.serial,
+            spiffe_id=self.ca.spiffe_id(decision.spiffe_path),
+            dns_names=list(decision.dns_names),
+            not_after=issued.certificate.not_valid_after_utc.isoformat(),
+            rule=decision.rule,
+            simulated=decision.simulated,
+            certificate_sha256=hashlib.sha256(issued.der).hexdigest(),
+        )
+        if not decision.fresh:
+            record["freshness"] = "without freshness (legacy Enarx CSR: no nonce)"
+        # The certificate leaves only after this commit.
+        entry = self.log.append(_jsonable(record), self.clock().isoformat())
+        self.metrics.issued(record["path"], kind)
+        return Outcome(issued=issued, ca_der=self.ca.cert_der, entry=entry, decision=decision)
+
+
+def _evidence_refusal(e: AttestationError) -> Refused:
+    check = e.check if e.check.startswith(("evidence.", "collateral.")) else f"evidence.{e.check}"
+    status = 400 if isinstance(e, MalformedEvidence) else 403
+    return Refused(check, e.reason, status=status, details=e.as_dict())
+
+
+def _parse(parser: Callable[[bytes], Any], body: bytes) -> Any:
+    try:
+        return parser(body)
+    except CsrError as e:
+        raise Refused(e.check, e.reason, status=400) from e
+
+
+def _one_statement(csr: NativeCsr) -> Any:
+    if len(csr.statements) != 1:
+        raise Refused(
+            "evidence.count",
+            f"expected exactly one attestation statement, got {len(csr.statements)}",
+            status=400,
+        )
+    statement = csr.statements[0]
+    if statement.kind is None:
+        raise Refused(
+            "evidence.unknown_type", f"unknown evidence type {statement.type.dotted_string}", status=400
+        )
+    return statement
+
+
+def _legacy_collateral(csr: LegacyCsr) -> Collateral | None:
+    """What an Enarx Keep sent along: CRLs (and, for SGX, TCB info with its signing chain)."""
+    if csr.kind != "sgx-quote":
+        crls = []
+        for _, der in csr.crls:
+            try:
+                crls.append(load_crl(der))
+            except AttestationError as e:
+                raise Refused("csr.parse", f"a CRL in the CSR is malformed: {e.reason}", status=400) from e
+        return Collateral(crls=tuple(crls)) if crls else None
+    try:
+        crls = [load_crl(der) for _, der in csr.crls]
+        from donjon.attestation.pki import load_certificates
+
+        certs = [c for der in csr.certs for c in load_certificates(der, what="TCB signing certificate")]
+    except AttestationError as e:
+        raise Refused("csr.parse", f"collateral in the CSR is malformed: {e.reason}", status=400) from e
+    return Collateral(
+        certificates=tuple(certs),
+        crls=tuple(crls),
+        tcb_info=(csr.tcb_info,) if csr.tcb_info else (),
+        sources=("keep",),
+    )

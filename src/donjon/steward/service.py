@@ -1,0 +1,157 @@
+"""Putting a Steward together from ``steward.toml``, and serving it with uvicorn.
+
+``serve`` binds the socket itself (so port 0 works and the bound address is
+logged), runs uvicorn (HTTPS when ``tls_cert``/``tls_key`` are set), and reloads
+the policy on SIGHUP: a new policy is parsed in full before it replaces the old
+one, requests in flight keep the policy they started with, and a bad file is
+refused and logged while the old policy stays in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from donjon.attestation.verify import TrustRoots
+from donjon.steward.app import create_app
+from donjon.steward.ca import CertificateAuthority
+from donjon.steward.collateral import DirectoryCollateral
+from donjon.steward.config import StewardConfig
+from donjon.steward.errors import ConfigError
+from donjon.steward.issuance import PolicyHolder, Steward
+from donjon.steward.log import LogStore
+from donjon.steward.nonce import NonceAuthority
+from donjon.steward.sqlite_log import SqliteLog
+
+__all__ = ["build_steward", "open_log", "serve"]
+
+log = logging.getLogger("donjon.steward")
+
+
+def open_log(config: StewardConfig) -> LogStore:
+    if config.log_backend == "postgres":
+        from donjon.steward.postgres_log import PostgresLog
+
+        assert config.log_dsn is not None
+        return PostgresLog(config.log_dsn)
+    assert config.log_path is not None
+    return SqliteLog(config.log_path)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot read {what}: {e.strerror}") from e
+
+
+def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
+    """A :class:`Steward` from a validated configuration (``overrides`` for tests: clock, verifier...)."""
+    ca = CertificateAuthority.load(
+        str(config.ca_cert),
+        str(config.ca_key),
+        trust_domain=config.trust_domain,
+        claims_oid=config.claims_oid,
+    )
+    secret = _read(config.challenge_secret, "the challenge secret")
+    try:
+        roots = TrustRoots.from_bytes(
+            *(_read(p, "a root certificate") for p in config.root_files),
+            extra_trusted=[_read(p, "a simulated root") for p in config.simulated_roots],
+        )
+    except Exception as e:  # the library's MalformedEvidence for a bad root file
+        raise ConfigError(str(config.path), f"bad root certificate file: {e}") from e
+    policy = PolicyHolder(str(config.policy))
+    collateral = DirectoryCollateral(config.collateral_dir or config.path.parent / "collateral")
+    store = open_log(config)
+    kwargs: dict[str, Any] = {
+        "ca": ca,
+        "policy": policy,
+        "nonces": NonceAuthority(secret, lifetime=config.nonce_lifetime),
+        "roots": roots,
+        "collateral": collateral,
+        "log": store,
+        "require_collateral": config.require_collateral,
+    }
+    kwargs.update(overrides)
+    return Steward(**kwargs)
+
+
+def reload_policy(steward: Steward) -> bool:
+    """Reload the policy file; on error keep the old one. Returns whether the new one is in force."""
+    try:
+        new = steward.policy.reload()
+    except ConfigError as e:
+        steward.metrics.policy_reload("refused")
+        log.error(
+            "policy reload refused; the previous policy stays in force",
+            extra={
+                "fields": {
+                    "event": "policy_reload",
+                    "result": "refused",
+                    "error": str(e),
+                    "policy_digest": steward.policy.current.digest,
+                }
+            },
+        )
+        return False
+    steward.metrics.policy_reload("ok")
+    log.info(
+        "policy reloaded",
+        extra={"fields": {"event": "policy_reload", "result": "ok", "policy_digest": new.digest}},
+    )
+    return True
+
+
+def serve(config: StewardConfig, steward: Steward) -> None:
+    """Run until SIGINT/SIGTERM. The bound address is logged as ``{"event": "listening", ...}``."""
+    family = socket.AF_INET6 if ":" in config.listen else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.listen, config.port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    host, port = sock.getsockname()[:2]
+    app = create_app(
+        steward, max_request_bytes=config.max_request_bytes, request_timeout=config.request_timeout
+    )
+    uv = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+        timeout_keep_alive=5,
+        limit_concurrency=1024,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+    server = uvicorn.Server(uv)
+
+    def on_hup(signum: int, frame: object) -> None:
+        threading.Thread(target=reload_policy, args=(steward,), daemon=True).start()
+
+    signal.signal(signal.SIGHUP, on_hup)
+    scheme = "https" if config.tls_cert else "http"
+    log.info(
+        "listening",
+        extra={
+            "fields": {
+                "event": "listening",
+                "url": f"{scheme}://{host}:{port}",
+                "host": host,
+                "port": port,
+                "policy_digest": steward.policy.current.digest,
+            }
+        },
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        steward.log.close()
+        sock.close()
