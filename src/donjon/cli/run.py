@@ -240,8 +240,6 @@ def _run(opts: Options) -> int:
         return EXIT_OK
     if opts.verbose:
         _error(f"workload digest {workload.digest.hex()}")
-    if not backend.attested:
-        _error(f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested")
 
     cache = None
     if opts.cache:
@@ -254,13 +252,15 @@ def _run(opts: Options) -> int:
         except errors.CacheUnavailable as e:
             _error(f"warning: module cache disabled: {e}")
 
-    from donjon.wasi import GuestTrap
+    from donjon.wasi import GuestTrap, WasiError
 
     report = RunReport()
 
     def before_start() -> None:
         if opts.verbose:
             _error(f"module cache: {report.cache.value}")
+        if not backend.attested:
+            _error(f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested")
         sys.stdout.flush()
         sys.stderr.flush()
 
@@ -279,6 +279,9 @@ def _run(opts: Options) -> int:
         sys.stdout.flush()
         _error(f"guest trapped: {str(e).rstrip()}")
         return EXIT_TRAP
+    except WasiError as e:
+        _error(f"cannot run the guest: {e}")
+        return EXIT_OPERATIONAL
     finally:
         if cache is not None:
             cache.close()

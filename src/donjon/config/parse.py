@@ -103,7 +103,10 @@ def parse_config(source: bytes | str, *, origin: str = "Donjon.toml") -> ParsedC
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         match = _TOML_POSITION.search(message)
-        line = int(match.group(1)) if match and match.group(1) else None
+        if match and match.group(1):
+            line: int | None = int(match.group(1))
+        else:  # "at end of document"
+            line = text.count("\n") + 1 if match else None
         reason = message[: match.start()] if match else message
         raise ConfigSyntaxError("", f"not valid TOML: {reason}", line=line, origin=origin) from e
     return _Validator(scan(text), origin).config(document)
