@@ -34,11 +34,9 @@ import errno as errno_codes
 import logging
 import os
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from donjon.backends.base import Availability, Evidence, EvidenceKind, check_binding
 from donjon.backends.certtable import chain_from_table, parse_cert_table
@@ -399,16 +397,19 @@ def _der(cert: bytes, backend: str) -> bytes:
 
     Entries are DER, but hosts round them up (zero padding after the
     certificate) and a few write PEM; both are tolerated, anything else is not.
+    Only the DER framing is checked here: X.509 is the verifier's business (and
+    real AMD certificates carry serial numbers stricter parsers warn about).
     """
-    try:
-        if cert.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
-        size = _der_size(cert)
-        if size is None or any(cert[size:]):
-            raise ValueError("not a single DER SEQUENCE (optionally zero-padded)")
-        x509.load_der_x509_certificate(cert[:size])
-    except ValueError as e:
-        raise MalformedPlatformOutput(backend, f"auxblob certificate is not X.509: {e}") from e
+    if cert.lstrip().startswith(b"-----BEGIN CERTIFICATE-----"):
+        try:
+            cert = ssl.PEM_cert_to_DER_cert(cert.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise MalformedPlatformOutput(backend, f"auxblob PEM certificate does not decode: {e}") from e
+    size = _der_size(cert)
+    if size is None or any(cert[size:]):
+        raise MalformedPlatformOutput(
+            backend, "auxblob certificate is not X.509 DER (one SEQUENCE, zero padding)"
+        )
     return cert[:size]
 
 
