@@ -14,8 +14,9 @@ Wire policy, for every socket with ``prot = "tls"``:
   checks the chain, including validity dates and the EKU for its role), then its leaf must
   name the expected peer — a host name (RFC 6125, :mod:`donjon.tls.hostname`) or one of a set of
   SPIFFE IDs (:mod:`donjon.tls.spiffe`). Both checks run inside the handshake's verify
-  callback, so a mismatch aborts the handshake with a ``bad_certificate`` alert: no
-  application byte is ever exchanged with the wrong peer.
+  callback, so a mismatch aborts the handshake itself: no application byte is ever
+  exchanged with the wrong peer. (The alert sent is ``internal_error``, not ``bad_certificate``:
+  pyOpenSSL's callback cannot set the X.509 error code; our log line carries the real reason.)
 """
 
 from __future__ import annotations
