@@ -107,6 +107,16 @@ def _load_chain(pem: bytes, what: str) -> tuple[x509.Certificate, ...]:
         raise MalformedEvidence(
             f"{what}.length", f"{what} must hold 1..{pki.MAX_CHAIN_DEPTH} certificates", got=len(certs)
         )
+    # cryptography decodes names, times and extensions lazily; decode them all now so that a
+    # malformed certificate is MalformedEvidence here rather than a ValueError mid-verification.
+    for cert in certs:
+        try:
+            cert.subject.rfc4514_string()
+            cert.issuer.rfc4514_string()
+            _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number, cert.extensions)
+            cert.public_key()
+        except (ValueError, UnsupportedAlgorithm) as e:
+            raise MalformedEvidence(f"{what}.parse", f"malformed certificate in {what}: {e}") from e
     return tuple(certs)
 
 
@@ -157,6 +167,10 @@ def _ecdsa_ok(key: ec.EllipticCurvePublicKey, raw_sig: bytes, data: bytes) -> bo
 def _crl(data: bytes, issuer_der: bytes, what: str) -> x509.CertificateRevocationList:
     """Load a CRL and check its signature by ``issuer`` (its times are checked per call)."""
     crl = pki.load_crl(data)
+    try:
+        _ = (crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc, list(crl))
+    except ValueError as e:
+        raise CollateralError(f"{what}.parse", f"malformed CRL: {e}") from e
     issuer = x509.load_der_x509_certificate(issuer_der)
     if crl.issuer != issuer.subject:
         raise CollateralError(

@@ -534,8 +534,8 @@ def match_tcb_level(
     pck_pce_svn: int,
     *,
     tee_tcb_svn: bytes | None = None,
-    mrsignerseam: bytes = b"",
-    seam_attributes: bytes = b"",
+    mrsignerseam: bytes | None = None,
+    seam_attributes: bytes | None = None,
 ) -> TcbMatch:
     """The TCB status of a platform per Intel's rules (see the module docstring).
 
@@ -568,6 +568,8 @@ def match_tcb_level(
         return TcbMatch(sgx_level.status, sgx_level.advisory_ids, sgx_level, None)
     if tdx_level is None:
         raise _no_level("no TCB level matches the TD's TEE_TCB_SVN", got=tee_tcb_svn.hex())
+    if mrsignerseam is None or seam_attributes is None:
+        raise TypeError("TDX matching needs the quote's MRSIGNERSEAM and SEAM_ATTRIBUTES")
     module_status, module_advisories = _module_status(info, tee_tcb_svn, mrsignerseam, seam_attributes)
     status = tdx_level.status if module_status is None else converge(tdx_level.status, module_status)
     return TcbMatch(status, _dedupe(tdx_level.advisory_ids, module_advisories), tdx_level, module_status)
