@@ -4,6 +4,7 @@ The only part of Donjon that talks to vendors. It fetches and caches; it never
 verifies (the attestation library does, with the documents this returns).
 """
 
+from donjon.collateral.bundle import ImportReport, import_bundle
 from donjon.collateral.cache import CacheEntry, CollateralCache
 from donjon.collateral.errors import (
     CollateralUnavailable,
@@ -32,6 +33,7 @@ __all__ = [
     "FetchFailed",
     "HttpFetcher",
     "HttpResponse",
+    "ImportReport",
     "KdsClient",
     "NotFetchable",
     "PcsClient",
@@ -39,4 +41,5 @@ __all__ = [
     "ResponseTooLarge",
     "VcekRequest",
     "VcekTcb",
+    "import_bundle",
 ]

@@ -21,7 +21,7 @@ from donjon.collateral.errors import CollateralUnavailable, FetchFailed
 from donjon.collateral.http import HttpFetcher
 from donjon.collateral.validity import DocKind, chain_validity, document_validity
 
-__all__ = ["ISSUER_CHAIN", "CollateralStore", "utc_now"]
+__all__ = ["ISSUER_CHAIN", "CollateralStore", "build_entry", "utc_now"]
 
 #: The cache entry header under which an Intel document's issuer chain (PEM) is kept.
 ISSUER_CHAIN = "issuer-chain"
@@ -90,27 +90,46 @@ class CollateralStore:
         try:
             resp = self.fetcher.get(url, params=params)
         except FetchFailed as e:
-            if cached is not None:
-                e.reason += f"; the cached copy expired {cached.valid_until}"
-            raise
-        valid_until = document_validity(resp.body, kind)
-        headers: dict[str, str] = {}
-        if chain_headers:
-            pem = _issuer_chain(resp.headers, chain_headers, resp.url)
-            headers[ISSUER_CHAIN] = pem
-            chain_end = chain_validity(load_certificates(pem.encode(), what="issuer chain"))
-            if valid_until is None or (chain_end is not None and chain_end < valid_until):
-                valid_until = chain_end
-        entry = CacheEntry(
-            key=key,
-            body=resp.body,
-            fetched_at=self.now(),
-            valid_until=valid_until,
-            source="network",
-            headers=headers,
+            if cached is None:
+                raise
+            stale = FetchFailed(
+                e.check,
+                f"{e.reason}; the cached copy is no longer current (valid until {cached.valid_until})",
+                status=e.status,
+                attempts=e.attempts,
+            )
+            stale.url = e.url
+            raise stale from e
+        chain_pem = _issuer_chain(resp.headers, chain_headers, resp.url) if chain_headers else None
+        entry = build_entry(
+            key=key, body=resp.body, kind=kind, chain_pem=chain_pem, source="network", fetched_at=self.now()
         )
         self.cache.store(entry)
         return entry
+
+
+def build_entry(
+    *, key: str, body: bytes, kind: DocKind, chain_pem: str | None, source: str, fetched_at: datetime
+) -> CacheEntry:
+    """A cache entry for ``body``, valid until the earliest end of the document's and its chain's validity.
+
+    Raises :class:`CollateralError` when the document (or chain) does not parse
+    as ``kind``: such bytes are never cached.
+    """
+    valid_until = document_validity(body, kind)
+    headers: dict[str, str] = {}
+    if chain_pem is not None:
+        try:
+            certs = load_certificates(chain_pem.encode(), what="issuer chain")
+        except MalformedEvidence as e:
+            raise CollateralError("collateral.issuer_chain", e.reason) from e
+        headers[ISSUER_CHAIN] = chain_pem
+        chain_end = chain_validity(certs)
+        if valid_until is None or (chain_end is not None and chain_end < valid_until):
+            valid_until = chain_end
+    return CacheEntry(
+        key=key, body=body, fetched_at=fetched_at, valid_until=valid_until, source=source, headers=headers
+    )
 
 
 def _issuer_chain(headers: Mapping[str, str], names: Sequence[str], url: str) -> str:
