@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import urllib.parse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -445,3 +445,22 @@ def _make_crl(issuer_cn: str, *, next_update: datetime) -> bytes:
         .next_update(next_update)
     )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_validity_is_capped_by_the_issuer_chain(vectors: Path, replay: Any, store: CollateralStore) -> None:
+    """TCB info valid to 2026-03 whose TCB Signing certificate ends 2025-05-21 is current only until then."""
+    base = vectors / "tdx/gotdxguest"
+    chain_path = base / "tcbinfo_issuer_chain.pem"
+    route = replay.route(
+        "/tdx/certification/v4/tcb?fmspc=90c06f000000",
+        replay.Answer(
+            body=(base / "tcbinfo_fmspc_90c06f000000.json").read_bytes(),
+            headers={"TCB-Info-Issuer-Chain": _chain_header(chain_path)},
+        ),
+    )
+    signer_end = x509.load_pem_x509_certificates(chain_path.read_bytes())[0].not_valid_after_utc
+    pcs = PcsClient(store, base_url=replay.url)
+    doc = pcs.tcb_info("90c06f000000", tee="tdx", at=datetime(2025, 1, 1, tzinfo=UTC))
+    assert doc.valid_until == signer_end
+    pcs.tcb_info("90c06f000000", tee="tdx", at=signer_end + timedelta(seconds=1))
+    assert replay.hits[route] == 2

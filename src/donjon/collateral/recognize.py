@@ -42,13 +42,13 @@ def recognize(data: bytes, name: str) -> Recognized | None:
     head = data.lstrip()[:1]
     if head == b"{":
         return _json(data, name)
-    if b"-----BEGIN CERTIFICATE-----" in data:
+    if _is_text(data) and b"-----BEGIN CERTIFICATE-----" in data:
         try:
             certs = tuple(x509.load_pem_x509_certificates(data))
         except (ValueError, UnsupportedAlgorithm):
             return None
         return Recognized(DocKind.CERTIFICATES, name, data, certificates=certs)
-    if b"-----BEGIN X509 CRL-----" in data:
+    if _is_text(data) and b"-----BEGIN X509 CRL-----" in data:
         try:
             crl = x509.load_pem_x509_crl(data)
         except ValueError:
@@ -66,6 +66,15 @@ def recognize(data: bytes, name: str) -> Recognized | None:
     except ValueError:
         return None
     return Recognized(DocKind.CRL, name, data, crl=crl)
+
+
+def _is_text(data: bytes) -> bool:
+    """PEM files are text; binary evidence (a quote) can embed PEM and must not pass for a chain."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in data
 
 
 def _json(data: bytes, name: str) -> Recognized | None:
