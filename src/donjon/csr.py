@@ -381,7 +381,7 @@ def build_legacy_csr(
     TCB info signing chain, ``tcb_info`` = TCB info JSON).
     """
     crl_list = _CrlList()
-    entries = _CrlEntries()
+    entries = _CrlEntries().clear()
     for url, crl in crls:
         entry = _CrlEntry()
         entry["url"] = char.UTF8String(url)
@@ -401,7 +401,7 @@ def build_legacy_csr(
         oid = oids.ENARX_SNP_EVIDENCE
     elif kind == "sgx-quote":
         pkg = _TcbPackage()
-        crts = _CertSeq()
+        crts = _CertSeq().clear()
         for cert in certs:
             crts.append(univ.Any(cert))
         pkg["crts"] = crts

@@ -218,8 +218,10 @@ class Steward:
                 and keep_set.issued_at >= own.issued_at
             )
             if newer:
-                candidates.append(("keep", keep_set.collateral, now))
-        if own is not None:
+                candidates.append(("keep", _overlay(keep_set.collateral, own), now))
+        # Certificates alone (a cert_chain) are not revocation or TCB collateral.
+        dated = own is not None and own.issued_at is not None
+        if own is not None and dated:
             if own.current_at(now):
                 candidates.append(("steward", own.collateral, now))
             elif (
@@ -234,10 +236,10 @@ class Steward:
                 candidates.append(("steward-grace", own.collateral, own.next_update))
         if not candidates:
             if kind in self.require_collateral:
-                check = "collateral.missing" if own is None else "collateral.stale"
+                check = "collateral.missing" if own is None or not dated else "collateral.stale"
                 reason = (
-                    f"the Steward holds no collateral for {kind}"
-                    if own is None
+                    f"the Steward holds no current CRL or TCB collateral for {kind}"
+                    if own is None or not dated
                     else f"the Steward's collateral for {kind} is not current (next update "
                     f"{own.next_update.isoformat() if own.next_update else '?'})"
                 )
@@ -411,8 +413,23 @@ class Steward:
         return Outcome(issued=issued, ca_der=self.ca.cert_der, entry=entry, decision=decision)
 
 
+def _overlay(keep: Collateral, own: CollateralSet | None) -> Collateral:
+    """The Keep's pieces where it sent them, the Steward's for the rest (certificates from both)."""
+    if own is None:
+        return keep
+    mine = own.collateral
+    return Collateral(
+        certificates=keep.certificates + mine.certificates,
+        crls=keep.crls or mine.crls,
+        tcb_info=keep.tcb_info or mine.tcb_info,
+        qe_identity=keep.qe_identity or mine.qe_identity,
+        sources=keep.sources + mine.sources,
+    )
+
+
 def _evidence_refusal(e: AttestationError) -> Refused:
-    check = e.check if e.check.startswith(("evidence.", "collateral.")) else f"evidence.{e.check}"
+    area = "collateral" if isinstance(e, CollateralError) else "evidence"
+    check = e.check if e.check.startswith(("evidence.", "collateral.")) else f"{area}.{e.check}"
     status = 400 if isinstance(e, MalformedEvidence) else 403
     return Refused(check, e.reason, status=status, details=e.as_dict())
 
