@@ -153,11 +153,10 @@ def import_bundle(
     skipped: list[tuple[str, str]] = []
     docs: list[Recognized] = []
     for name, data in read_bundle(path):
-        doc = recognize(data, name)
-        if doc is None:
+        found = recognize(data, name)
+        if not found:
             skipped.append((name, "not recognised as collateral (or too large)"))
-        else:
-            docs.append(doc)
+        docs.extend(found)
     pool = _unique([c for d in docs for c in d.certificates])
     planned: list[tuple[str, bytes, DocKind, str | None, str]] = []  # key, body, kind, chain, file
     for doc in docs:

@@ -1,21 +1,22 @@
-"""Tell collateral files apart by their content, not their names.
+"""Tell collateral files apart by their content, not their names (for offline bundles).
 
 An offline bundle is whatever an operator copied from a connected machine:
 PEM or DER certificates and chains, CRLs in PEM or DER, Intel TCB info and QE
-identity JSON. File names are only labels. Pure: bytes in, a
-:class:`Recognized` or ``None`` out.
+identity JSON. File names are only labels. Pure: bytes in, a list of
+:class:`Recognized` documents out.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
-from donjon.collateral.validity import DocKind
+from donjon.attestation.detect import recognise_collateral
+from donjon.attestation.errors import CollateralError
+from donjon.collateral.validity import DocKind, parse_intel_json
 
 __all__ = ["MAX_DOCUMENT_BYTES", "Recognized", "recognize"]
 
@@ -35,59 +36,44 @@ class Recognized:
     json: dict[str, Any] = field(default_factory=dict)
 
 
-def recognize(data: bytes, name: str) -> Recognized | None:
-    """What ``data`` is, or ``None`` when it is no collateral Donjon knows (or too large)."""
+def recognize(data: bytes, name: str) -> list[Recognized]:
+    """The collateral documents in ``data`` (none when it is no collateral Donjon knows, or too large).
+
+    Recognition is the attestation library's
+    (:func:`donjon.attestation.detect.recognise_collateral`: PEM bundles, DER
+    certificates, PkiPath, CRLs, Intel JSON), split here into one item per
+    document the cache files separately: the certificates of a file together,
+    each CRL alone (as DER), each JSON document as its exact bytes.
+    """
     if not data or len(data) > MAX_DOCUMENT_BYTES:
-        return None
-    head = data.lstrip()[:1]
-    if head == b"{":
-        return _json(data, name)
-    if _is_text(data) and b"-----BEGIN CERTIFICATE-----" in data:
-        try:
-            certs = tuple(x509.load_pem_x509_certificates(data))
-        except (ValueError, UnsupportedAlgorithm):
-            return None
-        return Recognized(DocKind.CERTIFICATES, name, data, certificates=certs)
-    if _is_text(data) and b"-----BEGIN X509 CRL-----" in data:
-        try:
-            crl = x509.load_pem_x509_crl(data)
-        except ValueError:
-            return None
-        return Recognized(DocKind.CRL, name, data, crl=crl)
-    if data[:1] != b"\x30":  # DER: a SEQUENCE
-        return None
+        return []
+    # PEM files are text; binary evidence (a DCAP quote) embeds PEM
+    # certificates and must not pass for a chain.
+    if b"-----BEGIN " in data and not _is_text(data):
+        return []
     try:
-        cert = x509.load_der_x509_certificate(data)
-        return Recognized(DocKind.CERTIFICATES, name, data, certificates=(cert,))
-    except (ValueError, UnsupportedAlgorithm):
-        pass
-    try:
-        crl = x509.load_der_x509_crl(data)
-    except ValueError:
-        return None
-    return Recognized(DocKind.CRL, name, data, crl=crl)
+        found = recognise_collateral(data, source=name)
+    except (CollateralError, RecursionError):
+        # RecursionError: deeply nested JSON, which json.loads does not bound.
+        return []
+    out: list[Recognized] = []
+    if found.certificates:
+        out.append(Recognized(DocKind.CERTIFICATES, name, data, certificates=tuple(found.certificates)))
+    for crl in found.crls:
+        out.append(Recognized(DocKind.CRL, name, crl.public_bytes(serialization.Encoding.DER), crl=crl))
+    for kind, raws in ((DocKind.TCB_INFO, found.tcb_info), (DocKind.QE_IDENTITY, found.qe_identity)):
+        for raw in raws:
+            try:
+                obj = parse_intel_json(raw, kind)
+            except CollateralError:
+                continue
+            out.append(Recognized(kind, name, raw, json=obj))
+    return out
 
 
 def _is_text(data: bytes) -> bool:
-    """PEM files are text; binary evidence (a quote) can embed PEM and must not pass for a chain."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
         return False
     return b"\x00" not in data
-
-
-def _json(data: bytes, name: str) -> Recognized | None:
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
-    # Intel PCS: TCB info is {"tcbInfo": {...}, "signature": hex}; QE identity
-    # is {"enclaveIdentity": {...}, "signature": hex}.
-    if isinstance(obj.get("tcbInfo"), dict):
-        return Recognized(DocKind.TCB_INFO, name, data, json=obj)
-    if isinstance(obj.get("enclaveIdentity"), dict):
-        return Recognized(DocKind.QE_IDENTITY, name, data, json=obj)
-    return None
