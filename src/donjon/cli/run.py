@@ -131,8 +131,7 @@ def parse_args(argv: list[str]) -> Options:
 
 def _flag_config(opts: Options) -> WorkloadConfig:
     """The config a quick run without --config describes (it has a digest like any other)."""
-    from donjon.config.model import DEFAULT_FILES, DirEntry, WorkloadConfig
-    from donjon.config.parse import RESERVED_ENV
+    from donjon.config.model import DEFAULT_FILES, RESERVED_ENV, DirEntry, WorkloadConfig
 
     files: list[FileEntry] = list(DEFAULT_FILES)
     for spec, writable in opts.dirs:

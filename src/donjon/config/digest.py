@@ -10,7 +10,6 @@ it; any change in meaning does. Pure: bytes in, bytes out.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict
 
 from donjon.config.model import WorkloadConfig
@@ -27,6 +26,8 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     carries no meaning); ``args`` and ``files`` stay lists (their order is argv and fd order);
     ``backends`` is a list in the user's order or ``null`` when every backend is accepted.
     """
+    import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
+
     document = {
         "steward": config.steward,
         "args": list(config.args),

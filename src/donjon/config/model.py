@@ -14,6 +14,7 @@ from typing import Literal
 __all__ = [
     "BACKEND_NAMES",
     "DEFAULT_FILES",
+    "RESERVED_ENV",
     "ConnectEntry",
     "DirEntry",
     "FileEntry",
@@ -26,6 +27,9 @@ __all__ = [
 
 Protocol = Literal["tls", "tcp"]
 StdioKind = Literal["null", "stdin", "stdout", "stderr"]
+
+#: Set by Donjon from ``files``; a config or ``--env`` cannot override them.
+RESERVED_ENV: tuple[str, ...] = ("FD_COUNT", "FD_NAMES")
 
 #: Every backend name a ``backends`` allow-list may hold (DESIGN.md "Parts", TEE backends).
 BACKEND_NAMES: tuple[str, ...] = ("nil", "sim-snp", "sim-tdx", "snp", "tdx", "sgx", "cca")

@@ -28,6 +28,7 @@ from donjon.config.locate import Path, SourceMap, scan
 from donjon.config.model import (
     BACKEND_NAMES,
     DEFAULT_FILES,
+    RESERVED_ENV,
     ConnectEntry,
     DirEntry,
     FileEntry,
@@ -58,7 +59,6 @@ _MAX_NAME = 255
 _MAX_HOST = 253
 
 TOP_LEVEL_KEYS = ("steward", "args", "env", "files", "backends")
-RESERVED_ENV = ("FD_COUNT", "FD_NAMES")
 
 _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "null": ("kind", "name"),
