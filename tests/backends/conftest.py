@@ -300,12 +300,12 @@ def milan_chain_der(vectors: Path) -> tuple[bytes, bytes, bytes]:
     return vcek, ask.public_bytes(der), ark.public_bytes(der)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tsm_kernel() -> type[FakeTsmKernel]:
     return FakeTsmKernel
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gramine_fs() -> type[FakeGramine]:
     return FakeGramine
 
