@@ -340,3 +340,13 @@ def test_bad_platform_key_input_is_malformed() -> None:
     ):
         with pytest.raises(MalformedEvidence):
             load_platform_key(data)
+
+
+def test_dispatcher_verifies_a_cca_token_with_pinned_keys(ccatoken: tuple[bytes, Any]) -> None:
+    from donjon.attestation.verify import TrustRoots, verify_evidence
+
+    token, key = ccatoken
+    ev = verify_evidence("cca-token", token, roots=TrustRoots(), at=AT, options={"platform_keys": [key]})
+    assert ev.claims.tee is TeeType.CCA
+    with pytest.raises(VerificationFailed):
+        verify_evidence("cca-token", token, roots=TrustRoots(), at=AT, options={"platform_keys": []})
