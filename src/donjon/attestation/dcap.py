@@ -251,6 +251,16 @@ def _parse_header(r: _Reader) -> QuoteHeader:
     return QuoteHeader(version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data)
 
 
+#: "Enclave Report Body": CPUSVN, MISCSELECT, reserved(12), ISVEXTPRODID, ATTRIBUTES, MRENCLAVE,
+#: reserved(32), MRSIGNER, reserved(32), CONFIGID, ISVPRODID, ISVSVN, CONFIGSVN, reserved(42),
+#: ISVFAMILYID, REPORTDATA.
+_SGX_BODY = struct.Struct("<16sI12x16s16s32s32x32s32x64sHHH42x16s64s")
+#: "TD Quote Body": TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAM_ATTRIBUTES, TD_ATTRIBUTES, XFAM, MRTD,
+#: MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0..3, REPORTDATA; v1.5 adds TEE_TCB_SVN2, MRSERVICETD.
+_TD_BODY = struct.Struct("<16s48s48s8s8s8s48s48s48s48s48s48s48s48s64s")
+_TD15_TAIL = struct.Struct("<16s48s")
+
+
 def parse_sgx_report_body(raw: bytes) -> SgxReportBody:
     """Decode a 384-byte SGX report body ("Enclave Report Body" table offsets)."""
     if len(raw) != SGX_REPORT_BODY_LEN:
@@ -260,46 +270,62 @@ def parse_sgx_report_body(raw: bytes) -> SgxReportBody:
             expected=SGX_REPORT_BODY_LEN,
             got=len(raw),
         )
+    (
+        cpu_svn,
+        misc,
+        ext_prod,
+        attributes,
+        mrenclave,
+        mrsigner,
+        config_id,
+        prod,
+        svn,
+        config_svn,
+        family,
+        rd,
+    ) = _SGX_BODY.unpack(raw)
     return SgxReportBody(
-        cpu_svn=raw[0:16],
-        miscselect=int.from_bytes(raw[16:20], "little"),
-        # 20..32 reserved
-        isv_ext_prod_id=raw[32:48],
-        attributes=raw[48:64],
-        mrenclave=raw[64:96],
-        # 96..128 reserved
-        mrsigner=raw[128:160],
-        # 160..192 reserved
-        config_id=raw[192:256],
-        isv_prod_id=int.from_bytes(raw[256:258], "little"),
-        isv_svn=int.from_bytes(raw[258:260], "little"),
-        config_svn=int.from_bytes(raw[260:262], "little"),
-        # 262..304 reserved
-        isv_family_id=raw[304:320],
-        report_data=raw[320:384],
-        raw=raw,
+        cpu_svn,
+        misc,
+        ext_prod,
+        attributes,
+        mrenclave,
+        mrsigner,
+        config_id,
+        prod,
+        svn,
+        config_svn,
+        family,
+        rd,
+        raw,
     )
 
 
 def _parse_td_report(raw: bytes) -> TdReportBody:
-    # "TD Quote Body" table: offsets within the body.
-    is15 = len(raw) == TD_REPORT15_LEN
+    (tcb, mrseam, mrsignerseam, seam_attr, td_attr, xfam, mrtd, cfg, owner, owner_cfg, r0, r1, r2, r3, rd) = (
+        _TD_BODY.unpack_from(raw)
+    )
+    svn2: bytes | None = None
+    servicetd: bytes | None = None
+    if len(raw) == TD_REPORT15_LEN:
+        svn2, servicetd = _TD15_TAIL.unpack_from(raw, TD_REPORT10_LEN)
+    rtmrs = (r0, r1, r2, r3)
     return TdReportBody(
-        tee_tcb_svn=raw[0:16],
-        mrseam=raw[16:64],
-        mrsignerseam=raw[64:112],
-        seam_attributes=raw[112:120],
-        td_attributes=raw[120:128],
-        xfam=raw[128:136],
-        mrtd=raw[136:184],
-        mrconfigid=raw[184:232],
-        mrowner=raw[232:280],
-        mrownerconfig=raw[280:328],
-        rtmrs=(raw[328:376], raw[376:424], raw[424:472], raw[472:520]),
-        report_data=raw[520:584],
-        tee_tcb_svn2=raw[584:600] if is15 else None,
-        mrservicetd=raw[600:648] if is15 else None,
-        raw=raw,
+        tcb,
+        mrseam,
+        mrsignerseam,
+        seam_attr,
+        td_attr,
+        xfam,
+        mrtd,
+        cfg,
+        owner,
+        owner_cfg,
+        rtmrs,
+        rd,
+        svn2,
+        servicetd,
+        raw,
     )
 
 

@@ -271,14 +271,24 @@ def _anchor(
     )
 
 
-def _check_path(
+@dataclass(frozen=True)
+class _Path:
+    """A certificate path whose signatures (and revocation by the CRLs it was checked
+    against) are verified; only its validity window remains to check at a given time."""
+
+    certs: tuple[x509.Certificate, ...]
+    root: x509.Certificate
+    start: datetime
+    end: datetime
+
+
+def _checked_path(
     path: Sequence[x509.Certificate],
     root: x509.Certificate,
-    at: datetime,
     check: str,
     error: type[AttestationError],
-    crls: Sequence[x509.CertificateRevocationList],
-) -> None:
+    crls: Sequence[x509.CertificateRevocationList] = (),
+) -> _Path:
     root_der = _der(root)
     if not _signed_by(root_der, root_der):
         raise error(f"{check}.root.signature", f"root {_name(root)} is not validly self-signed")
@@ -288,28 +298,81 @@ def _check_path(
             raise error(
                 f"{check}.signature", f"certificate {_name(cert)} is not validly signed by {_name(issuer)}"
             )
-    for cert in [*path, root]:
-        _check_times(cert, at, check, error)
     for cert, issuer in zip(path, issuers, strict=True):
         for crl in crls:
             if crl.issuer == issuer.subject:
-                entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-                if entry is not None:
-                    raise VerificationFailed(
-                        f"{check}.revoked",
-                        f"certificate {_name(cert)} (serial {cert.serial_number:x}) is revoked",
-                    )
+                _not_revoked(cert, crl, check)
+    everything = [*path, root]
+    return _Path(
+        tuple(path),
+        root,
+        max(c.not_valid_before_utc for c in everything),
+        min(c.not_valid_after_utc for c in everything),
+    )
 
 
-def _document(
+def _not_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList, check: str) -> None:
+    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+        raise VerificationFailed(
+            f"{check}.revoked", f"certificate {_name(cert)} (serial {cert.serial_number:x}) is revoked"
+        )
+
+
+def _check_window(path: _Path, at: datetime, check: str, error: type[AttestationError]) -> None:
+    if path.start <= at <= path.end:
+        return
+    for cert in (*path.certs, path.root):  # outside the window: name the certificate
+        _check_times(cert, at, check, error)
+
+
+@dataclass(frozen=True)
+class _Pck:
+    """The quote's PCK chain, verified up to a trust anchor (times aside)."""
+
+    path: _Path
+    leaf_key: ec.EllipticCurvePublicKey
+    extensions: PckExtensions
+    simulated: bool
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _pck(pem: bytes, roots: tuple[x509.Certificate, ...] | None) -> _Pck:
+    chain = _load_chain(pem, "pck_chain")
+    path, root = _anchor(chain, roots, "dcap.pck_chain", VerificationFailed)
+    if len(path) != 2:
+        raise VerificationFailed(
+            "dcap.pck_chain.length", "PCK chain must be PCK leaf, PCK CA, root", expected=3, got=len(path) + 1
+        )
+    checked = _checked_path(path, root, "dcap.pck_chain", VerificationFailed)
+    leaf_der = _der(path[0])
+    return _Pck(
+        checked,
+        _ec_key_from_cert(leaf_der),
+        _pck_extensions(leaf_der),
+        pki.fingerprint(root) != INTEL_SGX_ROOT_CA_SHA256,
+    )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Collateral whose signatures are verified for one root and PCK CA (times aside)."""
+
+    root_crl: x509.CertificateRevocationList | None
+    pck_crl: x509.CertificateRevocationList | None
+    tcb_info: TcbInfo
+    tcb_path: _Path
+    qe_identity: QeIdentity | None
+    qe_path: _Path | None
+
+
+def _static_document(
     data: bytes,
     chain_pem: bytes | None,
     member: str,
     root: x509.Certificate,
-    roots: Sequence[x509.Certificate] | None,
-    at: datetime,
+    pinned: bool,
     crls: Sequence[x509.CertificateRevocationList],
-) -> TcbInfo | QeIdentity:
+) -> tuple[TcbInfo | QeIdentity, _Path]:
     what = "tcb_info" if member == "tcbInfo" else "qe_identity"
     if chain_pem is None:
         raise CollateralError(f"{what}.issuer_chain", f"no issuer chain for {member}")
@@ -317,28 +380,57 @@ def _document(
         chain = _load_chain(chain_pem, f"{what}_issuer_chain")
     except MalformedEvidence as e:
         raise CollateralError(e.check, e.reason) from e
-    path, doc_root = _anchor(chain, [root] if roots is not None else None, f"{what}.chain", CollateralError)
+    path, doc_root = _anchor(chain, None if pinned else (root,), f"{what}.chain", CollateralError)
     if _der(doc_root) != _der(root):
         raise CollateralError(
             f"{what}.chain.untrusted_root", f"{member} is not signed under the quote's root"
         )
-    _check_path(path, root, at, f"{what}.chain", CollateralError, crls)
-    doc = _signed_document(data, member, _der(path[0]))
+    checked = _checked_path(path, root, f"{what}.chain", CollateralError, crls)
+    return _signed_document(data, member, _der(path[0])), checked
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _prepare(
+    collateral: IntelCollateral, pck_pem: bytes, roots: tuple[x509.Certificate, ...] | None
+) -> _Prepared:
+    # Keyed by the PCK chain's bytes rather than by certificates: hashing bytes is cached by
+    # Python, hashing a Certificate is not.
+    path = _pck(pck_pem, roots).path
+    root, pck_ca, pinned = path.root, path.certs[1], roots is None
+    root_der = _der(root)
+    root_crl = None if collateral.root_crl is None else _crl(collateral.root_crl, root_der, "dcap.root_crl")
+    pck_crl = None if collateral.pck_crl is None else _crl(collateral.pck_crl, _der(pck_ca), "dcap.pck_crl")
+    crls = () if root_crl is None else (root_crl,)
+    info, tcb_path = _static_document(
+        collateral.tcb_info, collateral.tcb_info_issuer_chain, "tcbInfo", root, pinned, crls
+    )
+    assert isinstance(info, TcbInfo)
+    identity: QeIdentity | None = None
+    qe_path: _Path | None = None
+    if collateral.qe_identity is not None:
+        doc, qe_path = _static_document(
+            collateral.qe_identity, collateral.qe_identity_issuer_chain, "enclaveIdentity", root, pinned, crls
+        )
+        assert isinstance(doc, QeIdentity)
+        identity = doc
+    return _Prepared(root_crl, pck_crl, info, tcb_path, identity, qe_path)
+
+
+def _check_document_times(doc: TcbInfo | QeIdentity, at: datetime, what: str) -> None:
     if at < doc.issue_date:
         raise CollateralError(
             f"{what}.not_yet_valid",
-            f"{member} was issued after the verification time",
+            "document was issued after the verification time",
             expected=f">= {doc.issue_date.isoformat()}",
             got=at.isoformat(),
         )
     if at > doc.next_update:
         raise CollateralError(
             f"{what}.expired",
-            f"{member} is past its nextUpdate",
+            "document is past its nextUpdate",
             expected=f"<= {doc.next_update.isoformat()}",
             got=at.isoformat(),
         )
-    return doc
 
 
 def verify_dcap_quote(
@@ -381,29 +473,23 @@ def verify_dcap_quote(
         )
     sig = q.signature
 
-    # 2. PCK chain to the anchor, with revocation.
-    chain = _load_chain(sig.pck_cert_chain, "pck_chain")
-    path, root = _anchor(chain, roots, "dcap.pck_chain", VerificationFailed)
-    if len(path) != 2:
-        raise VerificationFailed(
-            "dcap.pck_chain.length", "PCK chain must be PCK leaf, PCK CA, root", expected=3, got=len(path) + 1
-        )
-    leaf, pck_ca = path
-    crls: list[x509.CertificateRevocationList] = []
+    # 2. PCK chain to the anchor (memoised), CRLs, revocation and validity at ``at``.
+    roots_key = None if roots is None else tuple(roots)
+    pck_chain = _pck(sig.pck_cert_chain, roots_key)
+    leaf, pck_ca = pck_chain.path.certs
     if (collateral.root_crl is None or collateral.pck_crl is None) and not allow_missing_crls:
         raise CollateralError("dcap.crl.missing", "the root CA CRL and the PCK CA CRL are required")
-    if collateral.root_crl is not None:
-        crls.append(_crl(collateral.root_crl, _der(root), "dcap.root_crl"))
-    if collateral.pck_crl is not None:
-        crls.append(_crl(collateral.pck_crl, _der(pck_ca), "dcap.pck_crl"))
-    if collateral.root_crl is not None:
-        _check_crl_times(crls[0], at, "dcap.root_crl")
-    if collateral.pck_crl is not None:
-        _check_crl_times(crls[-1], at, "dcap.pck_crl")
-    _check_path(path, root, at, "dcap.pck_chain", VerificationFailed, crls)
+    prepared = _prepare(collateral, sig.pck_cert_chain, roots_key)
+    if prepared.root_crl is not None:
+        _check_crl_times(prepared.root_crl, at, "dcap.root_crl")
+        _not_revoked(pck_ca, prepared.root_crl, "dcap.pck_chain")
+    if prepared.pck_crl is not None:
+        _check_crl_times(prepared.pck_crl, at, "dcap.pck_crl")
+        _not_revoked(leaf, prepared.pck_crl, "dcap.pck_chain")
+    _check_window(pck_chain.path, at, "dcap.pck_chain", VerificationFailed)
 
     # 3. QE report: signed by the PCK key, binding the attestation key.
-    if not _ecdsa_ok(_ec_key_from_cert(_der(leaf)), sig.qe_report_signature, sig.qe_report.raw):
+    if not _ecdsa_ok(pck_chain.leaf_key, sig.qe_report_signature, sig.qe_report.raw):
         raise VerificationFailed(
             "dcap.qe_report.signature", "QE report is not signed by the PCK certificate's key"
         )
@@ -422,10 +508,11 @@ def verify_dcap_quote(
     if not _ecdsa_ok(_ec_key_from_point(sig.attestation_key), sig.signature, q.signed_data):
         raise VerificationFailed("dcap.quote.signature", "quote is not signed by the attestation key")
 
-    # 5. Collateral.
-    pck = _pck_extensions(_der(leaf))
-    info = _document(collateral.tcb_info, collateral.tcb_info_issuer_chain, "tcbInfo", root, roots, at, crls)
-    assert isinstance(info, TcbInfo)
+    # 5. Collateral: signatures were checked once (memoised); times, TEE and platform now.
+    pck = pck_chain.extensions
+    info = prepared.tcb_info
+    _check_window(prepared.tcb_path, at, "tcb_info.chain", CollateralError)
+    _check_document_times(info, at, "tcb_info")
     if info.id != ("TDX" if q.is_tdx else "SGX") or (q.is_tdx and info.version < 3):
         raise CollateralError(
             "tcb_info.id", "TCB Info is for another TEE", expected=expect.value, got=info.id
@@ -439,19 +526,11 @@ def verify_dcap_quote(
         )
     if info.tcb_type != 0:
         raise CollateralError("tcb_info.tcb_type", "unsupported TCB type", expected=0, got=info.tcb_type)
-    identity: QeIdentity | None = None
-    if collateral.qe_identity is not None:
-        doc = _document(
-            collateral.qe_identity,
-            collateral.qe_identity_issuer_chain,
-            "enclaveIdentity",
-            root,
-            roots,
-            at,
-            crls,
-        )
-        assert isinstance(doc, QeIdentity)
-        identity = doc
+    identity = prepared.qe_identity
+    if identity is not None:
+        assert prepared.qe_path is not None
+        _check_window(prepared.qe_path, at, "qe_identity.chain", CollateralError)
+        _check_document_times(identity, at, "qe_identity")
         want = "TD_QE" if q.is_tdx else "QE"
         if identity.id != want:
             raise CollateralError(
@@ -515,7 +594,7 @@ def verify_dcap_quote(
             expected=report_data,
             got=body.report_data,
         )
-    simulated = pki.fingerprint(root) != INTEL_SGX_ROOT_CA_SHA256
+    simulated = pck_chain.simulated
     claims = _claims(
         q, pck, info, match.level.tcb_date, status, advisories, match.module_status, qe_status, simulated
     )

@@ -61,7 +61,7 @@ def load_certificates(data: bytes, *, what: str = "certificate") -> list[x509.Ce
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-    except (ValueError, UnsupportedAlgorithm) as e:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
         raise MalformedEvidence(f"{what}.parse", f"not a valid X.509 {what}: {e}") from e
     return certs
 
