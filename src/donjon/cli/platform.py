@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -160,6 +161,12 @@ def main(argv: Sequence[str]) -> int:
         if args.command == "info":
             return _info(args, roots)
         return _evidence(args, roots)
+    except BrokenPipeError:
+        # The reader stopped early (``| head``): not an error, and no traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     except _UsageError as e:
