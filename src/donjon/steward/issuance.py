@@ -311,9 +311,16 @@ class Steward:
         record["csr_sha256"] = hashlib.sha256(body).hexdigest()
 
     def _attest_native(self, body: bytes, record: dict[str, Any]) -> Outcome:
+        now = self.clock()
+        spki, decision, claims, kind = self.check_native(body, record, now)
+        return self._issue(spki, decision, claims, kind, record, now)
+
+    def check_native(
+        self, body: bytes, record: dict[str, Any], now: datetime, *, check_nonce: bool = True
+    ) -> tuple[bytes, Decision, Claims | None, str]:
+        """Every check of a native CSR, without issuing; ``check_nonce=False`` only for ``policy test``."""
         policy = self.policy.current
         self._common(record, policy, body)
-        now = self.clock()
         csr = _parse(parse_native_csr, body)
         record["csr_key"] = csr.key_sha256.hex()
         record["workload_digest"] = csr.workload_digest.hex() if csr.workload_digest is not None else None
@@ -322,9 +329,14 @@ class Steward:
         assert kind is not None and statement.evidence is not None
         record["evidence_kind"] = kind
         record["evidence_sha256"] = hashlib.sha256(statement.evidence).hexdigest()
-        nonce_time = self.nonces.check(csr.nonce, now.timestamp())
-        record["nonce_time"] = datetime.fromtimestamp(nonce_time, UTC).isoformat()
-        record["fresh"] = True
+        if check_nonce:
+            nonce_time = self.nonces.check(csr.nonce, now.timestamp())
+            record["nonce_time"] = datetime.fromtimestamp(nonce_time, UTC).isoformat()
+            record["fresh"] = True
+        else:
+            record["nonce"] = "not checked (recorded evidence)"
+            if csr.nonce is None:
+                raise Refused("nonce.missing", "the CSR carries no Steward nonce", status=400)
         if csr.workload_digest is None:
             raise Refused("csr.workload_digest", "the CSR carries no workload digest", status=400)
         claims: Claims | None
@@ -343,12 +355,19 @@ class Steward:
                     "binding", "the evidence does not bind this CSR's key, workload digest and nonce"
                 ) from e
         decision = policy.decide(claims, csr.workload_digest)
-        return self._issue(csr.spki_der, decision, claims, kind, record, now)
+        return csr.spki_der, decision, claims, kind
 
     def _attest_legacy(self, body: bytes, record: dict[str, Any]) -> Outcome:
+        now = self.clock()
+        spki, decision, claims, kind = self.check_legacy(body, record, now)
+        return self._issue(spki, decision, claims, kind, record, now)
+
+    def check_legacy(
+        self, body: bytes, record: dict[str, Any], now: datetime
+    ) -> tuple[bytes, Decision, Claims | None, str]:
+        """Every check of an Enarx CSR, without issuing."""
         policy = self.policy.current
         self._common(record, policy, body)
-        now = self.clock()
         csr = _parse(parse_legacy_csr, body)
         record["csr_key"] = csr.key_sha256.hex()
         record["evidence_kind"] = csr.kind
@@ -368,7 +387,31 @@ class Steward:
         except _binding.BindingMismatch as e:
             raise Refused("binding", "the evidence does not carry Enarx's hash of this CSR's key") from e
         decision = policy.decide_legacy(claims)
-        return self._issue(csr.spki_der, decision, claims, csr.kind, record, now)
+        return csr.spki_der, decision, claims, csr.kind
+
+    def check_evidence(
+        self,
+        kind: str,
+        evidence: bytes,
+        certs: Sequence[bytes],
+        record: dict[str, Any],
+        now: datetime,
+        *,
+        workload_digest: bytes | None,
+        legacy: bool,
+    ) -> tuple[Decision, Claims]:
+        """Recorded evidence without a CSR (``policy test``): evidence and policy; no key, so no binding."""
+        policy = self.policy.current
+        record["policy_digest"] = policy.digest
+        record["evidence_kind"] = kind
+        record["evidence_sha256"] = hashlib.sha256(evidence).hexdigest()
+        record["binding"] = "not checked (no CSR)"
+        verified = self._verify(kind, evidence, certs, None, now, policy, record)
+        claims = verified.claims
+        record["claims"] = _jsonable(claims.as_dict())
+        if legacy:
+            return policy.decide_legacy(claims), claims
+        return policy.decide(claims, workload_digest), claims
 
     def _issue(
         self,

@@ -1,0 +1,216 @@
+"""``donjon policy``: check a Steward policy file, and ask what it would decide for recorded evidence.
+
+- ``donjon policy check --policy P`` — validate (line-numbered errors);
+- ``donjon policy test --policy P --evidence FILE... [--at TIME] [--roots F...]
+  [--simulated-root F...] [--collateral DIR] [--kind K] [--certs F...]
+  [--workload-digest HEX] [--legacy] [--format text|json]``
+
+Each evidence file is a CSR (native Donjon or Enarx, DER or PEM) or, with
+``--kind``, raw evidence (a report or quote; ``--certs`` for its VCEK/PCK chain).
+Every check a Steward makes runs, at ``--at`` (default: now), with the given
+roots and collateral (``DIR/<kind>/`` or ``DIR`` itself) — except the nonce,
+which belonged to the Steward that issued it, and, for raw evidence, the binding.
+No Steward needs to run; nothing is logged or issued.
+
+Exit codes: 0 every file would be issued; 1 at least one refused; 2 usage or
+invalid policy; 3 unreadable files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+
+__all__ = ["main"]
+
+_KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="donjon policy", description="Check and test a Steward policy.")
+    sub = p.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a policy file")
+    check.add_argument("--policy", required=True)
+    test = sub.add_parser("test", help="what would the policy decide for recorded evidence, and why")
+    test.add_argument("--policy", required=True)
+    test.add_argument("--evidence", required=True, nargs="+", metavar="FILE")
+    test.add_argument("--at", help="verification time, RFC 3339 (default: now)")
+    test.add_argument(
+        "--roots", nargs="*", default=[], metavar="FILE", help="vendor root/intermediate certificates"
+    )
+    test.add_argument(
+        "--simulated-root", nargs="*", default=[], metavar="FILE", help="trusted simulated roots"
+    )
+    test.add_argument("--collateral", metavar="DIR", help="collateral directory (DIR/<kind>/ or DIR)")
+    test.add_argument("--kind", choices=_KINDS, help="the files are raw evidence of this kind, not CSRs")
+    test.add_argument(
+        "--certs", nargs="*", default=[], metavar="FILE", help="certificates sent with raw evidence"
+    )
+    test.add_argument("--workload-digest", help="workload digest (hex) for raw evidence")
+    test.add_argument("--legacy", action="store_true", help="treat raw evidence as from an Enarx Keep")
+    test.add_argument("--format", choices=["text", "json"], default="text")
+    return p
+
+
+class _Flat:
+    """Collateral from ``DIR/<kind>/`` when it exists, else from ``DIR`` itself."""
+
+    def __init__(self, root: Path) -> None:
+        from donjon.steward.collateral import DirectoryCollateral
+
+        self.nested = DirectoryCollateral(root)
+        self.flat = DirectoryCollateral(root.parent)
+        self.root = root
+
+    def current(self, kind: str) -> Any:
+        if (self.root / kind).is_dir():
+            return self.nested.current(kind)
+        return self.flat.current(self.root.name)
+
+
+class _NoCollateral:
+    def current(self, kind: str) -> None:
+        return None
+
+
+class _NoLog:
+    def append(self, record: Any, time: str) -> Any:  # pragma: no cover - never called in a dry run
+        raise RuntimeError("policy test does not log")
+
+    def entries(self, *, start: int = 1) -> Any:
+        return iter(())
+
+    def find_serial(self, serial: str) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _pem_or_der_csr(data: bytes) -> bytes:
+    # A DER CSR can hold PEM text (Enarx SGX CSRs embed the TCB signing chain): look at the start.
+    if data.lstrip().startswith(b"-----BEGIN"):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        return x509.load_pem_x509_csr(data).public_bytes(serialization.Encoding.DER)
+    return data
+
+
+def _test(args: argparse.Namespace) -> int:
+    import secrets
+
+    from donjon.attestation.verify import TrustRoots
+    from donjon.csr import is_legacy
+    from donjon.steward.ca import CertificateAuthority, create_ca
+    from donjon.steward.errors import ConfigError, Refused
+    from donjon.steward.issuance import PolicyHolder, Steward
+    from donjon.steward.nonce import NonceAuthority
+    from donjon.steward.policy import load_policy
+
+    try:
+        policy = load_policy(args.policy)
+    except ConfigError as e:
+        print(f"donjon policy test: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
+    except ValueError:
+        print(f"donjon policy test: --at {args.at!r} is not an RFC 3339 time", file=sys.stderr)
+        return EXIT_USAGE
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    digest = None
+    if args.workload_digest:
+        try:
+            digest = bytes.fromhex(args.workload_digest)
+        except ValueError:
+            print("donjon policy test: --workload-digest is not hex", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        roots = TrustRoots.from_bytes(
+            *(Path(f).read_bytes() for f in args.roots),
+            extra_trusted=[Path(f).read_bytes() for f in args.simulated_root],
+        )
+        certs = [Path(f).read_bytes() for f in args.certs]
+        files = [(f, Path(f).read_bytes()) for f in args.evidence]
+    except OSError as e:
+        print(f"donjon policy test: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    except Exception as e:
+        print(f"donjon policy test: bad certificate file: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    key, cert = create_ca("policy test (not a Steward)", now=at)
+    steward = Steward(
+        ca=CertificateAuthority(key, cert, trust_domain="policy.test"),
+        policy=PolicyHolder(args.policy, policy),
+        nonces=NonceAuthority(secrets.token_bytes(32)),
+        roots=roots,
+        collateral=_Flat(Path(args.collateral)) if args.collateral else _NoCollateral(),
+        log=_NoLog(),
+        clock=lambda: at,
+    )
+    refused = 0
+    for name, data in files:
+        record: dict[str, Any] = {"file": name}
+        try:
+            if args.kind:
+                decision, _ = steward.check_evidence(
+                    args.kind, data, certs, record, at, workload_digest=digest, legacy=args.legacy
+                )
+            else:
+                der = _pem_or_der_csr(data)
+                if is_legacy(der):
+                    _, decision, _, _ = steward.check_legacy(der, record, at)
+                else:
+                    _, decision, _, _ = steward.check_native(der, record, at, check_nonce=False)
+            record.update(
+                decision="would issue",
+                spiffe_path=decision.spiffe_path,
+                dns_names=list(decision.dns_names),
+                lifetime_seconds=decision.lifetime,
+                simulated=decision.simulated,
+                fresh=decision.fresh,
+                rule=decision.rule,
+            )
+        except Refused as e:
+            refused += 1
+            record.update(decision="refused", check=e.check, reason=e.reason)
+        except ValueError as e:
+            refused += 1
+            record.update(decision="refused", check="csr.parse", reason=str(e))
+        if args.format == "json":
+            print(json.dumps(record, sort_keys=True, default=str))
+        elif record["decision"] == "refused":
+            print(f"{name}: REFUSED by {record['check']}: {record['reason']}")
+        else:
+            print(
+                f"{name}: would issue {record['spiffe_path']} ({record['rule']}; "
+                f"lifetime {record['lifetime_seconds']}s; collateral {record.get('collateral', 'none')})"
+            )
+    return EXIT_REFUSED if refused else EXIT_OK
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_OK if e.code == 0 else EXIT_USAGE
+    if args.command == "check":
+        from donjon.steward.errors import ConfigError
+        from donjon.steward.policy import load_policy
+
+        try:
+            policy = load_policy(args.policy)
+        except ConfigError as e:
+            print(f"donjon policy check: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{args.policy}: OK (digest {policy.digest})")
+        return EXIT_OK
+    return _test(args)
