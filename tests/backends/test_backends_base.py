@@ -105,3 +105,8 @@ def test_nil_is_usable_and_unattested():
 def test_nil_checks_the_binding_before_refusing():
     with pytest.raises(InvalidBinding):
         NilBackend().evidence(bytes(10))
+
+
+def test_every_evidence_kind_has_a_csr_statement_type():
+    oids = pytest.importorskip("donjon.oids")
+    assert {k.value for k in EvidenceKind} <= set(oids.EVIDENCE_OID_BY_KIND)
