@@ -157,3 +157,22 @@ def test_unknown_simulator_name():
         SimBackend("sim-sgx")
     with pytest.raises(ValueError):
         load_or_create_sim_vendor("sim-sgx")
+
+
+def test_publishing_a_vendor_file_never_overwrites_and_leaves_no_temporary(tmp_path):
+    from donjon.backends.sim import _write_new
+
+    target = tmp_path / "sim-tdx-vendor.json"
+    assert _write_new(target, b"first", 0o600)
+    assert not _write_new(target, b"second", 0o600)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["sim-tdx-vendor.json"]
+
+
+def test_a_directory_where_another_process_won_the_race_is_loaded(tmp_path, sim_intel):
+    # The other process published its vendor first: this one must use it, not its own.
+    (tmp_path / "sim-tdx-vendor.json").write_bytes(sim_intel.dump())
+    vendor = load_or_create_sim_vendor("sim-tdx", tmp_path)
+    assert vendor.root == sim_intel.root
+    assert sim_root_path("sim-tdx", tmp_path).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim-tdx-root.pem", "sim-tdx-vendor.json"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,19 +121,30 @@ def _root_pem(name: str, vendor: Any) -> bytes:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> bool:
-    """Create ``path`` with ``data``; ``False`` if it already exists (another process won the race)."""
+    """Publish ``path`` with ``data`` whole, or return ``False`` if it already exists.
+
+    The bytes go to a private temporary file first, then ``link(2)`` gives it
+    its name atomically: a second process either loses the race or reads the
+    complete file, never a half-written vendor.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    except FileExistsError:
-        return False
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        return True
     finally:
-        os.close(fd)
-    return True
+        temp.unlink(missing_ok=True)
 
 
 def load_or_create_sim_vendor(
