@@ -13,8 +13,8 @@ import pytest
 import wasmtime
 
 from donjon.wasi import GuestSpec
-from donjon.wasi.host import MODULE, NO_RESULT, SIGNATURES, WasiHost, define
 from donjon.wasi.ffi import memory_from_export, store_context
+from donjon.wasi.host import MODULE, NO_RESULT, SIGNATURES, WasiHost, define
 
 
 def harness_wat(pages: int = 1, max_pages: int | None = None) -> str:

@@ -12,8 +12,7 @@ import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from donjon.wasi import GuestLinkError, GuestSpec, GuestTrap, PreopenDir, Stdio, WasiError, run_module
-from donjon.wasi import abi
+from donjon.wasi import GuestLinkError, GuestSpec, GuestTrap, PreopenDir, Stdio, WasiError, abi, run_module
 
 PAGE = 65536
 U32 = st.integers(min_value=0, max_value=2**32 - 1)

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from donjon.wasi import GuestSpec, PreopenDir, Stdio
-from donjon.wasi import abi
+from donjon.wasi import GuestSpec, PreopenDir, Stdio, abi
 
 P = 1024  # where the harness puts path strings in guest memory
 OUT = 64  # where results (fds, filestats) are written

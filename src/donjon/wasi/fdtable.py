@@ -6,6 +6,8 @@ bounded (``MAX_FDS``) so a guest cannot exhaust host descriptors by opening file
 
 from __future__ import annotations
 
+import contextlib
+
 from . import abi
 from .errors import Errno
 from .files import OpenFile
@@ -72,7 +74,5 @@ class FdTable:
         files, self._files = self._files, []
         for f in files:
             if f is not None:
-                try:
+                with contextlib.suppress(OSError):
                     f.close()
-                except OSError:
-                    pass

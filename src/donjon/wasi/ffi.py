@@ -33,6 +33,12 @@ _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 # wasmtime_val_raw_t is a 16-byte union (it holds a v128); parameter i lives at args + 16 * i.
 VAL_RAW_SIZE = ctypes.sizeof(_wffi.wasmtime_val_raw_t)
 
+# A buffer spanning the process's address space, so that ``struct.unpack_from(RAW, args)`` decodes a
+# callback's whole ``wasmtime_val_raw_t`` array in one step (a ctypes ``from_address`` per argument
+# costs several times more). Only addresses wasmtime hands to a callback are ever read or written
+# through it; guest memory goes through memory.GuestMemory's bounds-checked views instead.
+RAW = memoryview((ctypes.c_ubyte * (1 << 47)).from_address(0))
+
 
 def _fn(name: str, restype: Any, *argtypes: Any) -> Any:
     f = _dll[name]
@@ -61,7 +67,6 @@ _linker_define_func_unchecked = _fn(
     _vp,
 )
 _caller_export_get = _fn("wasmtime_caller_export_get", ctypes.c_bool, _vp, ctypes.c_char_p, _sz, _vp)
-_caller_context = _fn("wasmtime_caller_context", _vp, _vp)
 _error_message = _fn("wasmtime_error_message", None, _vp, _vp)
 _error_delete = _fn("wasmtime_error_delete", None, _vp)
 _byte_vec_delete = _fn("wasm_byte_vec_delete", None, _vp)
@@ -124,7 +129,7 @@ def store_context(store: wasmtime.Store) -> int:
 class MemoryRef:
     """A ``wasmtime_memory_t`` held at a stable address, plus its store context, for fast lookups."""
 
-    __slots__ = ("_struct", "context", "address")
+    __slots__ = ("_struct", "address", "context")
 
     def __init__(self, context: int, struct: Any) -> None:
         self._struct = struct  # keeps the wasmtime_memory_t alive at a fixed address
@@ -143,16 +148,19 @@ def memory_from_export(store: wasmtime.Store, memory: wasmtime.Memory) -> Memory
     return MemoryRef(store_context(store), struct)
 
 
-def memory_from_caller(caller: int) -> MemoryRef | None:
-    """The calling instance's exported ``memory``, looked up through the caller (None if it has none)."""
+def memory_from_caller(caller: int, context: int) -> MemoryRef | None:
+    """The calling instance's exported ``memory``, looked up through the caller (None if it has none).
+
+    ``context`` is the store's context address (``store_context``), which outlives the caller.
+    """
     ext = _wffi.wasmtime_extern_t()
     if not _caller_export_get(caller, b"memory", 6, ctypes.addressof(ext)):
         return None
-    if ext.kind != _WASMTIME_EXTERN_MEMORY:
+    if int(ext.kind) != _WASMTIME_EXTERN_MEMORY:
         return None
     struct = _wffi.wasmtime_memory_t()
     ctypes.memmove(ctypes.addressof(struct), ctypes.addressof(ext.of.memory), ctypes.sizeof(struct))
-    return MemoryRef(int(_caller_context(caller) or 0), struct)
+    return MemoryRef(context, struct)
 
 
 def trap_details(trap: wasmtime.Trap) -> str:

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Sequence
 
 from . import abi
+from .errno_map import errno_from_os
 from .errors import Errno
 
 Buffers = Sequence[memoryview]
@@ -57,6 +58,7 @@ class OpenFile:
     """One open guest file description. Subclasses override what their kind supports."""
 
     filetype: int = abi.FILETYPE_UNKNOWN
+    is_socket: bool = False  # sock_* on anything else is ENOTSOCK
     rights_base: int = 0
     rights_inheriting: int = 0
     fdflags: int = 0
@@ -140,8 +142,6 @@ class OpenFile:
 
 
 def _host_errno(e: OSError) -> Errno:
-    from .errno_map import errno_from_os
-
     return Errno(errno_from_os(e))
 
 
@@ -187,8 +187,6 @@ class StdioFile(OpenFile):
         if not self.readable:
             raise Errno(abi.EBADF)
         try:
-            if len(bufs) == 1:
-                return os.readv(self.host_fd, bufs)
             return os.readv(self.host_fd, bufs)
         except OSError as e:
             raise _host_errno(e) from None
@@ -223,8 +221,6 @@ class RegularFile(OpenFile):
 
     def read(self, bufs: Buffers) -> int:
         try:
-            if len(bufs) == 1:
-                return os.readv(self.host_fd, bufs)
             return os.readv(self.host_fd, bufs)
         except OSError as e:
             raise _host_errno(e) from None
@@ -266,8 +262,6 @@ class RegularFile(OpenFile):
 
     def set_fdflags(self, flags: int) -> None:
         try:
-            host = os.get_blocking(self.host_fd)  # touch the fd: EBADF if it is gone
-            del host
             current = _fcntl_getfl(self.host_fd)
             new = current & ~(os.O_APPEND | os.O_NONBLOCK)
             if flags & abi.FDFLAGS_APPEND:

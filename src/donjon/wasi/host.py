@@ -15,9 +15,8 @@ stop the guest with a trap and are re-raised once the guest has unwound.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import select
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from . import abi, ffi
 from .errno_map import errno_from_os
 from .errors import Errno, ProcExit, WasiError
 from .fdtable import FdTable
-from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of
+from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of, filetype_of_mode
 from .memory import GuestMemory
 from .paths import Resolved, resolve
 from .spec import GuestSpec, PreopenDir, Stdio
@@ -414,7 +413,7 @@ class WasiHost:
                 st = os.stat(r.name, dir_fd=r.dir_fd, follow_symlinks=False)
             except OSError as e:
                 raise _oserror(e) from None
-            if r.must_be_dir and files_is_not_dir(st):
+            if r.must_be_dir and _not_dir(st):
                 raise Errno(abi.ENOTDIR)
         self.memory.pack(abi.FILESTAT, buf, *filestat_of(st))
 
@@ -453,7 +452,7 @@ class WasiHost:
             if dst.must_be_dir or src.must_be_dir:
                 # "link/" names a directory: a hard link to a non-directory can never be one.
                 st = _lstat_or_none(src)
-                if st is None or files_is_not_dir(st):
+                if st is None or _not_dir(st):
                     raise Errno(abi.ENOENT if dst.must_be_dir else abi.ENOTDIR)
             try:
                 os.link(
@@ -482,71 +481,36 @@ class WasiHost:
         if oflags & abi.OFLAGS_TRUNC:
             self._dir(fd, abi.RIGHT_PATH_FILESTAT_SET_SIZE)
         if not d.writable:
-            wants_write = rights_base & (abi.RIGHT_FD_WRITE | abi.RIGHT_FD_ALLOCATE)
-            if oflags & (abi.OFLAGS_CREAT | abi.OFLAGS_TRUNC) or fdflags & abi.FDFLAGS_APPEND:
+            # Below a read-only pre-open nothing is created, truncated or written (wasmtime: EPERM).
+            if fdflags & abi.FDFLAGS_APPEND:
                 raise Errno(abi.EPERM)
             rights_base &= ~abi.RIGHTS_WRITING
-            del wants_write
-        rights_inheriting &= d.rights_inheriting | abi.RIGHTS_REGULAR_FILE
-        follow = bool(dirflags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
+            rights_inheriting &= ~abi.RIGHTS_WRITING
         guest_path = self.memory.read_str(path, path_len)
+        follow = bool(dirflags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
+        # As wasmtime: the requested rights decide the host open mode; no read/write right = read-only.
         readable = bool(rights_base & (abi.RIGHT_FD_READ | abi.RIGHT_FD_READDIR))
-        writable = bool(
-            rights_base
-            & (
-                abi.RIGHT_FD_WRITE
-                | abi.RIGHT_FD_ALLOCATE
-                | abi.RIGHT_FD_FILESTAT_SET_SIZE
-                | abi.RIGHT_FD_DATASYNC
-            )
-        )
-        if not d.writable:
-            writable = False
-        if writable and readable:
-            mode = os.O_RDWR
-        elif writable:
-            mode = os.O_WRONLY
-        else:
-            mode = os.O_RDONLY
-        flags = mode | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-        if oflags & abi.OFLAGS_CREAT:
-            flags |= os.O_CREAT
-        if oflags & abi.OFLAGS_EXCL:
-            flags |= os.O_EXCL
-        if oflags & abi.OFLAGS_TRUNC:
-            flags |= os.O_TRUNC
-        if oflags & abi.OFLAGS_DIRECTORY:
-            flags |= os.O_DIRECTORY
-        if fdflags & abi.FDFLAGS_APPEND:
-            flags |= os.O_APPEND
-        if fdflags & abi.FDFLAGS_NONBLOCK:
-            flags |= os.O_NONBLOCK
-        if fdflags & abi.FDFLAGS_DSYNC:
-            flags |= os.O_DSYNC
-        if fdflags & (abi.FDFLAGS_SYNC | abi.FDFLAGS_RSYNC):
-            flags |= os.O_SYNC
+        writable = bool(rights_base & _WRITE_MODE_RIGHTS)
+        mode = (os.O_RDWR if readable else os.O_WRONLY) if writable else os.O_RDONLY
+        flags = mode | _open_flags(oflags, fdflags)
         with resolve(d.host_fd, guest_path, follow=follow) as r:
             if r.must_be_dir:
+                if flags & os.O_CREAT:
+                    raise Errno(abi.EISDIR) if _lstat_or_none(r) is None else Errno(abi.EEXIST)
                 flags |= os.O_DIRECTORY
-            if (flags & os.O_CREAT) and r.must_be_dir:
-                raise Errno(abi.EISDIR) if _lstat_or_none(r) is None else Errno(abi.EEXIST)
-            host_fd = self._open_at(r, flags, mode)
+            try:
+                host_fd = os.open(r.name, flags, 0o666, dir_fd=r.dir_fd)
+            except OSError as e:
+                raise _oserror(e) from None
         try:
             st = os.fstat(host_fd)
             new: OpenFile
             if _isdir(st):
-                if mode != os.O_RDONLY:
-                    raise Errno(abi.EISDIR)
                 base = rights_base & abi.RIGHTS_DIRECTORY
-                if not d.writable:
-                    base &= ~abi.RIGHTS_WRITING
                 new = DirectoryFile(host_fd, base, rights_inheriting, writable=d.writable)
             else:
-                if oflags & abi.OFLAGS_DIRECTORY:
-                    raise Errno(abi.ENOTDIR)
                 new = RegularFile(host_fd, rights_base & abi.RIGHTS_REGULAR_FILE, rights_inheriting, fdflags)
-                if not (st.st_mode & 0o170000) == 0o100000:
-                    new.filetype = _filetype(st)
+                new.filetype = filetype_of_mode(st.st_mode)
             new_fd = self.fds.insert(new)
         except BaseException:
             os.close(host_fd)
@@ -556,17 +520,6 @@ class WasiHost:
         except Errno:
             self.fds.remove(new_fd).close()
             raise
-
-    @staticmethod
-    def _open_at(r: Resolved, flags: int, mode: int) -> int:
-        name = r.name
-        try:
-            return os.open(name, flags, 0o666, dir_fd=r.dir_fd)
-        except IsADirectoryError:
-            # A directory opened for writing: retry read-only only if nothing but reading was asked.
-            raise Errno(abi.EISDIR) from None
-        except OSError as e:
-            raise _oserror(e) from None
 
     def path_readlink(self, fd: int, path: int, path_len: int, buf: int, buf_len: int, used_ptr: int) -> None:
         with self._path(fd, abi.RIGHT_PATH_READLINK, path, path_len, False) as r:
@@ -594,7 +547,7 @@ class WasiHost:
                 st = _lstat_or_none(src)
                 if st is None:
                     raise Errno(abi.ENOENT)
-                if files_is_not_dir(st):
+                if _not_dir(st):
                     raise Errno(abi.ENOTDIR)
             try:
                 os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
@@ -622,7 +575,7 @@ class WasiHost:
                 st = _lstat_or_none(r)
                 if st is None:
                     raise Errno(abi.ENOENT)
-                raise Errno(abi.EISDIR if not files_is_not_dir(st) else abi.ENOTDIR)
+                raise Errno(abi.EISDIR if not _not_dir(st) else abi.ENOTDIR)
             try:
                 os.unlink(r.name, dir_fd=r.dir_fd)
             except OSError as e:
@@ -639,8 +592,14 @@ class WasiHost:
     # =========================================================================================
     # sockets: only the later socket kinds implement these; every other file is ENOTSOCK.
     # =========================================================================================
-    def sock_accept(self, fd: int, flags: int, ro_fd_ptr: int) -> None:
+    def _socket(self, fd: int) -> OpenFile:
         f = self.fds.get(fd)
+        if not f.is_socket:
+            raise Errno(abi.ENOTSOCK)
+        return f
+
+    def sock_accept(self, fd: int, flags: int, ro_fd_ptr: int) -> None:
+        f = self._socket(fd)
         new = f.sock_accept(flags)
         new_fd = self.fds.insert(new)
         self.memory.set_u32(ro_fd_ptr, new_fd)
@@ -648,23 +607,18 @@ class WasiHost:
     def sock_recv(
         self, fd: int, ri_data: int, ri_len: int, ri_flags: int, ro_len_ptr: int, ro_flags_ptr: int
     ) -> None:
-        f = self.fds.get(fd)
-        if not hasattr(f, "sock_recv") or type(f).sock_recv is OpenFile.sock_recv:
-            raise Errno(abi.ENOTSOCK)
+        f = self._socket(fd)
         n, flags = f.sock_recv(self._iovs(ri_data, ri_len), ri_flags)
         self.memory.set_u32(ro_len_ptr, n)
         self.memory.pack(_U16, ro_flags_ptr, flags)
 
     def sock_send(self, fd: int, si_data: int, si_len: int, si_flags: int, so_len_ptr: int) -> None:
-        f = self.fds.get(fd)
-        if type(f).sock_send is OpenFile.sock_send:
-            raise Errno(abi.ENOTSOCK)
+        f = self._socket(fd)
         n = f.sock_send(self._iovs(si_data, si_len), si_flags)
         self.memory.set_u32(so_len_ptr, n)
 
     def sock_shutdown(self, fd: int, how: int) -> None:
-        f = self.fds.get(fd)
-        f.sock_shutdown(how)
+        self._socket(fd).sock_shutdown(how)
 
     # =========================================================================================
     # binding to wasmtime
@@ -674,9 +628,8 @@ class WasiHost:
         return {name: _trampoline(self, name, params) for name, params in SIGNATURES.items()}
 
     def bind_memory_from_caller(self, caller: int) -> None:
-        ref = ffi.memory_from_caller(caller)
-        if ref is not None:
-            self.memory.bind(ffi.MemoryRef(self.store_context, ref._struct))
+        """Called before instantiation finishes (a start function calling WASI): find the memory."""
+        self.memory.bind(ffi.memory_from_caller(caller, self.store_context))
 
     def on_exit(self, code: int) -> int:
         self.exit_code = code
@@ -693,21 +646,43 @@ class WasiHost:
         return ffi.trap_new(f"host interrupted: {type(error).__name__}")
 
 
-_U16 = __import__("struct").Struct("<H")
+_U16 = struct.Struct("<H")
+
+# Rights whose presence makes path_open open the host file for writing.
+_WRITE_MODE_RIGHTS = (
+    abi.RIGHT_FD_WRITE | abi.RIGHT_FD_ALLOCATE | abi.RIGHT_FD_FILESTAT_SET_SIZE | abi.RIGHT_FD_DATASYNC
+)
 
 
-def files_is_not_dir(st: os.stat_result) -> bool:
+def _open_flags(oflags: int, fdflags: int) -> int:
+    """Host open(2) flags for witx `$oflags` and `$fdflags`; the last component is never followed."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    for wasi_flag, host_flag in (
+        (abi.OFLAGS_CREAT, os.O_CREAT),
+        (abi.OFLAGS_EXCL, os.O_EXCL),
+        (abi.OFLAGS_TRUNC, os.O_TRUNC),
+        (abi.OFLAGS_DIRECTORY, os.O_DIRECTORY),
+    ):
+        if oflags & wasi_flag:
+            flags |= host_flag
+    for wasi_flag, host_flag in (
+        (abi.FDFLAGS_APPEND, os.O_APPEND),
+        (abi.FDFLAGS_NONBLOCK, os.O_NONBLOCK),
+        (abi.FDFLAGS_DSYNC, os.O_DSYNC),
+        (abi.FDFLAGS_RSYNC, os.O_SYNC),
+        (abi.FDFLAGS_SYNC, os.O_SYNC),
+    ):
+        if fdflags & wasi_flag:
+            flags |= host_flag
+    return flags
+
+
+def _not_dir(st: os.stat_result) -> bool:
     return not _isdir(st)
 
 
 def _isdir(st: os.stat_result) -> bool:
     return (st.st_mode & 0o170000) == 0o040000
-
-
-def _filetype(st: os.stat_result) -> int:
-    from .files import filetype_of_mode
-
-    return filetype_of_mode(st.st_mode)
 
 
 def _lstat_or_none(r: Resolved) -> os.stat_result | None:
@@ -733,13 +708,10 @@ def _times(atim: int, mtim: int, flags: int) -> tuple[int | None, int | None, bo
 # ==============================================================================================
 # Trampolines: generated per signature, so each call does only the work its arguments need.
 # ==============================================================================================
-_U32_AT = ctypes.c_uint32.from_address
-_U64_AT = ctypes.c_uint64.from_address
-
 _TEMPLATE = """
 def callback(env, caller, args, nargs):
     try:
-{refresh}        method({params})
+{refresh}{decode}        method({params})
         {result_ok}
     except Errno as e:
         {result_err}
@@ -752,26 +724,33 @@ def callback(env, caller, args, nargs):
     return 0
 """
 
+# Re-read the memory's base address (one C call); rebuild the view only when it moved.
 _REFRESH = """        if memory._ref is None:
             host.bind_memory_from_caller(caller)
         else:
-            memory.refresh()
+            base = memory_data(memory._context, memory._address)
+            if base != memory._base:
+                memory._remap(base)
 """
 
 
+def _param_format(params: str) -> str:
+    """struct format decoding the parameters from the val_raw array (16 bytes per slot)."""
+    parts = ["I12x" if kind == "i" else "Q8x" for kind in params]
+    return "<" + "".join(parts)
+
+
 def _trampoline(host: WasiHost, name: str, params: str) -> Any:
-    readers = []
-    for index, kind in enumerate(params):
-        at = "_U32_AT" if kind == "i" else "_U64_AT"
-        addr = "args" if index == 0 else f"args + {16 * index}"
-        readers.append(f"{at}({addr}).value")
+    names = [f"a{i}" for i in range(len(params))]
+    decode = f"        {', '.join(names)}, = unpack(RAW, args)\n" if params else ""
     has_result = name not in NO_RESULT
     source = _TEMPLATE.format(
         refresh="" if name in NO_MEMORY else _REFRESH,
-        params=", ".join(readers),
-        result_ok="_U32_AT(args).value = 0" if has_result else "pass",
-        result_err="_U32_AT(args).value = e.code" if has_result else "pass",
-        result_eio="_U32_AT(args).value = host.on_internal_error(e)"
+        decode=decode,
+        params=", ".join(names),
+        result_ok="set_result(RAW, args, 0)" if has_result else "pass",
+        result_err="set_result(RAW, args, e.code)" if has_result else "pass",
+        result_eio="set_result(RAW, args, host.on_internal_error(e))"
         if has_result
         else "host.on_internal_error(e)",
     )
@@ -779,13 +758,19 @@ def _trampoline(host: WasiHost, name: str, params: str) -> Any:
         "method": getattr(host, name),
         "host": host,
         "memory": host.memory,
+        "memory_data": ffi.memory_data,
         "Errno": Errno,
         "ProcExit": ProcExit,
-        "_U32_AT": _U32_AT,
-        "_U64_AT": _U64_AT,
+        "RAW": ffi.RAW,
+        "unpack": struct.Struct(_param_format(params)).unpack_from,
+        # The i32 result goes in the first slot's low 4 bytes (wasmtime_val_raw_t.i32).
+        "set_result": _RESULT.pack_into,
     }
-    exec(compile(source, f"<wasi trampoline {name}>", "exec"), namespace)  # noqa: S102 — fixed template
+    exec(compile(source, f"<wasi trampoline {name}>", "exec"), namespace)
     return ffi.UNCHECKED_CALLBACK(namespace["callback"])
+
+
+_RESULT = struct.Struct("<I")
 
 
 def define(linker: wasmtime.Linker, host: WasiHost) -> list[Any]:
@@ -798,5 +783,4 @@ def define(linker: wasmtime.Linker, host: WasiHost) -> list[Any]:
         results = [] if name in NO_RESULT else [i32]
         ffi.define_unchecked(linker, MODULE, name, params, results, cb)
         keep.append(cb)
-    _ = select  # poll.py uses select; imported here so a missing module fails at import time
     return keep

@@ -16,16 +16,18 @@ import struct
 from collections.abc import Sequence
 
 from . import abi, ffi
-from .errors import FAULT
+from .errors import FAULT, Errno
 
 
 class GuestMemory:
     """The calling instance's exported ``memory`` (none bound: every non-empty access is EFAULT)."""
 
-    __slots__ = ("_base", "_ref", "_size", "_view")
+    __slots__ = ("_address", "_base", "_context", "_ref", "_size", "_view")
 
     def __init__(self) -> None:
         self._ref: ffi.MemoryRef | None = None
+        self._context = 0
+        self._address = 0
         self._base = 0
         self._size = 0
         self._view = memoryview(b"")
@@ -36,6 +38,9 @@ class GuestMemory:
 
     def bind(self, ref: ffi.MemoryRef | None) -> None:
         self._ref = ref
+        if ref is not None:
+            self._context = ref.context
+            self._address = ref.address
         self._base = -1
         self.refresh()
 
@@ -97,8 +102,6 @@ class GuestMemory:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            from .errors import Errno
-
             raise Errno(abi.EILSEQ) from None
 
     # --- fixed-size values ------------------------------------------------------------------------

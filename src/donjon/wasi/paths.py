@@ -15,10 +15,12 @@ wasi-testsuite accepts ``EPERM`` or ``ENOTCAPABLE``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
 from . import abi
+from .errno_map import errno_from_os
 from .errors import Errno
 
 MAX_SYMLINKS = 40
@@ -127,8 +129,6 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
             stack.append(fd)
     except OSError as e:
         _close_all(stack)
-        from .errno_map import errno_from_os
-
         raise Errno(errno_from_os(e)) from None
     except BaseException:
         _close_all(stack)
@@ -147,8 +147,6 @@ def _finish(stack: list[int], name: str, must_be_dir: bool) -> Resolved:
 def _close_all(stack: list[int]) -> None:
     # stack[0] is borrowed.
     for fd in stack[1:]:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     del stack[1:]

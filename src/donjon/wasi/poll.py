@@ -7,12 +7,16 @@ are always ready, as POSIX and wasmtime report them. Every ready subscription yi
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import select
+import termios
 import time
 from typing import TYPE_CHECKING
 
 from . import abi
+from .errno_map import errno_from_os
 from .errors import Errno
 
 if TYPE_CHECKING:
@@ -54,10 +58,8 @@ def poll_oneoff(host: WasiHost, in_ptr: int, out_ptr: int, nsubs: int, nevents_p
             if now_fn is None:
                 ready.append((userdata, tag, abi.EINVAL, 0, 0))
                 continue
-            if flags & abi.SUBCLOCKFLAGS_ABSTIME:
-                delay = max(0, timeout - now_fn())
-            else:
-                delay = timeout
+            # An absolute timeout is a time on the named clock; a relative one starts now.
+            delay = max(0, timeout - now_fn()) if flags & abi.SUBCLOCKFLAGS_ABSTIME else timeout
             clock_subs.append((start + delay, userdata))
             timeout_ns = delay if timeout_ns is None else min(timeout_ns, delay)
         elif tag in (abi.EVENTTYPE_FD_READ, abi.EVENTTYPE_FD_WRITE):
@@ -84,31 +86,53 @@ def poll_oneoff(host: WasiHost, in_ptr: int, out_ptr: int, nsubs: int, nevents_p
     if ready:
         timeout_ns = 0
     if readers or writers:
-        try:
-            r, w, _ = select.select(
-                list(readers), list(writers), [], None if timeout_ns is None else timeout_ns / 1e9
-            )
-        except OSError as e:
-            from .errno_map import errno_from_os
-
-            raise Errno(errno_from_os(e)) from None
-        for hfd in r:
-            for ud in readers[hfd]:
-                ready.append((ud, abi.EVENTTYPE_FD_READ, 0, _available(hfd), 0))
-        for hfd in w:
-            for ud in writers[hfd]:
-                ready.append((ud, abi.EVENTTYPE_FD_WRITE, 0, 0, 0))
-    elif timeout_ns is not None and timeout_ns > 0:
-        time.sleep(timeout_ns / 1e9)
+        for host_fd, ready_read, ready_write in _wait(readers, writers, timeout_ns):
+            if ready_read:
+                nbytes = _available(host_fd)
+                ready.extend((ud, abi.EVENTTYPE_FD_READ, 0, nbytes, 0) for ud in readers[host_fd])
+            if ready_write:
+                ready.extend((ud, abi.EVENTTYPE_FD_WRITE, 0, 0, 0) for ud in writers[host_fd])
+    elif timeout_ns:
+        _wait({}, {}, timeout_ns)
 
     now = time.monotonic_ns()
-    for deadline, ud in clock_subs:
-        if deadline <= now or (not ready and not (readers or writers)):
-            ready.append((ud, abi.EVENTTYPE_CLOCK, 0, 0, 0))
+    due = [ud for deadline, ud in clock_subs if deadline <= now]
+    if not ready and not due and clock_subs:
+        # We waited for the earliest clock; it has expired even if the host clock's rounding disagrees.
+        due = [min(clock_subs)[1]]
+    ready.extend((ud, abi.EVENTTYPE_CLOCK, 0, 0, 0) for ud in due)
 
     for index, (ud, tag, err, nbytes, flags) in enumerate(ready):
         mem.pack(abi.EVENT, out_ptr + index * abi.EVENT.size, ud, err, tag, nbytes, flags)
     mem.set_u32(nevents_ptr, len(ready))
+
+
+_MAX_WAIT_MS = 1 << 30  # poll(2) takes an int of milliseconds; longer waits loop
+_READ_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR
+_WRITE_EVENTS = select.POLLOUT | select.POLLERR
+
+
+def _wait(
+    readers: dict[int, list[int]], writers: dict[int, list[int]], timeout_ns: int | None
+) -> list[tuple[int, bool, bool]]:
+    """Wait until a host fd is ready or ``timeout_ns`` passes (None: no timeout)."""
+    poller = select.poll()
+    for host_fd in set(readers) | set(writers):
+        mask = (select.POLLIN if host_fd in readers else 0) | (select.POLLOUT if host_fd in writers else 0)
+        poller.register(host_fd, mask)
+    deadline = None if timeout_ns is None else time.monotonic_ns() + timeout_ns
+    while True:
+        if deadline is None:
+            wait_ms = None if (readers or writers) else _MAX_WAIT_MS
+        else:
+            remaining = max(0, deadline - time.monotonic_ns())
+            wait_ms = min(_MAX_WAIT_MS, (remaining + 999_999) // 1_000_000)
+        try:
+            events = poller.poll(wait_ms)
+        except OSError as e:
+            raise Errno(errno_from_os(e)) from None
+        if events or wait_ms == 0:
+            return [(fd, bool(ev & _READ_EVENTS), bool(ev & _WRITE_EVENTS)) for fd, ev in events]
 
 
 def _remaining(f: object) -> int:
@@ -125,10 +149,6 @@ def _remaining(f: object) -> int:
 
 def _available(host_fd: int) -> int:
     try:
-        import fcntl
-        import termios
-        import array
-
         buf = array.array("i", [0])
         fcntl.ioctl(host_fd, termios.FIONREAD, buf)
         return int(buf[0])
