@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 import zipfile
@@ -125,6 +126,38 @@ def test_archive_bundle_imports_the_same(vectors: Path, bundle_dir: Path, tmp_pa
     from_archive = import_bundle(archive, CollateralCache(tmp_path / "b"), now=T_2023_07)
     assert sorted(k for k, _ in from_archive.imported) == sorted(k for k, _ in from_dir.imported)
     _check_served(vectors, tmp_path / "b")
+
+
+def test_quote_collateral_json_serves_the_pcs_documents(vectors: Path, tmp_path: Path) -> None:
+    """A dcap-qvl QuoteCollateralV3 file becomes the PCS documents, with the signed text kept exactly."""
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    shutil.copyfile(vectors / "tdx/dcapqvl/tdx_quote_collateral.json", bundle / "collateral.json")
+    report = import_bundle(bundle, CollateralCache(tmp_path / "c"), now=T_2023_07)
+    assert sorted(k for k, _ in report.imported) == sorted(
+        [
+            "intel-pcs/sgx/certification/v4/pckcrl?ca=platform",
+            "intel-pcs/root-ca-crl",
+            tcb_info_key("b0c06f000000", "tdx"),
+            "intel-pcs/tdx/certification/v4/qe/identity",
+        ]
+    )
+    _, pcs = _offline(tmp_path / "c")
+    at = datetime(2025, 7, 19, 10, 0, 34, tzinfo=UTC)
+    split = vectors / "tdx/dcapqvl"
+    tcb = pcs.tcb_info("b0c06f000000", tee="tdx", at=at)
+    assert tcb.json(DocKind.TCB_INFO) == json.loads((split / "tdx_quote.coll.tcbinfo.json").read_bytes())
+    inner = json.loads((vectors / "tdx/dcapqvl/tdx_quote_collateral.json").read_bytes())["tcb_info"]
+    assert inner.encode() in tcb.body
+    qe = pcs.qe_identity(tee="tdx", at=at)
+    assert qe.json(DocKind.QE_IDENTITY) == json.loads(
+        (split / "tdx_quote.coll.qe_identity.json").read_bytes()
+    )
+    assert pcs.pck_crl("platform", at=at).body == (split / "tdx_quote.coll.pck_crl.der").read_bytes()
+    assert (
+        pcs.root_ca_crl(at=at).public_bytes(serialization.Encoding.DER)
+        == (split / "tdx_quote.coll.root_ca_crl.der").read_bytes()
+    )
 
 
 def test_intel_document_without_its_chain_is_skipped(vectors: Path, tmp_path: Path) -> None:

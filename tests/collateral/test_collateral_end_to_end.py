@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from donjon.collateral import (
     PcsClient,
     VcekRequest,
 )
+from donjon.collateral.bundle import import_bundle
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning"
@@ -112,3 +114,25 @@ def test_tdx_quote_verifies_with_fetched_pcs_collateral(
     )
     assert verified.claims.tcb_status.value == "UpToDate"  # VERIFY_TIMES.tsv: PASS UpToDate
     assert replay.total_hits() == 4
+
+
+def test_tdx_quote_verifies_offline_from_a_quote_collateral_bundle(vectors: Path, tmp_path: Path) -> None:
+    """The TCB info and QE identity rebuilt from a QuoteCollateralV3 file still carry valid signatures."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shutil.copyfile(vectors / "tdx/dcapqvl/tdx_quote_collateral.json", bundle / "c.json")
+    cache = CollateralCache(tmp_path / "offline")
+    import_bundle(bundle, cache)
+    pcs = PcsClient(CollateralStore(cache, offline=True), base_url="http://127.0.0.1:9", root_crl_url="-")
+    at = datetime(2025, 7, 19, 10, 0, 34, tzinfo=UTC)
+    pck_crl = pcs.pck_crl("platform", at=at)
+    tcb = pcs.tcb_info("b0c06f000000", tee="tdx", at=at)
+    collateral = Collateral(
+        certificates=(*pck_crl.issuer_chain, *tcb.issuer_chain),
+        crls=(pck_crl.crl(), pcs.root_ca_crl(at=at)),
+        tcb_info=(tcb.body,),
+        qe_identity=(pcs.qe_identity(tee="tdx", at=at).body,),
+    )
+    quote = (vectors / "tdx/dcapqvl/tdx_quote").read_bytes()
+    verified = verify_evidence("tdx-quote", quote, collateral=collateral, roots=TrustRoots(), at=at)
+    assert verified.claims.tcb_status.value == "UpToDate"

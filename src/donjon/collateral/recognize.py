@@ -8,10 +8,12 @@ identity JSON. File names are only labels. Pure: bytes in, a list of
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from donjon.attestation.detect import recognise_collateral
@@ -51,6 +53,10 @@ def recognize(data: bytes, name: str) -> list[Recognized]:
     # certificates and must not pass for a chain.
     if b"-----BEGIN " in data and not _is_text(data):
         return []
+    if data.lstrip()[:1] == b"{":
+        bundled = _quote_collateral(data, name)
+        if bundled is not None:
+            return bundled
     try:
         found = recognise_collateral(data, source=name)
     except (CollateralError, RecursionError):
@@ -68,6 +74,71 @@ def recognize(data: bytes, name: str) -> list[Recognized]:
             except CollateralError:
                 continue
             out.append(Recognized(kind, name, raw, json=obj))
+    return out
+
+
+#: Keys of the "QuoteCollateralV3" JSON that dcap-qvl and Intel's QVL tools write: every
+#: piece of Intel collateral for one quote in one file.
+_QUOTE_COLLATERAL_KEYS = frozenset(
+    {
+        "pck_crl_issuer_chain",
+        "root_ca_crl",
+        "pck_crl",
+        "tcb_info_issuer_chain",
+        "tcb_info",
+        "tcb_info_signature",
+        "qe_identity_issuer_chain",
+        "qe_identity",
+        "qe_identity_signature",
+    }
+)
+
+
+def _quote_collateral(data: bytes, name: str) -> list[Recognized] | None:
+    """Split a QuoteCollateralV3 JSON into the documents Intel PCS serves, or ``None`` if it is not one.
+
+    TCB info and QE identity travel there as the raw text of the signed inner
+    object plus a hex signature; they are rebuilt as PCS serves them,
+    ``{"tcbInfo":<raw text>,"signature":"<hex>"}``, keeping the signed text
+    byte for byte. The CRLs are hex DER.
+    """
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or not obj.keys() >= _QUOTE_COLLATERAL_KEYS:
+        return None
+    if not all(isinstance(obj[k], str) for k in _QUOTE_COLLATERAL_KEYS):
+        return []
+    out: list[Recognized] = []
+    try:
+        for key in ("pck_crl_issuer_chain", "tcb_info_issuer_chain", "qe_identity_issuer_chain"):
+            pem = obj[key].encode()
+            out.append(
+                Recognized(
+                    DocKind.CERTIFICATES,
+                    f"{name}#{key}",
+                    pem,
+                    certificates=tuple(x509.load_pem_x509_certificates(pem)),
+                )
+            )
+        for key in ("pck_crl", "root_ca_crl"):
+            crl = x509.load_der_x509_crl(bytes.fromhex(obj[key]))
+            out.append(
+                Recognized(
+                    DocKind.CRL, f"{name}#{key}", crl.public_bytes(serialization.Encoding.DER), crl=crl
+                )
+            )
+        for kind, inner, outer in (
+            (DocKind.TCB_INFO, "tcb_info", "tcbInfo"),
+            (DocKind.QE_IDENTITY, "qe_identity", "enclaveIdentity"),
+        ):
+            signature = obj[f"{inner}_signature"]
+            bytes.fromhex(signature)  # hex, so it cannot break out of the JSON string below
+            raw = f'{{"{outer}":{obj[inner]},"signature":"{signature}"}}'.encode()
+            out.append(Recognized(kind, f"{name}#{inner}", raw, json=parse_intel_json(raw, kind)))
+    except (ValueError, UnsupportedAlgorithm, CollateralError):
+        return []
     return out
 
 
