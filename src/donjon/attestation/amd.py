@@ -29,7 +29,9 @@ import functools
 import hashlib
 import re
 import struct
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -61,6 +63,8 @@ __all__ = [
     "OID_UCODE_SPL",
     "EndorsementKey",
     "Product",
+    "cert_info",
+    "clear_caches",
     "parse_cert_table",
     "parse_endorsement_key",
     "product_from_cpuid",
@@ -166,8 +170,57 @@ def product_from_cpuid(family: int, model: int) -> Product | None:
     return None
 
 
+@dataclass(frozen=True)
+class CertInfo:
+    """What the verifier derives from a certificate object, computed once per object.
+
+    ``cryptography`` re-encodes a certificate on every ``public_bytes`` call (tens
+    of microseconds), and a report's verification needs the DER, fingerprint and
+    names of four certificates several times; a Steward verifying a stream of
+    reports holds the same certificate objects. Entries are keyed by object
+    identity and keep the object alive, so an id is never confused with a
+    recycled one.
+    """
+
+    cert: x509.Certificate
+    der: bytes
+    fingerprint: str
+    subject: str
+    issuer: str
+    endorsement_candidate: bool
+
+
+_INFO: OrderedDict[int, CertInfo] = OrderedDict()
+_INFO_LOCK = threading.Lock()
+_INFO_MAX = 512
+
+
+def cert_info(cert: x509.Certificate) -> CertInfo:
+    """The (cached) :class:`CertInfo` of ``cert``."""
+    key = id(cert)
+    with _INFO_LOCK:
+        hit = _INFO.get(key)
+        if hit is not None and hit.cert is cert:
+            _INFO.move_to_end(key)
+            return hit
+    der = cert.public_bytes(serialization.Encoding.DER)
+    info = CertInfo(
+        cert=cert,
+        der=der,
+        fingerprint=hashlib.sha256(der).hexdigest(),
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        endorsement_candidate=_is_endorsement_candidate(cert),
+    )
+    with _INFO_LOCK:
+        _INFO[key] = info
+        while len(_INFO) > _INFO_MAX:
+            _INFO.popitem(last=False)
+    return info
+
+
 def _fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return cert_info(cert).fingerprint
 
 
 @dataclass(frozen=True)
@@ -289,13 +342,17 @@ def _parse_endorsement_der(der: bytes) -> EndorsementKey:
 def parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
     """Decode a VCEK/VLEK certificate's AMD extensions (results are cached by DER)."""
     try:
-        return _parse_endorsement_der(cert.public_bytes(serialization.Encoding.DER))
+        return _parse_endorsement_der(cert_info(cert).der)
     except (ValueError, UnsupportedAlgorithm) as e:
         raise MalformedEvidence("snp.vcek.parse", f"cannot decode endorsement certificate: {e}") from e
 
 
 def is_endorsement_candidate(cert: x509.Certificate) -> bool:
     """True for an EC P-384 certificate carrying AMD's productName extension (cheap pre-filter)."""
+    return cert_info(cert).endorsement_candidate
+
+
+def _is_endorsement_candidate(cert: x509.Certificate) -> bool:
     try:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm):
@@ -309,15 +366,9 @@ def is_endorsement_candidate(cert: x509.Certificate) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1024)
-def _signature_ok(cert_der: bytes, issuer_der: bytes) -> bool:
-    cert = x509.load_der_x509_certificate(cert_der)
-    issuer = x509.load_der_x509_certificate(issuer_der)
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
+_VERIFIED: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+_VERIFIED_LOCK = threading.Lock()
+_VERIFIED_MAX = 1024
 
 
 def signature_verified(cert: x509.Certificate, issuer: x509.Certificate, check: str) -> None:
@@ -326,16 +377,38 @@ def signature_verified(cert: x509.Certificate, issuer: x509.Certificate, check: 
     Successful verifications are remembered by the DER of both certificates (a
     signature is a fact about two byte strings, independent of the time), so a
     Steward verifying many reports from the same chips pays for each RSA-4096
-    chain signature once. Failures are never cached.
+    chain signature once. Failures are never remembered.
     """
-    if cert.issuer != issuer.subject or not _signature_ok(
-        cert.public_bytes(serialization.Encoding.DER), issuer.public_bytes(serialization.Encoding.DER)
-    ):
-        subject = cert.subject.rfc4514_string() or "<empty subject>"
+    mine, theirs = cert_info(cert), cert_info(issuer)
+    key = (mine.der, theirs.der)
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
+            _VERIFIED.move_to_end(key)
+            return
+    try:  # also checks that the issuer's subject is the certificate's issuer name
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
         raise VerificationFailed(
             f"{check}.signature",
-            f"certificate {subject} is not validly signed by {issuer.subject.rfc4514_string()}",
-        )
+            f"certificate {mine.subject or '<empty subject>'} is not validly signed by {theirs.subject}",
+        ) from e
+    with _VERIFIED_LOCK:
+        _VERIFIED[key] = None
+        while len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
+
+
+def clear_caches(*, parsed: bool = True) -> None:
+    """Forget remembered signature verifications (and, with ``parsed``, parsed certificates).
+
+    For benchmarks and tests; nothing else needs it, the caches are bounded.
+    """
+    with _VERIFIED_LOCK:
+        _VERIFIED.clear()
+    if parsed:
+        with _INFO_LOCK:
+            _INFO.clear()
+        _parse_endorsement_der.cache_clear()
 
 
 # Certificate table of an extended guest request (GHCB specification, pub. 56421,
@@ -389,14 +462,16 @@ def parse_cert_table(table: bytes) -> list[tuple[str, bytes]]:
 
 def find_issuer(cert: x509.Certificate, pool: Iterable[x509.Certificate]) -> list[x509.Certificate]:
     """Certificates in ``pool`` whose subject is ``cert``'s issuer (deduplicated by DER)."""
+    # Names are compared in their RFC 4514 rendering (cached); the signature check
+    # that follows compares the real names and the signature.
+    wanted = cert_info(cert).issuer
     seen: set[bytes] = set()
     out: list[x509.Certificate] = []
     for candidate in pool:
-        if candidate.subject == cert.issuer:
-            der = candidate.public_bytes(serialization.Encoding.DER)
-            if der not in seen:
-                seen.add(der)
-                out.append(candidate)
+        info = cert_info(candidate)
+        if info.subject == wanted and info.der not in seen:
+            seen.add(info.der)
+            out.append(candidate)
     return out
 
 
@@ -405,7 +480,7 @@ def unique(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     seen: set[bytes] = set()
     out: list[x509.Certificate] = []
     for cert in certs:
-        der = cert.public_bytes(serialization.Encoding.DER)
+        der = cert_info(cert).der
         if der not in seen:
             seen.add(der)
             out.append(cert)

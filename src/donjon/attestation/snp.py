@@ -32,7 +32,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from donjon.attestation import amd
 from donjon.attestation.amd import EndorsementKey, Product
@@ -481,9 +480,9 @@ def _root_product(root: x509.Certificate, roots: TrustRoots) -> tuple[Product, b
     pinned = amd.product_of_root(root)
     if pinned is not None:
         return pinned, False
-    root_der = root.public_bytes(Encoding.DER)
+    root_der = amd.cert_info(root).der
     for extra in roots.extra_trusted:
-        if extra.public_bytes(Encoding.DER) == root_der:
+        if amd.cert_info(extra).der == root_der:
             product = amd.product_of_root(root, pinned_only=False)
             return (product, True) if product is not None else None
     return None
@@ -549,7 +548,7 @@ def _build_chain(
 
 
 def _check_validity(cert: x509.Certificate, at: datetime) -> None:
-    name = cert.subject.rfc4514_string()
+    name = amd.cert_info(cert).subject
     if at < cert.not_valid_before_utc:
         raise VerificationFailed(
             "snp.chain.not_yet_valid",

@@ -21,6 +21,7 @@ for TDX/SGX a mapping of the keyword arguments of
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -205,6 +206,12 @@ def _mapping(options: object | None) -> Mapping[str, Any]:
     return options
 
 
+@functools.lru_cache(maxsize=256)
+def _load_cached(blob: bytes) -> tuple[x509.Certificate, ...]:
+    # The same VCEK arrives with every report of a chip: parse it once.
+    return tuple(load_certificates(blob, what="evidence certificate"))
+
+
 def _kind(kind: EvidenceKind | str) -> EvidenceKind:
     try:
         return EvidenceKind(kind)
@@ -246,7 +253,7 @@ def verify_evidence(
         if isinstance(item, x509.Certificate):
             parsed.append(item)
         else:
-            parsed.extend(load_certificates(bytes(item), what="evidence certificate"))
+            parsed.extend(_load_cached(bytes(item)))
     bundle = collateral if collateral is not None else Collateral()
     result: Any
     if which is EvidenceKind.SNP_REPORT:
