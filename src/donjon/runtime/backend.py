@@ -6,7 +6,6 @@ This issue has only ``nil``: no TEE, no evidence, and it says so on every run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from donjon.config.model import BACKEND_NAMES
@@ -31,12 +30,18 @@ class Backend(Protocol):
         ...
 
 
-@dataclass(frozen=True)
 class NilBackend:
     """No TEE: the workload runs as an ordinary process and is not attested."""
 
-    name: str = "nil"
-    attested: bool = False
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return "nil"
+
+    @property
+    def attested(self) -> bool:
+        return False
 
     def evidence(self, binding: bytes) -> bytes | None:
         if len(binding) != 64:

@@ -56,12 +56,12 @@ class Workload:
         return workload_digest(self.module, self.config, module_sha256=self.module_sha256)
 
 
-@dataclass
 class RunReport:
-    """What happened, for tests and ``--verbose``-style reporting."""
+    """What happened, for tests and ``--verbose``-style reporting (filled in by :func:`run_workload`)."""
 
-    cache: CacheOutcome = CacheOutcome.DISABLED
-    exit_code: int | None = None
+    def __init__(self) -> None:
+        self.cache = CacheOutcome.DISABLED
+        self.exit_code: int | None = None
 
 
 def read_module(path: Path) -> bytes:
