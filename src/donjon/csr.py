@@ -329,6 +329,10 @@ def build_csr(
     ``statements`` are (type OID, raw evidence) pairs; each evidence is wrapped in
     an OCTET STRING. ``certs`` are DER certificates for the bundle's ``certs``.
     """
+    if not 1 <= len(statements) <= MAX_STATEMENTS:
+        raise ValueError(f"an AttestationBundle holds 1..{MAX_STATEMENTS} statements, not {len(statements)}")
+    if len(certs) > MAX_CERTS:
+        raise ValueError(f"at most {MAX_CERTS} certificates")
     bundle = _AttestationBundle()
     stmts = _Statements()
     for oid, evidence in statements:

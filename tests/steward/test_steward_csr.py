@@ -1,0 +1,191 @@
+"""CSRs with evidence (native and Enarx), the 64-byte binding and Donjon's OIDs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from donjon import binding, csr, oids
+
+REPORT = bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP384R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+    ],
+    ids=["p256", "p384", "ed25519"],
+)
+def test_native_round_trip(key):
+    certs = [b"\x30\x03\x02\x01\x05"]
+    der = csr.build_csr(
+        key,
+        statements=[(oids.EVIDENCE_SNP, REPORT)],
+        workload_digest=b"\x11" * 32,
+        nonce=b"n" * 56,
+        certs=certs,
+    )
+    # cryptography reads it as a PKCS#10 request with a valid signature and our attribute.
+    loaded = x509.load_der_x509_csr(der)
+    assert loaded.is_signature_valid
+    assert loaded.subject == x509.Name([])
+    parsed = csr.parse_native_csr(der)
+    assert [(s.kind, s.evidence) for s in parsed.statements] == [("snp-report", REPORT)]
+    assert parsed.workload_digest == b"\x11" * 32
+    assert parsed.nonce == b"n" * 56
+    assert parsed.certs == tuple(certs)
+    assert parsed.key_sha256 == hashlib.sha256(parsed.spki_der).digest()
+    assert not csr.is_legacy(der)
+
+
+def test_attestation_attribute_is_the_draft_oid_with_one_value():
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = csr.build_csr(key, statements=[(oids.EVIDENCE_TDX, b"q")], workload_digest=None, nonce=None)
+    attrs = csr._attributes(der)
+    assert list(attrs) == ["1.2.840.113549.1.9.16.2.59"]
+    assert len(attrs["1.2.840.113549.1.9.16.2.59"]) == 1
+    parsed = csr.parse_native_csr(der)
+    assert parsed.nonce is None and parsed.workload_digest is None
+
+
+def test_unknown_statement_type_is_kept_for_the_steward_to_refuse():
+    key = ec.generate_private_key(ec.SECP256R1())
+    oid = x509.ObjectIdentifier("1.3.6.1.4.1.99999.7")
+    der = csr.build_csr(key, statements=[(oid, b"x")], workload_digest=b"\0" * 32, nonce=b"n")
+    (statement,) = csr.parse_native_csr(der).statements
+    assert statement.kind is None and statement.type == oid
+
+
+def test_signature_flip_is_csr_signature():
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = bytearray(
+        csr.build_csr(key, statements=[(oids.EVIDENCE_SNP, REPORT)], workload_digest=None, nonce=None)
+    )
+    der[-4] ^= 0x40
+    with pytest.raises(csr.CsrSignatureInvalid) as info:
+        csr.parse_native_csr(bytes(der))
+    assert info.value.check == "csr.signature"
+
+
+def test_evidence_flip_is_csr_signature():
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = bytearray(
+        csr.build_csr(key, statements=[(oids.EVIDENCE_SNP, REPORT)], workload_digest=None, nonce=None)
+    )
+    i = bytes(der).index(REPORT[:64])
+    der[i + 10] ^= 0x01  # inside the signed request info
+    with pytest.raises(csr.CsrSignatureInvalid):
+        csr.parse_native_csr(bytes(der))
+
+
+def test_oversized_csr_is_refused_before_parsing():
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_native_csr(b"\x30" * (csr.MAX_CSR_BYTES + 1))
+    assert info.value.check == "csr.size"
+
+
+def test_statement_count_is_bounded():
+    key = ec.generate_private_key(ec.SECP256R1())
+    many = [(oids.EVIDENCE_SNP, b"x")] * (csr.MAX_STATEMENTS + 1)
+    with pytest.raises(ValueError):
+        csr.build_csr(key, statements=many, workload_digest=None, nonce=None)
+    with pytest.raises(ValueError):
+        csr.build_csr(key, statements=[], workload_digest=None, nonce=None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_bytes_parse_or_raise_csr_error(data):
+    # Rule: any input either parses or raises CsrError — never another exception.
+    for parser in (csr.parse_native_csr, csr.parse_legacy_csr):
+        with contextlib.suppress(csr.CsrError):
+            parser(data)
+
+
+_KEY = ec.generate_private_key(ec.SECP256R1())
+_VALID = csr.build_csr(
+    _KEY, statements=[(oids.EVIDENCE_SNP, REPORT)], workload_digest=b"\1" * 32, nonce=b"n" * 56
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(_VALID) - 1), st.integers(1, 255))
+def test_a_flipped_byte_never_parses_as_the_same_request(index, mask):
+    # Rule: changing any byte of a signed CSR either breaks parsing or the signature.
+    data = bytearray(_VALID)
+    data[index] ^= mask
+    try:
+        parsed = csr.parse_native_csr(bytes(data))
+    except csr.CsrError:
+        return
+    # The only accepted changes are in the signature's DER encoding that still verify: none for ECDSA.
+    pytest.fail(f"flipped byte {index} still parsed: {parsed.statements}")
+
+
+def test_legacy_round_trip_snp_and_sgx():
+    key = ec.generate_private_key(ec.SECP384R1())
+    der = csr.build_legacy_csr(
+        key, "snp-report", REPORT, certs=[b"\x30\x00"], crls=[("http://crl", b"\x30\x00")]
+    )
+    parsed = csr.parse_legacy_csr(der)
+    assert (parsed.kind, parsed.evidence, parsed.certs, parsed.crls) == (
+        "snp-report", REPORT, (b"\x30\x00",), (("http://crl", b"\x30\x00"),)
+    )  # fmt: skip
+    assert csr.is_legacy(der)
+    der = csr.build_legacy_csr(key, "sgx-quote", b"quote", certs=[b"\x30\x00"] * 2, tcb_info=b"{}")
+    parsed = csr.parse_legacy_csr(der)
+    assert (parsed.kind, parsed.evidence, parsed.tcb_info, parsed.crls) == ("sgx-quote", b"quote", b"{}", ())
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_legacy_csr(_VALID)
+    assert info.value.check == "csr.no_evidence"
+
+
+def test_binding_covers_key_workload_and_nonce():
+    spki, wd, nonce = b"\x30\x02\x05\x00", b"\x01" * 32, b"\x02" * 56
+    b = binding.keep_binding(spki, wd, nonce)
+    assert len(b) == 64
+    expected = hashlib.sha512(b"donjon-keep-v1\x00" + spki + wd + nonce).digest()
+    assert b == expected
+    binding.check_binding(b, spki, wd, nonce)
+    for args in ((b"\x30\x02\x05\x01", wd, nonce), (spki, b"\x03" * 32, nonce), (spki, wd, b"\x04" * 56)):
+        with pytest.raises(binding.BindingMismatch):
+            binding.check_binding(b, *args)
+    with pytest.raises(ValueError):
+        binding.keep_binding(spki, b"short", nonce)
+
+
+def test_legacy_bindings_are_enarx_key_hashes():
+    spki = b"\x30\x03\x01\x02\x03"
+    assert binding.legacy_binding("snp-report", spki) == hashlib.sha384(spki).digest() + bytes(16)
+    assert binding.legacy_binding("sgx-quote", spki) == hashlib.sha256(spki).digest() + bytes(32)
+    with pytest.raises(binding.BindingMismatch):
+        binding.check_legacy_binding("sgx-quote", bytes(64), spki)
+
+
+def test_donjon_arc_is_csr_only_and_certificate_oids_are_checked():
+    assert oids.arcs(oids.DONJON_ARC)[2] >= 2**31
+    with pytest.raises(ValueError):
+        oids.require_certificate_safe(oids.EVIDENCE_SNP)
+    assert oids.require_certificate_safe("1.3.6.1.4.1.58270.1.3").dotted_string == "1.3.6.1.4.1.58270.1.3"
+    assert oids.require_certificate_safe(f"1.3.6.1.4.1.{2**31 - 1}")
+    with pytest.raises(ValueError):
+        oids.require_certificate_safe(f"1.3.6.1.4.1.{2**31}")
+    with pytest.raises(ValueError):
+        oids.require_certificate_safe("1.40.3")
+    # One arc for every Donjon OID, all distinct.
+    mine = [
+        v
+        for v in vars(oids).values()
+        if isinstance(v, x509.ObjectIdentifier) and v.dotted_string.startswith("2.25.")
+    ]
+    assert len({o.dotted_string for o in mine}) == len(mine) >= 7
+    assert all(o.dotted_string.startswith(oids.DONJON_ARC + ".") for o in mine)

@@ -1,0 +1,146 @@
+"""The decision log: hash chain, tamper detection, serialised appends across processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from donjon.steward.log import GENESIS, entry_hash, verify_chain
+from donjon.steward.sqlite_log import SqliteLog
+
+
+def _append_many(path: str, worker: int, count: int) -> None:
+    log = SqliteLog(path)
+    for i in range(count):
+        log.append({"decision": "refused", "worker": worker, "i": i}, f"t{worker}-{i}")
+    log.close()
+
+
+def test_chain_links_every_entry(tmp_path):
+    log = SqliteLog(tmp_path / "log.db")
+    a = log.append({"decision": "issued", "serial": "ab"}, "2026-01-01T00:00:00+00:00")
+    b = log.append({"decision": "refused", "check": "binding"}, "2026-01-01T00:00:01+00:00")
+    assert (a.seq, b.seq) == (1, 2)
+    assert a.prev_hash == GENESIS and b.prev_hash == a.hash
+    assert b.hash == entry_hash(a.hash, 2, b.time, b.record)
+    assert verify_chain(log.entries()) == (2, None)
+    assert log.find_serial("ab") == a
+    assert log.find_serial("cd") is None
+    log.close()
+    log.close()  # closing twice is harmless
+    with pytest.raises(RuntimeError):
+        log.append({}, "t")
+
+
+@pytest.mark.parametrize(
+    ("sql", "seq", "reason"),
+    [
+        ("UPDATE decisions SET record = replace(record, 'binding', 'policy') WHERE seq = 3", 3, "content"),
+        ("DELETE FROM decisions WHERE seq = 2", 3, "expected entry 2"),
+        ("UPDATE decisions SET time = 'yesterday' WHERE seq = 4", 4, "content"),
+        ("UPDATE decisions SET prev_hash = zeroblob(32) WHERE seq = 5", 5, "previous-hash"),
+    ],
+    ids=["edited-record", "deleted-entry", "edited-time", "relinked"],
+)
+def test_tampering_is_found_at_the_first_break(tmp_path, sql, seq, reason):
+    path = tmp_path / "log.db"
+    log = SqliteLog(path)
+    for i in range(6):
+        log.append({"decision": "refused", "check": "binding", "i": i}, f"2026-01-01T00:00:0{i}+00:00")
+    log.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(sql)
+    log = SqliteLog(path)
+    count, brk = verify_chain(log.entries())
+    assert brk is not None and brk.seq == seq and reason in brk.reason
+    assert count == seq - 1 if "expected" not in reason else count == 1
+    log.close()
+
+
+def test_appends_from_two_processes_never_fork(tmp_path):
+    path = str(tmp_path / "log.db")
+    SqliteLog(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(path, w, 60)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    log = SqliteLog(path)
+    entries = list(log.entries())
+    assert len(entries) == 120
+    assert verify_chain(entries) == (120, None)
+    assert {e.record["worker"] for e in entries} == {0, 1}
+    log.close()
+
+
+def test_threads_share_one_store(tmp_path):
+    log = SqliteLog(tmp_path / "log.db")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: log.append({"i": i}, "t"), range(80)))
+    assert verify_chain(log.entries()) == (80, None)
+    log.close()
+
+
+@pytest.fixture
+def pg_dsn(kit):
+    base = kit.postgres_dsn()
+    name = f"h5_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = base.rsplit("/", 1)[0] + "/" + name
+    yield dsn
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _pg_append_many(dsn: str, worker: int, count: int) -> None:
+    from donjon.steward.postgres_log import PostgresLog
+
+    log = PostgresLog(dsn)
+    for i in range(count):
+        log.append({"decision": "issued", "serial": f"{worker:02x}{i:04x}", "worker": worker}, "t")
+    log.close()
+
+
+@pytest.mark.postgres
+def test_postgres_chain_and_tamper(pg_dsn):
+    from donjon.steward.postgres_log import PostgresLog
+
+    log = PostgresLog(pg_dsn)
+    for i in range(5):
+        log.append({"decision": "issued", "serial": f"{i:x}"}, f"t{i}")
+    assert verify_chain(log.entries()) == (5, None)
+    assert log.find_serial("3").seq == 4
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE donjon_decisions SET record = replace(record, 'issued', 'refused') WHERE seq = 2"
+        )
+    count, brk = verify_chain(log.entries())
+    assert count == 1 and brk is not None and brk.seq == 2
+    log.close()
+
+
+@pytest.mark.postgres
+def test_postgres_appends_from_two_processes_never_fork(pg_dsn):
+    from donjon.steward.postgres_log import PostgresLog
+
+    PostgresLog(pg_dsn).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_pg_append_many, args=(pg_dsn, w, 50)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    log = PostgresLog(pg_dsn)
+    entries = list(log.entries())
+    assert verify_chain(entries) == (150, None)
+    assert {e.record["worker"] for e in entries} == {0, 1, 2}
+    log.close()
