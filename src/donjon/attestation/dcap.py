@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from donjon.attestation.errors import MalformedEvidence
 
@@ -196,23 +197,29 @@ class _Reader:
         self.pos += n
         return out
 
-    def u16(self, field: str) -> int:
-        value: int = struct.unpack("<H", self.take(2, field))[0]
-        return value
+    def fields(self, layout: struct.Struct, field: str) -> tuple[Any, ...]:
+        """Several fixed-size fields at once (one bounds check, one unpack)."""
+        if self.pos + layout.size > self.end:
+            self.take(layout.size, field)  # raises, naming the field
+        out = layout.unpack_from(self.data, self.pos)
+        self.pos += layout.size
+        return out
 
     def u32(self, field: str) -> int:
         value: int = struct.unpack("<I", self.take(4, field))[0]
         return value
 
 
+#: "Quote Header": version, attestation key type, TEE type (v3: reserved), QE SVN, PCE SVN,
+#: QE vendor ID, user data.
+_HEADER = struct.Struct("<HHIHH16s20s")
+_SIG_AND_KEY = struct.Struct("<64s64s")
+_TYPE_SIZE = struct.Struct("<HI")
+_QE_REPORT_AND_SIG = struct.Struct("<384s64sH")
+
+
 def _parse_header(r: _Reader) -> QuoteHeader:
-    version = r.u16("header.version")
-    key_type = r.u16("header.attestation_key_type")
-    tee_type = r.u32("header.tee_type")
-    qe_svn = r.u16("header.qe_svn")
-    pce_svn = r.u16("header.pce_svn")
-    vendor = r.take(16, "header.qe_vendor_id")
-    user_data = r.take(20, "header.user_data")
+    version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data = r.fields(_HEADER, "header")
     if version not in (3, 4, 5):
         raise MalformedEvidence(
             "dcap.version",
@@ -332,12 +339,10 @@ def _parse_td_report(raw: bytes) -> TdReportBody:
 def _parse_qe_report_block(r: _Reader) -> tuple[SgxReportBody, bytes, bytes, bytes]:
     """QE report (384) | QE report signature (64) | QE auth data (u16 size + data) |
     certification data (type u16, size u32, data), which must be the PCK chain."""
-    qe_report = parse_sgx_report_body(r.take(SGX_REPORT_BODY_LEN, "qe_report"))
-    qe_sig = r.take(ECDSA_SIG_LEN, "qe_report_signature")
-    auth_len = r.u16("qe_auth_data.size")
+    raw_report, qe_sig, auth_len = r.fields(_QE_REPORT_AND_SIG, "qe_report")
+    qe_report = parse_sgx_report_body(raw_report)
     auth = r.take(auth_len, "qe_auth_data")
-    cert_type = r.u16("certification_data.type")
-    cert_size = r.u32("certification_data.size")
+    cert_type, cert_size = r.fields(_TYPE_SIZE, "certification_data")
     if cert_type != CERT_DATA_PCK_CHAIN:
         raise MalformedEvidence(
             "dcap.certification_data_type",
@@ -367,8 +372,7 @@ def parse_quote(data: bytes) -> Quote:
     r = _Reader(data)
     header = _parse_header(r)
     if header.version == 5:
-        body_type = r.u16("body.type")
-        body_size = r.u32("body.size")
+        body_type, body_size = r.fields(_TYPE_SIZE, "body")
         expected = _BODY_LENGTHS.get(body_type)
         if expected is None:
             raise MalformedEvidence(
@@ -412,14 +416,12 @@ def parse_quote(data: bytes) -> Quote:
             got=sig_len,
         )
     s = _Reader(data, r.pos, sig_end)
-    signature = s.take(ECDSA_SIG_LEN, "signature")
-    att_key = s.take(ECDSA_KEY_LEN, "attestation_key")
+    signature, att_key = s.fields(_SIG_AND_KEY, "signature")
     if header.version == 3:
         qe_report, qe_sig, auth, chain = _parse_qe_report_block(s)
     else:
         # v4/v5: the certification data is type 6, wrapping the QE report block.
-        cert_type = s.u16("certification_data.type")
-        cert_size = s.u32("certification_data.size")
+        cert_type, cert_size = s.fields(_TYPE_SIZE, "certification_data")
         if cert_type != CERT_DATA_QE_REPORT:
             raise MalformedEvidence(
                 "dcap.certification_data_type",

@@ -218,24 +218,6 @@ def _check_times(cert: x509.Certificate, at: datetime, check: str, error: type[A
         )
 
 
-def _check_crl_times(crl: x509.CertificateRevocationList, at: datetime, what: str) -> None:
-    if at < crl.last_update_utc:
-        raise CollateralError(
-            f"{what}.not_yet_valid",
-            "CRL was issued after the verification time",
-            expected=f">= {crl.last_update_utc.isoformat()}",
-            got=at.isoformat(),
-        )
-    next_update = crl.next_update_utc
-    if next_update is None or at > next_update:
-        raise CollateralError(
-            f"{what}.expired",
-            "CRL is not current at the verification time",
-            expected=f"<= {next_update.isoformat() if next_update else 'a nextUpdate'}",
-            got=at.isoformat(),
-        )
-
-
 def _anchor(
     chain: Sequence[x509.Certificate],
     roots: Sequence[x509.Certificate] | None,
@@ -354,11 +336,47 @@ def _pck(pem: bytes, roots: tuple[x509.Certificate, ...] | None) -> _Pck:
 
 
 @dataclass(frozen=True)
+class _Crl:
+    """A signature-checked CRL with what each verification needs precomputed."""
+
+    crl: x509.CertificateRevocationList
+    revoked: frozenset[int]
+    this_update: datetime
+    next_update: datetime | None
+
+    @classmethod
+    def of(cls, crl: x509.CertificateRevocationList) -> _Crl:
+        return cls(
+            crl, frozenset(entry.serial_number for entry in crl), crl.last_update_utc, crl.next_update_utc
+        )
+
+    def check_times(self, at: datetime, what: str) -> None:
+        if at < self.this_update:
+            raise CollateralError(
+                f"{what}.not_yet_valid",
+                "CRL was issued after the verification time",
+                expected=f">= {self.this_update.isoformat()}",
+                got=at.isoformat(),
+            )
+        if self.next_update is None or at > self.next_update:
+            raise CollateralError(
+                f"{what}.expired",
+                "CRL is not current at the verification time",
+                expected=f"<= {self.next_update.isoformat() if self.next_update else 'a nextUpdate'}",
+                got=at.isoformat(),
+            )
+
+    def check_not_revoked(self, cert: x509.Certificate, check: str) -> None:
+        if cert.serial_number in self.revoked:
+            _not_revoked(cert, self.crl, check)
+
+
+@dataclass(frozen=True)
 class _Prepared:
     """Collateral whose signatures are verified for one root and PCK CA (times aside)."""
 
-    root_crl: x509.CertificateRevocationList | None
-    pck_crl: x509.CertificateRevocationList | None
+    root_crl: _Crl | None
+    pck_crl: _Crl | None
     tcb_info: TcbInfo
     tcb_path: _Path
     qe_identity: QeIdentity | None
@@ -398,9 +416,12 @@ def _prepare(
     path = _pck(pck_pem, roots).path
     root, pck_ca, pinned = path.root, path.certs[1], roots is None
     root_der = _der(root)
-    root_crl = None if collateral.root_crl is None else _crl(collateral.root_crl, root_der, "dcap.root_crl")
-    pck_crl = None if collateral.pck_crl is None else _crl(collateral.pck_crl, _der(pck_ca), "dcap.pck_crl")
-    crls = () if root_crl is None else (root_crl,)
+    root_crl = pck_crl = None
+    if collateral.root_crl is not None:
+        root_crl = _Crl.of(_crl(collateral.root_crl, root_der, "dcap.root_crl"))
+    if collateral.pck_crl is not None:
+        pck_crl = _Crl.of(_crl(collateral.pck_crl, _der(pck_ca), "dcap.pck_crl"))
+    crls = () if root_crl is None else (root_crl.crl,)
     info, tcb_path = _static_document(
         collateral.tcb_info, collateral.tcb_info_issuer_chain, "tcbInfo", root, pinned, crls
     )
@@ -481,11 +502,11 @@ def verify_dcap_quote(
         raise CollateralError("dcap.crl.missing", "the root CA CRL and the PCK CA CRL are required")
     prepared = _prepare(collateral, sig.pck_cert_chain, roots_key)
     if prepared.root_crl is not None:
-        _check_crl_times(prepared.root_crl, at, "dcap.root_crl")
-        _not_revoked(pck_ca, prepared.root_crl, "dcap.pck_chain")
+        prepared.root_crl.check_times(at, "dcap.root_crl")
+        prepared.root_crl.check_not_revoked(pck_ca, "dcap.pck_chain")
     if prepared.pck_crl is not None:
-        _check_crl_times(prepared.pck_crl, at, "dcap.pck_crl")
-        _not_revoked(leaf, prepared.pck_crl, "dcap.pck_chain")
+        prepared.pck_crl.check_times(at, "dcap.pck_crl")
+        prepared.pck_crl.check_not_revoked(leaf, "dcap.pck_chain")
     _check_window(pck_chain.path, at, "dcap.pck_chain", VerificationFailed)
 
     # 3. QE report: signed by the PCK key, binding the attestation key.

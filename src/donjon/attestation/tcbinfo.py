@@ -29,6 +29,7 @@ TD 1.5 "relaunch advised" statuses (QVL ``TDRelaunchCheck``) are not computed.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -543,10 +544,12 @@ def match_tcb_level(
     quotes. Raises VerificationFailed ``dcap.tcb.no_matching_level`` when no
     level applies (Intel: "TCB not supported").
     """
+    if len(pck_svns) != 16 or (tee_tcb_svn is not None and len(tee_tcb_svn) != 16):
+        raise ValueError("16 PCK component SVNs and a 16-byte TEE_TCB_SVN are required")
     sgx_level: TcbLevel | None = None
     tdx_level: TcbLevel | None = None
     for level in info.levels:
-        if pck_pce_svn < level.pce_svn or any(p < t for p, t in zip(pck_svns, level.sgx_svns, strict=True)):
+        if pck_pce_svn < level.pce_svn or not all(map(operator.ge, pck_svns, level.sgx_svns)):
             continue
         if tee_tcb_svn is None:
             sgx_level = level
@@ -556,7 +559,7 @@ def match_tcb_level(
         if level.tdx_svns is None:
             raise CollateralError("tcb_info.format", "TDX TCB level without tdxtcbcomponents")
         start = 2 if tee_tcb_svn[1] > 0 else 0
-        if all(tee_tcb_svn[i] >= level.tdx_svns[i] for i in range(start, 16)):
+        if all(map(operator.ge, tee_tcb_svn[start:], level.tdx_svns[start:])):
             tdx_level = level
             break
     if sgx_level is None:
