@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from donjon.wasi import GuestLinkError, GuestSpec, GuestTrap, PreopenDir, Stdio, WasiError, abi, run_module
+from donjon.wasi.files import OpenFile, StdioFile
 
 PAGE = 65536
 U32 = st.integers(min_value=0, max_value=2**32 - 1)
@@ -34,25 +35,38 @@ def _spec(files: list[Any] | None = None, **kw: Any) -> GuestSpec:
 _HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.fixture
+def plain_guest(make_guest: Any) -> Any:
+    # One guest for all examples of a property: the calls under test leave no state that matters.
+    return make_guest(_spec(args=["prog", "x" * 10]))
+
+
+@pytest.fixture
+def stdout_guest(make_guest: Any, tmp_path: Path) -> Any:
+    with open(tmp_path / "out", "wb") as out:
+        fd = os.dup(out.fileno())
+    guest = make_guest(_spec(STDIO, stdio_fds=(0, fd, 2)))
+    yield guest
+    os.close(fd)
+
+
 @_HYP
 @given(ptr=U32, length=st.integers(min_value=0, max_value=2 * PAGE))
-def test_random_get_outside_memory_is_efault(make_guest: Any, ptr: int, length: int) -> None:
-    guest = make_guest(_spec())
-    errno = guest.call("random_get", ptr, length)
-    assert errno == (abi.EFAULT if ptr + length > guest.size() else 0)
+def test_random_get_outside_memory_is_efault(plain_guest: Any, ptr: int, length: int) -> None:
+    errno = plain_guest.call("random_get", ptr, length)
+    assert errno == (abi.EFAULT if ptr + length > plain_guest.size() else 0)
 
 
 @_HYP
 @given(iovs=U32, nwritten=U32, buf=U32, buf_len=st.integers(min_value=0, max_value=PAGE))
 def test_fd_write_outside_memory_is_efault(
-    make_guest: Any, tmp_path: Path, iovs: int, nwritten: int, buf: int, buf_len: int
+    stdout_guest: Any, iovs: int, nwritten: int, buf: int, buf_len: int
 ) -> None:
-    with open(tmp_path / "out", "wb") as out:
-        guest = make_guest(_spec(STDIO, stdio_fds=(0, out.fileno(), 2)))
-        size = guest.size()
-        if iovs + 8 <= size:
-            guest.write(iovs, buf.to_bytes(4, "little") + buf_len.to_bytes(4, "little"))
-        errno = guest.call("fd_write", 1, iovs, 1, nwritten)
+    guest = stdout_guest
+    size = guest.size()
+    if iovs + 8 <= size:
+        guest.write(iovs, buf.to_bytes(4, "little") + buf_len.to_bytes(4, "little"))
+    errno = guest.call("fd_write", 1, iovs, 1, nwritten)
     in_range = iovs + 8 <= size and buf + buf_len <= size
     if not in_range:
         assert errno == abi.EFAULT
@@ -65,20 +79,31 @@ def test_fd_write_outside_memory_is_efault(
 
 @_HYP
 @given(argv=U32, argv_buf=U32)
-def test_args_get_outside_memory_is_efault(make_guest: Any, argv: int, argv_buf: int) -> None:
-    guest = make_guest(_spec(args=["prog", "x" * 10]))
-    size = guest.size()
-    errno = guest.call("args_get", argv, argv_buf)
+def test_args_get_outside_memory_is_efault(plain_guest: Any, argv: int, argv_buf: int) -> None:
+    size = plain_guest.size()
+    errno = plain_guest.call("args_get", argv, argv_buf)
     fits = argv + 8 <= size and argv_buf + len(b"prog\0" + b"x" * 10 + b"\0") <= size
     assert errno == (0 if fits else abi.EFAULT)
 
 
 @_HYP
+@given(ptr=U32, count=st.integers(min_value=0, max_value=64))
+def test_poll_oneoff_outside_memory_is_efault(plain_guest: Any, ptr: int, count: int) -> None:
+    in_range = ptr + 48 * count <= plain_guest.size()
+    if in_range:
+        plain_guest.write(ptr, bytes(48 * count))  # zeroed: clock subscriptions that expire at once
+    errno = plain_guest.call("poll_oneoff", ptr, ptr, count, ptr)
+    if count == 0:
+        assert errno == abi.EINVAL
+    else:
+        assert errno == (0 if in_range else abi.EFAULT)
+
+
+@_HYP
 @given(ptr=U32)
-def test_clock_time_get_outside_memory_is_efault(make_guest: Any, ptr: int) -> None:
-    guest = make_guest(_spec())
-    errno = guest.call("clock_time_get", abi.CLOCK_MONOTONIC, 0, ptr)
-    assert errno == (abi.EFAULT if ptr + 8 > guest.size() else 0)
+def test_clock_time_get_outside_memory_is_efault(plain_guest: Any, ptr: int) -> None:
+    errno = plain_guest.call("clock_time_get", abi.CLOCK_MONOTONIC, 0, ptr)
+    assert errno == (abi.EFAULT if ptr + 8 > plain_guest.size() else 0)
 
 
 def test_pointer_into_grown_memory_is_valid(make_guest: Any) -> None:
@@ -416,3 +441,43 @@ def test_write_to_stdout_reaches_the_given_fd(engine: wasmtime.Engine, tmp_path:
         spec = _spec(STDIO, stdio_fds=(0, out.fileno(), 2))
         assert run_module(wasmtime.Store(engine), module, spec) == 0
     assert (tmp_path / "out").read_bytes() == b"hello\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# A Python exception inside a host function never escapes into wasmtime
+# ---------------------------------------------------------------------------------------------
+class _Broken(OpenFile):
+    rights_base = abi.RIGHTS_ALL
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def write(self, bufs: Any) -> int:
+        raise self.error
+
+
+def test_unexpected_host_exception_is_eio(make_guest: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    guest = make_guest(_spec(STDIO))
+    guest.host.fds.renumber(guest.host.fds.insert(_Broken(ValueError("bug"))), 1)
+    assert guest.call("fd_write", 1, 0, 0, 8) == abi.EIO
+    assert isinstance(guest.host.internal_errors[0], ValueError)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_interrupt_inside_host_call_stops_the_guest(engine: wasmtime.Engine) -> None:
+    wat = """(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 8)))))"""
+    module = wasmtime.Module(engine, wasmtime.wat2wasm(wat))
+    original = StdioFile.write
+
+    def interrupted(self: StdioFile, bufs: Any) -> int:
+        raise KeyboardInterrupt
+
+    StdioFile.write = interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_module(wasmtime.Store(engine), module, _spec(STDIO))
+    finally:
+        StdioFile.write = original  # type: ignore[method-assign]
