@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -96,6 +97,7 @@ def _with_mutated_leaf_der(quote: bytes, pos: int, value: int) -> bytes:
     return quote[:start] + lines + quote[end:]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # cryptography warns about malformed name attributes
 @settings(max_examples=150, deadline=None)
 @given(st.integers(0, 4096), st.integers(0, 255))
 def test_malformed_pck_certificate_fails_with_library_errors_only(pos: int, value: int) -> None:
