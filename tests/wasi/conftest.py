@@ -56,7 +56,8 @@ class Guest:
         return int(result) if result is not None else 0
 
     def write(self, ptr: int, data: bytes) -> None:
-        self.memory.write(self.store, data, ptr)
+        if data:  # wasmtime-py refuses even an empty write at the end of memory
+            self.memory.write(self.store, data, ptr)
 
     def read(self, ptr: int, length: int) -> bytes:
         return bytes(self.memory.read(self.store, ptr, ptr + length))
