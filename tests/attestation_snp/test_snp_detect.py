@@ -128,3 +128,18 @@ def test_simulator_round_trip(sim_milan: SimulatedAmd) -> None:
     verify_evidence("snp-report", ev.report, certs=ev.certs, roots=sim_milan.trust_roots(), at=AT)
     with pytest.raises(ValueError):
         SimulatedAmd.load(b'{"format": "other"}')
+
+
+def test_evidence_certificates_are_bounded(sim_milan: SimulatedAmd) -> None:
+    from donjon.attestation.verify import MAX_EVIDENCE_CERTS
+
+    ev = sim_milan.evidence(bytes(64))
+    with pytest.raises(MalformedEvidence) as e:
+        verify_evidence(
+            "snp-report",
+            ev.report,
+            certs=list(ev.certs) * MAX_EVIDENCE_CERTS,
+            roots=sim_milan.trust_roots(),
+            at=AT,
+        )
+    assert e.value.check == "evidence.certs"

@@ -410,12 +410,20 @@ def _endorsement_candidates(
     report: SnpReport, pool: Sequence[x509.Certificate], kind: str
 ) -> list[EndorsementKey]:
     found: list[EndorsementKey] = []
+    malformed: MalformedEvidence | None = None
     for cert in pool:
         if not amd.is_endorsement_candidate(cert):
             continue
-        key = amd.parse_endorsement_key(cert)
+        # One malformed look-alike among the certificates must not hide the real key.
+        try:
+            key = amd.parse_endorsement_key(cert)
+        except MalformedEvidence as e:
+            malformed = malformed or e
+            continue
         if key.kind == kind:
             found.append(key)
+    if not found and malformed is not None:
+        raise malformed
     if not found:
         raise CollateralError(
             f"snp.{kind}.missing",

@@ -35,6 +35,7 @@ from donjon.attestation.pki import load_certificates, require_aware
 
 __all__ = [
     "MAX_EVIDENCE_BYTES",
+    "MAX_EVIDENCE_CERTS",
     "Collateral",
     "EvidenceKind",
     "TrustRoots",
@@ -43,6 +44,8 @@ __all__ = [
 
 #: No evidence Donjon knows is larger than a DCAP quote with its PEM chain (a few KiB).
 MAX_EVIDENCE_BYTES = 256 * 1024
+#: Certificates that may accompany one piece of evidence (a leaf and its chain, with slack).
+MAX_EVIDENCE_CERTS = 16
 
 
 class EvidenceKind(enum.StrEnum):
@@ -152,7 +155,9 @@ def _verify_intel(
     options: object | None,
 ) -> VerifiedEvidence:
     # Intel's verifier (donjon.attestation.dcap_verify) takes its collateral as PCS
-    # serves it; this maps the content-recognised bundle onto that shape.
+    # serves it (documents with their issuer chains); this maps the bundle recognised
+    # by content onto that shape, once per trust anchor: Intel's pinned root first,
+    # then (only when the caller named some) the explicitly trusted roots.
     try:
         from donjon.attestation import dcap_verify
         from donjon.attestation.intel import INTEL_SGX_ROOT_CA_SHA256
@@ -160,33 +165,54 @@ def _verify_intel(
         raise _unsupported(kind, e) from e
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from donjon.attestation.errors import CollateralError, VerificationFailed
     from donjon.attestation.pki import fingerprint
 
-    pool = [*certs, *collateral.certificates, *roots.certificates, *roots.extra_trusted]
-    intel_roots = [c for c in pool if fingerprint(c) == INTEL_SGX_ROOT_CA_SHA256]
-    doc_roots = [*roots.extra_trusted, *intel_roots] if roots.extra_trusted else intel_roots
-    signers = [c for c in pool if "TCB Signing" in _cn(c.subject)]
-    current = [c for c in signers if c.not_valid_before_utc <= at <= c.not_valid_after_utc] or signers
-    chain_pem = b"".join(c.public_bytes(Encoding.PEM) for c in [*current[:1], *doc_roots[:1]]) or None
-    pck_crl = next((c for c in collateral.crls if "PCK" in _cn(c.issuer)), None)
-    root_crl = next((c for c in collateral.crls if "Root CA" in _cn(c.issuer)), None)
     if not collateral.tcb_info:
-        from donjon.attestation.errors import CollateralError
-
         raise CollateralError(f"{kind.value}.tcb_info.missing", "no TCB info document in the collateral")
-    intel = dcap_verify.IntelCollateral(
-        tcb_info=collateral.tcb_info[0],
-        tcb_info_issuer_chain=chain_pem or b"",
-        qe_identity=collateral.qe_identity[0] if collateral.qe_identity else None,
-        qe_identity_issuer_chain=chain_pem if collateral.qe_identity else None,
-        pck_crl=None if pck_crl is None else pck_crl.public_bytes(Encoding.DER),
-        root_crl=None if root_crl is None else root_crl.public_bytes(Encoding.DER),
-    )
-    kwargs = dict(_mapping(options))
+    pool = [*certs, *collateral.certificates, *roots.certificates, *roots.extra_trusted]
+    signers = [c for c in pool if "TCB Signing" in _cn(c.subject)]
     function = (
         dcap_verify.verify_tdx_quote if kind is EvidenceKind.TDX_QUOTE else dcap_verify.verify_sgx_quote
     )
-    return function(evidence, collateral=intel, roots=list(roots.extra_trusted) or None, at=at, **kwargs)
+    kwargs = dict(_mapping(options))
+
+    def attempt(anchor: x509.Certificate | None, trusted: list[x509.Certificate] | None) -> VerifiedEvidence:
+        mine = [c for c in signers if anchor is not None and c.issuer == anchor.subject]
+        current = [c for c in mine if c.not_valid_before_utc <= at <= c.not_valid_after_utc] or mine
+        chain = [*current[:1], *([anchor] if anchor is not None else [])]
+        chain_pem = b"".join(c.public_bytes(Encoding.PEM) for c in chain)
+        root_crl = next(
+            (c for c in collateral.crls if anchor is not None and c.issuer == anchor.subject), None
+        )
+        pck_crl = next((c for c in collateral.crls if "PCK" in _cn(c.issuer)), None)
+        intel = dcap_verify.IntelCollateral(
+            tcb_info=collateral.tcb_info[0],
+            tcb_info_issuer_chain=chain_pem,
+            qe_identity=collateral.qe_identity[0] if collateral.qe_identity else None,
+            qe_identity_issuer_chain=chain_pem if collateral.qe_identity else None,
+            pck_crl=None if pck_crl is None else pck_crl.public_bytes(Encoding.DER),
+            root_crl=None if root_crl is None else root_crl.public_bytes(Encoding.DER),
+        )
+        return function(evidence, collateral=intel, roots=trusted, at=at, **kwargs)
+
+    intel_root = next((c for c in pool if fingerprint(c) == INTEL_SGX_ROOT_CA_SHA256), None)
+    try:
+        return attempt(intel_root, None)
+    except VerificationFailed as e:
+        if not roots.extra_trusted or not e.check.endswith("root_pin"):
+            raise
+    # The quote does not chain to Intel's root: try the roots the caller trusts explicitly.
+    last: VerificationFailed | None = None
+    for anchor in roots.extra_trusted:
+        try:
+            return attempt(anchor, [anchor])
+        except VerificationFailed as e:
+            if not e.check.endswith(("untrusted_root", "root_pin")):
+                raise
+            last = e
+    assert last is not None
+    raise last
 
 
 def _verify_cca(evidence: bytes, at: datetime, options: object | None) -> VerifiedEvidence:
@@ -254,6 +280,12 @@ def verify_evidence(
             parsed.append(item)
         else:
             parsed.extend(_load_cached(bytes(item)))
+        if len(parsed) > MAX_EVIDENCE_CERTS:
+            raise MalformedEvidence(
+                "evidence.certs",
+                "too many certificates with the evidence",
+                expected=f"<= {MAX_EVIDENCE_CERTS}",
+            )
     bundle = collateral if collateral is not None else Collateral()
     result: Any
     if which is EvidenceKind.SNP_REPORT:
