@@ -1,0 +1,70 @@
+"""Config entries to sockets: the policy each ``listen``/``connect`` entry asks for, and nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from donjon.config import ConnectEntry, ListenEntry, parse_config
+from donjon.tls import Identity, TCPStream, TLSConfigError, TLSStream, self_signed
+from donjon.tls.endpoints import client_context_for, open_connect, open_listen, server_context_for
+
+
+def test_listen_entries_map_to_server_policies(ca) -> None:  # type: ignore[no-untyped-def]
+    identity = Identity(self_signed())
+    assert server_context_for(ListenEntry("p", "127.0.0.1", 80, "tcp"), identity) is None
+    plain = server_context_for(ListenEntry("s", "127.0.0.1", 443, "tls"), identity)
+    assert plain is not None and plain.client_auth is None
+    pinned = ListenEntry("m", "127.0.0.1", 443, "tls", "steward", "spiffe://example.org/keep/a")
+    context = server_context_for(pinned, identity, [ca.cert])
+    assert context is not None and context.client_auth is not None
+    assert {str(s) for s in context.client_auth.spiffe_ids} == {"spiffe://example.org/keep/a"}
+    with pytest.raises(TLSConfigError, match="unattested"):
+        server_context_for(pinned, identity)  # no Steward CA: refuse rather than trust nobody/everybody
+    bad = ListenEntry("m", "127.0.0.1", 443, "tls", "steward", "spiffe://Example.org/")
+    with pytest.raises(TLSConfigError, match="client_identity"):
+        server_context_for(bad, identity, [ca.cert])
+
+
+def test_connect_entries_map_to_client_policies(ca, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ca.pem(tmp_path)
+    assert client_context_for(ConnectEntry("h", "h", 80, "tcp", None), config_dir=tmp_path) is None
+    system = client_context_for(ConnectEntry("h", "h", 443, "tls"), config_dir=tmp_path)
+    assert system is not None and system.anchors.system
+    from_file = ConnectEntry("h", "h", 443, "tls", "file", "Test_Steward_CA.pem")
+    context = client_context_for(from_file, config_dir=tmp_path)
+    assert context is not None and context.anchors.certificates == (ca.cert,)
+    with pytest.raises(TLSConfigError, match="cannot read"):
+        client_context_for(ConnectEntry("h", "h", 443, "tls", "file", "missing.pem"), config_dir=tmp_path)
+    with pytest.raises(TLSConfigError, match="unattested"):
+        client_context_for(ConnectEntry("h", "h", 443, "tls", "steward"), config_dir=tmp_path)
+
+
+def test_open_listen_and_connect_from_entries(ca, server_creds, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ca.pem(tmp_path)
+    with open_listen(ListenEntry("web", "127.0.0.1", 0, "tls"), Identity(server_creds)) as listener:
+        entry = ConnectEntry("localhost", "localhost", listener.port, "tls", "file", "Test_Steward_CA.pem")
+        stream = open_connect(entry, config_dir=tmp_path)
+        assert isinstance(stream, TLSStream)
+        stream.close()
+    with open_listen(ListenEntry("raw", "127.0.0.1", 0, "tcp"), Identity(server_creds)) as listener:
+        stream = open_connect(ConnectEntry("x", "127.0.0.1", listener.port, "tcp", None), config_dir=tmp_path)
+        assert isinstance(stream, TCPStream)
+        stream.close()
+
+
+def test_example_configs_ask_for_the_sockets_the_examples_use(pytestconfig) -> None:  # type: ignore[no-untyped-def]
+    examples = pytestconfig.rootpath / "examples"
+    expected = {
+        "echo/Donjon.toml": ("ingest", "tcp"),
+        "echo/Donjon-tls.toml": ("ingest", "tls"),
+        "http/Donjon.toml": ("web", "tls"),
+        "http/Donjon-tcp.toml": ("web", "tcp"),
+        "client/Donjon.toml": ("example.com", "tls"),
+        "client/Donjon-local.toml": ("localhost", "tcp"),
+    }
+    for path, (name, prot) in expected.items():
+        parsed = parse_config((examples / path).read_bytes(), origin=path)
+        assert not parsed.warnings
+        files = parsed.config.files
+        assert [f.kind for f in files[:3]] == ["stdin", "stdout", "stderr"]
+        assert len(files) == 4 and files[3].name == name and getattr(files[3], "prot", None) == prot
