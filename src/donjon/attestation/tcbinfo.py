@@ -465,7 +465,10 @@ def converge(status: TcbStatus, other: TcbStatus) -> TcbStatus:
 
 
 def _masked_equal(a: bytes, b: bytes, mask: bytes) -> bool:
-    return all((x & m) == (y & m) for x, y, m in zip(a, b, mask, strict=True))
+    if not len(a) == len(b) == len(mask):
+        return False
+    m = int.from_bytes(mask, "big")
+    return (int.from_bytes(a, "big") & m) == (int.from_bytes(b, "big") & m)
 
 
 def _dedupe(*groups: Sequence[str]) -> tuple[str, ...]:
