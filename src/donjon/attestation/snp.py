@@ -50,11 +50,13 @@ __all__ = [
     "REPORT_SIZE",
     "SIGNED_SIZE",
     "SUPPORTED_VERSIONS",
+    "SnpChain",
     "SnpOptions",
     "SnpReport",
     "SnpTcb",
     "decode_tcb",
     "parse_report",
+    "verify_endorsement_chain",
     "verify_snp_report",
 ]
 
@@ -355,12 +357,13 @@ def _check_structure(report: SnpReport) -> None:
     # Reserved fields of this version must be zero; the rest of the checks rely on it.
     for offset, value in report.reserved.items():
         if any(value):
+            first = int(offset, 16) + next(i for i, b in enumerate(value) if b)
             raise MalformedEvidence(
                 "snp.reserved",
-                "reserved bytes are not zero",
+                f"reserved bytes are not zero (first at 0x{first:03x})",
                 field=f"reserved@{offset}",
                 expected="zero",
-                got=value.rstrip(b"\0") or value,
+                got=value,
             )
     if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
         raise MalformedEvidence(
@@ -475,7 +478,9 @@ def _signature_valid(report: SnpReport, key: EndorsementKey, signature: bytes) -
 
 
 @dataclass(frozen=True)
-class _Chain:
+class SnpChain:
+    """A verified endorsement chain: VCEK/VLEK, ASK/ASVK, ARK, and the product line it proves."""
+
     key: EndorsementKey
     intermediate: x509.Certificate
     root: x509.Certificate
@@ -496,10 +501,23 @@ def _root_product(root: x509.Certificate, roots: TrustRoots) -> tuple[Product, b
     return None
 
 
-def _build_chain(
-    key: EndorsementKey, pool: Sequence[x509.Certificate], roots: TrustRoots, at: datetime
-) -> _Chain:
-    """Find and verify intermediate and root for ``key``: signatures, pins, validity at ``at``."""
+def verify_endorsement_chain(
+    cert: x509.Certificate | EndorsementKey,
+    *,
+    pool: Sequence[x509.Certificate],
+    roots: TrustRoots,
+    at: datetime,
+) -> SnpChain:
+    """Verify a VCEK/VLEK's chain at ``at``: its ASK/ASVK and ARK found in ``pool`` or ``roots``.
+
+    Checks every signature, AMD's pins for the product line (or that the root is
+    in ``roots.extra_trusted``) and every certificate's validity. The collateral
+    code uses it to vet a fetched VCEK; :func:`verify_snp_report` uses it for the
+    report's key.
+    """
+    require_aware(at)
+    key = cert if isinstance(cert, EndorsementKey) else amd.parse_endorsement_key(cert)
+    pool = amd.unique([*pool, *roots.certificates, *roots.extra_trusted])
     kind = key.kind
     intermediates = amd.find_issuer(key.certificate, pool)
     if not intermediates:
@@ -540,7 +558,7 @@ def _build_chain(
             except VerificationFailed as e:
                 errors.append(e)
                 continue
-            chain = _Chain(
+            chain = SnpChain(
                 key=key, intermediate=intermediate, root=root, product=product, simulated=simulated
             )
             for cert in (key.certificate, intermediate, root):
@@ -573,7 +591,7 @@ def _check_validity(cert: x509.Certificate, at: datetime) -> None:
         )
 
 
-def _check_crls(chain: _Chain, collateral: Collateral, at: datetime, *, required: bool) -> bool:
+def _check_crls(chain: SnpChain, collateral: Collateral, at: datetime, *, required: bool) -> bool:
     # AMD's CRL (KDS /vcek/v1/<product>/crl) is issued and signed by the ARK and lists
     # revoked ASK/ASVK serial numbers. A CRL from this ARK that does not verify is an
     # error, not something to skip.
@@ -591,7 +609,7 @@ def _check_crls(chain: _Chain, collateral: Collateral, at: datetime, *, required
     return applied
 
 
-def _check_tcb(report: SnpReport, chain: _Chain, options: SnpOptions) -> dict[str, SnpTcb]:
+def _check_tcb(report: SnpReport, chain: SnpChain, options: SnpOptions) -> dict[str, SnpTcb]:
     product = chain.product
     tcbs = {
         "reported_tcb": decode_tcb(report.reported_tcb, product),
@@ -681,7 +699,7 @@ def _check_policy(report: SnpReport, options: SnpOptions) -> None:
             )
 
 
-def _check_product(report: SnpReport, chain: _Chain, options: SnpOptions) -> None:
+def _check_product(report: SnpReport, chain: SnpChain, options: SnpOptions) -> None:
     product = chain.product
     if chain.key.product is not product:
         raise VerificationFailed(
@@ -761,11 +779,11 @@ def verify_snp_report(
     signature = _report_signature(report)
     # Several candidate keys may be offered (e.g. VCEKs for several TCBs); the one
     # whose chain verifies and whose key verifies the signature is the signer.
-    chain: _Chain | None = None
+    chain: SnpChain | None = None
     first_error: Exception | None = None
     for key in _endorsement_candidates(report, pool, kind):
         try:
-            candidate = _build_chain(key, pool, roots, at)
+            candidate = verify_endorsement_chain(key, pool=pool, roots=roots, at=at)
         except (VerificationFailed, CollateralError) as e:
             first_error = first_error or e
             continue
@@ -804,7 +822,7 @@ def verify_snp_report(
     return VerifiedEvidence._create(_claims(report, chain, tcbs), hashlib.sha256(report.raw).digest(), at)
 
 
-def _claims(report: SnpReport, chain: _Chain, tcbs: dict[str, SnpTcb]) -> Claims:
+def _claims(report: SnpReport, chain: SnpChain, tcbs: dict[str, SnpTcb]) -> Claims:
     raw: dict[str, Any] = {
         "version": report.version,
         "vmpl": report.vmpl,
