@@ -125,7 +125,9 @@ def verify_chain(
     require_aware(at)
     chain = [leaf, *intermediates, root]
     if len(chain) > MAX_CHAIN_DEPTH:
-        raise MalformedEvidence(f"{check}.depth", f"chain of {len(chain)} certificates exceeds {MAX_CHAIN_DEPTH}")
+        raise MalformedEvidence(
+            f"{check}.depth", f"chain of {len(chain)} certificates exceeds {MAX_CHAIN_DEPTH}"
+        )
     if pins is not None:
         pinned = {p.lower() for p in pins}
         got = fingerprint(root)
