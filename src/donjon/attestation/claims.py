@@ -115,7 +115,9 @@ class _NoPublicConstructor(type):
     """Metaclass: calling the class raises; the library uses ``_create``."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> NoReturn:
-        raise TypeError(f"{cls.__module__}.{cls.__qualname__} has no public constructor; verify evidence instead")
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor; verify evidence instead"
+        )
 
     def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
         return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
