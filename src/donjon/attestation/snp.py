@@ -148,8 +148,8 @@ class SnpReport:
 
     TCB fields are kept raw (64-bit integers): their meaning depends on the
     product line (see :func:`decode_tcb`). Version-specific fields are ``None``
-    in versions that do not have them. ``reserved`` maps each reserved byte
-    range of *this* version, as ``"0x04c"`` -> bytes, for the must-be-zero check.
+    in versions that do not have them. ``reserved`` lists each reserved byte
+    range of *this* version as (offset, bytes), for the must-be-zero check.
     """
 
     raw: bytes = field(repr=False)
@@ -187,7 +187,7 @@ class SnpReport:
     current_mit_vector: int | None  # 200h (version >= 5)
     signature_r: bytes  # 2A0h, 72 bytes little-endian (zero-extended)
     signature_s: bytes  # 2E8h, 72 bytes little-endian (zero-extended)
-    reserved: dict[str, bytes] = field(repr=False)
+    reserved: tuple[tuple[int, bytes], ...] = field(repr=False)
 
     @property
     def signed_region(self) -> bytes:
@@ -315,7 +315,7 @@ def parse_report(data: bytes) -> SnpReport:
         current_mit_vector=struct.unpack_from("<Q", raw, 0x200)[0] if v5 else None,
         signature_r=raw[0x2A0:0x2E8],
         signature_s=raw[0x2E8:0x330],
-        reserved={f"0x{a:03x}": raw[a:b] for a, b in _reserved_ranges(version)},
+        reserved=tuple((a, raw[a:b]) for a, b in _reserved_ranges(version)),
     )
 
 
@@ -355,13 +355,13 @@ class SnpOptions:
 
 def _check_structure(report: SnpReport) -> None:
     # Reserved fields of this version must be zero; the rest of the checks rely on it.
-    for offset, value in report.reserved.items():
+    for offset, value in report.reserved:
         if any(value):
-            first = int(offset, 16) + next(i for i, b in enumerate(value) if b)
+            first = offset + next(i for i, b in enumerate(value) if b)
             raise MalformedEvidence(
                 "snp.reserved",
                 f"reserved bytes are not zero (first at 0x{first:03x})",
-                field=f"reserved@{offset}",
+                field=f"reserved@0x{offset:03x}",
                 expected="zero",
                 got=value,
             )
