@@ -192,6 +192,8 @@ def test_a_peer_that_never_reads_cannot_grow_our_buffers(ca, server_creds):  # t
                 sent += stream.send(payload[sent:])
         assert sent < 1 << 20, f"{sent} bytes taken while the peer reads nothing"
         assert not stream.writable()
+        # While output is stuck, a reader still waits for input too (the peer may talk first).
+        assert stream.poll_events(True, False) == select.POLLIN | select.POLLOUT
         start_reading.set()
         while sent < len(payload):
             try:

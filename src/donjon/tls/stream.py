@@ -620,9 +620,13 @@ class TLSStream:
     def poll_events(self, read: bool, write: bool) -> int:
         if self._state == self._HANDSHAKE:
             return self._want
+        # Always POLLIN for a reader, even while our own output is stuck: the peer may be
+        # sending before it reads. POLLOUT too when the last operation waited for it (a TLS
+        # read can need a write) or output is pending; readable()/writable() re-check after
+        # every wake-up, so a stale interest costs at most one spurious wake-up.
         events = 0
         if read:
-            events |= self._want if self._want == _POLLOUT else _POLLIN
+            events |= _POLLIN | (self._want & _POLLOUT)
         if write or self._pending_out is not None or self._close_notify_pending:
             events |= _POLLOUT
         return events
