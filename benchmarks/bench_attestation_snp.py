@@ -54,9 +54,9 @@ def timed(ours: Callable[[], object], reference: Callable[[], object], seconds: 
     while time.perf_counter() - start < 0.05:
         ours()
         n += 1
-    batch = max(1, int(n * seconds / 20 / 0.05))
+    batch = max(1, int(n * seconds / 40 / 0.05))
     best = [float("inf"), float("inf")]
-    for _ in range(10):
+    for _ in range(20):
         for i, fn in enumerate((ours, reference)):
             t = time.perf_counter()
             for _ in range(batch):

@@ -40,6 +40,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -77,6 +78,8 @@ DEFAULT_NOT_BEFORE = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT_NOT_AFTER = datetime(2049, 1, 1, tzinfo=UTC)
 #: A plausible current TCB (Milan/Genoa layout; ``fmc`` is used on Turin).
 DEFAULT_TCB = SnpTcb(bootloader=4, tee=0, snp=24, microcode=219, fmc=1)
+#: The CSP id simulated VLEKs are issued to.
+DEFAULT_CSP_ID = "CN=simulated-cloud.invalid"
 #: Guest policy most hypervisors use: ABI 0.0, SMT allowed, bit 17 (reserved, one).
 DEFAULT_POLICY = POLICY_RESERVED_ONE | POLICY_SMT
 
@@ -305,7 +308,7 @@ class SimulatedAmd:
         kind: str = "vcek",
         chip_id: bytes | None = None,
         tcb: SnpTcb = DEFAULT_TCB,
-        csp_id: str = "CN=simulated-cloud.invalid",
+        csp_id: str = DEFAULT_CSP_ID,
         not_before: datetime = DEFAULT_NOT_BEFORE,
         not_after: datetime = DEFAULT_NOT_AFTER,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -345,7 +348,7 @@ class SimulatedAmd:
         kind: str = "vcek",
         chip_id: bytes | None = None,
         tcb: SnpTcb = DEFAULT_TCB,
-        csp_id: str = "CN=simulated-cloud.invalid",
+        csp_id: str = DEFAULT_CSP_ID,
         not_before: datetime = DEFAULT_NOT_BEFORE,
         not_after: datetime = DEFAULT_NOT_AFTER,
         product_name: str | None = None,
@@ -448,7 +451,7 @@ class SimulatedAmd:
         firmware: tuple[int, int, int] = (1, 55, 29),
         launch_mit_vector: int = 0,
         current_mit_vector: int = 0,
-        csp_id: str = "CN=simulated-cloud.invalid",
+        csp_id: str = DEFAULT_CSP_ID,
         cpuid: tuple[int, int, int] | None = None,
         key_info: int | None = None,
     ) -> bytes:
@@ -514,19 +517,21 @@ class SimulatedAmd:
         buf[0x2E8:0x330] = s.to_bytes(72, "little")
         return bytes(buf)
 
-    def evidence(self, report_data: bytes, **kwargs: object) -> SimulatedEvidence:
-        """:meth:`report` plus the certificates to verify it: VCEK/VLEK, ASK/ASVK, ARK (DER)."""
-        signing_key = str(kwargs.get("signing_key", "vcek"))
-        report = self.report(report_data, **kwargs)  # type: ignore[arg-type]
-        tcb = kwargs.get("tcb", DEFAULT_TCB)
-        assert isinstance(tcb, SnpTcb)
-        chip = kwargs.get("chip_id")
-        _, cert = self.endorsement_key(
-            kind=signing_key,
-            chip_id=chip if isinstance(chip, bytes) else None,
-            tcb=tcb,
-            csp_id=str(kwargs.get("csp_id", "CN=simulated-cloud.invalid")),
+    def evidence(
+        self,
+        report_data: bytes,
+        *,
+        signing_key: str = "vcek",
+        tcb: SnpTcb = DEFAULT_TCB,
+        chip_id: bytes | None = None,
+        csp_id: str = DEFAULT_CSP_ID,
+        **fields: Any,
+    ) -> SimulatedEvidence:
+        """:meth:`report` (same keywords) and the certificates that verify it: VCEK/VLEK, ASK/ASVK, ARK."""
+        report = self.report(
+            report_data, signing_key=signing_key, tcb=tcb, chip_id=chip_id, csp_id=csp_id, **fields
         )
+        _, cert = self.endorsement_key(kind=signing_key, chip_id=chip_id, tcb=tcb, csp_id=csp_id)
         middle = self.ask if signing_key == "vcek" else self.asvk
         der = serialization.Encoding.DER
         return SimulatedEvidence(
