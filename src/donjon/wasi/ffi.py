@@ -14,7 +14,7 @@ faster argument types here never changes the ones wasmtime-py itself relies on.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -90,20 +90,14 @@ def _take_error(err: int) -> str:
 
 
 def define_unchecked(
-    linker: wasmtime.Linker,
-    module: str,
-    name: str,
-    params: Sequence[wasmtime.ValType],
-    results: Sequence[wasmtime.ValType],
-    callback: Any,
+    linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType, callback: Any
 ) -> None:
-    """Define ``module.name`` in ``linker`` as an unchecked host function.
+    """Define ``module.name`` of type ``ty`` in ``linker`` as an unchecked host function.
 
     ``callback`` must be an ``UNCHECKED_CALLBACK`` object; the caller keeps it alive for as long as the
     linker and every store instantiated through it exist (wasmtime only stores the C pointer).
     Raises ``wasmtime.WasmtimeError`` when wasmtime refuses the definition.
     """
-    ty = wasmtime.FuncType(list(params), list(results))
     mod_b = module.encode()
     name_b = name.encode()
     err = _linker_define_func_unchecked(

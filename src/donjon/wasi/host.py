@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -623,10 +623,6 @@ class WasiHost:
     # =========================================================================================
     # binding to wasmtime
     # =========================================================================================
-    def callbacks(self) -> dict[str, Any]:
-        """One unchecked wasmtime callback per WASI function (keep them alive while the store lives)."""
-        return {name: _trampoline(self, name, params) for name, params in SIGNATURES.items()}
-
     def bind_memory_from_caller(self, caller: int) -> None:
         """Called before instantiation finishes (a start function calling WASI): find the memory."""
         self.memory.bind(ffi.memory_from_caller(caller, self.store_context))
@@ -708,30 +704,38 @@ def _times(atim: int, mtim: int, flags: int) -> tuple[int | None, int | None, bo
 # ==============================================================================================
 # Trampolines: generated per signature, so each call does only the work its arguments need.
 # ==============================================================================================
+# The trampoline source, specialised per (touches memory?, parameter count, returns errno?) and
+# compiled once per process; each host then gets its own closure over its method and memory.
 _TEMPLATE = """
-def callback(env, caller, args, nargs):
-    try:
-{refresh}{decode}        method({params})
-        {result_ok}
-    except Errno as e:
-        {result_err}
-    except ProcExit as e:
-        return host.on_exit(e.code & 0xFFFFFFFF)
-    except Exception as e:
-        {result_eio}
-    except BaseException as e:
-        return host.on_fatal(e)
-    return 0
+def make(method, host, memory, unpack):
+    def callback(env, caller, args, nargs):
+        try:
+{refresh}{decode}            method({params})
+            {result_ok}
+        except Errno as e:
+            {result_err}
+        except ProcExit as e:
+            return host.on_exit(e.code & 0xFFFFFFFF)
+        except Exception as e:
+            {result_eio}
+        except BaseException as e:
+            return host.on_fatal(e)
+        return 0
+    return callback
 """
 
 # Re-read the memory's base address (one C call); rebuild the view only when it moved.
-_REFRESH = """        if memory._ref is None:
-            host.bind_memory_from_caller(caller)
-        else:
-            base = memory_data(memory._context, memory._address)
-            if base != memory._base:
-                memory._remap(base)
+_REFRESH = """            if memory._ref is None:
+                host.bind_memory_from_caller(caller)
+            else:
+                base = memory_data(memory._context, memory._address)
+                if base != memory._base:
+                    memory._remap(base)
 """
+
+_RESULT = struct.Struct("<I")
+_FACTORIES: dict[tuple[bool, int, bool], Callable[..., Callable[..., int]]] = {}
+_UNPACKERS: dict[str, Callable[..., tuple[int, ...]]] = {}
 
 
 def _param_format(params: str) -> str:
@@ -740,47 +744,57 @@ def _param_format(params: str) -> str:
     return "<" + "".join(parts)
 
 
+def _factory(refresh: bool, nparams: int, has_result: bool) -> Callable[..., Callable[..., int]]:
+    key = (refresh, nparams, has_result)
+    factory = _FACTORIES.get(key)
+    if factory is None:
+        names = [f"a{i}" for i in range(nparams)]
+        source = _TEMPLATE.format(
+            refresh=_REFRESH if refresh else "",
+            decode=f"            {', '.join(names)}, = unpack(RAW, args)\n" if nparams else "",
+            params=", ".join(names),
+            # The i32 result goes in the first slot's low 4 bytes (wasmtime_val_raw_t.i32).
+            result_ok="set_result(RAW, args, 0)" if has_result else "pass",
+            result_err="set_result(RAW, args, e.code)" if has_result else "pass",
+            result_eio="set_result(RAW, args, host.on_internal_error(e))"
+            if has_result
+            else "host.on_internal_error(e)",
+        )
+        namespace: dict[str, Any] = {
+            "Errno": Errno,
+            "ProcExit": ProcExit,
+            "RAW": ffi.RAW,
+            "memory_data": ffi.memory_data,
+            "set_result": _RESULT.pack_into,
+        }
+        exec(compile(source, f"<wasi trampoline {key}>", "exec"), namespace)
+        factory = _FACTORIES[key] = namespace["make"]
+    return factory
+
+
 def _trampoline(host: WasiHost, name: str, params: str) -> Any:
-    names = [f"a{i}" for i in range(len(params))]
-    decode = f"        {', '.join(names)}, = unpack(RAW, args)\n" if params else ""
-    has_result = name not in NO_RESULT
-    source = _TEMPLATE.format(
-        refresh="" if name in NO_MEMORY else _REFRESH,
-        decode=decode,
-        params=", ".join(names),
-        result_ok="set_result(RAW, args, 0)" if has_result else "pass",
-        result_err="set_result(RAW, args, e.code)" if has_result else "pass",
-        result_eio="set_result(RAW, args, host.on_internal_error(e))"
-        if has_result
-        else "host.on_internal_error(e)",
-    )
-    namespace: dict[str, Any] = {
-        "method": getattr(host, name),
-        "host": host,
-        "memory": host.memory,
-        "memory_data": ffi.memory_data,
-        "Errno": Errno,
-        "ProcExit": ProcExit,
-        "RAW": ffi.RAW,
-        "unpack": struct.Struct(_param_format(params)).unpack_from,
-        # The i32 result goes in the first slot's low 4 bytes (wasmtime_val_raw_t.i32).
-        "set_result": _RESULT.pack_into,
-    }
-    exec(compile(source, f"<wasi trampoline {name}>", "exec"), namespace)
-    return ffi.UNCHECKED_CALLBACK(namespace["callback"])
+    unpack = _UNPACKERS.get(params)
+    if unpack is None:
+        unpack = _UNPACKERS[params] = struct.Struct(_param_format(params)).unpack_from
+    make = _factory(name not in NO_MEMORY, len(params), name not in NO_RESULT)
+    return ffi.UNCHECKED_CALLBACK(make(getattr(host, name), host, host.memory, unpack))
 
 
-_RESULT = struct.Struct("<I")
+def _func_type(name: str) -> wasmtime.FuncType:
+    # Not cached: wasmtime binds a function type to the first engine it is used with.
+    i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+    params = [i32 if k == "i" else i64 for k in SIGNATURES[name]]
+    return wasmtime.FuncType(params, [] if name in NO_RESULT else [i32])
 
 
-def define(linker: wasmtime.Linker, host: WasiHost) -> list[Any]:
-    """Define every WASI function of ``host`` in ``linker``; returns the callbacks to keep alive."""
-    i32 = wasmtime.ValType.i32()
-    i64 = wasmtime.ValType.i64()
+def define(linker: wasmtime.Linker, host: WasiHost, names: Iterable[str] | None = None) -> list[Any]:
+    """Define ``names`` (default: all 46 WASI functions) of ``host`` in ``linker``.
+
+    Returns the callbacks, which must stay alive as long as any store instantiated through the linker.
+    """
     keep: list[Any] = []
-    for name, cb in host.callbacks().items():
-        params = [i32 if k == "i" else i64 for k in SIGNATURES[name]]
-        results = [] if name in NO_RESULT else [i32]
-        ffi.define_unchecked(linker, MODULE, name, params, results, cb)
+    for name in SIGNATURES if names is None else names:
+        cb = _trampoline(host, name, SIGNATURES[name])
+        ffi.define_unchecked(linker, MODULE, name, _func_type(name), cb)
         keep.append(cb)
     return keep

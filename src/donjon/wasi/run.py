@@ -16,13 +16,17 @@ from .spec import GuestSpec
 _KEEPALIVE: weakref.WeakKeyDictionary[wasmtime.Store, list[Any]] = weakref.WeakKeyDictionary()
 
 
-def _check_imports(module: wasmtime.Module) -> None:
+def _imported_functions(module: wasmtime.Module) -> list[str]:
+    """The WASI functions ``module`` imports; anything else it imports is a ``GuestLinkError``."""
+    names = []
     for imp in module.imports:
         if imp.module != MODULE or imp.name not in SIGNATURES:
             raise GuestLinkError(
                 f"module imports {imp.module}.{imp.name}, which Donjon does not provide",
                 import_name=f"{imp.module}.{imp.name}",
             )
+        names.append(imp.name)
+    return list(dict.fromkeys(names))  # a module may import one function twice
 
 
 def run_module(store: wasmtime.Store, module: wasmtime.Module, spec: GuestSpec) -> int:
@@ -33,11 +37,11 @@ def run_module(store: wasmtime.Store, module: wasmtime.Module, spec: GuestSpec) 
     ``WasiError`` (a pre-open cannot be opened). Every fd the host opened for the guest is closed
     before returning, also on a trap.
     """
-    _check_imports(module)
+    imported = _imported_functions(module)
     host = WasiHost(spec, ffi.store_context(store))
     try:
         linker = wasmtime.Linker(store.engine)
-        _KEEPALIVE.setdefault(store, []).extend(define(linker, host))
+        _KEEPALIVE.setdefault(store, []).extend(define(linker, host, imported))
         try:
             instance = linker.instantiate(store, module)
             start = instance.exports(store).get("_start")
