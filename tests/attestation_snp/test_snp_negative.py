@@ -501,6 +501,7 @@ def test_cpuid_must_match_the_chain(sim_milan: SimulatedAmd) -> None:
         sim_run(sim_milan, cpuid=(0x17, 0x31, 0x00))  # Rome: no SEV-SNP product
     assert e.value.check == "snp.product.cpuid"
     sim_run(sim_milan, version=2, cpuid=None)  # v2 has no CPUID: the chain decides
+    assert sim_run(sim_milan, version=3, cpuid=(0, 0, 0)).claims.platform == "Milan"  # not filled in
 
 
 def test_masked_chip_id_is_reported_as_masked(sim_milan: SimulatedAmd) -> None:

@@ -708,7 +708,9 @@ def _check_product(report: SnpReport, chain: SnpChain, options: SnpOptions) -> N
             expected=product.value,
             got=chain.key.product_name,
         )
-    if report.version >= 3:
+    # All-zero CPUID fields in a v3+ report mean the firmware did not fill them in: the
+    # certificate chain alone then decides, as for version 2.
+    if report.version >= 3 and (report.cpuid_fam_id or report.cpuid_mod_id or report.cpuid_step):
         from_cpuid = report.cpuid_product
         if from_cpuid is None:
             raise VerificationFailed(
