@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -174,3 +175,29 @@ def test_plain_tcp_server_uses_the_same_loop(serve):  # type: ignore[no-untyped-
     for t in threads:
         t.join(TIMEOUT)
     assert results == [b"plain bytes"] * 10
+
+
+def test_garbage_on_the_tls_port_never_hurts_the_server(serve, server_creds, ca_pem):  # type: ignore[no-untyped-def]
+    """Any bytes a client sends before a handshake end in a refused connection, never a crash."""
+    server = serve(ServerContext(Identity(server_creds)), handshake_timeout=0.5)
+    blobs = [
+        b"\x16\x03\x01\xff\xff" + os.urandom(2000),  # a handshake record claiming 65535 bytes
+        b"\x16\x03\x03\x00\x05\x01\x00\x00\x01\x00",  # a ClientHello of length 1
+        b"\x15\x03\x03\x00\x02\x02\x28",  # a fatal alert before anything else
+        b"\x17\x03\x03\x00\x10" + os.urandom(16),  # application data before a handshake
+        b"\x80\x2e\x01\x03\x01" + os.urandom(46),  # an SSLv2-style ClientHello
+        *(os.urandom(n) for n in (1, 5, 100, 5000)),
+    ]
+
+    def send(blob: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as raw:
+            raw.sendall(blob)
+            with contextlib.suppress(ConnectionResetError):
+                while raw.recv(4096):
+                    pass
+
+    with ThreadPoolExecutor(max_workers=len(blobs)) as pool:
+        list(pool.map(send, blobs))
+    assert round_trips(server.port, client_ctx(ca_pem), [b"still standing"])
+    wait_for(lambda: not server.conns)
+    assert server.crashed is None

@@ -157,9 +157,16 @@ def _verify_callback(
             return True
         try:
             _check_peer(expected, cert, notes)
-        except (PeerIdentityMismatch, TLSConfigError, ValueError) as e:
+        except (PeerIdentityMismatch, TLSConfigError) as e:
             if notes.failure is None:
                 notes.failure = f"peer certificate: {e}"
+            return False
+        except Exception as e:
+            # The certificate is the peer's: whatever it makes a parser raise is a refusal, not
+            # a crash. (An exception escaping this callback would also be re-raised by pyOpenSSL
+            # on whichever connection of this context next reports an error.)
+            if notes.failure is None:
+                notes.failure = f"peer certificate unreadable: {type(e).__name__}: {e}"[:300]
             return False
         return True
 

@@ -63,7 +63,7 @@ def check_host_name(cert: x509.Certificate, host: str) -> None:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as e:
         raise PeerIdentityMismatch("certificate has no subjectAltName", expected=host, got="none") from e
-    except ValueError as e:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
         raise PeerIdentityMismatch(f"certificate subjectAltName does not parse: {e}") from e
     if isinstance(target, str):
         names = san.get_values_for_type(x509.DNSName)

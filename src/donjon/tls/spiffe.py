@@ -88,7 +88,8 @@ def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as e:
         raise PeerIdentityMismatch("certificate has no subjectAltName, so no SPIFFE ID") from e
-    except ValueError as e:  # a malformed extension, reported lazily by cryptography
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
+        # A malformed extension, reported lazily by cryptography.
         raise PeerIdentityMismatch(f"certificate subjectAltName does not parse: {e}") from e
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
