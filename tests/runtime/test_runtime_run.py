@@ -148,7 +148,7 @@ def test_enarx_toml_runs_unchanged(examples: Path, tmp_path: Path, capfd: pytest
 
 
 def test_config_dir_entry_is_relative_to_the_config(
-    examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = tmp_path / "project"
     (project / "assets").mkdir(parents=True)
@@ -172,7 +172,7 @@ def test_config_dir_entry_is_relative_to_the_config(
     )
     reader = str(examples / "filereader" / "filereader.wasm")
     # Run from elsewhere: the host path resolves against the config's directory, not the cwd.
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert main(["run", "--config", str(config), reader]) == 0
     assert capfd.readouterr().out == f"size=12 fnv1a64={fnv1a64(b'hello, keep' + bytes([10]))}\n"
 
@@ -221,11 +221,16 @@ def test_sockets_are_parsed_but_not_yet_supported(
     ],
 )
 def test_config_errors_exit_2_with_key_and_line(
-    examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], text: str, expected: str
+    examples: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    expected: str,
 ) -> None:
     config = tmp_path / "Enarx.toml"
     config.write_text(text)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert main(["run", "--config", "Enarx.toml", str(examples / "hello" / "hello.wasm")]) == 2
     out, err = capfd.readouterr()
     assert out == ""
