@@ -561,8 +561,8 @@ def verify_endorsement_chain(
             chain = SnpChain(
                 key=key, intermediate=intermediate, root=root, product=product, simulated=simulated
             )
-            for cert in (key.certificate, intermediate, root):
-                _check_validity(cert, at)
+            for member in (key.certificate, intermediate, root):
+                _check_validity(member, at)
             return chain
     if errors:
         raise errors[0]
@@ -796,21 +796,20 @@ def verify_snp_report(
             "snp.signature", f"the report's signature does not verify with the {kind.upper()}"
         )
     if chain is None:
-        assert first_error is not None
-        raise first_error
+        raise first_error or VerificationFailed("snp.signature", "no endorsement key verifies the report")
     _check_crls(chain, collateral, at, required=options.require_crl)
     _check_product(report, chain, options)
-    if kind == "vcek":
-        hwid = chain.key.hwid
-        assert hwid is not None
-        if not report.chip_id_masked and not _hwid_matches(hwid, report.chip_id):
-            raise VerificationFailed(
-                "snp.chip_id",
-                "CHIP_ID is not the chip the VCEK was issued for",
-                field="CHIP_ID",
-                expected=hwid,
-                got=report.chip_id,
-            )
+    # A VCEK names its chip (hwID); a masked CHIP_ID (all zero) cannot be compared and is
+    # reported as "masked"; a VLEK names no chip.
+    hwid = chain.key.hwid
+    if hwid is not None and not report.chip_id_masked and not _hwid_matches(hwid, report.chip_id):
+        raise VerificationFailed(
+            "snp.chip_id",
+            "CHIP_ID is not the chip the VCEK was issued for",
+            field="CHIP_ID",
+            expected=hwid,
+            got=report.chip_id,
+        )
     tcbs = _check_tcb(report, chain, options)
     _check_policy(report, options)
     if options.report_data is not None and report.report_data != options.report_data:

@@ -211,8 +211,7 @@ def _verify_intel(
             if not e.check.endswith(("untrusted_root", "root_pin")):
                 raise
             last = e
-    assert last is not None
-    raise last
+    raise last or VerificationFailed(f"{kind.value}.root", "no trusted root")
 
 
 def _verify_cca(evidence: bytes, at: datetime, options: object | None) -> VerifiedEvidence:
