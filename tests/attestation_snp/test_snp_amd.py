@@ -86,6 +86,9 @@ def test_cert_table(sim_milan: SimulatedAmd) -> None:
         header += _guid_bytes(guid) + struct.pack("<II", header_len + len(body), len(blob))
         body += blob
     table = header + bytes(24) + body
+    from donjon.attestation.detect import recognise_collateral
+
+    assert len(recognise_collateral(table).certificates) == 3  # the auxblob as --collateral
     entries = amd.parse_cert_table(table)
     assert [kind for kind, _ in entries] == ["vcek", "ask", "ark", "11111111-2222-3333-4444-555555555555"]
     assert entries[0][1] == vcek.public_bytes(Encoding.DER)

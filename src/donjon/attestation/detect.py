@@ -1,9 +1,10 @@
 """Recognise evidence and collateral by content, so callers need not say what a file is.
 
 Used by the ``donjon evidence`` CLI: ``--collateral`` takes any mix of
-certificates (PEM bundles, DER, DER PkiPath), CRLs (PEM or DER), Intel TCB info
-and QE identity JSON; the evidence file may be raw binary or hex text. Pure:
-bytes in, a :class:`Collateral` or an :class:`EvidenceKind` out.
+certificates (PEM bundles, DER, DER PkiPath, an SEV-SNP extended report's
+certificate table), CRLs (PEM or DER), Intel TCB info and QE identity JSON;
+the evidence file may be raw binary or hex text. Pure: bytes in, a
+:class:`Collateral` or an :class:`EvidenceKind` out.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import binascii
 import json
 import re
 import struct
+import uuid
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from donjon.attestation.amd import parse_cert_table
 from donjon.attestation.errors import CollateralError, MalformedEvidence
 from donjon.attestation.pki import MAX_PEM_BYTES
 from donjon.attestation.verify import MAX_EVIDENCE_BYTES, Collateral, EvidenceKind
@@ -33,6 +36,17 @@ _HEX_TEXT = re.compile(rb"^[0-9a-fA-F\s]+$")
 _SNP_REPORT_SIZE = 0x4A0
 _QUOTE_TEE_SGX = 0x00000000
 _QUOTE_TEE_TDX = 0x00000081
+#: GUIDs (as stored, little-endian fields) that open an SNP extended-report certificate table.
+_CERT_TABLE_GUIDS = frozenset(
+    uuid.UUID(text).bytes_le
+    for text in (
+        "63da758d-e664-4564-adc5-f4b93be8accd",  # VCEK
+        "a8074bc2-a25a-483e-aae6-39c045a0b8a1",  # VLEK
+        "4ab7b379-bbac-4fe4-a02f-05aef327c782",  # ASK
+        "c0b406a4-a803-4952-9743-3fb6014cd0ae",  # ARK
+    )
+)
+_CERT_KINDS = frozenset({"vcek", "vlek", "ask", "ark"})
 #: CBOR tag 399 (0xd9 0x01 0x8f) wraps a CCA attestation token (collection).
 _CCA_TAG = b"\xd9\x01\x8f"
 
@@ -140,6 +154,14 @@ def _der(data: bytes, source: str) -> Collateral:
     except (ValueError, UnsupportedAlgorithm):
         certs = ()
     if certs:
+        return Collateral(certificates=certs, sources=(source,))
+    if len(data) >= 24 and data[:16] in _CERT_TABLE_GUIDS:
+        # An SEV-SNP extended report's certificate table (configfs-tsm "auxblob").
+        try:
+            entries = parse_cert_table(data)
+            certs = tuple(x509.load_der_x509_certificate(der) for kind, der in entries if kind in _CERT_KINDS)
+        except (MalformedEvidence, ValueError, UnsupportedAlgorithm) as e:
+            raise CollateralError("collateral.parse", f"{source}: invalid SNP certificate table: {e}") from e
         return Collateral(certificates=certs, sources=(source,))
     raise CollateralError(
         "collateral.unrecognised", f"{source}: not a certificate, CRL, PkiPath, TCB info or QE identity"
