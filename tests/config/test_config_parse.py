@@ -347,3 +347,41 @@ kind = "stdout"
 '''
     err = error(text)
     assert (err.key, err.line) == ("files[1].extra", 17)
+
+
+def test_lines_with_tricky_toml() -> None:
+    from donjon.config.locate import scan
+
+    text = """\
+"quoted.key" = "a \\" b # not a comment"
+when = 1979-05-27T07:32:00Z
+lit = 'C:\\path\\'
+ml = \"\"\"ends with an escaped quote \\\"\"\"\"
+ml2 = '''it's '' fine'''''
+env.DOTTED = "x"
+files = [
+  { kind = "stdin" },  # inline
+  { kind = "stdout", name = "out" },
+]
+[ "tbl" . sub ]
+k = [1, [2, 3], {a = "]"}]
+after = true
+[[ arr ]]   # comment
+x = 1
+"""
+    lines = scan(text).lines
+    assert lines[("quoted.key",)] == 1
+    assert lines[("when",)] == 2
+    assert lines[("lit",)] == 3
+    assert lines[("ml",)] == 4
+    assert lines[("ml2",)] == 5
+    assert lines[("env", "DOTTED")] == 6
+    assert lines[("files",)] == 7
+    assert lines[("tbl", "sub")] == 11
+    assert lines[("tbl", "sub", "k")] == 12
+    assert lines[("tbl", "sub", "after")] == 13
+    assert lines[("arr", 0)] == 14
+    assert lines[("arr", 0, "x")] == 15
+    import tomllib
+
+    tomllib.loads(text)  # the fixture is valid TOML, as the scanner assumes

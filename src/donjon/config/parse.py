@@ -109,7 +109,12 @@ def parse_config(source: bytes | str, *, origin: str = "Donjon.toml") -> ParsedC
             line = text.count("\n") + 1 if match else None
         reason = message[: match.start()] if match else message
         raise ConfigSyntaxError("", f"not valid TOML: {reason}", line=line, origin=origin) from e
-    return _Validator(scan(text), origin).config(document)
+    try:
+        source_map = scan(text)
+    except (ValueError, IndexError):  # pragma: no cover - the scanner only sees valid TOML
+        # Line numbers are a courtesy: never let the scanner turn a config error into a crash.
+        source_map = SourceMap()
+    return _Validator(source_map, origin).config(document)
 
 
 class _Validator:

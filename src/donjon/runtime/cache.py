@@ -52,7 +52,9 @@ _SUFFIX = ".cwasm"
 DEFAULT_MAX_BYTES = 1 << 30
 _MAX_ENTRY_BYTES = 1 << 30
 
-_O_BASE = os.O_CLOEXEC | os.O_NOFOLLOW
+# O_NONBLOCK: opening a FIFO planted under an entry's name must not hang (it is then not a
+# regular file and is rejected); it changes nothing for regular files.
+_O_BASE = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 class CacheOutcome(enum.Enum):
