@@ -400,3 +400,25 @@ def test_print_digest_is_stable_and_reflects_the_config(
     assert main(["run", "--print-digest", hello, "b"]) == 0
     assert capfd.readouterr().out.strip() != first
     assert len(bytes.fromhex(first)) == 32
+
+
+def test_ctrl_c_stops_a_guest_in_a_loop(examples: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "donjon", "run", str(examples / "compute" / "compute.wasm"), "100000000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "NOT attested" in proc.stderr.readline()  # printed right before the guest starts
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGINT
+    assert "Traceback" not in err

@@ -255,6 +255,7 @@ def _run(opts: Options) -> int:
     from donjon.wasi import GuestTrap, WasiError
 
     report = RunReport()
+    saved_sigint: list[object] = []
 
     def before_start() -> None:
         if opts.verbose:
@@ -263,6 +264,14 @@ def _run(opts: Options) -> int:
             _error(f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested")
         sys.stdout.flush()
         sys.stderr.flush()
+        # Python's SIGINT handler only runs between bytecodes, never inside compiled wasm: a
+        # guest in a loop would ignore Ctrl-C. While the guest runs, Ctrl-C kills the process
+        # like any native program (exit status 130 from the shell), as under wasmtime's CLI.
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            saved_sigint.append(signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     try:
         code = run_workload(workload, backend, cache=cache, report=report, before_start=before_start)
@@ -283,6 +292,10 @@ def _run(opts: Options) -> int:
         _error(f"cannot run the guest: {e}")
         return EXIT_OPERATIONAL
     finally:
+        if saved_sigint:
+            import signal
+
+            signal.signal(signal.SIGINT, saved_sigint[0])  # type: ignore[arg-type]
         if cache is not None:
             cache.close()
     # The OS keeps only the low 8 bits of an exit status; a guest code outside 0-255 must
