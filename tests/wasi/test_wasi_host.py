@@ -12,7 +12,18 @@ import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from donjon.wasi import GuestLinkError, GuestSpec, GuestTrap, PreopenDir, Stdio, WasiError, abi, run_module
+from donjon.wasi import (
+    GuestLinkError,
+    GuestSpec,
+    GuestTrap,
+    InvalidGuestSpec,
+    PreopenDir,
+    PreopenError,
+    Stdio,
+    WasiError,
+    abi,
+    run_module,
+)
 from donjon.wasi.files import OpenFile, StdioFile
 
 PAGE = 65536
@@ -505,3 +516,56 @@ def test_runs_on_several_engines_in_one_process() -> None:
         engine = wasmtime.Engine()
         module = _module(engine, "(call $exit (i32.const 5))", PROC_EXIT)
         assert run_module(wasmtime.Store(engine), module, _spec()) == 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (GuestSpec(args=["a\0b"], env=[], files=[]), "args"),
+        (GuestSpec(args=[], env=[("A=B", "c")], files=[]), "env"),
+        (GuestSpec(args=[], env=[("", "c")], files=[]), "env"),
+        (GuestSpec(args=[], env=[("A", "c\0")], files=[]), "env"),
+        (GuestSpec(args=["x" * (1 << 20)], env=[], files=[]), "args"),
+        (GuestSpec(args=[], env=[], files=[PreopenDir(Path("relative"), "/")]), "files"),
+    ],
+)
+def test_invalid_spec_is_refused(engine: wasmtime.Engine, spec: GuestSpec, field: str) -> None:
+    with pytest.raises(InvalidGuestSpec) as info:
+        run_module(wasmtime.Store(engine), _module(engine, "nop"), spec)
+    assert info.value.field == field
+
+
+def test_preopen_that_is_a_file_is_preopen_error(engine: wasmtime.Engine, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PreopenError) as info:
+        run_module(
+            wasmtime.Store(engine), _module(engine, "nop"), _spec([PreopenDir(tmp_path / "file", "/")])
+        )
+    assert info.value.host_path == str(tmp_path / "file")
+
+
+def test_start_with_parameters_is_link_error(engine: wasmtime.Engine) -> None:
+    wat = '(module (memory (export "memory") 1) (func (export "_start") (param i32)))'
+    with pytest.raises(GuestLinkError):
+        run_module(wasmtime.Store(engine), wasmtime.Module(engine, wasmtime.wat2wasm(wat)), _spec())
+
+
+def test_proc_exit_from_a_start_section(engine: wasmtime.Engine) -> None:
+    wat = f"""(module {PROC_EXIT} (memory (export "memory") 1)
+      (func $init (call $exit (i32.const 9))) (start $init) (func (export "_start")))"""
+    assert run_module(wasmtime.Store(engine), wasmtime.Module(engine, wasmtime.wat2wasm(wat)), _spec()) == 9
+
+
+def test_overlong_path_is_enametoolong(make_guest: Any, tmp_path: Path) -> None:
+    guest = make_guest(_spec([*STDIO, PreopenDir(tmp_path, "/", writable=True)]))
+    assert guest.call("path_create_directory", 3, 0, 5000) == abi.ENAMETOOLONG
+    assert guest.call("path_create_directory", 3, 0, 2**32 - 1) == abi.ENAMETOOLONG
+
+
+def test_fifo_in_the_tree_does_not_hang_open(make_guest: Any, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    guest = make_guest(_spec([*STDIO, PreopenDir(tmp_path, "/", writable=True)]))
+    p, n = guest.path(1024, "fifo")
+    # Opening a FIFO for writing with no reader fails at once (ENXIO) instead of blocking the host.
+    assert guest.call("path_open", 3, 0, p, n, 0, abi.RIGHT_FD_WRITE, 0, 0, 0) == abi.ENXIO
+    assert guest.call("path_open", 3, 0, p, n, 0, abi.RIGHT_FD_READ, 0, 0, 0) == 0

@@ -33,6 +33,24 @@ class GuestLinkError(WasiError):
         self.import_name = import_name
 
 
+class InvalidGuestSpec(WasiError):
+    """A ``GuestSpec`` the host refuses to build a guest from (``field`` names the culprit)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class PreopenError(WasiError):
+    """A pre-opened directory cannot be opened on the host."""
+
+    def __init__(self, host_path: str, reason: str) -> None:
+        super().__init__(f"cannot open pre-opened directory {host_path}: {reason}")
+        self.host_path = host_path
+        self.reason = reason
+
+
 class Errno(Exception):
     """A WASI errno a host function returns to the guest (internal: never escapes the host)."""
 

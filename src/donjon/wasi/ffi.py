@@ -14,6 +14,7 @@ faster argument types here never changes the ones wasmtime-py itself relies on.
 from __future__ import annotations
 
 import ctypes
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +38,7 @@ VAL_RAW_SIZE = ctypes.sizeof(_wffi.wasmtime_val_raw_t)
 # callback's whole ``wasmtime_val_raw_t`` array in one step (a ctypes ``from_address`` per argument
 # costs several times more). Only addresses wasmtime hands to a callback are ever read or written
 # through it; guest memory goes through memory.GuestMemory's bounds-checked views instead.
-RAW = memoryview((ctypes.c_ubyte * (1 << 47)).from_address(0))
+RAW = memoryview((ctypes.c_ubyte * sys.maxsize).from_address(0))
 
 
 def _fn(name: str, restype: Any, *argtypes: Any) -> Any:
@@ -160,10 +161,3 @@ def memory_from_caller(caller: int, context: int) -> MemoryRef | None:
 def trap_details(trap: wasmtime.Trap) -> str:
     """A trap's message, which includes wasmtime's wasm backtrace."""
     return str(trap)
-
-
-def exit_code_of(error: wasmtime.WasmtimeError) -> int | None:
-    """The exit status carried by a wasmtime ``ExitTrap`` (not produced by Donjon's own host)."""
-    if isinstance(error, wasmtime.ExitTrap):
-        return int(error.code)
-    return None

@@ -26,11 +26,11 @@ import wasmtime
 
 from . import abi, ffi
 from .errno_map import errno_from_os
-from .errors import Errno, ProcExit, WasiError
-from .fdtable import FdTable
+from .errors import Errno, InvalidGuestSpec, PreopenError, ProcExit
+from .fdtable import MAX_FDS, FdTable
 from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of, filetype_of_mode
 from .memory import GuestMemory
-from .paths import Resolved, resolve
+from .paths import MAX_PATH, Resolved, resolve
 from .spec import GuestSpec, PreopenDir, Stdio
 
 MODULE = "wasi_snapshot_preview1"
@@ -127,6 +127,29 @@ _CLOCK_IDS = {
 }
 
 
+_STDIO_INDEX = {"stdin": 0, "stdout": 1, "stderr": 2}
+MAX_STRINGS_BYTES = 1 << 20  # args or env, NUL-terminated, in total (Linux's ARG_MAX is 2 MiB for both)
+
+
+def _env_entry(key: str, value: str) -> str:
+    if not key or "=" in key:
+        raise InvalidGuestSpec("env", f"bad variable name {key!r}")
+    return f"{key}={value}"
+
+
+def _strings(field: str, items: list[str]) -> list[bytes]:
+    """NUL-terminated UTF-8 strings for args_get/environ_get; NUL inside or too much in total is refused."""
+    out = []
+    for item in items:
+        data = item.encode("utf-8")
+        if b"\0" in data:
+            raise InvalidGuestSpec(field, f"NUL byte in {item!r}")
+        out.append(data + b"\0")
+    if sum(len(b) for b in out) > MAX_STRINGS_BYTES:
+        raise InvalidGuestSpec(field, f"more than {MAX_STRINGS_BYTES} bytes")
+    return out
+
+
 def _signed64(value: int) -> int:
     return value - (1 << 64) if value & _I64_SIGN else value
 
@@ -145,8 +168,10 @@ class WasiHost:
         self.exit_code: int | None = None
         self.fatal: BaseException | None = None
         self.internal_errors: list[BaseException] = []
-        self.args = [a.encode("utf-8") + b"\0" for a in spec.args]
-        self.env = [f"{k}={v}".encode() + b"\0" for k, v in spec.env]
+        self.args = _strings("args", list(spec.args))
+        self.env = _strings("env", [_env_entry(k, v) for k, v in spec.env])
+        if len(spec.files) > MAX_FDS:
+            raise InvalidGuestSpec("files", f"more than {MAX_FDS} files")
         try:
             for entry in spec.files:
                 self.fds.insert(self._open_entry(entry, spec.stdio_fds))
@@ -159,13 +184,20 @@ class WasiHost:
         if isinstance(entry, Stdio):
             if entry.kind == "null":
                 return NullFile()
-            index = ("stdin", "stdout", "stderr").index(entry.kind)
+            if entry.kind not in _STDIO_INDEX:
+                raise InvalidGuestSpec("files", f"unknown stdio kind {entry.kind!r}")
+            index = _STDIO_INDEX[entry.kind]
             return StdioFile(stdio_fds[index], readable=index == 0)
         if isinstance(entry, PreopenDir):
+            host_path = Path(entry.host_path)
+            if not host_path.is_absolute():
+                raise InvalidGuestSpec("files", f"pre-open host path {host_path} is not absolute")
+            if not entry.guest_path or "\0" in entry.guest_path:
+                raise InvalidGuestSpec("files", f"bad pre-open guest path {entry.guest_path!r}")
             try:
-                fd = os.open(Path(entry.host_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = os.open(host_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as e:
-                raise WasiError(f"cannot open pre-opened directory {entry.host_path}: {e.strerror}") from e
+                raise PreopenError(str(host_path), e.strerror or str(e)) from e
             rights = abi.RIGHTS_DIRECTORY
             inheriting = abi.RIGHTS_DIRECTORY | abi.RIGHTS_REGULAR_FILE
             if not entry.writable:
@@ -174,7 +206,7 @@ class WasiHost:
             return DirectoryFile(
                 fd, rights, inheriting, writable=entry.writable, preopen_name=entry.guest_path
             )
-        raise TypeError(f"unknown guest file kind: {entry!r}")
+        raise InvalidGuestSpec("files", f"unknown guest file kind {type(entry).__name__}")
 
     def close(self) -> None:
         self.fds.close_all()
@@ -394,10 +426,14 @@ class WasiHost:
             raise Errno(abi.ENOTCAPABLE)
         return f
 
+    def _read_path(self, ptr: int, length: int) -> str:
+        if length > MAX_PATH:
+            raise Errno(abi.ENAMETOOLONG)  # before copying anything out of guest memory
+        return self.memory.read_str(ptr, length)
+
     def _path(self, fd: int, right: int, ptr: int, length: int, follow: bool) -> Resolved:
         d = self._dir(fd, right)
-        path = self.memory.read_str(ptr, length)
-        return resolve(d.host_fd, path, follow=follow)
+        return resolve(d.host_fd, self._read_path(ptr, length), follow=follow)
 
     def path_create_directory(self, fd: int, path: int, path_len: int) -> None:
         with self._path(fd, abi.RIGHT_PATH_CREATE_DIRECTORY, path, path_len, False) as r:
@@ -486,7 +522,7 @@ class WasiHost:
                 raise Errno(abi.EPERM)
             rights_base &= ~abi.RIGHTS_WRITING
             rights_inheriting &= ~abi.RIGHTS_WRITING
-        guest_path = self.memory.read_str(path, path_len)
+        guest_path = self._read_path(path, path_len)
         follow = bool(dirflags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
         # As wasmtime: the requested rights decide the host open mode; no read/write right = read-only.
         readable = bool(rights_base & (abi.RIGHT_FD_READ | abi.RIGHT_FD_READDIR))
@@ -499,11 +535,14 @@ class WasiHost:
                     raise Errno(abi.EISDIR) if _lstat_or_none(r) is None else Errno(abi.EEXIST)
                 flags |= os.O_DIRECTORY
             try:
-                host_fd = os.open(r.name, flags, 0o666, dir_fd=r.dir_fd)
+                # Opened non-blocking so a FIFO left in the tree cannot hang the host in open(2).
+                host_fd = os.open(r.name, flags | os.O_NONBLOCK, 0o666, dir_fd=r.dir_fd)
             except OSError as e:
                 raise _oserror(e) from None
         try:
             st = os.fstat(host_fd)
+            if not fdflags & abi.FDFLAGS_NONBLOCK:
+                os.set_blocking(host_fd, True)
             new: OpenFile
             if _isdir(st):
                 base = rights_base & abi.RIGHTS_DIRECTORY
@@ -555,7 +594,7 @@ class WasiHost:
                 raise _oserror(e) from None
 
     def path_symlink(self, old: int, old_len: int, fd: int, new: int, new_len: int) -> None:
-        target = self.memory.read_str(old, old_len)
+        target = self._read_path(old, old_len)
         if "\x00" in target:
             raise Errno(abi.EILSEQ)
         if target.startswith("/"):

@@ -42,22 +42,29 @@ def run_module(store: wasmtime.Store, module: wasmtime.Module, spec: GuestSpec) 
     try:
         linker = wasmtime.Linker(store.engine)
         _KEEPALIVE.setdefault(store, []).extend(define(linker, host, imported))
+        # Instantiation runs the module's start function, if any: it may trap or exit too.
         try:
             instance = linker.instantiate(store, module)
-            start = instance.exports(store).get("_start")
-            if not isinstance(start, wasmtime.Func):
-                raise GuestLinkError("module has no _start function")
-            host.memory.bind(_exported_memory(store, instance))
+        except wasmtime.Trap as trap:
+            return _finish_trap(host, ffi.trap_details(trap))
+        except wasmtime.WasmtimeError as error:
+            if host.exit_code is not None or host.fatal is not None:
+                return _finish_trap(host, str(error))
+            raise GuestLinkError(f"cannot instantiate module: {error}") from error
+        start = instance.exports(store).get("_start")
+        if not isinstance(start, wasmtime.Func):
+            raise GuestLinkError("module has no _start function")
+        start_type = start.type(store)
+        if start_type.params or start_type.results:
+            raise GuestLinkError("_start must take no parameters and return nothing")
+        host.memory.bind(_exported_memory(store, instance))
+        try:
             start(store)
         except wasmtime.Trap as trap:
             return _finish_trap(host, ffi.trap_details(trap))
         except wasmtime.WasmtimeError as error:
-            code = ffi.exit_code_of(error)
-            if code is not None:
-                return code
-            if host.exit_code is not None or host.fatal is not None:
-                return _finish_trap(host, str(error))
-            raise GuestLinkError(f"cannot instantiate module: {error}") from error
+            # Not a trap (e.g. a resource limit wasmtime reports as an error): the guest stopped.
+            return _finish_trap(host, str(error))
         if host.fatal is not None:
             raise host.fatal
         return 0
