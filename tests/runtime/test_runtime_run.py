@@ -320,6 +320,8 @@ def test_usage_errors(capfd: pytest.CaptureFixture[str]) -> None:
     assert "missing MODULE" in capfd.readouterr().err
     assert main(["run", "--frobnicate", "x.wasm"]) == 2
     assert "unknown option" in capfd.readouterr().err
+    assert main(["run", "x.wasm", "\udcff"]) == 2  # an undecodable byte from the host's argv
+    assert "not valid UTF-8" in capfd.readouterr().err
     assert main(["run", "--help"]) == 0
     assert "--dir HOST[::GUEST]" in capfd.readouterr().out
 

@@ -158,6 +158,13 @@ def _flag_config(opts: Options) -> WorkloadConfig:
         env[key] = value
     if any("\x00" in arg for arg in opts.args):
         raise UsageError("guest arguments may not contain NUL")
+    # WASI passes arguments and the environment as UTF-8; undecodable bytes from the host's
+    # command line arrive here as surrogates and are refused rather than mangled.
+    for text in (*opts.args, *env, *env.values(), *(g for g, _ in opts.dirs)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UsageError(f"{text!r} is not valid UTF-8") from e
     return WorkloadConfig(args=tuple(opts.args), env=tuple(env.items()), files=tuple(files))
 
 
