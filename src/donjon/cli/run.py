@@ -199,11 +199,12 @@ def _run(opts: Options) -> int:
 
     try:
         if opts.config is not None:
-            from donjon.config.parse import parse_config
+            from donjon.config.parse import MAX_CONFIG_BYTES, parse_config
 
             config_path = Path(opts.config)
             try:
-                source = config_path.read_bytes()
+                with open(config_path, "rb") as stream:
+                    source = stream.read(MAX_CONFIG_BYTES + 1)  # parse_config refuses anything larger
             except FileNotFoundError:
                 _error(f"{opts.config}: no such config file")
                 return EXIT_OPERATIONAL

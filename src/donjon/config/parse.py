@@ -85,9 +85,7 @@ def parse_config(source: bytes | str, *, origin: str = "Donjon.toml") -> ParsedC
     """Parse ``source``; ``origin`` (usually the file name) prefixes every message."""
     raw_size = len(source.encode() if isinstance(source, str) else source)
     if raw_size > MAX_CONFIG_BYTES:
-        raise ConfigSyntaxError(
-            "", f"config is {raw_size} bytes, more than the {MAX_CONFIG_BYTES}-byte limit", origin=origin
-        )
+        raise ConfigSyntaxError("", f"config is larger than the {MAX_CONFIG_BYTES}-byte limit", origin=origin)
     if isinstance(source, bytes):
         try:
             text = source.decode("utf-8")
