@@ -80,9 +80,25 @@ def test_simulated_crl_pem_is_recognised(sim_milan: SimulatedAmd) -> None:
     assert len(recognise_collateral(pem + sim_milan.ark_pem()).crls) == 1
 
 
+def test_certificate_with_an_invalid_version_is_a_collateral_error(vectors: Path) -> None:
+    der = bytearray((vectors / "snp/trustee/test-vcek.der").read_bytes())
+    at = der.find(bytes.fromhex("a003020102"))  # [0] EXPLICIT version INTEGER 2 (v3)
+    der[at + 4] = 5
+    with pytest.raises(CollateralError):
+        recognise_collateral(bytes(der))
+
+
 @pytest.mark.parametrize(
     "data",
-    [b"", b"{}", b"[1]", b"{not json", b"\x30\x03\x02\x01\x00", b"-----BEGIN FOO-----\nx\n-----END FOO-----"],
+    [
+        b'{"a":' + b"[" * 100_000,
+        b"",
+        b"{}",
+        b"[1]",
+        b"{not json",
+        b"\x30\x03\x02\x01\x00",
+        b"-----BEGIN FOO-----\nx\n-----END FOO-----",
+    ],
 )
 def test_unrecognised_collateral(data: bytes) -> None:
     with pytest.raises(CollateralError):

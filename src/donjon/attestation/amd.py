@@ -343,7 +343,7 @@ def parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
     """Decode a VCEK/VLEK certificate's AMD extensions (results are cached by DER)."""
     try:
         return _parse_endorsement_der(cert_info(cert).der)
-    except (ValueError, UnsupportedAlgorithm) as e:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
         raise MalformedEvidence("snp.vcek.parse", f"cannot decode endorsement certificate: {e}") from e
 
 

@@ -46,6 +46,8 @@ _CERT_TABLE_GUIDS = frozenset(
         "c0b406a4-a803-4952-9743-3fb6014cd0ae",  # ARK
     )
 )
+#: What ``cryptography`` raises for bytes that are not a certificate or CRL.
+_X509_ERRORS = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion)
 _CERT_KINDS = frozenset({"vcek", "vlek", "ask", "ark"})
 #: CBOR tag 399 (0xd9 0x01 0x8f) wraps a CCA attestation token (collection).
 _CCA_TAG = b"\xd9\x01\x8f"
@@ -100,7 +102,7 @@ def _pem(data: bytes, source: str) -> Collateral:
                 certs.append(x509.load_pem_x509_certificate(match.group(0)))
             elif label == b"X509 CRL":
                 crls.append(x509.load_pem_x509_crl(match.group(0)))
-        except (ValueError, UnsupportedAlgorithm) as e:
+        except _X509_ERRORS as e:
             raise CollateralError("collateral.parse", f"{source}: invalid PEM {label.decode()}: {e}") from e
     if not certs and not crls:
         raise CollateralError("collateral.unrecognised", f"{source}: PEM holds no certificate or CRL")
@@ -143,15 +145,15 @@ def _der_items(data: bytes) -> list[bytes]:
 def _der(data: bytes, source: str) -> Collateral:
     try:
         return Collateral(certificates=(x509.load_der_x509_certificate(data),), sources=(source,))
-    except (ValueError, UnsupportedAlgorithm):
+    except _X509_ERRORS:
         pass
     try:
         return Collateral(crls=(x509.load_der_x509_crl(data),), sources=(source,))
-    except (ValueError, UnsupportedAlgorithm):
+    except _X509_ERRORS:
         pass
     try:
         certs = tuple(x509.load_der_x509_certificate(item) for item in _der_items(data))
-    except (ValueError, UnsupportedAlgorithm):
+    except _X509_ERRORS:
         certs = ()
     if certs:
         return Collateral(certificates=certs, sources=(source,))
@@ -160,7 +162,7 @@ def _der(data: bytes, source: str) -> Collateral:
         try:
             entries = parse_cert_table(data)
             certs = tuple(x509.load_der_x509_certificate(der) for kind, der in entries if kind in _CERT_KINDS)
-        except (MalformedEvidence, ValueError, UnsupportedAlgorithm) as e:
+        except (MalformedEvidence, *_X509_ERRORS) as e:
             raise CollateralError("collateral.parse", f"{source}: invalid SNP certificate table: {e}") from e
         return Collateral(certificates=certs, sources=(source,))
     raise CollateralError(
@@ -171,8 +173,8 @@ def _der(data: bytes, source: str) -> Collateral:
 def _json(data: bytes, source: str) -> Collateral:
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CollateralError("collateral.parse", f"{source}: invalid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise CollateralError("collateral.parse", f"{source}: invalid JSON: {type(e).__name__}") from e
     if isinstance(doc, dict):
         if "tcbInfo" in doc:
             return Collateral(tcb_info=(data,), sources=(source,))

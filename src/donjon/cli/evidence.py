@@ -336,3 +336,6 @@ def main(argv: Sequence[str]) -> int:
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours
         sys.stderr.close()
         return EXIT_OK
+    except Exception as e:  # a bug of ours: one line, never a traceback for the user
+        print(f"donjon evidence: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
