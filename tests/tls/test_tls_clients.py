@@ -147,6 +147,27 @@ def test_openssl_s_client_falls_back_to_classical_group(tls_server, ca_pem):  # 
     assert tls_server.infos[0].group.lower() == "x25519"
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl binary")
+def test_small_negotiated_records_still_echo_every_byte(tls_server, ca_pem):  # type: ignore[no-untyped-def]
+    """A client asking for 512-byte records (RFC 6066 max_fragment_length) gets all its bytes back."""
+    proc = subprocess.Popen(
+        [
+            "openssl", "s_client", "-connect", f"127.0.0.1:{tls_server.port}", "-CAfile", str(ca_pem),
+            "-verify_return_error", "-servername", "localhost", "-maxfraglen", "512", "-quiet",
+        ],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    line = bytes(range(33, 127)) * 200 + b"\n"
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(line)
+        proc.stdin.flush()
+        assert _readline_with_timeout(proc.stdout) == line
+    finally:
+        proc.kill()
+        proc.communicate(timeout=TIMEOUT)
+
+
 def _readline_with_timeout(stream, timeout: float = TIMEOUT) -> bytes:  # type: ignore[no-untyped-def]
     result: list[bytes] = []
     reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)

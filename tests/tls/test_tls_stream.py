@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -252,3 +253,56 @@ def test_tcp_stream_maps_reset_to_econnreset():  # type: ignore[no-untyped-def]
         client.close()
         with pytest.raises(StreamClosed):
             client.recv(1)
+
+
+class ScriptedConn:
+    """An ``SSL.Connection`` stand-in whose ``send`` follows a script: bytes taken, or an exception."""
+
+    def __init__(self, script: list[object]) -> None:
+        self.script = script
+        self.calls: list[bytes] = []
+
+    def do_handshake(self) -> None:
+        pass
+
+    def get_peer_certificate(self, *, as_cryptography: bool) -> None:
+        return None
+
+    def get_protocol_version_name(self) -> str:
+        return "TLSv1.3"
+
+    def get_cipher_name(self) -> str:
+        return "TLS_AES_128_GCM_SHA256"
+
+    def get_group_name(self) -> str:
+        return "x25519"
+
+    def send(self, data: bytes) -> int:
+        self.calls.append(bytes(data))
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        assert isinstance(step, int)
+        return step
+
+
+def test_held_bytes_are_retried_until_all_are_sent():  # type: ignore[no-untyped-def]
+    """After WANT_WRITE the same bytes go again; a partial retry (small records) loses nothing."""
+    from donjon.tls.context import HandshakeNotes
+    from donjon.tls.stream import WRITE_CHUNK
+
+    data = os.urandom(WRITE_CHUNK + 100)
+    first = data[:WRITE_CHUNK]
+    script: list[object] = [SSL.WantWriteError(), 512, SSL.WantWriteError(), SSL.WantWriteError()]
+    conn = ScriptedConn([*script, WRITE_CHUNK - 512, 4])
+    left, right = socket.socketpair()
+    with left, right:
+        fake: Any = conn
+        stream = TLSStream(left, fake, HandshakeNotes(), role="to", peer="test", credentials=None)
+        assert stream.send(data) == WRITE_CHUNK  # held, counted as sent
+        assert not stream.writable()  # the retry sent 512 bytes; the rest is stuck again
+        with pytest.raises(WouldBlock):
+            stream.send(b"next")  # still stuck: "next" is not taken
+        stream.progress()  # the rest goes
+        assert stream.send(b"next") == 4
+        assert conn.calls == [first, first, first[512:], first[512:], first[512:], b"next"]

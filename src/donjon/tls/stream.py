@@ -16,7 +16,7 @@ How a poll loop (``poll_oneoff``) uses a stream::
     else wait on stream.fileno() for stream.poll_events(read, write), at most until stream.deadline
 
 Errors carry the errno a guest should see (see :mod:`donjon.tls.errors`). Buffers are bounded:
-a stream holds at most one TLS record of plaintext (16 KiB) that the guest has handed over
+a stream holds at most :data:`WRITE_CHUNK` (64 KiB) of plaintext that the guest has handed over
 but the kernel has not taken; beyond that ``send`` raises ``WouldBlock``, so a peer that never
 reads cannot make the host buffer without bound.
 """
@@ -63,8 +63,9 @@ log = logging.getLogger("donjon.tls")
 
 #: At most this many bytes come back from one ``recv`` (the guest's buffer may be larger).
 READ_CHUNK = 1 << 16
-#: ``send`` hands at most one TLS record of plaintext to OpenSSL per call (RFC 8446 section 5.1: 2^14).
-WRITE_CHUNK = 1 << 14
+#: ``send`` hands at most this much plaintext to OpenSSL per call; it is also the most a stream
+#: holds for a peer that does not read (four TLS records; RFC 8446 section 5.1: 2^14 each).
+WRITE_CHUNK = 1 << 16
 #: A peer that has not finished its handshake after this many seconds is cut off.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
@@ -482,11 +483,14 @@ class TLSStream:
     # -- output -----------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Retry the committed record, then a pending close_notify; raise WouldBlock if they wait."""
-        if self._pending_out is not None:
+        """Send the held plaintext, then a pending close_notify; raise WouldBlock if they must wait."""
+        while self._pending_out:
             try:
-                # OpenSSL requires the retry to pass the same bytes (SSL_write(3): "the same arguments").
-                self._conn.send(self._pending_out)
+                # After WANT_WRITE, OpenSSL requires the retry to pass the same bytes (SSL_write(3)).
+                # In partial-write mode (pyOpenSSL's default) a call may still send only part of
+                # them (a peer that negotiated a small max_fragment_length, RFC 6066 section 4):
+                # the rest is retried as a new write.
+                sent = self._conn.send(self._pending_out)
             except SSL.WantWriteError as e:
                 self._want = _POLLOUT
                 raise WouldBlock("socket buffer full", peer=self.peer) from e
@@ -495,7 +499,8 @@ class TLSStream:
                 raise WouldBlock("waiting for the peer", peer=self.peer) from e
             except SSL.Error as e:
                 raise self._fatal(e) from e
-            self._pending_out = None
+            self._pending_out = self._pending_out[sent:]
+        self._pending_out = None
         if self._close_notify_pending:
             self._send_close_notify()
 
@@ -522,16 +527,17 @@ class TLSStream:
             raise BrokenPipe("the peer closed the connection", peer=self.peer)
         self._handshake()
         self._flush()
-        chunk = bytes(memoryview(data)[:WRITE_CHUNK])
+        chunk = memoryview(data).cast("B")[:WRITE_CHUNK]
         if not chunk:
             return 0
         try:
             sent: int = self._conn.send(chunk)
         except (SSL.WantWriteError, SSL.WantReadError) as e:
-            # OpenSSL has taken the record and must be called again with the same bytes
-            # (SSL_write(3)); the bytes count as sent, and the next operation retries them.
+            # OpenSSL has encrypted (part of) the chunk and must be called again with the same
+            # bytes (SSL_write(3)); we keep a copy, count it as sent, and every later operation
+            # retries it first (see _flush). This copy is the only plaintext a stream holds.
             self._want = _POLLOUT if isinstance(e, SSL.WantWriteError) else _POLLIN
-            self._pending_out = chunk
+            self._pending_out = bytes(chunk)
             return len(chunk)
         except SSL.Error as e:
             raise self._fatal(e) from e
@@ -544,7 +550,8 @@ class TLSStream:
         if n <= 0 or self._read_shut or self._eof:
             return b""
         self._handshake()
-        self._flush_quietly()
+        if self._pending_out is not None or self._close_notify_pending:
+            self._flush_quietly()  # keep our output moving while the guest waits for input
         try:
             data: bytes = self._conn.recv(min(n, READ_CHUNK), socket.MSG_PEEK if peek else None)
         except SSL.WantReadError as e:
