@@ -194,3 +194,22 @@ def test_closed_cache_is_a_clear_error(tmp_path: Path, engine: wasmtime.Engine, 
     cache.close()  # closing twice is harmless
     with pytest.raises(ValueError, match="closed"):
         load(cache, engine, wasm)
+
+
+def test_symlinked_entry_is_not_followed(tmp_path: Path, engine: wasmtime.Engine, wasm: bytes) -> None:
+    # Even an authentic entry is not read through a symlink: only files in the directory count.
+    with ModuleCache.open(tmp_path / "a") as cache:
+        load(cache, engine, wasm)
+        real = entry_path(cache, wasm)
+        moved = tmp_path / "elsewhere.cwasm"
+        real.rename(moved)
+        real.symlink_to(moved)
+        assert load(cache, engine, wasm) is CacheOutcome.REJECTED
+        assert not real.is_symlink()
+
+
+def test_fifo_entry_does_not_hang(tmp_path: Path, engine: wasmtime.Engine, wasm: bytes) -> None:
+    with ModuleCache.open(tmp_path) as cache:
+        os.mkfifo(entry_path(cache, wasm))
+        assert load(cache, engine, wasm) is CacheOutcome.REJECTED
+        assert load(cache, engine, wasm) is CacheOutcome.HIT
