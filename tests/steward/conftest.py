@@ -139,7 +139,7 @@ class ServerThread:
 
     def __init__(self, steward: Steward, **app_kwargs: Any) -> None:
         self.steward = steward
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -102,9 +102,18 @@ def _content_type(request: Request) -> None:
 
 
 def create_app(
-    steward: Steward, *, max_request_bytes: int = 256 * 1024, request_timeout: float = 10.0
+    steward: Steward,
+    *,
+    max_request_bytes: int = 256 * 1024,
+    request_timeout: float = 10.0,
+    workers: int = 4,
 ) -> Starlette:
-    """The ASGI application for one Steward."""
+    """The ASGI application for one Steward.
+
+    The checks are CPU-bound Python: ``workers`` threads run them (more would only
+    contend for the GIL and stretch tail latency); other requests wait their turn.
+    """
+    limiter = anyio.CapacityLimiter(workers)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -137,7 +146,7 @@ def create_app(
             with anyio.fail_after(request_timeout):
                 _content_type(request)
                 body = await _read_body(request, max_request_bytes)
-                outcome = await anyio.to_thread.run_sync(work, body, abandon_on_cancel=True)
+                outcome = await anyio.to_thread.run_sync(work, body, abandon_on_cancel=True, limiter=limiter)
         except Refused as e:
             if e.check.startswith("request."):
                 steward.metrics.refused(e.check)

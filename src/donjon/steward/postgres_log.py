@@ -4,18 +4,20 @@ Each append is one transaction that first takes a transaction-scoped advisory
 lock (``pg_advisory_xact_lock``), then reads the head and inserts the next
 entry: appends from every replica are serialised in the database, and the
 primary key on ``seq`` would refuse a fork even if the lock were bypassed. The
-entry is returned after ``COMMIT``.
+entry is returned after ``COMMIT``; concurrent appends of one replica share a
+transaction (group commit).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 
+from donjon.steward.groupcommit import GroupCommit
 from donjon.steward.log import GENESIS, LogEntry, entry_hash
 
 __all__ = ["PostgresLog"]
@@ -43,6 +45,7 @@ class PostgresLog:
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._group: GroupCommit[tuple[str, str], LogEntry] = GroupCommit(self._commit)
         conn = self._conn()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -60,21 +63,32 @@ class PostgresLog:
         return conn
 
     def append(self, record: Mapping[str, Any], time: str) -> LogEntry:
-        conn = self._conn()
         body = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        stored = json.loads(body)
+        return self._group.submit((body, time))
+
+    def _commit(self, batch: Sequence[tuple[str, str]]) -> list[LogEntry]:
+        conn = self._conn()
+        out: list[LogEntry] = []
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             row = conn.execute("SELECT seq, hash FROM donjon_decisions ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, bytes(row[1]))
-            digest = entry_hash(prev, seq, time, stored)
-            serial = record.get("serial")
-            conn.execute(
-                "INSERT INTO donjon_decisions (seq, time, record, prev_hash, hash, serial) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (seq, time, body, prev, digest, serial if isinstance(serial, str) else None),
-            )
-        return LogEntry(seq=seq, time=time, record=stored, prev_hash=prev, hash=digest)
+            seq, prev = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+            rows = []
+            for body, time in batch:
+                seq += 1
+                stored = json.loads(body)
+                digest = entry_hash(prev, seq, time, stored)
+                serial = stored.get("serial")
+                rows.append((seq, time, body, prev, digest, serial if isinstance(serial, str) else None))
+                out.append(LogEntry(seq=seq, time=time, record=stored, prev_hash=prev, hash=digest))
+                prev = digest
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO donjon_decisions (seq, time, record, prev_hash, hash, serial) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+        return out
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> LogEntry:

@@ -1,7 +1,8 @@
 """The decision log in SQLite (the default): WAL journal, ``synchronous=FULL``.
 
 Appends run in ``BEGIN IMMEDIATE`` transactions, which SQLite serialises across
-connections and processes, so two Stewards on one file cannot fork the chain.
+connections and processes, so two Stewards on one file cannot fork the chain;
+concurrent appends of one process share a transaction (group commit).
 Connections are per thread (SQLite objects must not cross threads).
 """
 
@@ -11,10 +12,11 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from donjon.steward.groupcommit import GroupCommit
 from donjon.steward.log import GENESIS, LogEntry, entry_hash
 
 __all__ = ["SqliteLog"]
@@ -39,6 +41,7 @@ class SqliteLog:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._group: GroupCommit[tuple[str, str], LogEntry] = GroupCommit(self._commit)
         self._closed = False
         conn = self._conn()
         conn.executescript(_SCHEMA)
@@ -60,25 +63,35 @@ class SqliteLog:
         return conn
 
     def append(self, record: Mapping[str, Any], time: str) -> LogEntry:
-        conn = self._conn()
         body = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return self._group.submit((body, time))
+
+    def _commit(self, batch: Sequence[tuple[str, str]]) -> list[LogEntry]:
+        # One IMMEDIATE transaction for the whole batch: SQLite serialises it against
+        # every other connection and process; the head is read inside it.
+        conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, bytes(row[1]))
-            stored = json.loads(body)
-            digest = entry_hash(prev, seq, time, stored)
-            serial = record.get("serial")
-            conn.execute(
-                "INSERT INTO decisions (seq, time, record, prev_hash, hash, serial) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, time, body, prev, digest, serial if isinstance(serial, str) else None),
-            )
+            seq, prev = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+            out: list[LogEntry] = []
+            for body, time in batch:
+                seq += 1
+                stored = json.loads(body)
+                digest = entry_hash(prev, seq, time, stored)
+                serial = stored.get("serial")
+                conn.execute(
+                    "INSERT INTO decisions (seq, time, record, prev_hash, hash, serial) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, time, body, prev, digest, serial if isinstance(serial, str) else None),
+                )
+                out.append(LogEntry(seq=seq, time=time, record=stored, prev_hash=prev, hash=digest))
+                prev = digest
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return LogEntry(seq=seq, time=time, record=stored, prev_hash=prev, hash=digest)
+        return out
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> LogEntry:
