@@ -27,28 +27,37 @@ def test_listen_entries_map_to_server_policies(ca) -> None:  # type: ignore[no-u
 
 def test_connect_entries_map_to_client_policies(ca, tmp_path) -> None:  # type: ignore[no-untyped-def]
     ca.pem(tmp_path)
-    assert client_context_for(ConnectEntry("h", "h", 80, "tcp", None), config_dir=tmp_path) is None
-    system = client_context_for(ConnectEntry("h", "h", 443, "tls"), config_dir=tmp_path)
+    keep = Identity(self_signed())
+    assert (
+        client_context_for(ConnectEntry("h", "h", 80, "tcp", None), config_dir=tmp_path, identity=keep)
+        is None
+    )
+    system = client_context_for(ConnectEntry("h", "h", 443, "tls"), config_dir=tmp_path, identity=keep)
     assert system is not None and system.anchors.system
     from_file = ConnectEntry("h", "h", 443, "tls", "file", "Test_Steward_CA.pem")
-    context = client_context_for(from_file, config_dir=tmp_path)
+    context = client_context_for(from_file, config_dir=tmp_path, identity=keep)
     assert context is not None and context.anchors.certificates == (ca.cert,)
     with pytest.raises(TLSConfigError, match="cannot read"):
-        client_context_for(ConnectEntry("h", "h", 443, "tls", "file", "missing.pem"), config_dir=tmp_path)
+        client_context_for(
+            ConnectEntry("h", "h", 443, "tls", "file", "missing.pem"), config_dir=tmp_path, identity=keep
+        )
     with pytest.raises(TLSConfigError, match="unattested"):
-        client_context_for(ConnectEntry("h", "h", 443, "tls", "steward"), config_dir=tmp_path)
+        client_context_for(ConnectEntry("h", "h", 443, "tls", "steward"), config_dir=tmp_path, identity=keep)
 
 
 def test_open_listen_and_connect_from_entries(ca, server_creds, tmp_path) -> None:  # type: ignore[no-untyped-def]
     ca.pem(tmp_path)
     with open_listen(ListenEntry("web", "127.0.0.1", 0, "tls"), Identity(server_creds)) as listener:
         entry = ConnectEntry("localhost", "localhost", listener.port, "tls", "file", "Test_Steward_CA.pem")
-        stream = open_connect(entry, config_dir=tmp_path)
+        stream = open_connect(entry, config_dir=tmp_path, identity=Identity(self_signed()))
         assert isinstance(stream, TLSStream)
+        assert stream.peer == f"localhost (127.0.0.1:{listener.port})"
         stream.close()
     with open_listen(ListenEntry("raw", "127.0.0.1", 0, "tcp"), Identity(server_creds)) as listener:
-        stream = open_connect(ConnectEntry("x", "127.0.0.1", listener.port, "tcp", None), config_dir=tmp_path)
+        entry = ConnectEntry("x", "127.0.0.1", listener.port, "tcp", None)
+        stream = open_connect(entry, config_dir=tmp_path, identity=Identity(self_signed()))
         assert isinstance(stream, TCPStream)
+        assert stream.peer == f"127.0.0.1:{listener.port}"
         stream.close()
 
 

@@ -61,10 +61,14 @@ def client_context_for(
     entry: ConnectEntry,
     *,
     config_dir: Path,
-    identity: Identity | None = None,
+    identity: Identity,
     steward_ca: Sequence[x509.Certificate] = (),
 ) -> ClientContext | None:
-    """The TLS client policy of a ``connect`` entry; ``None`` for ``prot = "tcp"``."""
+    """The TLS client policy of a ``connect`` entry; ``None`` for ``prot = "tcp"``.
+
+    ``identity`` is the Keep's: presented if the server asks for a client certificate, and
+    named in every log line of the connection (so an unattested Keep says so here too).
+    """
     if entry.prot == "tcp":
         return None
     if entry.trust == "steward":
@@ -96,7 +100,7 @@ def open_connect(
     entry: ConnectEntry,
     *,
     config_dir: Path,
-    identity: Identity | None = None,
+    identity: Identity,
     steward_ca: Sequence[x509.Certificate] = (),
     timeout: float = 10.0,
 ) -> Stream:

@@ -168,7 +168,8 @@ def connect(
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = format_peer(sock.getpeername())
+        address = format_peer(sock.getpeername())
+        peer = address if address.startswith((host, f"[{host}]")) else f"{host} ({address})"
         if client is None:
             return TCPStream(sock, peer=peer)
         stream = TLSStream.client(sock, client, peer=peer, handshake_timeout=handshake_timeout)
