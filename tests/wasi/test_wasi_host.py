@@ -569,3 +569,17 @@ def test_fifo_in_the_tree_does_not_hang_open(make_guest: Any, tmp_path: Path) ->
     # Opening a FIFO for writing with no reader fails at once (ENXIO) instead of blocking the host.
     assert guest.call("path_open", 3, 0, p, n, 0, abi.RIGHT_FD_WRITE, 0, 0, 0) == abi.ENXIO
     assert guest.call("path_open", 3, 0, p, n, 0, abi.RIGHT_FD_READ, 0, 0, 0) == 0
+
+
+RANDOM_GET = '(import "wasi_snapshot_preview1" "random_get" (func $rand (param i32 i32) (result i32)))'
+
+
+@pytest.mark.parametrize("memory", ['(memory (export "memory") 0)', "(memory 1)", ""])
+def test_guest_without_usable_memory_gets_efault(engine: wasmtime.Engine, memory: str) -> None:
+    # A zero-page memory, an unexported memory, no memory at all: every pointer is out of range.
+    wat = f"""(module {PROC_EXIT} {RANDOM_GET} {memory}
+      (func (export "_start")
+        (call $exit (i32.add (i32.mul (call $rand (i32.const 0) (i32.const 1)) (i32.const 100))
+                             (call $rand (i32.const 0) (i32.const 0))))))"""
+    module = wasmtime.Module(engine, wasmtime.wat2wasm(wat))
+    assert run_module(wasmtime.Store(engine), module, _spec()) == abi.EFAULT * 100

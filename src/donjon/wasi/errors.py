@@ -6,8 +6,6 @@ The internal ones never leave a host function: ``Errno`` becomes the function's 
 
 from __future__ import annotations
 
-from . import abi
-
 
 class WasiError(Exception):
     """Root of donjon.wasi's public errors."""
@@ -67,7 +65,3 @@ class ProcExit(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-# One shared instance per common errno: raising a pre-built exception is cheaper than building one.
-FAULT = Errno(abi.EFAULT)

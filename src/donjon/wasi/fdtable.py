@@ -14,9 +14,6 @@ from .files import OpenFile
 
 MAX_FDS = 1024
 
-_EBADF = Errno(abi.EBADF)
-_ENOTCAPABLE = Errno(abi.ENOTCAPABLE)
-
 
 class FdTable:
     __slots__ = ("_files",)
@@ -28,12 +25,12 @@ class FdTable:
         """The file at ``fd``; EBADF if none, ENOTCAPABLE if it lacks any of ``rights``."""
         files = self._files
         if fd >= len(files):
-            raise _EBADF
+            raise Errno(abi.EBADF)
         f = files[fd]
         if f is None:
-            raise _EBADF
+            raise Errno(abi.EBADF)
         if rights & ~f.rights_base:
-            raise _ENOTCAPABLE
+            raise Errno(abi.ENOTCAPABLE)
         return f
 
     def insert(self, file: OpenFile) -> int:

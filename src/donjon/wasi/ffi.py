@@ -51,7 +51,8 @@ def _fn(name: str, restype: Any, *argtypes: Any) -> Any:
 _vp = ctypes.c_void_p
 _sz = ctypes.c_size_t
 
-memory_data: Callable[[int, int], int | None] = _fn("wasmtime_memory_data", _vp, _vp, _vp)
+# Declared as returning size_t, not a pointer: always an int (0 for NULL), never None.
+memory_data: Callable[[int, int], int] = _fn("wasmtime_memory_data", _sz, _vp, _vp)
 memory_data_size: Callable[[int, int], int] = _fn("wasmtime_memory_data_size", _sz, _vp, _vp)
 _trap_new = _fn("wasmtime_trap_new", _vp, ctypes.c_char_p, _sz)
 _linker_define_func_unchecked = _fn(
@@ -130,10 +131,6 @@ class MemoryRef:
         self._struct = struct  # keeps the wasmtime_memory_t alive at a fixed address
         self.context = context
         self.address = ctypes.addressof(struct)
-
-    def data(self) -> tuple[int, int]:
-        """(base address, length in bytes) of the memory right now (it may grow or move between calls)."""
-        return (memory_data(self.context, self.address) or 0, memory_data_size(self.context, self.address))
 
 
 def memory_from_export(store: wasmtime.Store, memory: wasmtime.Memory) -> MemoryRef:

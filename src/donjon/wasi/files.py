@@ -59,6 +59,7 @@ class OpenFile:
 
     filetype: int = abi.FILETYPE_UNKNOWN
     is_socket: bool = False  # sock_* on anything else is ENOTSOCK
+    preopen_name: str | None = None  # the guest path of a pre-opened directory (fd_prestat_get)
     rights_base: int = 0
     rights_inheriting: int = 0
     fdflags: int = 0
@@ -113,8 +114,8 @@ class OpenFile:
         """The host directory fd that ``path_*`` calls resolve against (only directories have one)."""
         raise Errno(abi.ENOTDIR)
 
-    def readdir(self) -> list[tuple[int, int, bytes]]:
-        """All entries as (d_ino, d_type, name), including "." and ".."."""
+    def readdir(self, *, fresh: bool) -> list[tuple[int, int, bytes]]:
+        """All entries as (d_ino, d_type, name), including "." and ".."; ``fresh``: list again."""
         raise Errno(abi.ENOTDIR)
 
     # --- readiness (poll_oneoff) --------------------------------------------------------------
@@ -349,6 +350,7 @@ class DirectoryFile(OpenFile):
         self.rights_inheriting = rights_inheriting
         self.writable = writable
         self.preopen_name = preopen_name
+        self._listing: list[tuple[int, int, bytes]] | None = None
 
     def dir_fd(self) -> int:
         return self.host_fd
@@ -407,7 +409,12 @@ class DirectoryFile(OpenFile):
         except OSError as e:
             raise _host_errno(e) from None
 
-    def readdir(self) -> list[tuple[int, int, bytes]]:
+    def readdir(self, *, fresh: bool) -> list[tuple[int, int, bytes]]:
+        if fresh or self._listing is None:
+            self._listing = self._list()
+        return self._listing
+
+    def _list(self) -> list[tuple[int, int, bytes]]:
         try:
             own = os.fstat(self.host_fd)
             entries: list[tuple[int, int, bytes]] = [

@@ -4,7 +4,7 @@ Signatures and semantics: WebAssembly/WASI ``legacy/preview1/witx/wasi_snapshot_
 errno choices follow wasmtime's preview 1 host where the witx leaves them open.
 
 Each WASI function is a method taking the raw integer arguments (u32 pointers and sizes, u64 values)
-and returning None; failures raise ``Errno``. ``bind`` wraps each method in an unchecked wasmtime
+and returning None; failures raise ``Errno``. ``define`` wraps each method in an unchecked wasmtime
 callback (see ffi.py) generated for its signature: it decodes the arguments from the
 ``wasmtime_val_raw_t`` array, re-reads the guest memory's base address, calls the method and writes
 the errno result. No Python exception leaves a callback: ``Errno`` becomes the result, ``ProcExit``
@@ -110,8 +110,6 @@ MAX_IOVS = 1024  # IOV_MAX: longer iovec arrays are EINVAL, as on Linux
 MAX_RANDOM_CHUNK = 1 << 16
 _I64_SIGN = 1 << 63
 
-_EBADF = Errno(abi.EBADF)
-_EINVAL = Errno(abi.EINVAL)
 
 _CLOCKS: dict[int, Callable[[], int]] = {
     abi.CLOCK_REALTIME: time.time_ns,
@@ -234,18 +232,19 @@ class WasiHost:
     def clock_res_get(self, clock_id: int, res_ptr: int) -> None:
         cid = _CLOCK_IDS.get(clock_id)
         if cid is None:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         res = max(1, int(time.clock_getres(cid) * 1e9))
         self.memory.set_u64(res_ptr, res)
 
     def clock_time_get(self, clock_id: int, precision: int, time_ptr: int) -> None:
         clock = _CLOCKS.get(clock_id)
         if clock is None:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         self.memory.set_u64(time_ptr, clock())
 
     def random_get(self, buf: int, length: int) -> None:
-        # witx: "fill a buffer with random bytes" — from the OS CSPRNG (getrandom(2)).
+        # witx: "fill a buffer with random bytes" — from the OS CSPRNG (getrandom(2)), in bounded
+        # chunks so a 4 GiB request never needs a second 4 GiB buffer on the host.
         if length <= MAX_RANDOM_CHUNK:
             self.memory.write(buf, os.urandom(length))
             return
@@ -287,7 +286,7 @@ class WasiHost:
     def fd_fdstat_set_flags(self, fd: int, flags: int) -> None:
         f = self.fds.get(fd, abi.RIGHT_FD_FDSTAT_SET_FLAGS)
         if flags & ~abi.FDFLAGS_ALL:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         f.set_fdflags(flags)
 
     def fd_fdstat_set_rights(self, fd: int, base: int, inheriting: int) -> None:
@@ -305,7 +304,7 @@ class WasiHost:
     def fd_filestat_set_size(self, fd: int, size: int) -> None:
         f = self.fds.get(fd, abi.RIGHT_FD_FILESTAT_SET_SIZE)
         if size & _I64_SIGN:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         f.set_size(size)
 
     def fd_filestat_set_times(self, fd: int, atim: int, mtim: int, flags: int) -> None:
@@ -316,9 +315,9 @@ class WasiHost:
     def fd_advise(self, fd: int, offset: int, length: int, advice: int) -> None:
         f = self.fds.get(fd, abi.RIGHT_FD_ADVISE)
         if advice > abi.ADVICE_NOREUSE:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         if (offset | length) & _I64_SIGN:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         f.advise(offset, length, advice)
 
     def fd_allocate(self, fd: int, offset: int, length: int) -> None:
@@ -332,17 +331,15 @@ class WasiHost:
         self.fds.get(fd, abi.RIGHT_FD_SYNC).sync()
 
     def fd_prestat_get(self, fd: int, ptr: int) -> None:
-        f = self.fds.get(fd)
-        name = getattr(f, "preopen_name", None)
+        name = self.fds.get(fd).preopen_name
         if name is None:
-            raise _EBADF
+            raise Errno(abi.EBADF)
         self.memory.pack(abi.PRESTAT, ptr, abi.PREOPENTYPE_DIR, len(name.encode()))
 
     def fd_prestat_dir_name(self, fd: int, path: int, path_len: int) -> None:
-        f = self.fds.get(fd)
-        name = getattr(f, "preopen_name", None)
+        name = self.fds.get(fd).preopen_name
         if name is None:
-            raise _EBADF
+            raise Errno(abi.EBADF)
         data = name.encode()
         if path_len < len(data):
             raise Errno(abi.ENAMETOOLONG)
@@ -353,7 +350,7 @@ class WasiHost:
     # =========================================================================================
     def _iovs(self, iovs: int, count: int) -> list[memoryview]:
         if count > MAX_IOVS:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         return self.memory.iovecs(iovs, count)
 
     def fd_read(self, fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> None:
@@ -369,14 +366,14 @@ class WasiHost:
     def fd_pread(self, fd: int, iovs: int, iovs_len: int, offset: int, nread_ptr: int) -> None:
         f = self.fds.get(fd, abi.RIGHT_FD_READ | abi.RIGHT_FD_SEEK)
         if offset & _I64_SIGN:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         n = f.pread(self._iovs(iovs, iovs_len), offset)
         self.memory.set_u32(nread_ptr, n)
 
     def fd_pwrite(self, fd: int, iovs: int, iovs_len: int, offset: int, nwritten_ptr: int) -> None:
         f = self.fds.get(fd, abi.RIGHT_FD_WRITE | abi.RIGHT_FD_SEEK)
         if offset & _I64_SIGN:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         n = f.pwrite(self._iovs(iovs, iovs_len), offset)
         self.memory.set_u32(nwritten_ptr, n)
 
@@ -387,7 +384,7 @@ class WasiHost:
         if need & ~f.rights_base and abi.RIGHT_FD_SEEK & ~f.rights_base:
             raise Errno(abi.ENOTCAPABLE)
         if whence > abi.WHENCE_END:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         # WASI whence values equal POSIX SEEK_SET/SEEK_CUR/SEEK_END.
         pos = f.seek(delta, whence)
         self.memory.set_u64(newoffset_ptr, pos)
@@ -398,11 +395,13 @@ class WasiHost:
 
     def fd_readdir(self, fd: int, buf: int, buf_len: int, cookie: int, bufused_ptr: int) -> None:
         f = self.fds.get(fd, abi.RIGHT_FD_READDIR)
-        entries = f.readdir()
         view = self.memory.view(buf, buf_len)
+        # The cookie is the index of the next entry (d_next of the previous one). Cookie 0 starts a
+        # new listing; later cookies continue the one taken then, so entries never shift under it.
+        entries = f.readdir(fresh=cookie == 0)
         used = 0
-        # The cookie is the index of the next entry (d_next of the previous one).
-        for index in range(cookie, len(entries)) if cookie < len(entries) else ():
+        # Entries that do not fit are cut at buf_len: wasi-libc then retries with a larger buffer.
+        for index in range(cookie, len(entries)):
             if used >= buf_len:
                 break
             ino, ftype, name = entries[index]
@@ -511,7 +510,7 @@ class WasiHost:
     ) -> None:
         d = self._dir(fd, abi.RIGHT_PATH_OPEN)
         if oflags & ~abi.OFLAGS_ALL or fdflags & ~abi.FDFLAGS_ALL:
-            raise _EINVAL
+            raise Errno(abi.EINVAL)
         if oflags & abi.OFLAGS_CREAT:
             self._dir(fd, abi.RIGHT_PATH_CREATE_FILE)
         if oflags & abi.OFLAGS_TRUNC:
@@ -730,11 +729,11 @@ def _lstat_or_none(r: Resolved) -> os.stat_result | None:
 def _times(atim: int, mtim: int, flags: int) -> tuple[int | None, int | None, bool, bool]:
     """Validate witx `$fstflags`: a time and its `_now` variant together, or unknown bits, are EINVAL."""
     if flags & ~abi.FSTFLAGS_ALL:
-        raise _EINVAL
+        raise Errno(abi.EINVAL)
     if flags & abi.FSTFLAGS_ATIM and flags & abi.FSTFLAGS_ATIM_NOW:
-        raise _EINVAL
+        raise Errno(abi.EINVAL)
     if flags & abi.FSTFLAGS_MTIM and flags & abi.FSTFLAGS_MTIM_NOW:
-        raise _EINVAL
+        raise Errno(abi.EINVAL)
     a = atim if flags & abi.FSTFLAGS_ATIM else None
     m = mtim if flags & abi.FSTFLAGS_MTIM else None
     return a, m, bool(flags & abi.FSTFLAGS_ATIM_NOW), bool(flags & abi.FSTFLAGS_MTIM_NOW)

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Sequence
 
 from . import abi, ffi
-from .errors import FAULT, Errno
+from .errors import Errno
 
 
 class GuestMemory:
@@ -30,7 +30,7 @@ class GuestMemory:
         self._address = 0
         self._base = 0
         self._size = 0
-        self._view = memoryview(b"")
+        self._view = memoryview(bytearray())
 
     @property
     def bound(self) -> bool:
@@ -49,7 +49,7 @@ class GuestMemory:
         ref = self._ref
         if ref is None:
             return
-        base = ffi.memory_data(ref.context, ref.address) or 0
+        base = ffi.memory_data(ref.context, ref.address)
         if base != self._base:
             self._remap(base)
 
@@ -60,7 +60,7 @@ class GuestMemory:
         self._base = base
         self._size = size
         if size == 0 or base == 0:
-            self._view = memoryview(b"")
+            self._view = memoryview(bytearray())
             self._size = 0
         else:
             self._view = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
@@ -70,9 +70,9 @@ class GuestMemory:
         if end > self._size:
             # The guest may have grown its memory since we last looked.
             if self._ref is not None:
-                self._remap(ffi.memory_data(self._ref.context, self._ref.address) or 0)
+                self._remap(ffi.memory_data(self._context, self._address))
             if end > self._size:
-                raise FAULT
+                raise Errno(abi.EFAULT)
 
     @property
     def size(self) -> int:
