@@ -385,3 +385,11 @@ x = 1
     import tomllib
 
     tomllib.loads(text)  # the fixture is valid TOML, as the scanner assumes
+
+
+def test_sub_table_of_a_files_entry_is_located() -> None:
+    # ``[files.tls]`` belongs to the latest [[files]] entry; as an unknown key it is reported there.
+    err = error(
+        '[[files]]\nkind = "stdin"\n\n[[files]]\nkind = "listen"\nname = "L"\n\n[files.tls]\ncert = "x"\n'
+    )
+    assert (err.key, err.line) == ("files[1].tls", 8)

@@ -50,7 +50,7 @@ class _Scanner:
         self.pos = 0
         self.newlines = [i for i, ch in enumerate(text) if ch == "\n"]
         self.lines: dict[Path, int] = {}
-        self.counts: dict[tuple[str, ...], int] = {}
+        self.counts: dict[Path, int] = {}  # arrays of tables (by resolved path): elements so far
 
     def line_at(self, pos: int) -> int:
         return bisect.bisect_left(self.newlines, pos) + 1
@@ -62,6 +62,19 @@ class _Scanner:
         for end in range(1, len(path) + 1):
             self.lines.setdefault(path[:end], line)
         self.lines[path] = line
+
+    def resolve(self, keys: tuple[str, ...]) -> Path:
+        """A header's path: ``[files.tls]`` after two ``[[files]]`` is ``("files", 1, "tls")``.
+
+        TOML attaches a sub-table header to the most recent element of an array of tables.
+        """
+        path: list[str | int] = []
+        for end in range(1, len(keys) + 1):
+            path.append(keys[end - 1])
+            count = self.counts.get(tuple(path))
+            if count is not None and end < len(keys):
+                path.append(count - 1)
+        return tuple(path)
 
     def run(self) -> SourceMap:
         text = self.text
@@ -75,15 +88,16 @@ class _Scanner:
                 self.pos += 2
                 keys = self.read_key()
                 self.pos = text.index("]]", self.pos) + 2
-                index = self.counts.get(keys, 0)
-                self.counts[keys] = index + 1
-                current = (*keys, index)
+                array = self.resolve(keys)
+                index = self.counts.get(array, 0)
+                self.counts[array] = index + 1
+                current = (*array, index)
                 self.record(current, start)
             elif text[start] == "[":
                 self.pos += 1
                 keys = self.read_key()
                 self.pos = text.index("]", self.pos) + 1
-                current = keys
+                current = self.resolve(keys)
                 self.record(current, start)
             else:
                 keys = self.read_key()
