@@ -88,9 +88,7 @@ def _steward_for_2023(env, sgx, intel_root, policy_text: str, prefix: str = "i5"
     root_copy = env.dir / "intel-root.der"
     shutil.copy(intel_root, root_copy)
     text = env.config.read_text().replace("files = []", 'files = ["intel-root.der"]')
-    # Only real roots here: the dispatcher hands Intel's verifier the simulated roots instead of
-    # Intel's pinned one whenever any are configured.
-    text = text.replace('simulated = ["sim-ark.pem"]', "simulated = []")
+    # The simulated AMD root stays configured: real Intel evidence must still verify beside it.
     env.config.write_text(text)
     coll = env.dir / "collateral" / "sgx-quote"
     coll.mkdir(parents=True, exist_ok=True)

@@ -435,3 +435,50 @@ def test_a_native_csr_sent_to_the_legacy_endpoint_is_400(server, env, kit):
     with httpx.Client() as client:
         body = keep.csr(keep.nonce(client, server.url))
         _refusal(client.post(f"{server.url}/", content=body, headers=PKCS10), 400, "csr.no_evidence")
+
+
+def test_slow_body_is_408_and_the_server_keeps_serving(env, kit):
+    import socket
+
+    with kit.ServerThread(env.steward(), request_timeout=0.5) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(
+                b"POST /attest HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkcs10\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b"\x30" * 10
+            )
+            s.settimeout(5)
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b'"check":"request.timeout"' in answer
+        with httpx.Client() as client:
+            assert kit.Keep(env.vendor).attest(client, srv.url).status_code == 200
+
+
+def test_policy_reload_under_load_drops_no_request(env, kit):
+    import threading
+
+    from donjon.steward.service import reload_policy
+
+    keep = kit.Keep(env.vendor)
+    statuses: list[int] = []
+    with kit.ServerThread(env.steward()) as srv:
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client() as client:
+                while not stop.is_set():
+                    statuses.append(keep.attest(client, srv.url).status_code)
+
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for w in workers:
+            w.start()
+        good = env.policy.read_text()
+        for i in range(6):
+            env.policy.write_text(good if i % 2 else good + "\nbroken = = 1\n")
+            assert reload_policy(srv.steward) is bool(i % 2)
+            time.sleep(0.05)
+        stop.set()
+        for w in workers:
+            w.join(30)
+        assert srv.steward.policy.current.digest == hashlib.sha256(good.encode()).hexdigest()
+    assert statuses and set(statuses) == {200}

@@ -143,9 +143,18 @@ def create_app(
             "client": request.client.host if request.client else None,
         }
         try:
+            _content_type(request)
+            try:
+                with anyio.fail_after(request_timeout):
+                    body = await _read_body(request, max_request_bytes)
+            except TimeoutError:
+                # The client is too slow to send its body: its fault, a 4xx.
+                raise Refused(
+                    "request.timeout",
+                    f"the request body did not arrive within {request_timeout} s",
+                    status=408,
+                ) from None
             with anyio.fail_after(request_timeout):
-                _content_type(request)
-                body = await _read_body(request, max_request_bytes)
                 outcome = await anyio.to_thread.run_sync(work, body, abandon_on_cancel=True, limiter=limiter)
         except Refused as e:
             if e.check.startswith("request."):
@@ -155,11 +164,17 @@ def create_app(
             log.info("refused", extra={"fields": fields})
             return _refusal(e)
         except TimeoutError:
-            steward.metrics.refused("request.timeout")
-            fields.update(decision="error", check="request.timeout", status=503)
+            # The Steward could not finish in time (overload, a slow database): a server fault.
+            # The work may still complete and be logged; the client received nothing.
+            steward.metrics.refused("server.timeout")
+            fields.update(decision="error", check="server.timeout", status=503)
             log.warning("timeout", extra={"fields": fields})
             return JSONResponse(
-                {"error": "timeout", "check": "request.timeout", "reason": "the request took too long"},
+                {
+                    "error": "timeout",
+                    "check": "server.timeout",
+                    "reason": "the Steward did not answer in time",
+                },
                 status_code=503,
             )
         except Exception:
