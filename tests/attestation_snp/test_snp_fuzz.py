@@ -100,3 +100,39 @@ def test_any_bytes_are_collateral_or_a_collateral_error(data: bytes) -> None:
     except CollateralError:
         return
     assert found.certificates or found.crls or found.tcb_info or found.qe_identity
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 1359), st.integers(1, 255))
+def test_a_corrupted_vcek_never_verifies_and_fails_cleanly(vectors: Path, offset: int, mask: int) -> None:
+    report = (vectors / "snp/trustee/test-report.bin").read_bytes()
+    cert = bytearray((vectors / "snp/trustee/test-vcek.der").read_bytes())
+    roots = TrustRoots.from_bytes((vectors / "roots/amd/trustee_milan_ask_ark_asvk.pem").read_bytes())
+    cert[offset % len(cert)] ^= mask
+    try:
+        verify_evidence("snp-report", report, certs=[bytes(cert)], roots=roots, at=AT)
+    except AttestationError:
+        return
+    raise AssertionError(f"byte {offset} ^ {mask:#x} of the VCEK and the report still verified")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10_000), st.integers(1, 255))
+def test_a_corrupted_crl_fails_cleanly(sim_milan: SimulatedAmd, offset: int, mask: int) -> None:
+    # Rule: a corrupted CRL is refused with an AttestationError, or (if it no longer names
+    # this ARK) ignored so that the genuine report still verifies; never a foreign exception.
+    ev = sim_milan.evidence(bytes(64))
+    crl = bytearray(sim_milan.crl([12345]))
+    crl[offset % len(crl)] ^= mask
+    try:
+        collateral = recognise_collateral(bytes(crl))
+        verify_evidence(
+            "snp-report",
+            ev.report,
+            certs=ev.certs,
+            roots=sim_milan.trust_roots(),
+            at=AT,
+            collateral=collateral,
+        )
+    except AttestationError:
+        return

@@ -190,6 +190,9 @@ class CertInfo:
     endorsement_candidate: bool
 
 
+#: What ``cryptography`` raises for a malformed certificate (parsed lazily, field by field).
+_X509_ERRORS = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension)
+
 _INFO: OrderedDict[int, CertInfo] = OrderedDict()
 _INFO_LOCK = threading.Lock()
 _INFO_MAX = 512
@@ -203,15 +206,19 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
         if hit is not None and hit.cert is cert:
             _INFO.move_to_end(key)
             return hit
-    der = cert.public_bytes(serialization.Encoding.DER)
-    info = CertInfo(
-        cert=cert,
-        der=der,
-        fingerprint=hashlib.sha256(der).hexdigest(),
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        endorsement_candidate=_is_endorsement_candidate(cert),
-    )
+    # cryptography parses names and extensions lazily: a malformed certificate fails here.
+    try:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        info = CertInfo(
+            cert=cert,
+            der=der,
+            fingerprint=hashlib.sha256(der).hexdigest(),
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            endorsement_candidate=_is_endorsement_candidate(cert),
+        )
+    except _X509_ERRORS as e:
+        raise MalformedEvidence("certificate.parse", f"malformed certificate: {e}") from e
     with _INFO_LOCK:
         _INFO[key] = info
         while len(_INFO) > _INFO_MAX:
@@ -343,7 +350,7 @@ def parse_endorsement_key(cert: x509.Certificate) -> EndorsementKey:
     """Decode a VCEK/VLEK certificate's AMD extensions (results are cached by DER)."""
     try:
         return _parse_endorsement_der(cert_info(cert).der)
-    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+    except _X509_ERRORS as e:
         raise MalformedEvidence("snp.vcek.parse", f"cannot decode endorsement certificate: {e}") from e
 
 
@@ -355,13 +362,13 @@ def is_endorsement_candidate(cert: x509.Certificate) -> bool:
 def _is_endorsement_candidate(cert: x509.Certificate) -> bool:
     try:
         key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm):  # not a key this verifier could use anyway
         return False
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         return False
     try:
         cert.extensions.get_extension_for_oid(OID_PRODUCT_NAME)
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         return False
     return True
 

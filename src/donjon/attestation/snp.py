@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -597,10 +597,14 @@ def _check_crls(chain: SnpChain, collateral: Collateral, at: datetime, *, requir
     # error, not something to skip.
     applied = False
     for crl in collateral.crls:
-        if crl.issuer != chain.root.subject:
-            continue
-        verify_crl(crl, chain.root, at, check="snp.crl")
-        check_not_revoked(chain.intermediate, crl, check="snp.chain")
+        # cryptography decodes CRL fields lazily: a malformed one fails on first access.
+        try:
+            if crl.issuer != chain.root.subject:
+                continue
+            verify_crl(crl, chain.root, at, check="snp.crl")
+            check_not_revoked(chain.intermediate, crl, check="snp.chain")
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+            raise CollateralError("snp.crl.parse", f"malformed CRL: {e}") from e
         applied = True
     if required and not applied:
         raise CollateralError(
