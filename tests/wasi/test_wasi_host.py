@@ -583,3 +583,48 @@ def test_guest_without_usable_memory_gets_efault(engine: wasmtime.Engine, memory
                              (call $rand (i32.const 0) (i32.const 0))))))"""
     module = wasmtime.Module(engine, wasmtime.wat2wasm(wat))
     assert run_module(wasmtime.Store(engine), module, _spec()) == abi.EFAULT * 100
+
+
+def test_memory_that_moves_when_it_grows(tmp_path: Path) -> None:
+    # With no reservation beyond the current size, every memory.grow may move the memory: the host
+    # must re-read the base address on each call, never write through a stale one.
+    config = wasmtime.Config()
+    config.memory_reservation = 0
+    config.memory_reservation_for_growth = 0
+    config.memory_guard_size = 0
+    config.memory_may_move = True
+    engine = wasmtime.Engine(config)
+    wat = f"""(module {PROC_EXIT}
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "x")
+      (func (export "_start") (local $i i32)
+        (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 1))
+        (loop $l
+          (drop (memory.grow (i32.const 1)))
+          ;; the iovec and the byte, copied to the newest page, so stale pointers would show
+          (i32.store8 (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1))
+                      (i32.add (i32.const 97) (local.get $i)))
+          (i32.store (i32.const 0) (i32.sub (i32.mul (memory.size) (i32.const 65536)) (i32.const 1)))
+          (if (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 20))))))"""
+    module = wasmtime.Module(engine, wasmtime.wat2wasm(wat))
+    with open(tmp_path / "out", "wb") as out:
+        assert run_module(wasmtime.Store(engine), module, _spec(STDIO, stdio_fds=(0, out.fileno(), 2))) == 0
+    assert (tmp_path / "out").read_bytes() == bytes(range(97, 117))
+
+
+def test_read_only_is_inherited_by_opened_subdirectories(ro_guest: Any, tmp_path: Path) -> None:
+    p, n = ro_guest.path(1024, "sub")
+    assert (
+        ro_guest.call("path_open", 3, 0, p, n, abi.OFLAGS_DIRECTORY, abi.RIGHTS_ALL, abi.RIGHTS_ALL, 0, 0)
+        == 0
+    )
+    sub = ro_guest.u32(0)
+    assert ro_guest.call("fd_fdstat_get", sub, 16) == 0
+    assert ro_guest.u64(24) & abi.RIGHTS_WRITING == 0
+    q, m = ro_guest.path(2048, "new")
+    assert ro_guest.call("path_create_directory", sub, q, m) in REFUSED
+    assert ro_guest.call("path_open", sub, 0, q, m, abi.OFLAGS_CREAT, abi.RIGHTS_ALL, 0, 0, 0) in REFUSED
+    assert os.listdir(tmp_path / "ro" / "sub") == []
