@@ -250,7 +250,11 @@ def _run(opts: Options) -> int:
         _error(f"workload digest {workload.digest.hex()}")
 
     cache = None
-    if opts.cache:
+    # DESIGN.md threat model: the cache is trusted code. Attested backends use it only from an
+    # explicitly given directory (which must be on the measured, integrity-protected filesystem).
+    if opts.cache and backend.attested and opts.cache_dir is None:
+        _error("module cache off for an attested backend unless --cache-dir names one on measured storage")
+    elif opts.cache:
         from donjon.runtime.cache import ModuleCache
 
         try:
