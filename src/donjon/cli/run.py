@@ -253,7 +253,7 @@ def _run(opts: Options) -> int:
     # DESIGN.md threat model: the cache is trusted code. Attested backends use it only from an
     # explicitly given directory (which must be on the measured, integrity-protected filesystem).
     if opts.cache and backend.attested and opts.cache_dir is None:
-        _error("module cache off for an attested backend unless --cache-dir names one on measured storage")
+        _error("warning: module cache off for an attested backend (use --cache-dir on measured storage)")
     elif opts.cache:
         from donjon.runtime.cache import ModuleCache
 
