@@ -150,3 +150,36 @@ def test_exit_codes(vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "show", str(junk))
     assert code == 1
     assert run(capsys, "--help")[0] == 0
+
+
+def test_verify_intel_and_cca_through_the_cli(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    collateral = [
+        a for p in sorted(vectors.glob("sgx/dcapqvl/sgx_quote.coll.*")) for a in ("--collateral", str(p))
+    ]
+    code, out, _ = run(
+        capsys,
+        "verify",
+        str(vectors / "sgx/dcapqvl/sgx_quote"),
+        *collateral,
+        "--at",
+        "2025-07-19T10:01:17Z",
+        "--format",
+        "json",
+    )
+    # VERIFY_TIMES sgx-dcapqvl: PASS ConfigurationAndSWHardeningNeeded [INTEL-SA-00289, INTEL-SA-00615]
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["tee"] == "sgx" and doc["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+    assert doc["advisory_ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
+    token = str(vectors / "cca/ccatoken/cca_token.cbor")
+    assert run(capsys, "verify", token)[0] == 2  # no pinned platform key
+    code, out, _ = run(
+        capsys,
+        "verify",
+        token,
+        "--cca-platform-key",
+        str(vectors / "cca/ccatoken/cca_platform.pub"),
+        "--format",
+        "json",
+    )
+    assert code == 0 and json.loads(out)["tee"] == "cca"

@@ -106,6 +106,13 @@ def _parser() -> _Parser:
     verify.add_argument(
         "--allow-missing-qe-identity", action="store_true", help="TDX/SGX: accept without a QE identity"
     )
+    verify.add_argument(
+        "--cca-platform-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="CCA: a pinned platform (CPAK) public key, PEM/DER SPKI or JWK (repeatable)",
+    )
     verify.add_argument("--format", choices=["text", "json"], default="text")
     show = sub.add_parser(
         "show",
@@ -238,8 +245,13 @@ def _verify(args: argparse.Namespace) -> int:
                 min_tcb=min_tcb,
             )
         elif kind is EvidenceKind.CCA_TOKEN:
-            print("donjon evidence: CCA tokens need a pinned platform key; use the library", file=sys.stderr)
-            return EXIT_USAGE
+            # No vendor root exists for CCA: the platform key (CPAK) is pinned by the caller.
+            if not args.cca_platform_key:
+                raise _Usage("donjon evidence: a CCA token needs --cca-platform-key FILE (the pinned CPAK)")
+            from donjon.attestation.cca import load_platform_key
+
+            keys = [load_platform_key(_read(path)) for path in args.cca_platform_key]
+            options = {"platform_keys": keys, "expected_challenge": report_data}
         else:
             options = {
                 "allow_debug": args.allow_debug,
