@@ -315,13 +315,17 @@ def test_exit_codes_outside_a_byte_never_look_like_success(
     capfd.readouterr()
 
 
-def test_usage_errors(capfd: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors(examples: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["run"]) == 2
     assert "missing MODULE" in capfd.readouterr().err
     assert main(["run", "--frobnicate", "x.wasm"]) == 2
     assert "unknown option" in capfd.readouterr().err
     assert main(["run", "x.wasm", "\udcff"]) == 2  # an undecodable byte from the host's argv
     assert "not valid UTF-8" in capfd.readouterr().err
+    assert (
+        main(["run", "--no-cache", str(examples / "hello" / "hello.wasm"), "x" * (1 << 20)]) == 2
+    )  # beyond the host's args limit
+    assert "cannot give the guest" in capfd.readouterr().err
     assert main(["run", "--help"]) == 0
     assert "--dir HOST[::GUEST]" in capfd.readouterr().out
 

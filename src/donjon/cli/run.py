@@ -265,6 +265,7 @@ def _run(opts: Options) -> int:
             _error(f"warning: module cache disabled: {e}")
 
     from donjon.wasi import GuestTrap, WasiError
+    from donjon.wasi.errors import InvalidGuestSpec
 
     report = RunReport()
     saved_sigint: list[object] = []
@@ -300,7 +301,10 @@ def _run(opts: Options) -> int:
         sys.stdout.flush()
         _error(f"guest trapped: {str(e).rstrip()}")
         return EXIT_TRAP
-    except WasiError as e:
+    except InvalidGuestSpec as e:  # arguments or environment beyond the host's limits
+        _error(f"cannot give the guest what the config asks for: {e}")
+        return EXIT_USAGE
+    except WasiError as e:  # e.g. a pre-opened directory that cannot be opened
         _error(f"cannot run the guest: {e}")
         return EXIT_OPERATIONAL
     finally:
