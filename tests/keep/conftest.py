@@ -276,3 +276,86 @@ class H:
 @pytest.fixture(scope="session")
 def h() -> type[H]:
     return H
+
+
+class TlsEchoServer:
+    """A small TLS server on H6's :class:`~donjon.tls.ServerContext`: echoes what it reads.
+
+    ``refused`` counts connections the context would not wrap (an expired identity).
+    """
+
+    def __init__(self, context: Any) -> None:
+        from donjon.tls.errors import TLSConfigError
+
+        self._config_error = TLSConfigError
+        self.context = context
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.refused = 0
+        self.served = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                conn, _, _ = self.context.wrap(client)
+            except self._config_error:
+                self.refused += 1
+                client.close()
+                continue
+            self.served += 1
+            threading.Thread(target=self._echo, args=(conn, client), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: Any, client: socket.socket) -> None:
+        from OpenSSL import SSL
+
+        try:
+            conn.do_handshake()
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                conn.sendall(data)
+        except (SSL.Error, OSError):
+            pass
+        finally:
+            client.close()
+
+    def __enter__(self) -> TlsEchoServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def tls_client(port: int) -> Any:
+    """A TLS 1.3 client connection to 127.0.0.1:``port`` that stays open (blocking socket)."""
+    from OpenSSL import SSL
+
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.settimeout(None)
+    conn = SSL.Connection(ctx, sock)
+    conn.set_connect_state()
+    conn.do_handshake()
+    return conn
+
+
+H.TlsEchoServer = TlsEchoServer  # type: ignore[attr-defined]
+H.tls_client = staticmethod(tls_client)  # type: ignore[attr-defined]
