@@ -25,6 +25,7 @@ from donjon.wasi import (
     run_module,
 )
 from donjon.wasi.files import OpenFile, StdioFile
+from donjon.wasi.host import SIGNATURES
 
 PAGE = 65536
 U32 = st.integers(min_value=0, max_value=2**32 - 1)
@@ -628,3 +629,38 @@ def test_read_only_is_inherited_by_opened_subdirectories(ro_guest: Any, tmp_path
     assert ro_guest.call("path_create_directory", sub, q, m) in REFUSED
     assert ro_guest.call("path_open", sub, 0, q, m, abi.OFLAGS_CREAT, abi.RIGHTS_ALL, 0, 0, 0) in REFUSED
     assert os.listdir(tmp_path / "ro" / "sub") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# "Any arguments to any WASI function give an errno": never a host exception, never a crash
+# ---------------------------------------------------------------------------------------------
+_ARG32 = st.one_of(
+    st.integers(0, 16), st.sampled_from([2048, 2100, 2200, 2300]), st.integers(PAGE - 64, PAGE + 64), U32
+)
+_ARG64 = st.one_of(st.integers(0, 16), st.integers(0, 2**64 - 1), st.just(2**63), st.just(2**64 - 1))
+# poll_oneoff could sleep for a random timeout and proc_exit unwinds: both have their own tests.
+FUZZED = sorted(set(SIGNATURES) - {"poll_oneoff", "proc_exit"})
+
+
+@pytest.fixture
+def fuzz_guest(make_guest: Any, tmp_path: Path) -> Any:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "file").write_text("data")
+    (root / "dir").mkdir()
+    null = os.open(os.devnull, os.O_RDWR)
+    guest = make_guest(_spec([*STDIO, PreopenDir(root, "/", writable=True)], stdio_fds=(null, null, null)))
+    for offset, text in ((2048, "file"), (2100, "dir"), (2200, "new"), (2300, "../x")):
+        guest.path(offset, text)
+    yield guest
+    os.close(null)
+
+
+@pytest.mark.parametrize("name", FUZZED)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_arguments_give_an_errno(fuzz_guest: Any, name: str, data: st.DataObject) -> None:
+    args = [data.draw(_ARG32 if kind == "i" else _ARG64) for kind in SIGNATURES[name]]
+    errno = fuzz_guest.call(name, *args)
+    assert 0 <= errno <= abi.ENOTCAPABLE
+    assert fuzz_guest.host.internal_errors == []

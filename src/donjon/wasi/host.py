@@ -752,6 +752,9 @@ def make(method, host, memory, unpack):
             {result_ok}
         except Errno as e:
             {result_err}
+        except OverflowError:
+            # A guest number too large for the host call it feeds (a time, an offset): invalid.
+            {result_inval}
         except ProcExit as e:
             return host.on_exit(e.code & 0xFFFFFFFF)
         except Exception as e:
@@ -794,6 +797,7 @@ def _factory(refresh: bool, nparams: int, has_result: bool) -> Callable[..., Cal
             # The i32 result goes in the first slot's low 4 bytes (wasmtime_val_raw_t.i32).
             result_ok="set_result(RAW, args, 0)" if has_result else "pass",
             result_err="set_result(RAW, args, e.code)" if has_result else "pass",
+            result_inval=f"set_result(RAW, args, {abi.EINVAL})" if has_result else "pass",
             result_eio="set_result(RAW, args, host.on_internal_error(e))"
             if has_result
             else "host.on_internal_error(e)",
