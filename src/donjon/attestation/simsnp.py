@@ -262,7 +262,12 @@ class SimulatedAmd:
             raise ValueError("not a simulated AMD vendor saved by SimulatedAmd.dump()")
 
         def key(name: str) -> rsa.RSAPrivateKey:
-            loaded = serialization.load_pem_private_key(doc[name].encode(), password=None)
+            # The file is simulated-vendor test material that ``dump`` wrote (0600, the
+            # user's own); OpenSSL's RSA key validation costs ~0.5 s per 4096-bit key,
+            # which every sim-snp Keep start would pay, and protects against nothing here.
+            loaded = serialization.load_pem_private_key(
+                doc[name].encode(), password=None, unsafe_skip_rsa_key_validation=True
+            )
             if not isinstance(loaded, rsa.RSAPrivateKey):
                 raise ValueError(f"{name} is not an RSA key")
             return loaded
