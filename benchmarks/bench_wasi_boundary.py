@@ -51,7 +51,8 @@ def wat_random(n: int) -> str:
 
 
 def wat_write_file(n: int) -> str:
-    # path_open(3, 0, "bench.out", CREAT|TRUNC, FD_WRITE, 0, 0, &fd@8); then n x fd_write(fd, iov@0, 1, &nw@12)
+    # path_open(3, 0, "bench.out", CREAT|TRUNC, FD_WRITE, 0, 0, &fd@8);
+    # then n x fd_write(fd, iov@0, 1, &nwritten@12), 16 bytes each.
     body = "(drop (call $w (i32.load (i32.const 8)) (i32.const 0) (i32.const 1) (i32.const 12)))"
     return f"""(module
       {PATH_OPEN}
@@ -166,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             theirs = best(lambda m=module: run_builtin(engine, m, root), args.repeat) * scale  # type: ignore[misc]
             rows.append((label, unit, ours, theirs))
 
-    print(
-        f"WASI boundary cost: Donjon host vs wasmtime built-in WASI (wasmtime-py {importlib.metadata.version('wasmtime')},"
-    )
+    version = importlib.metadata.version("wasmtime")
+    print(f"WASI boundary cost: Donjon host vs wasmtime built-in WASI (wasmtime-py {version},")
     print(f"Python {sys.version.split()[0]}, best of {args.repeat})")
     print()
     print(f"{'case':<28} {'unit':<9} {'donjon':>10} {'wasmtime':>10} {'ratio':>7}")
@@ -177,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<28} {unit:<9} {ours:>10.3f} {theirs:>10.3f} {ours / theirs:>7.2f}")
     print()
     print("ratio = donjon / wasmtime (below 1.00: Donjon is faster)")
-    print(
-        f"reproduce: /work/venv/bin/python benchmarks/bench_wasi_boundary.py --calls {n} --repeat {args.repeat}"
-    )
+    command = "/work/venv/bin/python benchmarks/bench_wasi_boundary.py"
+    print(f"reproduce: {command} --calls {n} --writes {args.writes} --repeat {args.repeat}")
     return 0
 
 
