@@ -393,3 +393,17 @@ def test_sub_table_of_a_files_entry_is_located() -> None:
         '[[files]]\nkind = "stdin"\n\n[[files]]\nkind = "listen"\nname = "L"\n\n[files.tls]\ncert = "x"\n'
     )
     assert (err.key, err.line) == ("files[1].tls", 8)
+
+
+def test_pre_1_0_enarx_layout_still_runs_with_warnings() -> None:
+    # Early Enarx releases described stdio as top-level tables; a current Enarx ignored them
+    # (and used its defaults), so Donjon warns and does the same.
+    parsed = parse_config(b'[stdin]\nkind = "host"\n\n[stdout]\nkind = "host"\n\n[stderr]\nkind = "host"\n')
+    assert parsed.config.files == DEFAULT_FILES
+    assert [(w.key, w.line) for w in parsed.warnings] == [("stdin", 1), ("stdout", 4), ("stderr", 7)]
+
+
+def test_stdio_kinds_in_any_order() -> None:
+    # fd 0 need not be stdin: a config may put /dev/null there and stdin elsewhere.
+    config = parse('[[files]]\nkind = "null"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stdin"\n')
+    assert config.fd_names == ("null", "stdout", "stdin")
