@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ratio = donjon / wasmtime (below 1.00: Donjon is faster)")
     command = "/work/venv/bin/python benchmarks/bench_wasi_boundary.py"
-    print(f"reproduce: {command} --calls {n} --writes {args.writes} --repeat {args.repeat}")
+    options = f"--calls {n} --writes {args.writes} --read-mib {args.read_mib} --repeat {args.repeat}"
+    print(f"reproduce: {command} {options}")
     return 0
 
 

@@ -11,6 +11,7 @@ object, and with it its rights.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Sequence
@@ -417,15 +418,15 @@ class DirectoryFile(OpenFile):
     def _list(self) -> list[tuple[int, int, bytes]]:
         try:
             own = os.fstat(self.host_fd)
+            # ".." of a pre-open is outside the sandbox: report it as the pre-open itself.
+            parent_ino = own.st_ino
+            if self.preopen_name is None:
+                with contextlib.suppress(OSError):
+                    parent_ino = os.stat("..", dir_fd=self.host_fd).st_ino
             entries: list[tuple[int, int, bytes]] = [
                 (own.st_ino, abi.FILETYPE_DIRECTORY, b"."),
-                (0, abi.FILETYPE_DIRECTORY, b".."),
+                (parent_ino, abi.FILETYPE_DIRECTORY, b".."),
             ]
-            try:
-                parent = os.stat("..", dir_fd=self.host_fd)
-                entries[1] = (parent.st_ino, abi.FILETYPE_DIRECTORY, b"..")
-            except OSError:
-                pass
             # os.scandir(fd) works on a duplicate of the fd, so our own offset is untouched.
             with os.scandir(self.host_fd) as it:
                 for entry in it:
