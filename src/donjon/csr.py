@@ -440,7 +440,7 @@ def _load(der: bytes) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_der_x509_csr(bytes(der))
         valid = csr.is_signature_valid
-    except (ValueError, UnsupportedAlgorithm) as e:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
         raise MalformedCsr("csr.parse", f"not a DER PKCS#10 request: {e}") from e
     if not valid:
         raise CsrSignatureInvalid("csr.signature", "the CSR is not signed by the key it carries")
@@ -457,8 +457,79 @@ def _decode(data: bytes, spec: Any, what: str) -> Any:
     return value
 
 
+# A small strict DER reader (ITU-T X.690 section 10: definite, minimal lengths) for the
+# request path: pyasn1's decoder costs milliseconds per CSR, this costs microseconds.
+# The outer CSR has already been parsed strictly by ``cryptography``.
+
+_SEQUENCE, _SET, _OID, _OCTETS, _ATTRIBUTES = 0x30, 0x31, 0x06, 0x04, 0xA0
+
+
+def _tlv(data: bytes, pos: int, end: int, what: str) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the element at ``pos``."""
+    if pos + 2 > end:
+        raise MalformedCsr("csr.parse", f"{what}: truncated")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise MalformedCsr("csr.parse", f"{what}: unexpected high tag number")
+    first = data[pos + 1]
+    i = pos + 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 4 or i + n > end:
+            raise MalformedCsr("csr.parse", f"{what}: bad length")
+        length = int.from_bytes(data[i : i + n], "big")
+        if data[i] == 0 or length < 0x80:
+            raise MalformedCsr("csr.parse", f"{what}: length not minimally encoded (DER)")
+        i += n
+    if i + length > end:
+        raise MalformedCsr("csr.parse", f"{what}: truncated")
+    return tag, i, i + length
+
+
+def _children(data: bytes, start: int, end: int, what: str) -> list[tuple[int, int, int, int]]:
+    """(tag, content start, content end, element start) of each element in ``data[start:end]``."""
+    out = []
+    pos = start
+    while pos < end:
+        tag, s, e = _tlv(data, pos, end, what)
+        out.append((tag, s, e, pos))
+        pos = e
+    return out
+
+
+def _whole(data: bytes, tag: int, what: str) -> tuple[int, int]:
+    got, s, e = _tlv(data, 0, len(data), what)
+    if got != tag:
+        raise MalformedCsr("csr.parse", f"{what}: expected tag 0x{tag:02x}, got 0x{got:02x}")
+    if e != len(data):
+        raise MalformedCsr("csr.parse", f"{what} has {len(data) - e} trailing bytes")
+    return s, e
+
+
+def _oid_text(content: bytes, what: str) -> str:
+    # X.690 section 8.19: base-128 arcs, no leading 0x80 byte; the first two arcs share one value.
+    if not content or content[-1] & 0x80:
+        raise MalformedCsr("csr.parse", f"{what}: malformed OBJECT IDENTIFIER")
+    arcs: list[int] = []
+    value = 0
+    fresh = True
+    for byte in content:
+        if fresh and byte == 0x80:
+            raise MalformedCsr("csr.parse", f"{what}: OBJECT IDENTIFIER arc not minimally encoded")
+        value = (value << 7) | (byte & 0x7F)
+        fresh = not byte & 0x80
+        if fresh:
+            arcs.append(value)
+            value = 0
+    head = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in (head, arcs[0] - 40 * head, *arcs[1:]))
+
+
 def _octet_value(der: bytes, what: str) -> bytes:
-    return bytes(_decode(der, univ.OctetString(), what))
+    s, e = _whole(der, _OCTETS, what)
+    return der[s:e]
 
 
 def _spki_der(csr: x509.CertificateSigningRequest) -> bytes:
@@ -468,14 +539,59 @@ def _spki_der(csr: x509.CertificateSigningRequest) -> bytes:
 
 
 def _attributes(der: bytes) -> dict[str, list[bytes]]:
-    req = _decode(der, _CertificationRequest(), "CertificationRequest")
+    """CertificationRequestInfo.attributes (RFC 2986 section 4.1): type OID -> DER of each value."""
+    s, e = _whole(der, _SEQUENCE, "CertificationRequest")
+    parts = _children(der, s, e, "CertificationRequest")
+    if len(parts) != 3 or parts[0][0] != _SEQUENCE:
+        raise MalformedCsr("csr.parse", "CertificationRequest must have three parts")
+    info = _children(der, parts[0][1], parts[0][2], "CertificationRequestInfo")
+    if len(info) != 4 or info[3][0] != _ATTRIBUTES:
+        raise MalformedCsr("csr.parse", "CertificationRequestInfo has no [0] attributes")
     out: dict[str, list[bytes]] = {}
-    for attr in req["certificationRequestInfo"]["attributes"]:
-        oid = str(attr["type"])
+    for a_tag, a_s, a_e, _ in _children(der, info[3][1], info[3][2], "attributes"):
+        fields = _children(der, a_s, a_e, "Attribute") if a_tag == _SEQUENCE else []
+        if len(fields) != 2 or fields[0][0] != _OID or fields[1][0] != _SET:
+            raise MalformedCsr("csr.parse", "an Attribute is not SEQUENCE { OID, SET }")
+        oid = _oid_text(der[fields[0][1] : fields[0][2]], "attribute type")
         if oid in out:
             raise MalformedCsr("csr.parse", f"attribute {oid} appears twice")
-        out[oid] = [bytes(v) for v in attr["values"]]
+        values = _children(der, fields[1][1], fields[1][2], f"attribute {oid}")
+        out[oid] = [der[start:end] for _, _, end, start in values]
     return out
+
+
+def _bundle(der: bytes) -> tuple[list[tuple[str, bytes]], list[bytes]]:
+    """AttestationBundle -> ([(statement type, stmt DER)], [certificate DER])."""
+    s, e = _whole(der, _SEQUENCE, "AttestationBundle")
+    parts = _children(der, s, e, "AttestationBundle")
+    if not 1 <= len(parts) <= 2 or any(p[0] != _SEQUENCE for p in parts):
+        raise MalformedCsr("csr.parse", "AttestationBundle must be SEQUENCE { attestations, certs OPTIONAL }")
+    statements = []
+    items = _children(der, parts[0][1], parts[0][2], "attestations")
+    if not 1 <= len(items) <= MAX_STATEMENTS:
+        raise MalformedCsr(
+            "csr.parse", f"attestations must hold 1..{MAX_STATEMENTS} statements, not {len(items)}"
+        )
+    for i_tag, i_s, i_e, _ in items:
+        fields = _children(der, i_s, i_e, "AttestationStatement") if i_tag == _SEQUENCE else []
+        if len(fields) != 2 or fields[0][0] != _OID:
+            raise MalformedCsr("csr.parse", "an AttestationStatement is not SEQUENCE { type, stmt }")
+        oid = _oid_text(der[fields[0][1] : fields[0][2]], "statement type")
+        statements.append((oid, der[fields[1][3] : fields[1][2]]))
+    certs: list[bytes] = []
+    if len(parts) == 2:
+        entries = _children(der, parts[1][1], parts[1][2], "certs")
+        if not 1 <= len(entries) <= MAX_CERTS:
+            raise MalformedCsr(
+                "csr.parse", f"certs must hold 1..{MAX_CERTS} certificates, not {len(entries)}"
+            )
+        for c_tag, _, c_e, c_s in entries:
+            if c_tag != _SEQUENCE:
+                raise MalformedCsr(
+                    "csr.parse", "only the 'certificate' choice of LimitedCertChoices is supported"
+                )
+            certs.append(der[c_s:c_e])
+    return statements, certs
 
 
 def _single(attrs: dict[str, list[bytes]], oid: x509.ObjectIdentifier, what: str) -> bytes | None:
@@ -516,23 +632,13 @@ def parse_native_csr(der: bytes) -> NativeCsr:
     bundle_der = _single(attrs, oids.ID_AA_ATTESTATION, "id-aa-attestation")
     if bundle_der is None:
         raise MalformedCsr("csr.no_evidence", "the CSR has no id-aa-attestation attribute")
-    bundle = _decode(bundle_der, _AttestationBundle(), "AttestationBundle")
+    raw_statements, certs = _bundle(bundle_der)
     statements = []
-    for st in bundle["attestations"]:
-        oid = x509.ObjectIdentifier(str(st["type"]))
-        stmt_der = bytes(st["stmt"])
+    for text, stmt_der in raw_statements:
+        oid = x509.ObjectIdentifier(text)
         kind = oids.EVIDENCE_KIND_BY_OID.get(oid)
-        evidence = _octet_value(stmt_der, f"statement {oid.dotted_string}") if kind is not None else None
+        evidence = _octet_value(stmt_der, f"statement {text}") if kind is not None else None
         statements.append(Statement(type=oid, kind=kind, evidence=evidence, stmt_der=stmt_der))
-    certs: list[bytes] = []
-    if bundle["certs"].isValue:
-        for cert in bundle["certs"]:
-            raw = bytes(cert)
-            if not raw.startswith(b"\x30"):
-                raise MalformedCsr(
-                    "csr.parse", "only the 'certificate' choice of LimitedCertChoices is supported"
-                )
-            certs.append(raw)
     digest_der = _single(attrs, oids.CSR_ATTR_WORKLOAD_DIGEST, "workload digest")
     nonce_der = _single(attrs, oids.CSR_ATTR_NONCE, "nonce")
     digest = _octet_value(digest_der, "workload digest") if digest_der is not None else None

@@ -189,3 +189,45 @@ def test_donjon_arc_is_csr_only_and_certificate_oids_are_checked():
     ]
     assert len({o.dotted_string for o in mine}) == len(mine) >= 7
     assert all(o.dotted_string.startswith(oids.DONJON_ARC + ".") for o in mine)
+
+
+def _statement_bundle() -> bytes:
+    from pyasn1.codec.der import encoder
+    from pyasn1.type import univ
+
+    oid = encoder.encode(univ.ObjectIdentifier(oids.EVIDENCE_SNP.dotted_string))
+    stmt = b"\x04\x03abc"
+    inner = b"\x30" + bytes([len(oid) + len(stmt)]) + oid + stmt
+    seq = b"\x30" + bytes([len(inner)]) + inner
+    return b"\x30" + bytes([len(seq)]) + seq
+
+
+def test_der_reader_reads_a_bundle_and_its_oids():
+    statements, certs = csr._bundle(_statement_bundle())
+    assert statements == [(oids.EVIDENCE_SNP.dotted_string, b"\x04\x03abc")] and certs == []
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b + b"\x00",  # trailing byte
+        lambda b: b"\x30\x81" + b[1:],  # long form for a short length (not DER)
+        lambda b: b[:-1],  # truncated
+        lambda b: b"\x31" + b[1:],  # SET instead of SEQUENCE
+        lambda b: b[:8] + b"\x80" + b[9:],  # the OID's first arc byte padded with 0x80
+    ],
+    ids=["trailing", "non-minimal-length", "truncated", "wrong-tag", "oid-padding"],
+)
+def test_der_reader_is_strict(mutate):
+    with pytest.raises(csr.MalformedCsr):
+        csr._bundle(mutate(_statement_bundle()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_der_reader_any_bytes_parse_or_raise_malformed(data):
+    # Rule: the request-path DER reader never raises anything but MalformedCsr.
+    with contextlib.suppress(csr.MalformedCsr):
+        csr._bundle(data)
+    with contextlib.suppress(csr.MalformedCsr):
+        csr._attributes(data)
