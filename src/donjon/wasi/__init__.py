@@ -3,6 +3,20 @@
 Public API (notes/wasi-api.md): ``run_module``, ``GuestSpec``, ``Stdio``, ``PreopenDir``, ``GuestFile``
 and the errors ``WasiError``, ``GuestTrap``, ``GuestLinkError`` (plus ``InvalidGuestSpec`` and
 ``PreopenError``, both ``WasiError``s, for a spec the host refuses).
+
+    engine = wasmtime.Engine()
+    module = wasmtime.Module.from_file(engine, "main.wasm")
+    spec = GuestSpec(
+        args=["main.wasm"],
+        env=[("FD_COUNT", "4")],  # the whole environment: nothing is inherited
+        files=[Stdio("stdin"), Stdio("stdout"), Stdio("stderr"), PreopenDir(Path("/srv/data"), "/data")],
+    )
+    exit_code = run_module(wasmtime.Store(engine), module, spec)
+
+Modules: ``abi`` (witx constants and layouts), ``ffi`` (the only user of wasmtime's internal ffi),
+``memory`` (bounds-checked guest memory), ``files`` (one class per kind of open file), ``fdtable``,
+``paths`` (resolution confined to a directory fd), ``poll`` (``poll_oneoff``), ``host`` (the 46
+functions and their trampolines), ``run`` (``run_module``).
 """
 
 from .errors import GuestLinkError, GuestTrap, InvalidGuestSpec, PreopenError, WasiError
