@@ -193,3 +193,21 @@ def test_ca_file_problems(capsys, tmp_path):
     bad.write_bytes(b"not a certificate")
     assert main(["verify", "host:1", "--ca", str(bad)]) == 2
     assert main(["verify", "--help"]) == 0
+
+
+def test_a_keep_requiring_client_certificates_can_still_be_verified(
+    steward, steward_env, sim_snp, h, tmp_path, capsys
+):
+    # TLS 1.3: the server's certificate arrives before it asks for ours, so the chain is
+    # verified even though this client presents none (the Keep then refuses the connection).
+    from donjon.tls import ClientAuth, TrustAnchors
+
+    result = attest(sim_snp, h.DIGEST, steward.url, steward_env.ca_pem)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(steward_env.ca_pem)
+    auth = ClientAuth(TrustAnchors.steward_ca(steward_env.ca))
+    with h.TlsEchoServer(ServerContext(KeepIdentity(result.credentials()), client_auth=auth)) as server:
+        code, out, _ = _run(
+            capsys, "verify", f"127.0.0.1:{server.port}", "--ca", str(ca), "--spiffe-id", h.SIM_SPIFFE_ID
+        )
+    assert code == 0, out
