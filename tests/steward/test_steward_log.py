@@ -144,3 +144,12 @@ def test_postgres_appends_from_two_processes_never_fork(pg_dsn):
     assert verify_chain(entries) == (150, None)
     assert {e.record["worker"] for e in entries} == {0, 1, 2}
     log.close()
+
+
+def test_hash_from_canonical_json_equals_the_definition():
+    from donjon.steward.log import canonical_json, entry_hash_canonical
+
+    record = {"b": [1, "é", None], "a": {"z": True, "y": 1.5}, "serial": "ff"}
+    assert entry_hash_canonical(
+        GENESIS, 7, "2026-01-01T00:00:00+00:00", canonical_json(record)
+    ) == entry_hash(GENESIS, 7, "2026-01-01T00:00:00+00:00", record)

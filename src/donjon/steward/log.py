@@ -27,6 +27,7 @@ __all__ = [
     "LogStore",
     "canonical_json",
     "entry_hash",
+    "entry_hash_canonical",
     "verify_chain",
 ]
 
@@ -41,7 +42,24 @@ def canonical_json(value: Any) -> bytes:
 
 
 def entry_hash(prev_hash: bytes, seq: int, time: str, record: Mapping[str, Any]) -> bytes:
-    body = canonical_json({"seq": seq, "time": time, "record": record})
+    return entry_hash_canonical(prev_hash, seq, time, canonical_json(record))
+
+
+def entry_hash_canonical(prev_hash: bytes, seq: int, time: str, record_json: bytes) -> bytes:
+    """:func:`entry_hash` from the record's canonical JSON, without serialising it again.
+
+    Keys sort as ``record``, ``seq``, ``time``, so the canonical entry is exactly
+    ``{"record":<record>,"seq":<seq>,"time":<time>}``.
+    """
+    body = (
+        b'{"record":'
+        + record_json
+        + b',"seq":'
+        + str(seq).encode()
+        + b',"time":'
+        + canonical_json(time)
+        + b"}"
+    )
     return hashlib.sha256(prev_hash + body).digest()
 
 

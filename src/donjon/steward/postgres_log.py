@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from donjon.steward.groupcommit import GroupCommit
-from donjon.steward.log import GENESIS, LogEntry, entry_hash
+from donjon.steward.log import GENESIS, LogEntry, canonical_json, entry_hash_canonical
 
 __all__ = ["PostgresLog"]
 
@@ -45,7 +45,7 @@ class PostgresLog:
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._group: GroupCommit[tuple[str, str], LogEntry] = GroupCommit(self._commit)
+        self._group: GroupCommit[tuple[str, dict[str, Any], str], LogEntry] = GroupCommit(self._commit)
         conn = self._conn()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -63,10 +63,11 @@ class PostgresLog:
         return conn
 
     def append(self, record: Mapping[str, Any], time: str) -> LogEntry:
-        body = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return self._group.submit((body, time))
+        # Serialised once, canonically: stored as is and hashed without a second pass.
+        body = canonical_json(record).decode()
+        return self._group.submit((body, dict(record), time))
 
-    def _commit(self, batch: Sequence[tuple[str, str]]) -> list[LogEntry]:
+    def _commit(self, batch: Sequence[tuple[str, dict[str, Any], str]]) -> list[LogEntry]:
         conn = self._conn()
         out: list[LogEntry] = []
         with conn.transaction():
@@ -74,10 +75,9 @@ class PostgresLog:
             row = conn.execute("SELECT seq, hash FROM donjon_decisions ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
             rows = []
-            for body, time in batch:
+            for body, stored, time in batch:
                 seq += 1
-                stored = json.loads(body)
-                digest = entry_hash(prev, seq, time, stored)
+                digest = entry_hash_canonical(prev, seq, time, body.encode())
                 serial = stored.get("serial")
                 rows.append((seq, time, body, prev, digest, serial if isinstance(serial, str) else None))
                 out.append(LogEntry(seq=seq, time=time, record=stored, prev_hash=prev, hash=digest))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from donjon.steward.groupcommit import GroupCommit
-from donjon.steward.log import GENESIS, LogEntry, entry_hash
+from donjon.steward.log import GENESIS, LogEntry, canonical_json, entry_hash_canonical
 
 __all__ = ["SqliteLog"]
 
@@ -41,7 +41,7 @@ class SqliteLog:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._group: GroupCommit[tuple[str, str], LogEntry] = GroupCommit(self._commit)
+        self._group: GroupCommit[tuple[str, dict[str, Any], str], LogEntry] = GroupCommit(self._commit)
         self._closed = False
         conn = self._conn()
         conn.executescript(_SCHEMA)
@@ -63,10 +63,11 @@ class SqliteLog:
         return conn
 
     def append(self, record: Mapping[str, Any], time: str) -> LogEntry:
-        body = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return self._group.submit((body, time))
+        # Serialised once, canonically: stored as is and hashed without a second pass.
+        body = canonical_json(record).decode()
+        return self._group.submit((body, dict(record), time))
 
-    def _commit(self, batch: Sequence[tuple[str, str]]) -> list[LogEntry]:
+    def _commit(self, batch: Sequence[tuple[str, dict[str, Any], str]]) -> list[LogEntry]:
         # One IMMEDIATE transaction for the whole batch: SQLite serialises it against
         # every other connection and process; the head is read inside it.
         conn = self._conn()
@@ -75,10 +76,9 @@ class SqliteLog:
             row = conn.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
             out: list[LogEntry] = []
-            for body, time in batch:
+            for body, stored, time in batch:
                 seq += 1
-                stored = json.loads(body)
-                digest = entry_hash(prev, seq, time, stored)
+                digest = entry_hash_canonical(prev, seq, time, body.encode())
                 serial = stored.get("serial")
                 conn.execute(
                     "INSERT INTO decisions (seq, time, record, prev_hash, hash, serial) "
