@@ -159,5 +159,6 @@ class VerifiedEvidence(metaclass=_NoPublicConstructor):
     def __repr__(self) -> str:
         return (
             f"VerifiedEvidence(tee={self._claims.tee.value}, platform={self._claims.platform!r}, "
-            f"evidence_sha256={self._evidence_sha256.hex()[:16]}..., verified_at={self._verified_at.isoformat()})"
+            f"evidence_sha256={self._evidence_sha256.hex()[:16]}..., "
+            f"verified_at={self._verified_at.isoformat()})"
         )

@@ -9,6 +9,7 @@ exceptions, naming the certificate that failed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -139,11 +140,11 @@ def verify_chain(
                 got=got,
             )
     _check_signed_by(root, root, f"{check}.root")
-    for cert, issuer in zip(chain, chain[1:], strict=False):
+    for cert, issuer in itertools.pairwise(chain):
         _check_signed_by(cert, issuer, check)
     for cert in chain:
         _check_validity(cert, at, check)
-    for cert, issuer in zip(chain, chain[1:], strict=False):
+    for cert, issuer in itertools.pairwise(chain):
         for crl in crls:
             if crl.issuer == issuer.subject:
                 check_not_revoked(cert, crl, check=check)
