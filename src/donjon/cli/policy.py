@@ -68,14 +68,14 @@ class _Flat:
         self.flat = DirectoryCollateral(root.parent)
         self.root = root
 
-    def current(self, kind: str) -> Any:
+    def current(self, kind: str, evidence: bytes | None = None) -> Any:
         if (self.root / kind).is_dir():
             return self.nested.current(kind)
         return self.flat.current(self.root.name)
 
 
 class _NoCollateral:
-    def current(self, kind: str) -> None:
+    def current(self, kind: str, evidence: bytes | None = None) -> None:
         return None
 
 

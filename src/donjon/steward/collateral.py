@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ __all__ = [
     "CollateralSet",
     "CollateralSource",
     "DirectoryCollateral",
+    "LayeredCollateral",
+    "VendorCollateral",
     "collateral_set",
 ]
 
@@ -51,8 +54,12 @@ class CollateralSet:
 
 
 class CollateralSource(Protocol):
-    def current(self, kind: str) -> CollateralSet | None:
-        """What the Steward holds for ``kind`` (``snp-report``, ``tdx-quote``...), or None."""
+    def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
+        """What the Steward holds for ``kind`` (``snp-report``, ``tdx-quote``...), or None.
+
+        ``evidence`` is a hint (the product line of an SNP report, the FMSPC in a
+        quote's PCK certificate) for sources that fetch per platform; it is not trusted.
+        """
         ...
 
 
@@ -164,7 +171,7 @@ class DirectoryCollateral:
         except OSError:
             return ()
 
-    def current(self, kind: str) -> CollateralSet | None:
+    def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
         directory = self.root / kind
         stamp = self._stamp(directory)
         with self._lock:
@@ -176,3 +183,96 @@ class DirectoryCollateral:
         with self._lock:
             self._cache[kind] = (stamp, result)
         return result
+
+
+class VendorCollateral:
+    """Collateral fetched from AMD KDS / Intel PCS through :mod:`donjon.collateral` (cache first).
+
+    SNP: the ARK's CRL and the ASK/ARK chain for the report's product line.
+    Intel: TCB info for the FMSPC of the quote's PCK certificate, the QE
+    identity, the CRL of the PCK CA that issued it and the Root CA's CRL.
+    Nothing fetchable (offline without a cached copy, vendor down, a VLEK
+    report) -> None, and the Steward refuses (``collateral.missing``).
+    """
+
+    def __init__(self, kds: object | None, pcs: object | None) -> None:
+        self.kds = kds
+        self.pcs = pcs
+
+    def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
+        from donjon.collateral.errors import FetchError
+
+        if evidence is None:
+            return None
+        try:
+            if kind == "snp-report" and self.kds is not None:
+                return self._snp(evidence)
+            if kind in ("tdx-quote", "sgx-quote") and self.pcs is not None:
+                return self._intel(kind, evidence)
+        except (FetchError, AttestationError, ValueError):
+            return None
+        return None
+
+    def _snp(self, report: bytes) -> CollateralSet:
+        from donjon.collateral.kds import KdsClient, VcekRequest
+
+        assert isinstance(self.kds, KdsClient)
+        product = VcekRequest.from_report(report).product
+        chain = self.kds.cert_chain(product)
+        crl = self.kds.crl(product)
+        return collateral_set(Collateral(certificates=tuple(chain), crls=(crl,), sources=(f"kds:{product}",)))
+
+    def _intel(self, kind: str, quote: bytes) -> CollateralSet:
+        from donjon.attestation.dcap import parse_quote
+        from donjon.attestation.intel import parse_pck_extensions
+        from donjon.collateral.pcs import PcsClient
+
+        assert isinstance(self.pcs, PcsClient)
+        parsed = parse_quote(quote)
+        chain = load_certificates(parsed.signature.pck_cert_chain.rstrip(b"\x00"), what="PCK chain")
+        pck = chain[0]
+        fmspc = parse_pck_extensions(pck).fmspc.hex()
+        issuer = pck.issuer.rfc4514_string()
+        ca = "processor" if "Processor" in issuer else "platform"
+        tee = "tdx" if kind == "tdx-quote" else "sgx"
+        tcb = self.pcs.tcb_info(fmspc, tee=tee)
+        qe = self.pcs.qe_identity(tee=tee)
+        pck_crl = self.pcs.pck_crl(ca)
+        root_crl = self.pcs.root_ca_crl()
+        return collateral_set(
+            Collateral(
+                certificates=tcb.issuer_chain,
+                crls=(pck_crl.crl(), root_crl),
+                tcb_info=(tcb.body,),
+                qe_identity=(qe.body,),
+                sources=(f"pcs:{tee}:{fmspc}",),
+            )
+        )
+
+
+class LayeredCollateral:
+    """The first source holding current, dated collateral wins (an operator's directory, then the vendors).
+
+    When none is current, the first dated answer is returned (the Steward then
+    refuses it as stale, or applies the policy's grace period).
+    """
+
+    def __init__(self, *sources: CollateralSource, clock: Callable[[], datetime]) -> None:
+        self.sources = sources
+        self.clock = clock
+
+    def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
+        fallback: CollateralSet | None = None
+        undated: CollateralSet | None = None
+        now = self.clock()
+        for source in self.sources:
+            found = source.current(kind, evidence)
+            if found is None:
+                continue
+            if found.issued_at is None:
+                undated = undated or found
+                continue
+            if found.current_at(now):
+                return found
+            fallback = fallback or found
+        return fallback or undated

@@ -36,7 +36,7 @@ _KNOWN = {
     },
     "log": {"backend", "path", "dsn"},
     "roots": {"files", "simulated"},
-    "collateral": {"dir", "require"},
+    "collateral": {"dir", "require", "fetch", "cache", "offline", "kds_url", "pcs_url", "intel_root_crl_url"},
 }
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 _KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token")
@@ -65,6 +65,12 @@ class StewardConfig:
     simulated_roots: tuple[Path, ...]
     collateral_dir: Path | None
     require_collateral: frozenset[str]
+    fetch_collateral: bool = False
+    collateral_cache: Path | None = None
+    collateral_offline: bool = False
+    kds_url: str | None = None
+    pcs_url: str | None = None
+    intel_root_crl_url: str | None = None
 
 
 def _line(text: str, key: str) -> int | None:
@@ -155,6 +161,9 @@ def load_config(path: str | Path) -> StewardConfig:
     tls_cert, tls_key = path_of(st, "tls_cert"), path_of(st, "tls_key")
     if (tls_cert is None) != (tls_key is None):
         raise err("tls_cert and tls_key go together", "tls_cert")
+    for flag in ("fetch", "offline"):
+        if not isinstance(co.get(flag, False), bool):
+            raise err(f"{flag} must be true or false", flag)
     require = co.get("require", list(_KINDS[:3]))
     if not isinstance(require, list) or not all(k in _KINDS for k in require):
         raise err(f"collateral require must list kinds from {list(_KINDS)}", "require")
@@ -180,6 +189,12 @@ def load_config(path: str | Path) -> StewardConfig:
         simulated_roots=paths(rt, "simulated"),
         collateral_dir=path_of(co, "dir", "collateral"),
         require_collateral=frozenset(require),
+        fetch_collateral=co.get("fetch", False),
+        collateral_cache=path_of(co, "cache", "collateral-cache"),
+        collateral_offline=co.get("offline", False),
+        kds_url=string(co, "kds_url"),
+        pcs_url=string(co, "pcs_url"),
+        intel_root_crl_url=string(co, "intel_root_crl_url"),
     )
 
 
@@ -226,4 +241,11 @@ simulated = []
 dir = "collateral"
 # Evidence kinds refused when no current collateral is held.
 require = ["snp-report", "tdx-quote", "sgx-quote"]
+# Also fetch collateral from AMD KDS / Intel PCS (per product line / FMSPC), through an
+# on-disk cache; the directory above is consulted first. offline = true: cache only.
+fetch = false
+cache = "collateral-cache"
+offline = false
+# kds_url = "https://kdsintf.amd.com"
+# pcs_url = "https://api.trustedservices.intel.com"
 """

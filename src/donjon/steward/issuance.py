@@ -208,7 +208,7 @@ class Steward:
         policy: Policy,
         record: dict[str, Any],
     ) -> VerifiedEvidence:
-        own = self.collateral.current(kind)
+        own = self.collateral.current(kind, evidence)
         keep_set: CollateralSet | None = collateral_set(keep) if keep is not None else None
         candidates: list[tuple[str, Collateral | None, datetime]] = []
         if keep_set is not None and keep_set.current_at(now):

@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,12 @@ import uvicorn
 from donjon.attestation.verify import TrustRoots
 from donjon.steward.app import create_app
 from donjon.steward.ca import CertificateAuthority
-from donjon.steward.collateral import DirectoryCollateral
+from donjon.steward.collateral import (
+    CollateralSource,
+    DirectoryCollateral,
+    LayeredCollateral,
+    VendorCollateral,
+)
 from donjon.steward.config import StewardConfig
 from donjon.steward.errors import ConfigError
 from donjon.steward.issuance import PolicyHolder, Steward
@@ -68,7 +74,13 @@ def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
     except Exception as e:  # the library's MalformedEvidence for a bad root file
         raise ConfigError(str(config.path), f"bad root certificate file: {e}") from e
     policy = PolicyHolder(str(config.policy))
-    collateral = DirectoryCollateral(config.collateral_dir or config.path.parent / "collateral")
+    collateral: CollateralSource = DirectoryCollateral(
+        config.collateral_dir or config.path.parent / "collateral"
+    )
+    if config.fetch_collateral:
+        collateral = LayeredCollateral(
+            collateral, _vendor_collateral(config), clock=overrides.get("clock", _utcnow)
+        )
     store = open_log(config)
     kwargs: dict[str, Any] = {
         "ca": ca,
@@ -81,6 +93,32 @@ def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
     }
     kwargs.update(overrides)
     return Steward(**kwargs)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _vendor_collateral(config: StewardConfig) -> VendorCollateral:
+    """KDS and PCS clients over one cache (donjon.collateral), as steward.toml says."""
+    from donjon.collateral import CollateralCache, CollateralStore, HttpFetcher, KdsClient, PcsClient
+    from donjon.collateral.kds import DEFAULT_KDS_URL
+    from donjon.collateral.pcs import DEFAULT_PCS_URL, DEFAULT_ROOT_CRL_URL
+
+    assert config.collateral_cache is not None
+    try:
+        cache = CollateralCache(config.collateral_cache)
+    except OSError as e:
+        raise ConfigError(str(config.collateral_cache), f"cannot use the collateral cache: {e}") from e
+    fetcher = None if config.collateral_offline else HttpFetcher()
+    store = CollateralStore(cache, fetcher, offline=config.collateral_offline)
+    kds = KdsClient(store, base_url=config.kds_url or DEFAULT_KDS_URL)
+    pcs = PcsClient(
+        store,
+        base_url=config.pcs_url or DEFAULT_PCS_URL,
+        root_crl_url=config.intel_root_crl_url or DEFAULT_ROOT_CRL_URL,
+    )
+    return VendorCollateral(kds, pcs)
 
 
 def reload_policy(steward: Steward) -> bool:
