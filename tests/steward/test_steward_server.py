@@ -487,3 +487,27 @@ def test_policy_reload_under_load_drops_no_request(env, kit):
             w.join(30)
         assert srv.steward.policy.current.digest == hashlib.sha256(good.encode()).hexdigest()
     assert statuses and set(statuses) == {200}
+
+
+def test_unattested_only_when_the_policy_says_so(env, kit):
+    keep = kit.Keep(env.vendor)
+
+    def nil_csr(client, url):
+        return csr.build_csr(
+            keep.key,
+            statements=[(oids.EVIDENCE_NONE, b"")],
+            workload_digest=keep.workload,
+            nonce=keep.nonce(client, url),
+        )
+
+    with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
+        r = client.post(f"{srv.url}/attest", content=nil_csr(client, srv.url), headers=PKCS10)
+        _refusal(r, 403, "policy.unattested")
+    env.policy.write_text("allow_unattested = true\n" + kit.policy_text())
+    with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
+        leaf, _ = _chain(client.post(f"{srv.url}/attest", content=nil_csr(client, srv.url), headers=PKCS10))
+        uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert uris.get_values_for_type(x509.UniformResourceIdentifier) == [
+            "spiffe://example.org/unattested/test/web"
+        ]
+        assert env_log_entry(srv, leaf).record["unattested"] is True
