@@ -116,7 +116,8 @@ def test_a_steward_that_stays_at_503_is_unreachable_within_the_bound(steward_env
         )
         with pytest.raises(StewardUnreachable) as info:
             attestor.attest()
-    assert info.value.attempts >= 2 and info.value.elapsed <= retry.total
+    # No attempt starts after the budget; the last one may take its own (short) time.
+    assert info.value.attempts >= 2 and info.value.elapsed <= retry.total + 0.5
     assert "HTTP 503" in info.value.reason
 
 

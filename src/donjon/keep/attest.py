@@ -349,10 +349,8 @@ class Attestor:
         key = ec.generate_private_key(ec.SECP256R1())
         spki = _spki(key)
         challenge = client.challenge()
-        try:
-            binding = _binding.keep_binding(spki, self.workload_digest, challenge.nonce)
-        except ValueError as e:  # a nonce of an impossible size
-            raise StewardBusy(self.endpoint.url, f"unusable nonce: {e}") from e
+        # StewardClient.challenge bounds the nonce to 1..256 bytes, as keep_binding requires.
+        binding = _binding.keep_binding(spki, self.workload_digest, challenge.nonce)
         statement, data, certs, kind = self._evidence(binding)
         csr_der = _csr.build_csr(
             key,

@@ -143,7 +143,8 @@ class StewardClient:
             timeout=httpx.Timeout(endpoint.timeout),
             trust_env=False,
             follow_redirects=False,
-            headers={"User-Agent": "donjon-keep/0.1"},
+            # No compression: the size limits below then bound what is read off the wire.
+            headers={"User-Agent": "donjon-keep/0.1", "Accept-Encoding": "identity"},
         )
 
     def close(self) -> None:
