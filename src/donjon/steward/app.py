@@ -106,7 +106,7 @@ def create_app(
     *,
     max_request_bytes: int = 256 * 1024,
     request_timeout: float = 10.0,
-    workers: int = 4,
+    workers: int = 2,
 ) -> Starlette:
     """The ASGI application for one Steward.
 

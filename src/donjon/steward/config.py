@@ -33,6 +33,7 @@ _KNOWN = {
         "tls_key",
         "max_request_bytes",
         "request_timeout",
+        "workers",
     },
     "log": {"backend", "path", "dsn"},
     "roots": {"files", "simulated"},
@@ -58,6 +59,7 @@ class StewardConfig:
     tls_key: Path | None
     max_request_bytes: int
     request_timeout: float
+    workers: int
     log_backend: str
     log_path: Path | None
     log_dsn: str | None
@@ -145,6 +147,9 @@ def load_config(path: str | Path) -> StewardConfig:
     max_bytes = st.get("max_request_bytes", 256 * 1024)
     if not isinstance(max_bytes, int) or not 1024 <= max_bytes <= 16 * 1024 * 1024:
         raise err("max_request_bytes must be between 1024 and 16777216", "max_request_bytes")
+    workers = st.get("workers", 2)
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
+        raise err("workers must be an integer 1..64", "workers")
     try:
         nonce_lifetime = parse_duration(string(st, "nonce_lifetime", "5m") or "5m")
         timeout = parse_duration(string(st, "request_timeout", "10s") or "10s")
@@ -182,6 +187,7 @@ def load_config(path: str | Path) -> StewardConfig:
         tls_key=tls_key,
         max_request_bytes=max_bytes,
         request_timeout=float(timeout),
+        workers=workers,
         log_backend=backend,
         log_path=path_of(lg, "path", "log.db") if backend == "sqlite" else None,
         log_dsn=dsn,
@@ -221,6 +227,8 @@ nonce_lifetime = "5m"
 # tls_key = "tls-key.pem"
 max_request_bytes = 262144
 request_timeout = "10s"
+# Threads running the checks (CPU-bound Python: more than a few only adds GIL contention).
+workers = 2
 
 [log]
 backend = "sqlite"        # or "postgres" (several replicas share one log)

@@ -159,7 +159,10 @@ def serve(config: StewardConfig, steward: Steward) -> None:
     sock.set_inheritable(True)
     host, port = sock.getsockname()[:2]
     app = create_app(
-        steward, max_request_bytes=config.max_request_bytes, request_timeout=config.request_timeout
+        steward,
+        max_request_bytes=config.max_request_bytes,
+        request_timeout=config.request_timeout,
+        workers=config.workers,
     )
     uv = uvicorn.Config(
         app,
