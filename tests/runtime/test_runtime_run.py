@@ -177,28 +177,36 @@ def test_config_dir_entry_is_relative_to_the_config(
     assert capfd.readouterr().out == f"size=12 fnv1a64={fnv1a64(b'hello, keep' + bytes([10]))}\n"
 
 
-def test_sockets_are_parsed_but_not_yet_supported(
+def test_a_socket_that_cannot_be_opened_stops_the_run_before_the_guest(
     examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    config = write(
-        tmp_path / "Enarx.toml",
-        """\
-        [[files]]
-        kind = "stdin"
-        [[files]]
-        kind = "stdout"
-        [[files]]
-        kind = "stderr"
-        [[files]]
-        name = "LISTEN"
-        kind = "listen"
-        prot = "tls"
-        port = 12345
-        """,
-    )
-    assert main(["run", "--config", str(config), str(examples / "hello" / "hello.wasm")]) == 3
-    _, err = capfd.readouterr()
-    assert 'files[3] ("LISTEN"): kind "listen" sockets are not yet supported' in err
+    import socket
+
+    with socket.socket() as busy:  # the port is taken: the Keep cannot listen there
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write(
+            tmp_path / "Enarx.toml",
+            f"""\
+            [[files]]
+            kind = "stdin"
+            [[files]]
+            kind = "stdout"
+            [[files]]
+            kind = "stderr"
+            [[files]]
+            name = "LISTEN"
+            kind = "listen"
+            addr = "127.0.0.1"
+            prot = "tls"
+            port = {port}
+            """,
+        )
+        assert main(["run", "--config", str(config), str(examples / "hello" / "hello.wasm")]) == 3
+    out, err = capfd.readouterr()
+    assert 'files[3] ("LISTEN")' in err and "in use" in err
+    assert "hello from donjon" not in out  # the guest never ran
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,19 @@ def _error(message: str) -> None:
     print(f"donjon: {message}", file=sys.stderr, flush=True)
 
 
+def _log_connections() -> None:
+    """One stderr line per TLS connection (``donjon.tls``: handshakes, failures, the Keep's identity)."""
+    import logging
+
+    logger = logging.getLogger("donjon.tls")
+    if not any(getattr(h, "_donjon_run", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("donjon: %(message)s"))
+        handler._donjon_run = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
@@ -268,6 +281,8 @@ def _run(opts: Options) -> int:
     from donjon.wasi.errors import InvalidGuestSpec
 
     report = RunReport()
+    if any(entry.kind in ("listen", "connect") for entry in config.files):
+        _log_connections()
     saved_sigint: list[object] = []
 
     def before_start() -> None:
@@ -275,6 +290,8 @@ def _run(opts: Options) -> int:
             _error(f"module cache: {report.cache.value}")
         if not backend.attested:
             _error(f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested")
+        for address in report.listening:
+            _error(f"listening on {address}")
         sys.stdout.flush()
         sys.stderr.flush()
         # Python's SIGINT handler only runs between bytecodes, never inside compiled wasm: a
@@ -291,7 +308,7 @@ def _run(opts: Options) -> int:
     except errors.BackendRefused as e:
         _error(str(e))
         return EXIT_REFUSED
-    except (errors.MissingFile, errors.Unsupported) as e:
+    except (errors.MissingFile, errors.Unsupported, errors.SocketUnavailable) as e:
         _error(str(e))
         return EXIT_OPERATIONAL
     except errors.InvalidModule as e:

@@ -15,6 +15,7 @@ from donjon.runtime.errors import (
     InvalidModule,
     MissingFile,
     RunError,
+    SocketUnavailable,
     Unsupported,
 )
 from donjon.runtime.keep import RunReport, Workload, guest_spec, load_module, read_module, run_workload
@@ -33,6 +34,7 @@ __all__ = [
     "NilBackend",
     "RunError",
     "RunReport",
+    "SocketUnavailable",
     "Unsupported",
     "Workload",
     "cache_key",

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidModule",
     "MissingFile",
     "RunError",
+    "SocketUnavailable",
     "Unsupported",
 ]
 
@@ -56,3 +57,12 @@ class BackendUnavailable(RunError):
 
 class CacheUnavailable(RunError):
     """The module cache cannot be used safely; the run goes on without it."""
+
+
+class SocketUnavailable(RunError):
+    """A ``listen`` or ``connect`` entry cannot be opened (port in use, peer unreachable, TLS setup)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")

@@ -7,7 +7,7 @@ every run has the identity later backends bind into their evidence.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +21,9 @@ from donjon.runtime.errors import BackendRefused, InvalidModule, MissingFile, Un
 
 if TYPE_CHECKING:
     import wasmtime
+    from cryptography import x509
 
+    from donjon.tls import Identity, Listener, Stream
     from donjon.wasi import GuestFile, GuestSpec
 
 __all__ = [
@@ -62,6 +64,8 @@ class RunReport:
     def __init__(self) -> None:
         self.cache = CacheOutcome.DISABLED
         self.exit_code: int | None = None
+        #: ``"<prot> <address>"`` of each listening socket, known before the guest starts.
+        self.listening: list[str] = []
 
 
 def read_module(path: Path) -> bytes:
@@ -82,10 +86,17 @@ def read_module(path: Path) -> bytes:
 
 
 def guest_spec(
-    config: WorkloadConfig, base_dir: Path, stdio_fds: tuple[int, int, int] = (0, 1, 2)
+    config: WorkloadConfig,
+    base_dir: Path,
+    stdio_fds: tuple[int, int, int] = (0, 1, 2),
+    sockets: Mapping[int, Listener | Stream] | None = None,
 ) -> GuestSpec:
-    """The guest's argv, environment and fd table; resolves and checks pre-opened directories."""
-    from donjon.wasi import GuestSpec, PreopenDir, Stdio
+    """The guest's argv, environment and fd table; resolves and checks pre-opened directories.
+
+    ``sockets`` holds the already opened socket of each ``listen``/``connect`` entry, by index
+    (:func:`donjon.runtime.net.open_sockets`); a socket entry without one is :class:`Unsupported`.
+    """
+    from donjon.wasi import ConnectedSocket, GuestSpec, ListenSocket, PreopenDir, Stdio
 
     files: list[GuestFile] = []
     for index, entry in enumerate(config.files):
@@ -101,9 +112,18 @@ def guest_spec(
                 raise MissingFile(str(host), f"is not a directory (files[{index}].path)")
             files.append(PreopenDir(resolved, entry.guest_path, entry.writable))
         elif isinstance(entry, ListenEntry | ConnectEntry):
+            from donjon.tls import Listener  # only networked workloads pay for importing OpenSSL
+
+            opened = sockets.get(index) if sockets is not None else None
+            if isinstance(opened, Listener) and isinstance(entry, ListenEntry):
+                files.append(ListenSocket(opened))
+                continue
+            if opened is not None and not isinstance(opened, Listener) and isinstance(entry, ConnectEntry):
+                files.append(ConnectedSocket(opened))
+                continue
             raise Unsupported(
-                f'files[{index}] ("{entry.name}"): kind "{entry.kind}" sockets are not yet supported '
-                "by donjon run"
+                f'files[{index}] ("{entry.name}"): kind "{entry.kind}": the socket is not open '
+                "(donjon.runtime.net.open_sockets opens them)"
             )
     return GuestSpec(
         args=config.guest_args(), env=config.guest_env(), files=tuple(files), stdio_fds=stdio_fds
@@ -133,17 +153,28 @@ def run_workload(
     stdio_fds: tuple[int, int, int] = (0, 1, 2),
     report: RunReport | None = None,
     before_start: Callable[[], None] | None = None,
+    identity: Identity | None = None,
+    steward_ca: Sequence[x509.Certificate] = (),
 ) -> int:
     """Run ``workload`` on ``backend`` and return the guest's exit code.
 
     Raises :class:`BackendRefused`, :class:`MissingFile`, :class:`Unsupported`,
-    :class:`InvalidModule`, or ``donjon.wasi.GuestTrap`` / ``GuestLinkError``.
-    ``before_start`` runs just before the guest does (the CLI flushes its own output there).
+    :class:`SocketUnavailable`, :class:`InvalidModule`, or ``donjon.wasi.GuestTrap`` /
+    ``GuestLinkError``. ``before_start`` runs just before the guest does (the CLI flushes its
+    own output there); every socket is open by then.
+
+    ``identity`` is the Keep's TLS identity for ``prot = "tls"`` sockets; ``None`` means a fresh
+    self-signed one, and the Keep is unattested (every TLS log line says so). ``steward_ca`` is the
+    Steward's CA certificate(s), for ``client_auth``/``trust = "steward"``.
     """
     allowed = workload.config.backends
     if allowed is not None and backend.name not in allowed:
         raise BackendRefused(backend.name, allowed)
-    spec = guest_spec(workload.config, workload.base_dir, stdio_fds)
+    from donjon.runtime.net import has_sockets, open_sockets
+
+    networked = has_sockets(workload.config)
+    # Without sockets the spec is checked before compiling; with them, once they are open.
+    spec = None if networked else guest_spec(workload.config, workload.base_dir, stdio_fds)
 
     import wasmtime
 
@@ -154,13 +185,25 @@ def run_workload(
     module, outcome = load_module(workload, engine, settings, cache)
     if report is not None:
         report.cache = outcome
-    if before_start is not None:
-        before_start()
-    store = wasmtime.Store(engine)
+    opened = None
+    if networked:
+        opened = open_sockets(workload.config, workload.base_dir, identity=identity, steward_ca=steward_ca)
     try:
-        code = run_module(store, module, spec)
-    except GuestLinkError as e:
-        raise InvalidModule(_one_line(str(e))) from e
+        if opened is not None:
+            spec = guest_spec(workload.config, workload.base_dir, stdio_fds, opened.by_index)
+        assert spec is not None
+        if report is not None and opened is not None:
+            report.listening = opened.addresses()
+        if before_start is not None:
+            before_start()
+        store = wasmtime.Store(engine)
+        try:
+            code = run_module(store, module, spec)
+        except GuestLinkError as e:
+            raise InvalidModule(_one_line(str(e))) from e
+    finally:
+        if opened is not None:
+            opened.close()
     if report is not None:
         report.exit_code = code
     return code

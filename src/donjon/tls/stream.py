@@ -132,6 +132,11 @@ class Stream(Protocol):
         """Plaintext bytes already buffered in user space, readable without touching the socket."""
         ...
 
+    @property
+    def output_pending(self) -> bool:
+        """Bytes ``send`` took that are still in user space (lost if the stream is closed now)."""
+        ...
+
     def progress(self) -> None:
         """Do whatever can be done without waiting (handshake steps, buffered output). Never raises."""
         ...
@@ -223,6 +228,11 @@ class TCPStream:
 
     def pending(self) -> int:
         return 0
+
+    @property
+    def output_pending(self) -> bool:
+        """Never: what ``send`` took is in the kernel, which keeps sending it after ``close``."""
+        return False
 
     def progress(self) -> None:
         return None
@@ -569,6 +579,17 @@ class TLSStream:
                 return b""
             raise self._fatal(e) from e
         return data
+
+    @property
+    def output_pending(self) -> bool:
+        """Plaintext taken by ``send`` (or a close_notify) that has not reached the kernel yet.
+
+        A host that closes the stream while this is true would drop those bytes; it can keep calling
+        :meth:`progress` (waiting for ``POLLOUT``) until this is false, then :meth:`close`.
+        """
+        if self._state == self._CLOSED or self._error is not None or self.truncated:
+            return False
+        return self._pending_out is not None or self._close_notify_pending
 
     def pending(self) -> int:
         if self._state != self._OPEN or self._error is not None:

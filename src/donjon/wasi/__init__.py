@@ -15,20 +15,34 @@ and the errors ``WasiError``, ``GuestTrap``, ``GuestLinkError`` (plus ``InvalidG
 
 Modules: ``abi`` (witx constants and layouts), ``ffi`` (the only user of wasmtime's internal ffi),
 ``memory`` (bounds-checked guest memory), ``files`` (one class per kind of open file), ``fdtable``,
-``paths`` (resolution confined to a directory fd), ``poll`` (``poll_oneoff``), ``host`` (the 46
-functions and their trampolines), ``run`` (``run_module``).
+``paths`` (resolution confined to a directory fd), ``sockets`` (listening and connected socket fds over
+already opened host sockets: ``ListenSocket`` / ``ConnectedSocket`` in the spec), ``poll``
+(``poll_oneoff``), ``host`` (the 46 functions and their trampolines), ``run`` (``run_module``).
 """
 
 from .errors import GuestLinkError, GuestTrap, InvalidGuestSpec, PreopenError, WasiError
 from .run import run_module
-from .spec import GuestFile, GuestSpec, PreopenDir, Stdio
+from .spec import (
+    ConnectedSocket,
+    GuestFile,
+    GuestSpec,
+    HostListener,
+    HostStream,
+    ListenSocket,
+    PreopenDir,
+    Stdio,
+)
 
 __all__ = [
+    "ConnectedSocket",
     "GuestFile",
     "GuestLinkError",
     "GuestSpec",
     "GuestTrap",
+    "HostListener",
+    "HostStream",
     "InvalidGuestSpec",
+    "ListenSocket",
     "PreopenDir",
     "PreopenError",
     "Stdio",

@@ -91,3 +91,10 @@ def errno_from_os(error: OSError) -> int:
     if error.errno is None:
         return abi.EIO
     return _MAP.get(error.errno, abi.EIO)
+
+
+def errno_from_posix(code: int | None) -> int:
+    """The WASI errno for a POSIX errno number (e.g. a ``donjon.tls.StreamError.errno``); EIO if unknown."""
+    if code is None:
+        return abi.EIO
+    return _MAP.get(code, abi.EIO)

@@ -31,7 +31,8 @@ from .fdtable import MAX_FDS, FdTable
 from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of, filetype_of_mode
 from .memory import GuestMemory
 from .paths import MAX_PATH, Resolved, resolve
-from .spec import GuestSpec, PreopenDir, Stdio
+from .sockets import Lingering, ListenSocketFile, StreamSocketFile
+from .spec import ConnectedSocket, GuestFile, GuestSpec, ListenSocket, PreopenDir, Stdio
 
 MODULE = "wasi_snapshot_preview1"
 
@@ -166,6 +167,7 @@ class WasiHost:
         self.exit_code: int | None = None
         self.fatal: BaseException | None = None
         self.internal_errors: list[BaseException] = []
+        self.lingering = Lingering()  # closed sockets still flushing their last bytes
         self.args = _strings("args", list(spec.args))
         self.env = _strings("env", [_env_entry(k, v) for k, v in spec.env])
         if len(spec.files) > MAX_FDS:
@@ -177,8 +179,11 @@ class WasiHost:
             self.fds.close_all()
             raise
 
-    @staticmethod
-    def _open_entry(entry: Stdio | PreopenDir, stdio_fds: tuple[int, int, int]) -> OpenFile:
+    def _open_entry(self, entry: GuestFile, stdio_fds: tuple[int, int, int]) -> OpenFile:
+        if isinstance(entry, ListenSocket):
+            return ListenSocketFile(entry.listener, self.lingering)
+        if isinstance(entry, ConnectedSocket):
+            return StreamSocketFile(entry.stream, self.lingering)
         if isinstance(entry, Stdio):
             if entry.kind == "null":
                 return NullFile()
@@ -208,6 +213,7 @@ class WasiHost:
 
     def close(self) -> None:
         self.fds.close_all()
+        self.lingering.drain()
 
     # =========================================================================================
     # args / environ

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from . import abi
 from .errno_map import errno_from_os
 from .errors import Errno
+from .sockets import SocketFile
 
 if TYPE_CHECKING:
     from .host import WasiHost
@@ -47,6 +48,7 @@ def poll_oneoff(host: WasiHost, in_ptr: int, out_ptr: int, nsubs: int, nevents_p
     clock_subs: list[tuple[int, int]] = []  # (deadline in monotonic ns, userdata)
     readers: dict[int, list[int]] = {}
     writers: dict[int, list[int]] = {}
+    sockets: list[tuple[int, int, SocketFile]] = []
     start = time.monotonic_ns()
 
     for i in range(nsubs):
@@ -72,6 +74,9 @@ def poll_oneoff(host: WasiHost, in_ptr: int, out_ptr: int, nsubs: int, nevents_p
             except Errno as e:
                 ready.append((userdata, tag, e.code, 0, 0))
                 continue
+            if isinstance(f, SocketFile):
+                sockets.append((userdata, tag, f))
+                continue
             host_fd = f.poll_fileno()
             if host_fd is None:
                 nbytes = _remaining(f) if tag == abi.EVENTTYPE_FD_READ else 0
@@ -85,7 +90,9 @@ def poll_oneoff(host: WasiHost, in_ptr: int, out_ptr: int, nsubs: int, nevents_p
 
     if ready:
         timeout_ns = 0
-    if readers or writers:
+    if sockets:
+        ready.extend(_wait_sockets(host, sockets, readers, writers, timeout_ns))
+    elif readers or writers:
         for host_fd, ready_read, ready_write in _wait(readers, writers, timeout_ns):
             if ready_read:
                 nbytes = _available(host_fd)
@@ -133,6 +140,80 @@ def _wait(
             raise Errno(errno_from_os(e)) from None
         if events or wait_ms == 0:
             return [(fd, bool(ev & _READ_EVENTS), bool(ev & _WRITE_EVENTS)) for fd, ev in events]
+
+
+def _wait_sockets(
+    host: WasiHost,
+    sockets: list[tuple[int, int, SocketFile]],
+    readers: dict[int, list[int]],
+    writers: dict[int, list[int]],
+    timeout_ns: int | None,
+) -> list[tuple[int, int, int, int, int]]:
+    """Wait for socket (and other host fd) subscriptions; the events of the ones that are ready.
+
+    A socket's readiness is decided by the socket file after each wake-up (``poll_confirm``: a TLS
+    socket can wake up with only half a record), so this loops until something is really ready or
+    ``timeout_ns`` (the guest's earliest clock) passes. Each wait is bounded by the earliest stream
+    deadline too (a handshake that must time out), and moves closed sockets' lingering output.
+    """
+    end = None if timeout_ns is None else time.monotonic_ns() + timeout_ns
+    lingering = host.lingering
+    while True:
+        ready: list[tuple[int, int, int, int, int]] = []
+        pending: list[tuple[int, int, SocketFile]] = []
+        for userdata, tag, f in sockets:
+            nbytes = f.poll_ready(tag == abi.EVENTTYPE_FD_READ)
+            if nbytes is None:
+                pending.append((userdata, tag, f))
+            else:
+                ready.append((userdata, tag, 0, nbytes, 0))
+        masks: dict[int, int] = {}
+        for host_fd in readers:
+            masks[host_fd] = select.POLLIN
+        for host_fd in writers:
+            masks[host_fd] = masks.get(host_fd, 0) | select.POLLOUT
+        wake: float | None = None  # earliest stream deadline, time.monotonic()
+        for _userdata, tag, f in pending:
+            fd = f.fileno()
+            masks[fd] = masks.get(fd, 0) | f.poll_events(tag == abi.EVENTTYPE_FD_READ)
+            deadline = f.poll_deadline()
+            if deadline is not None and (wake is None or deadline < wake):
+                wake = deadline
+        lingering.register(masks)
+        now = time.monotonic_ns()
+        if ready:
+            wait_ms: int | None = 0
+        elif end is None:
+            wait_ms = None
+        else:
+            wait_ms = min(_MAX_WAIT_MS, max(0, (end - now + 999_999) // 1_000_000))
+        if wake is not None:
+            wake_ms = max(0, int((wake - now / 1e9) * 1000) + 1)
+            wait_ms = wake_ms if wait_ms is None else min(wait_ms, wake_ms)
+        poller = select.poll()
+        for fd, mask in masks.items():
+            poller.register(fd, mask)
+        try:
+            events = dict(poller.poll(wait_ms))
+        except OSError as e:
+            raise Errno(errno_from_os(e)) from None
+        lingering.step()
+        deadline_passed = wake is not None and time.monotonic() >= wake
+        for userdata, tag, f in pending:
+            revents = events.get(f.fileno(), 0)
+            if not revents and not deadline_passed:
+                continue
+            nbytes = f.poll_confirm(tag == abi.EVENTTYPE_FD_READ, revents)
+            if nbytes is not None:
+                ready.append((userdata, tag, 0, nbytes, 0))
+        for host_fd, revents in events.items():
+            if host_fd in readers and revents & _READ_EVENTS:
+                nbytes = _available(host_fd)
+                ready.extend((ud, abi.EVENTTYPE_FD_READ, 0, nbytes, 0) for ud in readers[host_fd])
+            if host_fd in writers and revents & _WRITE_EVENTS:
+                ready.extend((ud, abi.EVENTTYPE_FD_WRITE, 0, 0, 0) for ud in writers[host_fd])
+        if ready or (end is not None and time.monotonic_ns() >= end):
+            return ready
 
 
 def _remaining(f: object) -> int:

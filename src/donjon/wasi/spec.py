@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,75 @@ class PreopenDir:
     writable: bool = False
 
 
-GuestFile = Stdio | PreopenDir
+class HostStream(Protocol):
+    """A non-blocking connected socket as the host drives it (``donjon.tls.stream.Stream``).
+
+    Operations that would wait raise an exception with ``errno == EAGAIN``; every failure is an
+    exception carrying the POSIX ``errno`` the guest should see (``donjon.tls.StreamError``).
+    """
+
+    peer: str
+
+    def fileno(self) -> int: ...
+
+    @property
+    def deadline(self) -> float | None: ...
+
+    def recv(self, n: int, *, peek: bool = False) -> bytes: ...
+
+    def send(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def shutdown(self, how: int) -> None: ...
+
+    def close(self) -> None: ...
+
+    def pending(self) -> int: ...
+
+    @property
+    def output_pending(self) -> bool: ...
+
+    def progress(self) -> None: ...
+
+    def readable(self) -> bool: ...
+
+    def writable(self) -> bool: ...
+
+    def poll_events(self, read: bool, write: bool) -> int: ...
+
+
+class HostListener(Protocol):
+    """A non-blocking listening socket (``donjon.tls.Listener``): ``accept`` gives a ``HostStream``."""
+
+    def fileno(self) -> int: ...
+
+    def accept(self) -> HostStream: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ListenSocket:
+    """A listening socket the caller has already bound (``donjon.tls.Listener`` or anything shaped like it).
+
+    The guest sees an fd of filetype ``SOCKET_STREAM`` on which ``sock_accept`` returns one new fd per
+    connection. The host owns the listener from then on and closes it with the guest's fds.
+    """
+
+    listener: HostListener
+
+
+@dataclass(frozen=True)
+class ConnectedSocket:
+    """An already-connected stream (``donjon.tls.TCPStream`` / ``TLSStream``, the ``Stream`` protocol).
+
+    The guest sees an fd of filetype ``SOCKET_STREAM`` for ``sock_recv``/``sock_send``/``fd_read``/
+    ``fd_write``. The host owns the stream from then on.
+    """
+
+    stream: HostStream
+
+
+GuestFile = Stdio | PreopenDir | ListenSocket | ConnectedSocket
 
 
 @dataclass(frozen=True)
