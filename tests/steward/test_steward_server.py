@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import struct
 import time
 
@@ -511,3 +512,25 @@ def test_unattested_only_when_the_policy_says_so(env, kit):
             "spiffe://example.org/unattested/test/web"
         ]
         assert env_log_entry(srv, leaf).record["unattested"] is True
+
+
+def test_policy_test_cli_on_a_recorded_native_csr(env, kit, tmp_path, capsys):
+    from donjon.cli import main as cli_main
+
+    keep = kit.Keep(env.vendor)
+    steward = env.steward()
+    recorded = tmp_path / "keep.csr"
+    recorded.write_bytes(keep.csr(steward.challenge()[0]))
+    steward.log.close()
+    args = ["policy", "test", "--policy", str(env.policy), "--simulated-root", str(env.dir / "sim-ark.pem")]
+    args += ["--collateral", str(env.dir / "collateral"), "--evidence", str(recorded), "--format", "json"]
+    assert cli_main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decision"] == "would issue" and out["spiffe_path"] == "/sim/test/web"
+    assert out["nonce"].startswith("not checked")
+    # Without the simulated root the same CSR is refused by the verifier, and says which check.
+    args.remove("--simulated-root")
+    args.remove(str(env.dir / "sim-ark.pem"))
+    assert cli_main(args) == 1
+    assert json.loads(capsys.readouterr().out)["check"].startswith("evidence.snp.chain")
+    assert cli_main(["policy", "test", "--policy", str(env.policy), "--evidence", "/nonexistent"]) == 3
