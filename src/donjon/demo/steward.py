@@ -1,0 +1,316 @@
+"""A throwaway local Steward that trusts the SIMULATED vendors: for ``donjon demo``, the end-to-end
+tests and the attested-start benchmark. Never for production.
+
+It is the real Steward (``donjon.steward``: the same CA, nonces, verifier, policy, log and HTTP
+app as ``donjon steward serve``), configured in a private directory:
+
+- a new CA (EC P-256) and an HTTPS certificate for 127.0.0.1 / localhost signed by it, so a Keep
+  pins one CA for both the connection and the certificates it is issued;
+- ``[roots] simulated``: the simulated AMD ARK and Intel root of the vendors saved in
+  ``sim_vendor_dir`` (:func:`donjon.backends.sim.load_or_create_sim_vendor`, the same directory a
+  Keep is given with ``--sim-vendor``), and their collateral (ARK CRL and chain; TCB info, QE
+  identity, CRLs);
+- a policy that sets ``allow_simulated`` and names the workloads it issues to.
+
+Served by uvicorn in a thread on 127.0.0.1 and a free port; :meth:`LocalSteward.close` stops it
+and closes the log. Everything lives under the given directory (the caller removes it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "DEMO_CLAIMS_OID",
+    "DEMO_TRUST_DOMAIN",
+    "SIM_MEASUREMENT",
+    "LocalSteward",
+    "WorkloadRule",
+    "demo_policy",
+]
+
+#: RFC 5612: IANA's Private Enterprise Number 32473 is reserved for documentation and examples.
+DEMO_CLAIMS_OID = "1.3.6.1.4.1.32473.1"
+DEMO_TRUST_DOMAIN = "demo.donjon.local"
+#: What the simulators report when a Keep does not choose (``donjon run --backend sim-*``): 48 zero
+#: bytes for the SNP MEASUREMENT and the TDX MRTD. Real hardware never reports this.
+SIM_MEASUREMENT = bytes(48)
+
+
+@dataclass(frozen=True)
+class WorkloadRule:
+    """One ``[[workload]]`` of the policy: the digest it issues to and the SPIFFE path it names."""
+
+    digest: bytes
+    spiffe_path: str
+    lifetime: str | None = None
+    dns_names: tuple[str, ...] = ("localhost",)
+
+
+def demo_policy(
+    workloads: Sequence[WorkloadRule],
+    *,
+    lifetime: str = "1h",
+    allow_unattested: bool = False,
+    measurement: bytes = SIM_MEASUREMENT,
+) -> str:
+    """The policy text: simulated SNP and TDX evidence with ``measurement``, for ``workloads``."""
+    lines = [
+        "# Written by donjon's local (demo) Steward: it trusts SIMULATED TEEs. Never use in production.",
+        "version = 1",
+        "allow_simulated = true",
+        f"allow_unattested = {'true' if allow_unattested else 'false'}",
+        f'lifetime = "{lifetime}"',
+        "",
+        "[platform.sev-snp]",
+        f'allowed_measurements = ["{measurement.hex()}"]',
+        "",
+        "[platform.tdx]",
+        f'allowed_measurements = ["{measurement.hex()}"]',
+    ]
+    for rule in workloads:
+        lines += [
+            "",
+            "[[workload]]",
+            f'digest = "{rule.digest.hex()}"',
+            f'spiffe_path = "{rule.spiffe_path}"',
+            "dns_names = [" + ", ".join(f'"{n}"' for n in rule.dns_names) + "]",
+        ]
+        if rule.lifetime is not None:
+            lines.append(f'lifetime = "{rule.lifetime}"')
+    return "\n".join(lines) + "\n"
+
+
+def _steward_toml(trust_domain: str, claims_oid: str) -> str:
+    return f"""\
+# Written by donjon's local (demo) Steward: it trusts SIMULATED TEEs. Never use in production.
+[steward]
+trust_domain = "{trust_domain}"
+listen = "127.0.0.1"
+port = 0
+ca_cert = "ca.pem"
+ca_key = "ca-key.pem"
+challenge_secret = "challenge.secret"
+policy = "policy.toml"
+claims_oid = "{claims_oid}"
+tls_cert = "tls.pem"
+tls_key = "tls-key.pem"
+workers = 2
+
+[log]
+backend = "sqlite"
+path = "log.db"
+
+[roots]
+simulated = ["sim-snp-ark.pem", "sim-tdx-root.pem"]
+
+[collateral]
+dir = "collateral"
+"""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _https_certificate(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path) -> None:
+    """The Steward's HTTPS certificate for 127.0.0.1 / localhost, signed by its own CA."""
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Donjon local Steward")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "tls.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        directory / "tls-key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
+def _simulated_roots_and_collateral(directory: Path, sim_vendor_dir: Path) -> None:
+    """Trust the simulated vendors saved in ``sim_vendor_dir`` and hold their collateral."""
+    from donjon.backends.sim import load_or_create_sim_vendor
+
+    pem = serialization.Encoding.PEM
+    amd = load_or_create_sim_vendor("sim-snp", sim_vendor_dir)
+    (directory / "sim-snp-ark.pem").write_bytes(amd.ark_pem())
+    snp = directory / "collateral" / "snp-report"
+    snp.mkdir(parents=True, exist_ok=True)
+    (snp / "ark.crl").write_bytes(amd.crl())
+    (snp / "cert_chain.pem").write_bytes(amd.cert_chain_pem())
+    intel = load_or_create_sim_vendor("sim-tdx", sim_vendor_dir)
+    (directory / "sim-tdx-root.pem").write_bytes(intel.root.public_bytes(pem))
+    collateral = intel.collateral()
+    tdx = directory / "collateral" / "tdx-quote"
+    tdx.mkdir(parents=True, exist_ok=True)
+    (tdx / "tcb_info.json").write_bytes(collateral.tcb_info)
+    (tdx / "qe_identity.json").write_bytes(collateral.qe_identity)
+    (tdx / "tcb_chain.pem").write_bytes(collateral.tcb_info_issuer_chain)
+    (tdx / "pck.crl").write_bytes(collateral.pck_crl)
+    (tdx / "root.crl").write_bytes(collateral.root_crl)
+
+
+class LocalSteward:
+    """The real Steward, trusting only the simulated vendors, on https://127.0.0.1:<free port>.
+
+    ``LocalSteward(directory, sim_vendor_dir=d, policy=demo_policy([...]))`` writes its files;
+    ``start()`` serves (``url``, ``ca_pem``, ``ca_fingerprint``); ``close()`` stops. A context
+    manager. ``set_policy(text)`` replaces the policy (reloaded at once, as on SIGHUP).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        sim_vendor_dir: str | os.PathLike[str],
+        policy: str,
+        trust_domain: str = DEMO_TRUST_DOMAIN,
+        claims_oid: str = DEMO_CLAIMS_OID,
+    ) -> None:
+        from donjon.steward.ca import create_ca
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.trust_domain = trust_domain
+        self.claims_oid = claims_oid
+        ca_key, ca = create_ca(f"Donjon local Steward CA ({trust_domain}) - DEMO", now=datetime.now(UTC))
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        _write_private(
+            self.directory / "ca-key.pem",
+            ca_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+        self.ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+        self.ca_path = self.directory / "ca.pem"
+        self.ca_path.write_bytes(self.ca_pem)
+        self.ca = ca
+        _write_private(self.directory / "challenge.secret", secrets.token_bytes(32))
+        _https_certificate(ca_key, ca, self.directory)
+        _simulated_roots_and_collateral(self.directory, Path(sim_vendor_dir))
+        self.policy_path = self.directory / "policy.toml"
+        self.policy_path.write_text(policy)
+        self.config_path = self.directory / "steward.toml"
+        self.config_path.write_text(_steward_toml(trust_domain, claims_oid))
+        self.url = ""
+        self.port = 0
+        self._steward: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def ca_fingerprint(self) -> str:
+        """SHA-256 of the CA certificate (DER), as colon-separated hex."""
+        return self.ca.fingerprint(hashes.SHA256()).hex(":").upper()
+
+    def start(self, *, timeout: float = 10.0) -> LocalSteward:
+        import uvicorn
+
+        from donjon.steward.app import create_app
+        from donjon.steward.config import load_config
+        from donjon.steward.service import build_steward
+
+        if self._thread is not None:
+            raise RuntimeError("the local Steward is already started")
+        config = load_config(self.config_path)
+        self._steward = build_steward(config)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        app = create_app(
+            self._steward,
+            max_request_bytes=config.max_request_bytes,
+            request_timeout=config.request_timeout,
+            workers=config.workers,
+        )
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="error",
+                access_log=False,
+                lifespan="off",
+                ssl_certfile=str(config.tls_cert),
+                ssl_keyfile=str(config.tls_key),
+                timeout_keep_alive=5,
+            )
+        )
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="donjon-local-steward", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.close()
+                raise RuntimeError("the local Steward did not start")
+            time.sleep(0.005)
+        return self
+
+    def set_policy(self, text: str) -> None:
+        self.policy_path.write_text(text)
+        if self._steward is not None:
+            self._steward.policy.reload()
+
+    def stop_serving(self) -> None:
+        """Stop answering (the port closes); the files stay."""
+        if self._thread is not None and self._thread.is_alive():
+            self._server.should_exit = True
+            self._thread.join(10)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        """Stop serving and close the log (idempotent)."""
+        self.stop_serving()
+        if self._steward is not None:
+            self._steward.log.close()
+            self._steward = None
+
+    def __enter__(self) -> LocalSteward:
+        return self.start() if self._thread is None else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
