@@ -25,6 +25,8 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     ``env`` becomes a JSON object (environment variable names are unique, so its order
     carries no meaning); ``args`` and ``files`` stay lists (their order is argv and fd order);
     ``backends`` is a list in the user's order or ``null`` when every backend is accepted.
+    ``steward_ca`` is left out: it says where the Keep reads its pin of the Steward's CA on this
+    host (like ``--steward-ca``), not what the workload is; the Steward URL is in.
     """
     import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
 

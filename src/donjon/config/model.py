@@ -3,7 +3,7 @@
 The shapes follow DESIGN.md "Workload config" (Enarx's ``Enarx.toml`` keys) plus
 Donjon's additions, documented in docs/run.md: ``kind = "dir"`` entries,
 ``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file`` on
-``connect``, and the top-level ``backends`` allow-list.
+``connect``, the top-level ``backends`` allow-list and ``steward_ca``.
 """
 
 from __future__ import annotations
@@ -120,6 +120,10 @@ class WorkloadConfig:
     env: tuple[tuple[str, str], ...] = ()
     files: tuple[FileEntry, ...] = DEFAULT_FILES
     backends: tuple[str, ...] | None = None
+    #: **Donjon**: the PEM file of the Steward's CA that the Keep pins, as written (relative to
+    #: the config file's directory). Where the pin is read from, not what the workload is: it is
+    #: not part of the workload digest (see docs/run.md "steward_ca").
+    steward_ca: str | None = None
 
     @property
     def fd_names(self) -> tuple[str, ...]:

@@ -58,7 +58,7 @@ MAX_STRING = 64 * 1024
 _MAX_NAME = 255
 _MAX_HOST = 253
 
-TOP_LEVEL_KEYS = ("steward", "args", "env", "files", "backends")
+TOP_LEVEL_KEYS = ("steward", "steward_ca", "args", "env", "files", "backends")
 
 _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "null": ("kind", "name"),
@@ -157,7 +157,10 @@ class _Validator:
         env = self.env(document.get("env", {}))
         files = self.files(document.get("files", []))
         backends = self.backends(document["backends"]) if "backends" in document else None
-        config = WorkloadConfig(steward=steward, args=args, env=env, files=files, backends=backends)
+        steward_ca = self.steward_ca(document["steward_ca"]) if "steward_ca" in document else None
+        config = WorkloadConfig(
+            steward=steward, args=args, env=env, files=files, backends=backends, steward_ca=steward_ca
+        )
         return ParsedConfig(config, tuple(self.warnings))
 
     def steward(self, value: object) -> str:
@@ -172,6 +175,10 @@ class _Validator:
         if parts.scheme != "https" or not parts.hostname:
             self.fail(InvalidValue, ("steward",), f"must be an https:// URL with a host, got {url!r}")
         return url
+
+    def steward_ca(self, value: object) -> str:
+        """Donjon: the Steward CA's PEM file, relative to the config file (read by the Keep)."""
+        return self.string(value, ("steward_ca",), limit=4096)
 
     def args(self, value: object) -> tuple[str, ...]:
         if not isinstance(value, list):
