@@ -334,7 +334,9 @@ def test_missing_or_stale_collateral_is_refused(env, kit):
     crl = env.dir / "collateral" / "snp-report" / "ark.crl"
     crl.unlink()
     keep = kit.Keep(env.vendor)
-    with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
+    steward = env.steward()
+    steward.collateral.recheck = 0  # see the directory change at once (the default looks once a second)
+    with kit.ServerThread(steward) as srv, httpx.Client() as client:
         _refusal(keep.attest(client, srv.url), 403, "collateral.missing")
         # A CRL whose next update has passed: stale, refused (no grace in the policy).
         from datetime import UTC, datetime, timedelta

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -157,11 +158,14 @@ class DirectoryCollateral:
 
     Files are classified by content: JSON (TCB info / QE identity), CRLs (PEM
     or DER), certificates. The directory is re-read when any file's modification
-    time changes, so a fetcher or an operator can refresh it under a running Steward.
+    time changes (looked at no more than once per ``recheck`` seconds), so a
+    fetcher or an operator can refresh it under a running Steward.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, recheck: float = 1.0) -> None:
         self.root = Path(root)
+        self.recheck = recheck
+        self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[tuple[str, float], ...], CollateralSet | None]] = {}
 
@@ -173,9 +177,15 @@ class DirectoryCollateral:
 
     def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
         directory = self.root / kind
-        stamp = self._stamp(directory)
+        now = time.monotonic()
         with self._lock:
             cached = self._cache.get(kind)
+            # Look at the directory at most once per ``recheck`` seconds, not on every request.
+            if cached is not None and now - self._checked.get(kind, 0.0) < self.recheck:
+                return cached[1]
+        stamp = self._stamp(directory)
+        with self._lock:
+            self._checked[kind] = now
             if cached is not None and cached[0] == stamp:
                 return cached[1]
         loaded = _load_dir(directory)
