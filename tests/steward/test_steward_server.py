@@ -536,3 +536,39 @@ def test_policy_test_cli_on_a_recorded_native_csr(env, kit, tmp_path, capsys):
     assert cli_main(args) == 1
     assert json.loads(capsys.readouterr().out)["check"].startswith("evidence.snp.chain")
     assert cli_main(["policy", "test", "--policy", str(env.policy), "--evidence", "/nonexistent"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("keep_age_days", "steward_has_crl", "expected"),
+    [(1, True, "keep"), (10, True, "steward"), (1, False, "collateral.missing")],
+    ids=["keep-newer", "keep-older", "steward-has-none"],
+)
+def test_keep_collateral_only_when_at_least_as_new(env, kit, keep_age_days, steward_has_crl, expected):
+    from datetime import UTC, datetime, timedelta
+
+    from donjon import binding
+
+    now = datetime.now(UTC)
+    crl_path = env.dir / "collateral" / "snp-report" / "ark.crl"
+    if steward_has_crl:
+        crl_path.write_bytes(
+            env.vendor.crl(last_update=now - timedelta(days=5), next_update=now + timedelta(days=5))
+        )
+    else:
+        crl_path.unlink()
+    keep_crl = env.vendor.crl(
+        last_update=now - timedelta(days=keep_age_days), next_update=now + timedelta(days=20)
+    )
+    key = ec.generate_private_key(ec.SECP384R1())
+    ev = env.vendor.evidence(binding.legacy_binding("snp-report", kit.spki(key)), measurement=kit.MEASUREMENT)
+    body = csr.build_legacy_csr(
+        key, "snp-report", ev.report, certs=ev.certs[:1], crls=[("https://kds/crl", keep_crl)]
+    )
+    with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
+        r = client.post(f"{srv.url}/", content=body, headers=PKCS10)
+        if expected.startswith("collateral."):
+            _refusal(r, 403, expected)
+            return
+        assert r.status_code == 200, r.text
+        entry = list(srv.steward.log.entries())[-1]
+        assert entry.record["collateral"] == expected

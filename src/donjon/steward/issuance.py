@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from donjon import binding as _binding
@@ -139,11 +140,11 @@ class Outcome:
 
     @property
     def pem_chain(self) -> bytes:
-        leaf = self.issued.certificate.public_bytes(serialization.Encoding.PEM)
-        ca = serialization.Encoding.PEM
-        from cryptography import x509
-
-        return leaf + x509.load_der_x509_certificate(self.ca_der).public_bytes(ca)
+        """The issued certificate, then the CA (RFC 8555 ``application/pem-certificate-chain``)."""
+        pem = serialization.Encoding.PEM
+        return self.issued.certificate.public_bytes(pem) + x509.load_der_x509_certificate(
+            self.ca_der
+        ).public_bytes(pem)
 
     @property
     def enarx_chain(self) -> bytes:
@@ -209,18 +210,17 @@ class Steward:
         record: dict[str, Any],
     ) -> VerifiedEvidence:
         own = self.collateral.current(kind, evidence)
-        keep_set: CollateralSet | None = collateral_set(keep) if keep is not None else None
-        candidates: list[tuple[str, Collateral | None, datetime]] = []
-        if keep_set is not None and keep_set.current_at(now):
-            newer = own is None or (
-                keep_set.issued_at is not None
-                and own.issued_at is not None
-                and keep_set.issued_at >= own.issued_at
-            )
-            if newer:
-                candidates.append(("keep", _overlay(keep_set.collateral, own), now))
         # Certificates alone (a cert_chain) are not revocation or TCB collateral.
         dated = own is not None and own.issued_at is not None
+        keep_set: CollateralSet | None = collateral_set(keep) if keep is not None else None
+        candidates: list[tuple[str, Collateral | None, datetime]] = []
+        if keep_set is not None and keep_set.current_at(now) and own is not None and dated:
+            # A Keep's collateral replaces the Steward's only when it is at least as new
+            # (and then only if it verifies: the verifier checks every signature). Without
+            # collateral of its own the Steward has nothing to compare with: refused below.
+            assert own.issued_at is not None
+            if keep_set.issued_at is not None and keep_set.issued_at >= own.issued_at:
+                candidates.append(("keep", _overlay(keep_set.collateral, own), now))
         if own is not None and dated:
             if own.current_at(now):
                 candidates.append(("steward", own.collateral, now))
