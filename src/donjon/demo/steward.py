@@ -291,6 +291,12 @@ class LocalSteward:
         if self._steward is not None:
             self._steward.policy.reload()
 
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The records of the Steward's decision log, oldest first (``decision``, ``spiffe_id``...)."""
+        if self._steward is None:
+            return []
+        return [dict(entry.record) for entry in self._steward.log.entries()]
+
     def stop_serving(self) -> None:
         """Stop answering (the port closes); the files stay."""
         if self._thread is not None and self._thread.is_alive():

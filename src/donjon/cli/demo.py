@@ -1,0 +1,54 @@
+"""``donjon demo``: a local Steward, the http example in an attested simulated Keep, a verifying client.
+
+Thin: the demo is :func:`donjon.demo.run.run_demo`. Exit codes: 0 the demo ran end to end;
+1 a step failed (the line says which); 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from donjon.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="donjon demo",
+        description="Start a local Steward that trusts a SIMULATED TEE (demo only), run the http example "
+        "in a Keep it attests, and verify the Keep's certificate and claims as a client would.",
+    )
+    p.add_argument("--backend", choices=["sim-snp", "sim-tdx"], default="sim-snp", help="simulated TEE")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds each step may take (default 30)")
+    p.add_argument("--quiet-keep", action="store_true", help="do not show the Keep's own log lines")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_OK if e.code == 0 else EXIT_USAGE
+    if not 0 < args.timeout <= 600:
+        print("donjon demo: --timeout must be between 0 and 600 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    from donjon.demo.run import DemoFailed, DemoOptions, run_demo
+
+    try:
+        return run_demo(
+            DemoOptions(backend=args.backend, step_timeout=args.timeout, show_keep_log=not args.quiet_keep)
+        )
+    except DemoFailed as e:
+        print(f"donjon demo: FAILED: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("donjon demo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback for the user (DONJON_DEBUG=1 shows one)
+        if os.environ.get("DONJON_DEBUG"):
+            raise
+        print(f"donjon demo: FAILED: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_REFUSED
