@@ -572,3 +572,15 @@ def test_keep_collateral_only_when_at_least_as_new(env, kit, keep_age_days, stew
         assert r.status_code == 200, r.text
         entry = list(srv.steward.log.entries())[-1]
         assert entry.record["collateral"] == expected
+
+
+def test_weak_csr_key_is_refused(server, env, kit):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    keep = kit.Keep(env.vendor, key=weak)
+    with httpx.Client() as client:
+        _refusal(keep.attest(client, server.url), 400, "csr.key")
+    keep = kit.Keep(env.vendor, key=ec.generate_private_key(ec.SECP384R1()))
+    with httpx.Client() as client:
+        assert keep.attest(client, server.url).status_code == 200

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from donjon import binding as _binding
 from donjon.attestation.claims import Claims, VerifiedEvidence
@@ -480,9 +481,29 @@ def _evidence_refusal(e: AttestationError) -> Refused:
 
 def _parse(parser: Callable[[bytes], Any], body: bytes) -> Any:
     try:
-        return parser(body)
+        parsed = parser(body)
     except CsrError as e:
         raise Refused(e.check, e.reason, status=400) from e
+    _check_key(parsed.spki_der)
+    return parsed
+
+
+def _check_key(spki_der: bytes) -> None:
+    """Only keys fit for a TLS identity: EC P-256/P-384/P-521, Ed25519, RSA of 2048 bits or more."""
+    key = serialization.load_der_public_key(spki_der)
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in (
+        "secp256r1",
+        "secp384r1",
+        "secp521r1",
+    ):
+        return
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return
+    raise Refused(
+        "csr.key", f"the CSR's key ({type(key).__name__}) is not accepted for certificates", status=400
+    )
 
 
 def _one_statement(csr: NativeCsr) -> Any:
