@@ -254,3 +254,10 @@ def pg_database(kit):
     yield base.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_missing_configuration_is_operational(tmp_path, capsys):
+    missing = str(tmp_path / "nope.toml")
+    assert cli_main(["steward", "serve", "--config", missing]) == 3
+    assert cli_main(["steward", "log", "verify", "--config", missing]) == 3
+    assert cli_main(["steward", "serve"]) == 2

@@ -125,6 +125,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     setup_logging(logging.INFO)
     log = logging.getLogger("donjon.steward")
+    if not Path(args.config).is_file():
+        log.error("no configuration file", extra={"fields": {"event": "config_error", "path": args.config}})
+        return EXIT_OPERATIONAL
     try:
         config = _config(args.config)
         if args.port is not None:
@@ -151,6 +154,9 @@ def _log(args: argparse.Namespace) -> int:
     from donjon.steward.log import verify_chain
     from donjon.steward.service import open_log
 
+    if not Path(args.config).is_file():
+        print(f"donjon steward log: {args.config}: no such file", file=sys.stderr)
+        return EXIT_OPERATIONAL
     try:
         config = _config(args.config)
     except ConfigError as e:
