@@ -18,8 +18,12 @@ import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from donjon.steward.config import StewardConfig
 
 __all__ = ["main"]
 
@@ -110,7 +114,7 @@ def _init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _config(path: str):  # type: ignore[no-untyped-def]
+def _config(path: str) -> StewardConfig:
     from donjon.steward.config import load_config
 
     return load_config(path)
