@@ -162,7 +162,7 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
-        self.steward.log.close()
+        self.steward.close()
 
 
 @pytest.fixture

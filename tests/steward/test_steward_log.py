@@ -153,3 +153,46 @@ def test_hash_from_canonical_json_equals_the_definition():
     assert entry_hash_canonical(
         GENESIS, 7, "2026-01-01T00:00:00+00:00", canonical_json(record)
     ) == entry_hash(GENESIS, 7, "2026-01-01T00:00:00+00:00", record)
+
+
+def test_group_commit_batches_and_fails_whole_batches():
+    import threading
+    import time
+
+    from donjon.steward.groupcommit import GroupCommit
+
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def commit(items):
+        gate.wait(5)
+        batches.append(list(items))
+        if any(i < 0 for i in items):
+            raise OSError("disk full")
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    results: dict[int, object] = {}
+
+    def submit(i: int) -> None:
+        try:
+            results[i] = group.submit(i)
+        except OSError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in (1, 2, 3, -4, 5)]
+    threads[0].start()
+    time.sleep(0.1)  # the first becomes the leader and blocks in commit; the rest queue up
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.1)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert batches[0] == [1]
+    assert sorted(i for b in batches[1:] for i in b) == [-4, 2, 3, 5]
+    assert results[1] == 10
+    # Everything committed together with the failing item failed with it: nothing half-durable.
+    failed_batch = next(b for b in batches if -4 in b)
+    assert all(isinstance(results[i], OSError) for i in failed_batch)
+    assert all(results[i] == i * 10 for b in batches if -4 not in b for i in b)

@@ -205,9 +205,16 @@ class VendorCollateral:
     report) -> None, and the Steward refuses (``collateral.missing``).
     """
 
-    def __init__(self, kds: object | None, pcs: object | None) -> None:
+    def __init__(self, kds: object | None, pcs: object | None, *, fetcher: object | None = None) -> None:
         self.kds = kds
         self.pcs = pcs
+        self._fetcher = fetcher
+
+    def close(self) -> None:
+        """Close the HTTP fetcher (its connections); closing twice is harmless."""
+        closer = getattr(self._fetcher, "close", None)
+        if callable(closer):
+            closer()
 
     def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
         from donjon.collateral.errors import FetchError
@@ -270,6 +277,12 @@ class LayeredCollateral:
     def __init__(self, *sources: CollateralSource, clock: Callable[[], datetime]) -> None:
         self.sources = sources
         self.clock = clock
+
+    def close(self) -> None:
+        for source in self.sources:
+            closer = getattr(source, "close", None)
+            if callable(closer):
+                closer()
 
     def current(self, kind: str, evidence: bytes | None = None) -> CollateralSet | None:
         fallback: CollateralSet | None = None

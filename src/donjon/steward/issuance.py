@@ -191,6 +191,13 @@ class Steward:
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics()
 
+    def close(self) -> None:
+        """Close the log (and anything else the Steward holds); closing twice is harmless."""
+        self.log.close()
+        closer = getattr(self.collateral, "close", None)
+        if callable(closer):
+            closer()
+
     # --- challenge ---
 
     def challenge(self) -> tuple[bytes, datetime]:

@@ -118,7 +118,7 @@ def _vendor_collateral(config: StewardConfig) -> VendorCollateral:
         base_url=config.pcs_url or DEFAULT_PCS_URL,
         root_crl_url=config.intel_root_crl_url or DEFAULT_ROOT_CRL_URL,
     )
-    return VendorCollateral(kds, pcs)
+    return VendorCollateral(kds, pcs, fetcher=fetcher)
 
 
 def reload_policy(steward: Steward) -> bool:
@@ -196,5 +196,5 @@ def serve(config: StewardConfig, steward: Steward) -> None:
     try:
         server.run(sockets=[sock])
     finally:
-        steward.log.close()
+        steward.close()
         sock.close()
