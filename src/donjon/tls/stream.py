@@ -157,6 +157,9 @@ class Stream(Protocol):
 class TCPStream:
     """A plain TCP connection with the :class:`Stream` interface (``prot = "tcp"``)."""
 
+    #: The kernel's readiness is the stream's: a poll loop may trust ``POLLIN``/``POLLOUT`` as is.
+    kernel_readiness = True
+
     def __init__(self, sock: socket.socket, *, peer: str | None = None) -> None:
         sock.setblocking(False)
         self._sock = sock
@@ -300,6 +303,8 @@ class TLSStream:
     """
 
     _HANDSHAKE, _OPEN, _FAILED, _CLOSED = "handshake", "open", "failed", "closed"
+    #: A readable socket may hold half a record: check :meth:`readable` after every wake-up.
+    kernel_readiness = False
 
     def __init__(
         self,

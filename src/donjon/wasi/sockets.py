@@ -24,9 +24,12 @@ without flags):
 
 from __future__ import annotations
 
+import array
 import errno as posix_errno
+import fcntl
 import select
 import socket
+import termios
 import time
 
 from . import abi
@@ -245,6 +248,8 @@ class StreamSocketFile(SocketFile):
         super().__init__(lingering, fdflags)
         self.stream = stream
         self._fd = stream.fileno()
+        # Plain TCP: the kernel's readiness is the stream's, so poll_oneoff needs no second look.
+        self._kernel = bool(getattr(stream, "kernel_readiness", False))
 
     def fileno(self) -> int:
         return self._fd
@@ -320,20 +325,26 @@ class StreamSocketFile(SocketFile):
 
     # --- poll_oneoff --------------------------------------------------------------------------
     def poll_ready(self, read: bool) -> int | None:
-        if read:
+        if read and not self._kernel:
             pending = self.stream.pending()
             if pending:
                 return pending
         return None
 
     def poll_events(self, read: bool) -> int:
+        if self._kernel:
+            return _POLLIN if read else _POLLOUT
         return self.stream.poll_events(read, not read)
 
     def poll_deadline(self) -> float | None:
-        return self.stream.deadline
+        return None if self._kernel else self.stream.deadline
 
     def poll_confirm(self, read: bool, revents: int) -> int | None:
         stream = self.stream
+        if self._kernel:
+            if not revents:
+                return None
+            return _available(self._fd) if read else 0
         if read:
             if stream.readable():
                 return stream.pending() or _available(self._fd)
@@ -380,10 +391,6 @@ def _gather(bufs: Buffers) -> bytes | memoryview:
 
 
 def _available(fd: int) -> int:
-    import array
-    import fcntl
-    import termios
-
     try:
         buf = array.array("i", [0])
         fcntl.ioctl(fd, termios.FIONREAD, buf)
