@@ -21,7 +21,7 @@ def test_curl_gets_the_page_over_tls_13_and_tls_12_is_refused(keep, net: SimpleN
     port = net.free_port()
     k = keep(
         net.EXAMPLES / "http/http.wasm",
-        net.config_text(net.listen_entry("web", port, "tls"), env={"HTTP_EXIT_AFTER": "3"}),
+        net.config_text(net.listen_entry("web", port, "tls"), env={"HTTP_EXIT_AFTER": "4"}),
     )
     url = f"https://localhost:{port}/"
     # -k: the Keep is unattested, its certificate self-signed (docs/tls.md).
@@ -32,6 +32,9 @@ def test_curl_gets_the_page_over_tls_13_and_tls_12_is_refused(keep, net: SimpleN
     # Debian's OpenSSL 3.0 (curl's) has no ML-KEM: the Keep falls back to classical X25519.
     (line,) = k.wait_for("tls: connection from")
     assert "TLSv1.3, group x25519," in line, line
+
+    missing = curl("-k", "-o", "/dev/null", "-w", "%{http_code}", url + "nope")
+    assert missing.stdout == "404"
 
     # Without -k curl cannot verify a self-signed certificate: it refuses.
     unverified = curl(url)
