@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +70,10 @@ def demo_module(name: str = "http") -> bytes:
         ) from e
 
 
+def _shorten(line: str, width: int = 150) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,11 +109,10 @@ prot = "tls"
 class _KeepProcess:
     """``donjon run`` in a child process; its stderr lines are collected by a reader thread."""
 
-    def __init__(self, argv: list[str], *, echo: Callable[[str], None] | None) -> None:
+    def __init__(self, argv: list[str]) -> None:
         self.argv = argv
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
-        self._echo = echo
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -131,8 +134,6 @@ class _KeepProcess:
         for raw in stream:
             line = raw.rstrip("\n")[:2000]
             self.log.append(line)
-            if self._echo is not None:
-                self._echo(line)
             self.lines.put(line)
         self.lines.put(None)
 
@@ -255,6 +256,7 @@ def run_demo(options: DemoOptions | None = None, *, out: IO[str] | None = None) 
             say(f"      url              {steward.url}")
             say(f"      CA (SHA-256)     {steward.ca_fingerprint}")
             say(f"      trusts           the SIMULATED {vendor} vendor - demo only, never in production")
+            say("                       (root in the Steward's [roots] simulated; allow_simulated)")
             say(f"      policy           workload {digest.hex()[:16]}... -> {expected_id}")
             say()
 
@@ -278,10 +280,21 @@ def run_demo(options: DemoOptions | None = None, *, out: IO[str] | None = None) 
                 f"--config Donjon.toml http.wasm"
             )
             say(f"      workload digest  {digest.hex()}")
-            echo = (lambda line: say(f"      keep | {line}")) if options.show_keep_log else None
-            keep = _KeepProcess(argv, echo=echo)
+            keep = _KeepProcess(argv)
+            shown = 0
+
+            def show_keep_log() -> None:
+                nonlocal shown
+                if options.show_keep_log:
+                    for line in keep.log[shown:]:
+                        say(f"      keep | {_shorten(line)}")
+                shown = len(keep.log)
+
             try:
-                keep.wait_for("listening", options.step_timeout)
+                try:
+                    keep.wait_for("listening", options.step_timeout)
+                finally:
+                    show_keep_log()
                 entries = [e for e in steward.log_entries() if e.get("decision") == "issued"]
                 if not entries:
                     raise DemoFailed("the Keep listens but the Steward's log records no certificate")
@@ -341,6 +354,10 @@ def run_demo(options: DemoOptions | None = None, *, out: IO[str] | None = None) 
                 for line in body.decode("utf-8", "replace").strip().splitlines():
                     say(f"      | {line}")
                 say()
+                if options.show_keep_log and len(keep.log) > shown:
+                    say("      The Keep's log of those connections:")
+                    show_keep_log()
+                    say()
             finally:
                 keep.stop()
         say(f"Shut down: Keep stopped (signal), Steward stopped, {tmp} removed.")

@@ -1,0 +1,228 @@
+"""End to end on loopback: a real Steward (``donjon.demo.steward.LocalSteward``, in this process),
+a Keep started through the real ``donjon run`` command line (a child process), and a client.
+
+The Steward trusts only the simulated vendors saved in one directory per test session; the Keep is
+given the same directory with ``--sim-vendor``. Every wait is bounded; every port is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from donjon.backends.sim import load_or_create_sim_vendor
+from donjon.config import parse_config, workload_digest
+from donjon.demo.steward import LocalSteward, WorkloadRule, demo_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config_text(
+    *,
+    steward_url: str | None,
+    steward_ca: Path | None,
+    port: int,
+    name: str,
+    backends: tuple[str, ...] | None = ("sim-snp", "sim-tdx"),
+    env: dict[str, str] | None = None,
+) -> str:
+    lines = []
+    if steward_url is not None:
+        lines.append(f'steward = "{steward_url}"')
+    if steward_ca is not None:
+        lines.append(f'steward_ca = "{steward_ca}"')
+    if backends is not None:
+        lines.append("backends = [" + ", ".join(f'"{b}"' for b in backends) + "]")
+    if env:
+        lines.append("[env]")
+        lines += [f'{k} = "{v}"' for k, v in env.items()]
+    for kind in ("stdin", "stdout", "stderr"):
+        lines += ["[[files]]", f'kind = "{kind}"']
+    lines += [
+        "[[files]]",
+        'kind = "listen"',
+        f'name = "{name}"',
+        'addr = "127.0.0.1"',
+        f"port = {port}",
+        'prot = "tls"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Keep:
+    """``python -m donjon run ARGS`` with its output lines collected; stopped at teardown."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "donjon", "run", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream: Any, into: list[str], forward: bool) -> None:
+        for raw in stream:
+            line = raw.rstrip("\n")
+            into.append(line)
+            if forward:
+                self.lines.put(line)
+        if forward:
+            self.lines.put(None)
+
+    def wait_for(self, marker: str, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {marker!r} from the Keep in {timeout} s; stderr: {self.stderr}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(
+                    f"the Keep exited ({self.proc.wait(5)}) before {marker!r}: {self.stderr}"
+                )
+            if marker in line:
+                return line
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        code = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(2)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for t in self._threads:
+            t.join(2)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    @property
+    def err(self) -> str:
+        return "\n".join(self.stderr)
+
+
+@pytest.fixture(scope="session")
+def sim_vendor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("sim-vendor")
+    load_or_create_sim_vendor("sim-snp", directory)
+    load_or_create_sim_vendor("sim-tdx", directory)
+    return directory
+
+
+@pytest.fixture
+def e2e(tmp_path: Path, sim_vendor_dir: Path) -> Iterator[SimpleNamespace]:
+    """Factories: ``steward(policy)``, ``keep(args)``, ``workload(example, ...)``; all cleaned up."""
+    stewards: list[LocalSteward] = []
+    keeps: list[Keep] = []
+
+    def steward(policy: str | None = None) -> LocalSteward:
+        s = LocalSteward(
+            tmp_path / f"steward{len(stewards)}",
+            sim_vendor_dir=sim_vendor_dir,
+            policy=policy or demo_policy([]),
+        )
+        stewards.append(s)
+        return s.start()
+
+    def keep(args: list[str], env: dict[str, str] | None = None) -> Keep:
+        k = Keep(["--sim-vendor", str(sim_vendor_dir), "--no-cache", *args], env=env)
+        keeps.append(k)
+        return k
+
+    def workload(
+        example: str,
+        *,
+        steward_url: str | None,
+        steward_ca: Path | None,
+        name: str,
+        backends: tuple[str, ...] | None = ("sim-snp", "sim-tdx"),
+        env: dict[str, str] | None = None,
+        module: bytes | None = None,
+    ) -> SimpleNamespace:
+        port = free_port()
+        config = tmp_path / f"{example}-{port}.toml"
+        config.write_text(
+            config_text(
+                steward_url=steward_url,
+                steward_ca=steward_ca,
+                port=port,
+                name=name,
+                backends=backends,
+                env=env,
+            )
+        )
+        wasm = EXAMPLES / example / f"{example}.wasm"
+        data = wasm.read_bytes()
+        if module is not None:
+            wasm = tmp_path / f"{example}-{port}.wasm"
+            wasm.write_bytes(module)
+        digest = workload_digest(data, parse_config(config.read_bytes()).config)
+        return SimpleNamespace(config=config, wasm=wasm, port=port, digest=digest)
+
+    try:
+        yield SimpleNamespace(
+            steward=steward, keep=keep, workload=workload, policy=demo_policy, rule=WorkloadRule
+        )
+    finally:
+        for k in keeps:
+            k.stop()
+        for s in stewards:
+            s.close()
+
+
+def refuses_connections(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="session")
+def helpers() -> SimpleNamespace:
+    return SimpleNamespace(refuses_connections=refuses_connections, free_port=free_port)
