@@ -114,6 +114,9 @@ class CertificateAuthority:
         self.claims_oid = require_certificate_safe(claims_oid) if claims_oid else None
         self._hash = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+        # Encoded once: every answer carries the CA certificate.
+        self._cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self._cert_pem = cert.public_bytes(serialization.Encoding.PEM)
 
     @classmethod
     def load(
@@ -141,11 +144,11 @@ class CertificateAuthority:
 
     @property
     def cert_der(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.DER)
+        return self._cert_der
 
     @property
     def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        return self._cert_pem
 
     def spiffe_id(self, path: str) -> str:
         return f"spiffe://{self.trust_domain}{path}"

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -136,16 +135,14 @@ class PolicyHolder:
 class Outcome:
     issued: Issued
     ca_der: bytes
+    ca_pem: bytes
     entry: LogEntry
     decision: Decision
 
     @property
     def pem_chain(self) -> bytes:
         """The issued certificate, then the CA (RFC 8555 ``application/pem-certificate-chain``)."""
-        pem = serialization.Encoding.PEM
-        return self.issued.certificate.public_bytes(pem) + x509.load_der_x509_certificate(
-            self.ca_der
-        ).public_bytes(pem)
+        return self.issued.certificate.public_bytes(serialization.Encoding.PEM) + self.ca_pem
 
     @property
     def enarx_chain(self) -> bytes:
@@ -462,7 +459,9 @@ class Steward:
         # Every value in the record is already JSON (claims went through _jsonable).
         entry = self.log.append(record, self.clock().isoformat())
         self.metrics.issued(record["path"], kind)
-        return Outcome(issued=issued, ca_der=self.ca.cert_der, entry=entry, decision=decision)
+        return Outcome(
+            issued=issued, ca_der=self.ca.cert_der, ca_pem=self.ca.cert_pem, entry=entry, decision=decision
+        )
 
 
 def _overlay(keep: Collateral, own: CollateralSet | None) -> Collateral:
