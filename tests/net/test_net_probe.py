@@ -7,6 +7,7 @@ timeout and for input, fd_read/fd_write on a socket, shutdown, the errnos of mis
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import time
@@ -88,3 +89,14 @@ def test_socket_calls_one_by_one(keep, net: SimpleNamespace, prot: str) -> None:
     }
     assert {key: results.get(key) for key in expected} == expected, out.decode()
     assert results["send_after_close"] in ("EPIPE", "ECONNRESET"), out.decode()
+
+
+def test_ctrl_c_ends_a_guest_blocked_in_accept(keep, net: SimpleNamespace) -> None:  # type: ignore[no-untyped-def]
+    """While the guest runs, SIGINT has its default action: a blocking wait in the host ends with it."""
+    port = net.free_port()
+    k = keep(PROBE, net.config_text(net.listen_entry("probe", port, "tcp")))
+    k.wait_for("probe: accepting")
+    time.sleep(0.1)  # into the blocking accept's poll(2)
+    k.proc.send_signal(signal.SIGINT)
+    code, _ = k.finish(timeout=5)
+    assert code == -signal.SIGINT

@@ -258,6 +258,9 @@ class StreamSocketFile(SocketFile):
         stream = self.stream
         wait_on(self._fd, stream.poll_events(read, not read), stream.deadline, self.lingering)
 
+    def sock_accept(self, flags: int) -> OpenFile:
+        raise Errno(abi.EINVAL)  # POSIX accept(2): "socket is not listening for connections"
+
     # --- reading ------------------------------------------------------------------------------
     def read(self, bufs: Buffers) -> int:
         return self.sock_recv(bufs, 0)[0]
