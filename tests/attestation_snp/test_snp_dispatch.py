@@ -85,3 +85,31 @@ def test_cca_through_the_dispatcher(vectors: Path) -> None:
         options={"platform_keys": [key]},
     ).claims
     assert claims.tee is TeeType.CCA
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_intel_pck_crl_is_chosen_by_the_quotes_pck_issuer(vectors: Path, reverse: bool) -> None:
+    # enarx/steward's xeon quote comes with BOTH PCK CRLs (Platform and Processor CA);
+    # only the one from the CA that issued the quote's PCK certificate may be applied,
+    # whatever order the collateral arrives in.
+    steward = vectors / "sgx" / "steward"
+    names = ["xeon.pck_platform.crl.der", "xeon.pck_processor.crl.der"]
+    if reverse:
+        names.reverse()
+    collateral = bundle(
+        *[(steward / n).read_bytes() for n in names],
+        (steward / "xeon.rootca.crl.der").read_bytes(),
+        (steward / "xeon.tcbinfo.json").read_bytes(),
+        (steward / "xeon.tcbinfo_issuer_chain.pem").read_bytes(),
+    )
+    evidence = (steward / "xeon.quote.dat").read_bytes()
+    advisories = [f"INTEL-SA-00{n}" for n in (289, 381, 389, 477, 586, 614, 615, 617, 657)]
+    claims = verify_evidence(
+        EvidenceKind.SGX_QUOTE,
+        evidence,
+        collateral=collateral,
+        roots=TrustRoots(),
+        at=datetime(2023, 2, 1, tzinfo=UTC),
+        options={"allow_missing_qe_identity": True, "allowed_advisories": advisories},
+    ).claims
+    assert claims.tee is TeeType.SGX

@@ -177,6 +177,10 @@ def _verify_intel(
     )
     kwargs = dict(_mapping(options))
 
+    # The PCK CRL to apply is the one from the CA that issued this quote's PCK
+    # certificate (Platform or Processor CA): a Keep may send both.
+    pck_ca_name = _pck_issuer(evidence)
+
     def attempt(anchor: x509.Certificate | None, trusted: list[x509.Certificate] | None) -> VerifiedEvidence:
         mine = [c for c in signers if anchor is not None and c.issuer == anchor.subject]
         current = [c for c in mine if c.not_valid_before_utc <= at <= c.not_valid_after_utc] or mine
@@ -185,7 +189,7 @@ def _verify_intel(
         root_crl = next(
             (c for c in collateral.crls if anchor is not None and c.issuer == anchor.subject), None
         )
-        pck_crl = next((c for c in collateral.crls if "PCK" in _cn(c.issuer)), None)
+        pck_crl = next((c for c in collateral.crls if c.issuer == pck_ca_name), None)
         intel = dcap_verify.IntelCollateral(
             tcb_info=collateral.tcb_info[0],
             tcb_info_issuer_chain=chain_pem,
@@ -212,6 +216,14 @@ def _verify_intel(
                 raise
             last = e
     raise last or VerificationFailed(f"{kind.value}.root", "no trusted root")
+
+
+def _pck_issuer(quote: bytes) -> x509.Name | None:
+    from donjon.attestation.dcap import parse_quote
+
+    chain = parse_quote(quote).signature.pck_cert_chain
+    certs = load_certificates(chain, what="PCK certificate chain") if chain else []
+    return certs[0].issuer if certs else None
 
 
 def _verify_cca(evidence: bytes, at: datetime, options: object | None) -> VerifiedEvidence:
