@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #define MAX_CLIENTS 64
-#define BUF_SIZE 16384
+#define BUF_SIZE 65536
 
 struct client {
     int fd;       /* -1 when the slot is free */

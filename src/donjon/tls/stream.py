@@ -583,7 +583,44 @@ class TLSStream:
                 self._peer_vanished()
                 return b""
             raise self._fatal(e) from e
-        return data
+        want = min(n, READ_CHUNK)
+        if peek or len(data) >= want or not data:
+            return data
+        return self._more(data, want)
+
+    def _more(self, first: bytes, want: int) -> bytes:
+        """Append further records that are already here (up to ``want`` bytes), without waiting.
+
+        One TLS record is at most 16 KiB (RFC 8446 section 5.1); a guest reading 64 KiB would
+        otherwise need one call per record. What stops the loop — no more data, the end of the
+        stream, an error — is left for the next call to report (an error is recorded by
+        ``_fatal``/``_peer_vanished``, and ``_check`` raises it then).
+        """
+        parts = [first]
+        got = len(first)
+        while got < want:
+            try:
+                data: bytes = self._conn.recv(want - got)
+            except SSL.WantReadError:
+                self._want = _POLLIN
+                break
+            except SSL.WantWriteError:
+                self._want = _POLLOUT
+                break
+            except SSL.ZeroReturnError:
+                self._eof = True
+                break
+            except SSL.Error as e:
+                if _unexpected_eof(e):
+                    self._peer_vanished()
+                else:
+                    self._fatal(e)
+                break
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts) if len(parts) > 1 else first
 
     @property
     def output_pending(self) -> bool:
