@@ -168,8 +168,9 @@ def e2e(tmp_path: Path, sim_vendor_dir: Path) -> Iterator[SimpleNamespace]:
         stewards.append(s)
         return s.start()
 
-    def keep(args: list[str], env: dict[str, str] | None = None) -> Keep:
-        k = Keep(["--sim-vendor", str(sim_vendor_dir), "--no-cache", *args], env=env)
+    def keep(args: list[str], env: dict[str, str] | None = None, *, no_cache: bool = True) -> Keep:
+        cache = ["--no-cache"] if no_cache else []
+        k = Keep(["--sim-vendor", str(sim_vendor_dir), *cache, *args], env=env)
         keeps.append(k)
         return k
 

@@ -50,9 +50,11 @@ def test_client_sees_a_steward_certificate_with_the_spiffe_id_and_workload_diges
     steward = e2e.steward()
     w = e2e.workload("http", steward_url=steward.url, steward_ca=steward.ca_path, name="web")
     steward.set_policy(e2e.policy([e2e.rule(w.digest, SPIFFE_PATH)]))
-    keep = e2e.keep(["--backend", backend, "--config", str(w.config), str(w.wasm)])
+    # Without --no-cache: an attested Keep keeps the module cache off unless --cache-dir names it.
+    keep = e2e.keep(["--backend", backend, "--config", str(w.config), str(w.wasm)], no_cache=False)
     keep.wait_for("listening on")
     assert f"attested by the Steward at {steward.url}: {_expected_id(steward)} [SIMULATED TEE]" in keep.err
+    assert "module cache off for an attested backend" in keep.err
 
     session = fetch_peer_chain("127.0.0.1", w.port, timeout=10)
     ca = tuple(x509.load_pem_x509_certificates(steward.ca_pem))
