@@ -66,6 +66,8 @@ READ_CHUNK = 1 << 16
 #: ``send`` hands at most this much plaintext to OpenSSL per call; it is also the most a stream
 #: holds for a peer that does not read (four TLS records; RFC 8446 section 5.1: 2^14 each).
 WRITE_CHUNK = 1 << 16
+#: The largest TLS record's plaintext (RFC 8446 section 5.1).
+_MAX_RECORD = 1 << 14
 #: A peer that has not finished its handshake after this many seconds is cut off.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
@@ -584,7 +586,9 @@ class TLSStream:
                 return b""
             raise self._fatal(e) from e
         want = min(n, READ_CHUNK)
-        if peek or len(data) >= want or not data:
+        if peek or len(data) >= want or len(data) < _MAX_RECORD:
+            # A short record is most likely the end of what the peer wrote: looking for more
+            # would cost a system call that almost always answers "nothing yet".
             return data
         return self._more(data, want)
 
@@ -592,9 +596,9 @@ class TLSStream:
         """Append further records that are already here (up to ``want`` bytes), without waiting.
 
         One TLS record is at most 16 KiB (RFC 8446 section 5.1); a guest reading 64 KiB would
-        otherwise need one call per record. What stops the loop — no more data, the end of the
-        stream, an error — is left for the next call to report (an error is recorded by
-        ``_fatal``/``_peer_vanished``, and ``_check`` raises it then).
+        otherwise need one call per record. Called after a full-size record only. What stops the
+        loop — no more data, the end of the stream, an error — is left for the next call to
+        report (an error is recorded by ``_fatal``/``_peer_vanished``; ``_check`` raises it then).
         """
         parts = [first]
         got = len(first)
