@@ -76,10 +76,11 @@ def https(net: SimpleNamespace, tmp_path: Path) -> Iterator[object]:
 
 
 def client_config(net: SimpleNamespace, port: int, ca_pem: Path) -> str:
-    return net.config_text(
+    text: str = net.config_text(
         net.connect_entry("localhost", "localhost", port, "tls", trust="file", trust_file=str(ca_pem)),
         env={"CLIENT_FD_NAME": "localhost"},
     )
+    return text
 
 
 def test_client_fetches_a_page_from_a_verified_server(keep, net: SimpleNamespace, https) -> None:  # type: ignore[no-untyped-def]
