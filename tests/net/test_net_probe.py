@@ -57,6 +57,7 @@ def test_socket_calls_one_by_one(keep, net: SimpleNamespace, prot: str) -> None:
         "listen_filetype": "6",  # witx filetype SOCKET_STREAM
         "recv_stdout": "ENOTSOCK",
         "recv_listener": "ENOTCONN",
+        "read_listener": "ENOTCONN",
         "setfl_nonblock": "0",
         "listen_nonblocking": "1",
         "accept_nonblocking": "EAGAIN",

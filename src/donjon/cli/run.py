@@ -176,9 +176,20 @@ def _log_connections() -> None:
     """One stderr line per TLS connection (``donjon.tls``: handshakes, failures, the Keep's identity)."""
     import logging
 
+    class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+        """Writes to whatever ``sys.stderr`` is when a line is logged (main() may run in-process)."""
+
+        @property
+        def stream(self) -> object:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: object) -> None:
+            pass
+
     logger = logging.getLogger("donjon.tls")
     if not any(getattr(h, "_donjon_run", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("donjon: %(message)s"))
         handler._donjon_run = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -40,6 +40,8 @@ from .spec import HostListener, HostStream
 
 RIGHTS_LISTEN = (
     abi.RIGHT_SOCK_ACCEPT
+    | abi.RIGHT_FD_READ
+    | abi.RIGHT_FD_WRITE
     | abi.RIGHT_FD_FDSTAT_SET_FLAGS
     | abi.RIGHT_FD_FILESTAT_GET
     | abi.RIGHT_POLL_FD_READWRITE
@@ -219,7 +221,13 @@ class ListenSocketFile(SocketFile):
                 continue
             return StreamSocketFile(stream, self.lingering, flags & abi.FDFLAGS_NONBLOCK)
 
-    # A listening socket is not connected (Linux: ENOTCONN for recv/send/shutdown).
+    # A listening socket is not connected (Linux: ENOTCONN for read/write/recv/send/shutdown).
+    def read(self, bufs: Buffers) -> int:
+        raise Errno(abi.ENOTCONN)
+
+    def write(self, bufs: Buffers) -> int:
+        raise Errno(abi.ENOTCONN)
+
     def sock_recv(self, bufs: Buffers, flags: int) -> tuple[int, int]:
         raise Errno(abi.ENOTCONN)
 

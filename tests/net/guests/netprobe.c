@@ -59,6 +59,7 @@ int main(void) {
     show("listen_filetype", filetype(lfd));
     show("recv_stdout", recv(1, buf, sizeof buf, 0));
     show("recv_listener", recv(lfd, buf, sizeof buf, 0));
+    show("read_listener", read(lfd, buf, sizeof buf));
     show("setfl_nonblock", fcntl(lfd, F_SETFL, O_NONBLOCK));
     show("listen_nonblocking", nonblocking(lfd));
     show("accept_nonblocking", accept(lfd, NULL, NULL));
