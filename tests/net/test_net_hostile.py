@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from donjon.tls import ClientContext, HostName, Listener, TrustAnchors, connect, self_signed
-from donjon.wasi import ConnectedSocket, GuestSpec, ListenSocket, Stdio, abi, ffi
+from donjon.wasi import ConnectedSocket, GuestFile, GuestSpec, ListenSocket, Stdio, abi, ffi
 from donjon.wasi.errors import Errno
 from donjon.wasi.host import SIGNATURES, WasiHost
 
