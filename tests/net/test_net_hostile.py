@@ -57,7 +57,7 @@ class SocketHost:
         )
         memory = instance.exports(self.store)["memory"]
         assert isinstance(memory, wasmtime.Memory)
-        files = [
+        files: list[GuestFile] = [
             Stdio("null"),
             ListenSocket(self.listener),
             ConnectedSocket(self.tcp),
