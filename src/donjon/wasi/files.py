@@ -2,7 +2,7 @@
 
 Each kind implements the operations that make sense for it; every other operation keeps the base
 class's answer (the errno wasmtime's preview 1 host gives for that operation on that kind of file).
-A new kind (the listen/connected sockets of a later issue) is one more subclass: host.py only talks
+A new kind is one more subclass (the listening and connected sockets are in sockets.py): host.py only talks
 to ``OpenFile``.
 
 Rights (witx ``$rights``) belong to the descriptor, so they live on the object; fd_renumber moves the
@@ -124,7 +124,7 @@ class OpenFile:
         """A host fd ``select`` can wait on, or None when the file is always ready."""
         return None
 
-    # --- sockets (a later issue adds the socket kinds) ---------------------------------------
+    # --- sockets (sockets.py implements them; every other kind is ENOTSOCK) ----------------------
     def sock_accept(self, flags: int) -> OpenFile:
         raise Errno(abi.ENOTSOCK)
 

@@ -634,7 +634,7 @@ class WasiHost:
         poll_oneoff(self, in_ptr, out_ptr, nsubs, nevents_ptr)
 
     # =========================================================================================
-    # sockets: only the later socket kinds implement these; every other file is ENOTSOCK.
+    # sockets: the socket kinds (sockets.py) implement these; every other file is ENOTSOCK.
     # =========================================================================================
     def _socket(self, fd: int) -> OpenFile:
         f = self.fds.get(fd)
