@@ -239,3 +239,24 @@ def test_connected_socket_in_the_spec_and_errnos() -> None:
         host.close()
         server.close()
     assert stream.closed
+
+
+def test_a_full_fd_table_closes_the_accepted_connection() -> None:
+    """ENFILE from sock_accept: the connection taken from the backlog is closed, not leaked."""
+    from donjon.wasi.fdtable import MAX_FDS
+    from donjon.wasi.files import NullFile
+
+    listener = Listener.bind("127.0.0.1", 0, prot="tcp")
+    h = Host(listener)
+    while len(h.host.fds.items()) < MAX_FDS:
+        h.host.fds.insert(NullFile())
+    client = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+    try:
+        h.poll([(abi.EVENTTYPE_FD_READ, 0)], 5_000_000_000)
+        with pytest.raises(Errno) as info:
+            h.accept()
+        assert info.value.code == abi.ENFILE
+        assert client.recv(10) == b""  # the Keep closed it
+    finally:
+        client.close()
+        h.host.close()

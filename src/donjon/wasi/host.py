@@ -644,8 +644,13 @@ class WasiHost:
 
     def sock_accept(self, fd: int, flags: int, ro_fd_ptr: int) -> None:
         f = self._socket(fd)
+        self.memory.view(ro_fd_ptr, 4)  # EFAULT before taking a connection, not after
         new = f.sock_accept(flags)
-        new_fd = self.fds.insert(new)
+        try:
+            new_fd = self.fds.insert(new)
+        except Errno:
+            new.close()  # ENFILE: the connection is closed, not leaked
+            raise
         self.memory.set_u32(ro_fd_ptr, new_fd)
 
     def sock_recv(
