@@ -207,6 +207,18 @@ class TCPStream:
         except OSError as e:
             raise self._error(e) from e
 
+    def recv_into(self, buffer: memoryview, *, peek: bool = False) -> int:
+        """:meth:`recv` straight into ``buffer`` (at most :data:`READ_CHUNK` bytes): no copy on the way."""
+        self._check()
+        if not len(buffer):
+            return 0
+        try:
+            return self._sock.recv_into(buffer[:READ_CHUNK], 0, socket.MSG_PEEK if peek else 0)
+        except BlockingIOError as e:
+            raise WouldBlock("no data yet", peer=self.peer) from e
+        except OSError as e:
+            raise self._error(e) from e
+
     def send(self, data: bytes | bytearray | memoryview) -> int:
         self._check()
         if not data:

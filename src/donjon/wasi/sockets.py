@@ -31,6 +31,7 @@ import select
 import socket
 import termios
 import time
+from typing import Any
 
 from . import abi
 from .errno_map import errno_from_posix
@@ -283,8 +284,11 @@ class StreamSocketFile(SocketFile):
         # MSG_WAITALL: fill the whole buffer unless the stream ends or fails (with PEEK it cannot
         # consume, so it is ignored, as for a stream socket whose data is not all there yet).
         waitall = bool(flags & abi.RIFLAGS_RECV_WAITALL) and not peek
-        got = 0
         stream = self.stream
+        recv_into = getattr(stream, "recv_into", None)
+        if recv_into is not None and len(bufs) == 1 and not waitall:
+            return self._recv_into(recv_into, bufs[0], peek), 0
+        got = 0
         while True:
             try:
                 data = stream.recv(total - got, peek=peek)
@@ -304,6 +308,19 @@ class StreamSocketFile(SocketFile):
                 got += len(data)
             if not data or not waitall or got >= total:
                 return got, 0
+
+    def _recv_into(self, recv_into: Any, buf: memoryview, peek: bool) -> int:
+        """One guest buffer, a stream that can fill it directly (plain TCP): no intermediate copy."""
+        while True:
+            try:
+                n: int = recv_into(buf, peek=peek)
+                return n
+            except Exception as e:
+                if not _would_block(e):
+                    raise _errno_of(e) from None
+                if self.nonblocking:
+                    raise Errno(abi.EAGAIN) from None
+                self._wait(True)
 
     # --- writing ------------------------------------------------------------------------------
     def write(self, bufs: Buffers) -> int:
