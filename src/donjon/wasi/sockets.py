@@ -72,12 +72,21 @@ _POLLOUT = select.POLLOUT
 _MAX_WAIT_MS = 1 << 30
 
 
+def _posix_errno(error: Exception) -> int:
+    """The POSIX errno a stream error carries; anything else is a host bug and is re-raised as is
+    (the trampoline reports it as EIO and records it in ``host.internal_errors``)."""
+    code = getattr(error, "errno", None)
+    if not isinstance(code, int):
+        raise error
+    return code
+
+
 def _errno_of(error: Exception) -> Errno:
-    return Errno(errno_from_posix(getattr(error, "errno", None)))
+    return Errno(errno_from_posix(_posix_errno(error)))
 
 
 def _would_block(error: Exception) -> bool:
-    return getattr(error, "errno", None) == posix_errno.EAGAIN
+    return _posix_errno(error) == posix_errno.EAGAIN
 
 
 def _wait_ms(deadline: float | None) -> int | None:
