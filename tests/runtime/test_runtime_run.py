@@ -259,7 +259,8 @@ def test_backend_allow_list_refuses_nil(
     examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     config = write(tmp_path / "Donjon.toml", 'backends = ["snp", "tdx"]\n')
-    assert main(["run", "--config", str(config), str(examples / "hello" / "hello.wasm")]) == 1
+    hello = str(examples / "hello" / "hello.wasm")
+    assert main(["run", "--backend", "nil", "--config", str(config), hello]) == 1
     out, err = capfd.readouterr()
     assert out == "" and "backend 'nil' refused" in err
 

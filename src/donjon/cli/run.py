@@ -1,6 +1,8 @@
 """``donjon run``: run a wasm32-wasi command module in a Keep.
 
-Thin: parse the command line, read the files, hand a :class:`~donjon.runtime.Workload`
+Thin: parse the command line, read the files, select the backend (``donjon.backends``, under
+the config's allow-list), obtain the Keep's TLS identity (``donjon.keep.launch``: attested by
+the Steward, or self-signed on ``nil`` without one), hand a :class:`~donjon.runtime.Workload`
 to the runtime, and map every failure to one message on stderr and one exit code
 (docs/run.md "Exit codes"). Imports are lazy: start-up time is benchmarked.
 """
@@ -13,7 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from donjon.backends.base import Backend
     from donjon.config.model import FileEntry, WorkloadConfig
+    from donjon.keep.attest import AttestedIdentity
+    from donjon.keep.launch import KeepTls
+    from donjon.runtime.keep import Workload
 
 __all__ = ["EXIT_TRAP", "USAGE", "main"]
 
@@ -32,7 +38,12 @@ Run a wasm32-wasi command module (exported _start); exit with the guest's exit c
 
 options:
   --config FILE         workload config (Donjon.toml, or any Enarx.toml)
-  --backend NAME        TEE backend (default: nil, which is NOT attested)
+  --backend NAME        TEE backend: auto (default: the TEE found here, else nil, which is NOT
+                        attested), snp, tdx, cca, sgx, sim-snp, sim-tdx, nil
+  --steward URL         the Steward to attest to (default: the config's steward)
+  --steward-ca FILE     the Steward's CA certificate(s), PEM, pinned (default: the config's steward_ca)
+  --attest-timeout S    how long to retry an unreachable Steward at start (default 30)
+  --sim-vendor DIR      the simulated vendor shared with the Steward (sim-snp, sim-tdx; or $DONJON_SIM_VENDOR)
   --dir HOST[::GUEST]   pre-open a host directory read-only (repeatable; fds from 3, in order)
   --dir-rw HOST[::GUEST]
                         the same, writable
@@ -45,8 +56,8 @@ options:
 
 Without --config, ARGS after MODULE become the guest's arguments (argv[0] is main.wasm).
 With --config, arguments, environment and files come from the config only.
-Exit codes: the guest's own (0-255), 1 backend refused, 2 usage/bad config/bad module,
-3 missing file or unavailable feature, 134 guest trap. See docs/run.md."""
+Exit codes: the guest's own (0-255), 1 refused (allow-list, Steward), 2 usage/bad config/bad module,
+3 missing file, unavailable backend or unreachable Steward, 134 guest trap. See docs/run.md."""
 
 
 class UsageError(Exception):
@@ -60,7 +71,11 @@ class Options:
         self.module = ""
         self.args: list[str] = []
         self.config: str | None = None
-        self.backend = "nil"
+        self.backend = "auto"
+        self.steward: str | None = None
+        self.steward_ca: str | None = None
+        self.attest_timeout = 30.0
+        self.sim_vendor: str | None = None
         self.dirs: list[tuple[str, bool]] = []
         self.env: list[str] = []
         self.cache = True
@@ -70,7 +85,18 @@ class Options:
         self.help = False
 
 
-_WITH_VALUE = {"--config", "--backend", "--dir", "--dir-rw", "--env", "--cache-dir"}
+_WITH_VALUE = {
+    "--config",
+    "--backend",
+    "--dir",
+    "--dir-rw",
+    "--env",
+    "--cache-dir",
+    "--steward",
+    "--steward-ca",
+    "--attest-timeout",
+    "--sim-vendor",
+}
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -107,6 +133,19 @@ def parse_args(argv: list[str]) -> Options:
                 opts.dirs.append((value, name == "--dir-rw"))
             elif name == "--env":
                 opts.env.append(value)
+            elif name == "--steward":
+                opts.steward = value
+            elif name == "--steward-ca":
+                opts.steward_ca = value
+            elif name == "--sim-vendor":
+                opts.sim_vendor = value
+            elif name == "--attest-timeout":
+                try:
+                    opts.attest_timeout = float(value)
+                except ValueError:
+                    raise UsageError(f"--attest-timeout {value!r}: expected seconds") from None
+                if not 0 <= opts.attest_timeout <= 3600:
+                    raise UsageError("--attest-timeout: between 0 and 3600 seconds")
             else:
                 opts.cache_dir = value
         elif arg == "--no-cache":
@@ -172,8 +211,8 @@ def _error(message: str) -> None:
     print(f"donjon: {message}", file=sys.stderr, flush=True)
 
 
-def _log_connections() -> None:
-    """One stderr line per TLS connection (``donjon.tls``: handshakes, failures, the Keep's identity)."""
+def _stderr_log(name: str, level: int) -> None:
+    """Log records of logger ``name`` as ``donjon: <message>`` lines on stderr (once per process)."""
     import logging
 
     class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -187,13 +226,18 @@ def _log_connections() -> None:
         def stream(self, value: object) -> None:
             pass
 
-    logger = logging.getLogger("donjon.tls")
+    logger = logging.getLogger(name)
     if not any(getattr(h, "_donjon_run", False) for h in logger.handlers):
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter("donjon: %(message)s"))
         handler._donjon_run = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
+
+
+def _log_connections() -> None:
+    """One stderr line per TLS connection (``donjon.tls``: handshakes, failures, the Keep's identity)."""
+    _stderr_log("donjon.tls", 20)  # logging.INFO
 
 
 def main(argv: list[str]) -> int:
@@ -250,16 +294,7 @@ def _run(opts: Options) -> int:
         _error(f"run: {e}")
         return EXIT_USAGE
 
-    from donjon.config.model import BACKEND_NAMES
-    from donjon.runtime.backend import select_backend
-
-    try:
-        backend = select_backend(opts.backend)
-    except errors.BackendUnavailable as e:
-        _error(str(e))
-        return EXIT_OPERATIONAL if opts.backend in BACKEND_NAMES else EXIT_USAGE
-
-    from donjon.runtime.keep import RunReport, Workload, read_module, run_workload
+    from donjon.runtime.keep import Workload, read_module
 
     try:
         module = read_module(Path(opts.module))
@@ -267,11 +302,36 @@ def _run(opts: Options) -> int:
         _error(str(e))
         return EXIT_OPERATIONAL
     workload = Workload(module=module, config=config, base_dir=base_dir)
-    if opts.print_digest:
+    if opts.print_digest:  # needs no backend: e.g. to write a Steward policy on another machine
         print(workload.digest.hex())
         return EXIT_OK
+
+    selected = _select_backend(opts, config)
+    if isinstance(selected, int):
+        return selected
+    backend, auto_nil = selected
     if opts.verbose:
         _error(f"workload digest {workload.digest.hex()}")
+
+    # The TLS identity comes before any socket is opened: a Keep the Steward refuses never listens.
+    keep_tls = _identity(opts, config, base_dir, backend, workload.digest)
+    if isinstance(keep_tls, int):
+        return keep_tls
+    try:
+        return _execute(opts, workload, backend, auto_nil, keep_tls)
+    finally:
+        if keep_tls is not None:
+            keep_tls.close()
+
+
+def _execute(
+    opts: Options, workload: Workload, backend: Backend, auto_nil: bool, keep_tls: KeepTls | None
+) -> int:
+    """Compile and run the guest with the Keep's identity: the guest's exit code, or Donjon's."""
+    from donjon.runtime import errors
+    from donjon.runtime.keep import RunReport, run_workload
+
+    config = workload.config
 
     cache = None
     # DESIGN.md threat model: the cache is trusted code. Attested backends use it only from an
@@ -300,7 +360,11 @@ def _run(opts: Options) -> int:
         if opts.verbose:
             _error(f"module cache: {report.cache.value}")
         if not backend.attested:
-            _error(f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested")
+            why = " (auto: no TEE found here; see 'donjon platform info')" if auto_nil else ""
+            _error(
+                f"warning: backend {backend.name!r}: no TEE, no evidence - this workload is NOT attested"
+                + why
+            )
         for address in report.listening:
             _error(f"listening on {address}")
         sys.stdout.flush()
@@ -315,7 +379,15 @@ def _run(opts: Options) -> int:
             saved_sigint.append(signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     try:
-        code = run_workload(workload, backend, cache=cache, report=report, before_start=before_start)
+        code = run_workload(
+            workload,
+            backend,
+            cache=cache,
+            report=report,
+            before_start=before_start,
+            identity=keep_tls.identity if keep_tls is not None else None,
+            steward_ca=keep_tls.steward_ca if keep_tls is not None else (),
+        )
     except errors.BackendRefused as e:
         _error(str(e))
         return EXIT_REFUSED
@@ -345,3 +417,126 @@ def _run(opts: Options) -> int:
     # The OS keeps only the low 8 bits of an exit status; a guest code outside 0-255 must
     # not wrap around to 0 (success), so it becomes 1.
     return code if 0 <= code <= 255 else 1
+
+
+def _select_backend(opts: Options, config: WorkloadConfig) -> tuple[Backend, bool] | int:
+    """The backend (and whether ``auto`` fell back to ``nil``), or the exit code of a failure."""
+    from donjon.backends.errors import BackendError, BackendNotAllowed, UnknownBackend
+
+    allowed = config.backends
+    permitted = allowed is None or "nil" in allowed
+    if opts.backend == "nil" and permitted:
+        from donjon.backends.nil import NilBackend
+
+        return NilBackend(), False
+    if opts.backend == "auto" and permitted and not _tee_interfaces():
+        # What select_backend("auto") would conclude after probing every attested backend: none
+        # has its kernel interface here. Decided without importing them (start-up time).
+        from donjon.backends.nil import NilBackend
+
+        return NilBackend(), True
+    from donjon.backends.registry import create_backend, select_backend
+    from donjon.backends.sim import SIM_VENDOR_ENV
+
+    sim_dir = opts.sim_vendor or os.environ.get(SIM_VENDOR_ENV) or None
+    fallback: list[str] = []
+
+    def factory(name: str) -> Backend:
+        return create_backend(name, sim_vendor_dir=sim_dir)
+
+    try:
+        backend = select_backend(opts.backend, allowed, factory=factory, warn=fallback.append)
+    except UnknownBackend as e:
+        _error(f"backend {e.backend!r}: {e.reason}")
+        return EXIT_USAGE
+    except BackendNotAllowed as e:
+        _error(f"backend {e.backend!r} refused: {e.reason}")
+        return EXIT_REFUSED
+    except BackendError as e:
+        _error(f"backend {e.backend!r} is not available: {e.reason}" + (f" ({e.fix})" if e.fix else ""))
+        return EXIT_OPERATIONAL
+    return backend, opts.backend == "auto" and not backend.attested
+
+
+def _tee_interfaces() -> bool:
+    """Whether any attested backend's kernel interface exists (configfs-tsm reports, Gramine's
+    ``/dev/attestation``): donjon.backends.platform.PlatformRoots' defaults."""
+    return os.path.exists("/sys/kernel/config/tsm/report") or os.path.exists("/dev/attestation")
+
+
+def _identity(
+    opts: Options, config: WorkloadConfig, base_dir: Path, backend: Backend, digest: bytes
+) -> KeepTls | int | None:
+    """The Keep's TLS identity (``None``: nil without a Steward, the runtime makes a self-signed
+    one if a socket needs it), or the exit code of a failure (one line on stderr)."""
+    url = opts.steward or config.steward
+    if url is None and not backend.attested:
+        return None
+    _log_keep()
+    from donjon.keep.attest import RetryPolicy
+    from donjon.keep.errors import KeepError
+    from donjon.keep.launch import (
+        LaunchError,
+        StewardRequired,
+        describe,
+        exit_code,
+        launch_identity,
+        steward_settings,
+    )
+
+    if opts.steward_ca is not None:
+        ca_path: str | None = opts.steward_ca
+        ca_base = Path.cwd()
+    else:
+        ca_path, ca_base = config.steward_ca, base_dir
+    try:
+        if url is None:
+            raise StewardRequired(
+                backend.name, 'no Steward URL (steward = "https://..." in the config, or --steward URL)'
+            )
+        settings = steward_settings(
+            url, ca_path, base_dir=ca_base, retry=RetryPolicy(total=opts.attest_timeout)
+        )
+        keep_tls = launch_identity(
+            backend,
+            digest,
+            settings,
+            warn=lambda m: _error(f"warning: {m}"),
+            on_renewed=_renewed,
+            on_expired=_expired,
+        )
+    except (LaunchError, KeepError) as e:
+        _error(describe(e))
+        return exit_code(e)
+    attested = keep_tls.attested
+    if attested is not None:
+        marks = " [SIMULATED TEE]" if attested.simulated else ""
+        marks += " [UNATTESTED]" if attested.unattested else ""
+        _error(
+            f"attested by the Steward at {attested.steward_url}: {attested.spiffe_id}{marks}, "
+            f"serial {attested.serial}, until {attested.not_after.isoformat()}"
+        )
+        if opts.verbose:
+            attest_ms = keep_tls.timings.get("attest", 0.0) * 1000
+            evidence_ms = keep_tls.timings.get("evidence", 0.0) * 1000
+            _error(f"attestation took {attest_ms:.1f} ms (evidence {evidence_ms:.1f} ms; key, CSR, Steward)")
+    return keep_tls
+
+
+def _renewed(identity: AttestedIdentity) -> None:
+    _error(
+        f"identity renewed: {identity.spiffe_id}, serial {identity.serial}, "
+        f"until {identity.not_after.isoformat()}"
+    )
+
+
+def _expired(identity: AttestedIdentity) -> None:
+    _error(
+        f"warning: the certificate (serial {identity.serial}) EXPIRED without renewal: new TLS "
+        "connections are refused until the Steward issues a new one"
+    )
+
+
+def _log_keep() -> None:
+    """The attestation's warnings (retries, renewal failures) as ``donjon: `` lines on stderr."""
+    _stderr_log("donjon.keep", 30)  # logging.WARNING

@@ -1,11 +1,14 @@
-"""The Keep runtime: backends, the compiled-module cache, and running a workload.
+"""The Keep runtime: the compiled-module cache, and running a workload on a backend.
+
+Backends are ``donjon.backends`` (``Backend`` and ``NilBackend`` are re-exported here).
 
 Light to import: wasmtime and the WASI host are imported only when a module is run.
 """
 
 from __future__ import annotations
 
-from donjon.runtime.backend import DEFAULT_BACKEND, Backend, NilBackend, select_backend
+from donjon.backends.base import Backend
+from donjon.backends.nil import NilBackend
 from donjon.runtime.cache import CacheOutcome, ModuleCache, cache_key, default_cache_dir
 from donjon.runtime.engine import EngineSettings
 from donjon.runtime.errors import (
@@ -21,7 +24,6 @@ from donjon.runtime.errors import (
 from donjon.runtime.keep import RunReport, Workload, guest_spec, load_module, read_module, run_workload
 
 __all__ = [
-    "DEFAULT_BACKEND",
     "Backend",
     "BackendRefused",
     "BackendUnavailable",
@@ -43,5 +45,4 @@ __all__ = [
     "load_module",
     "read_module",
     "run_workload",
-    "select_backend",
 ]

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from donjon.config.digest import module_digest, workload_digest
 from donjon.config.model import ConnectEntry, DirEntry, ListenEntry, StdioEntry, WorkloadConfig
-from donjon.runtime.backend import Backend
 from donjon.runtime.cache import CacheOutcome, ModuleCache
 from donjon.runtime.engine import EngineSettings
 from donjon.runtime.errors import BackendRefused, InvalidModule, MissingFile, Unsupported
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     import wasmtime
     from cryptography import x509
 
+    from donjon.backends.base import Backend
     from donjon.tls import Identity, Listener, Stream
     from donjon.wasi import GuestFile, GuestSpec
 
