@@ -196,3 +196,49 @@ def test_group_commit_batches_and_fails_whole_batches():
     failed_batch = next(b for b in batches if -4 in b)
     assert all(isinstance(results[i], OSError) for i in failed_batch)
     assert all(results[i] == i * 10 for b in batches if -4 not in b for i in b)
+
+
+def _refuse_inserts_sqlite(path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER no_more BEFORE INSERT ON decisions "
+        "WHEN json_extract(NEW.record, '$.poison') IS NOT NULL BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_sqlite_failed_append_commits_nothing_and_the_store_goes_on(tmp_path):
+    log = SqliteLog(tmp_path / "log.db")
+    log.append({"decision": "issued", "serial": "01"}, "t1")
+    _refuse_inserts_sqlite(tmp_path / "log.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        log.append({"decision": "issued", "poison": True}, "t2")
+    entry = log.append({"decision": "issued", "serial": "02"}, "t3")
+    assert entry.seq == 2
+    assert verify_chain(log.entries()) == (2, None)
+    log.close()
+
+
+@pytest.mark.postgres
+def test_postgres_failed_append_commits_nothing_and_the_store_goes_on(pg_dsn):
+    from donjon.steward.postgres_log import PostgresLog
+
+    log = PostgresLog(pg_dsn)
+    log.append({"decision": "issued", "serial": "01"}, "t1")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION no_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.record LIKE '%poison%' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON donjon_decisions "
+            "FOR EACH ROW EXECUTE FUNCTION no_poison()"
+        )
+    with pytest.raises(psycopg.errors.RaiseException):
+        log.append({"decision": "issued", "poison": True}, "t2")
+    entry = log.append({"decision": "issued", "serial": "02"}, "t3")
+    assert entry.seq == 2
+    assert verify_chain(log.entries()) == (2, None)
+    assert log.find_serial("02") == entry
+    log.close()

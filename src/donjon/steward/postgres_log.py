@@ -2,23 +2,26 @@
 
 Each append is one transaction that first takes a transaction-scoped advisory
 lock (``pg_advisory_xact_lock``), then reads the head and inserts the next
-entry: appends from every replica are serialised in the database, and the
+entries: appends from every replica are serialised in the database, and the
 primary key on ``seq`` would refuse a fork even if the lock were bypassed. The
-entry is returned after ``COMMIT``; concurrent appends of one replica share a
-transaction (group commit).
+entries are returned after ``COMMIT``; concurrent appends of one replica share a
+transaction (group commit, :mod:`donjon.steward.chainstore`).
+
+Three round trips per transaction: ``BEGIN``, the lock and the head read go as
+one simple-protocol query (statements run in order, so the head is read under the
+lock), then one multi-row ``INSERT``, then ``COMMIT``.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
 
-from donjon.steward.groupcommit import GroupCommit
-from donjon.steward.log import GENESIS, LogEntry, canonical_json, entry_hash_canonical
+from donjon.steward.chainstore import COLUMNS, ChainStore, Pending, chain_batch
+from donjon.steward.log import LogEntry
 
 __all__ = ["PostgresLog"]
 
@@ -37,93 +40,50 @@ CREATE TABLE IF NOT EXISTS donjon_decisions (
 CREATE INDEX IF NOT EXISTS donjon_decisions_serial ON donjon_decisions(serial);
 """
 
+# No parameters, so psycopg sends it as one simple query (one result per statement).
+_BEGIN_LOCKED_HEAD = (
+    f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_KEY}); "
+    "SELECT seq, hash FROM donjon_decisions ORDER BY seq DESC LIMIT 1"
+)
+_INSERT = "INSERT INTO donjon_decisions (seq, time, record, prev_hash, hash, serial) VALUES "
+_ROW = "(%s, %s, %s, %s, %s, %s)"
 
-class PostgresLog:
+
+class PostgresLog(ChainStore[psycopg.Connection[Any]]):
     def __init__(self, dsn: str) -> None:
+        super().__init__()
         self.dsn = dsn
-        self._local = threading.local()
-        self._all: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self._group: GroupCommit[tuple[str, dict[str, Any], str], LogEntry] = GroupCommit(self._commit)
         conn = self._conn()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             conn.execute(_SCHEMA)
 
-    def _conn(self) -> psycopg.Connection[Any]:
-        if self._closed:
-            raise RuntimeError("the log is closed")
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = psycopg.connect(self.dsn, autocommit=True)
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn, autocommit=True)
 
-    def append(self, record: Mapping[str, Any], time: str) -> LogEntry:
-        # Serialised once, canonically: stored as is and hashed without a second pass.
-        body = canonical_json(record).decode()
-        return self._group.submit((body, dict(record), time))
+    def _usable(self, conn: psycopg.Connection[Any]) -> bool:
+        return not conn.closed
 
-    def _commit(self, batch: Sequence[tuple[str, dict[str, Any], str]]) -> list[LogEntry]:
-        conn = self._conn()
-        out: list[LogEntry] = []
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            row = conn.execute("SELECT seq, hash FROM donjon_decisions ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
-            rows = []
-            for body, stored, time in batch:
-                seq += 1
-                digest = entry_hash_canonical(prev, seq, time, body.encode())
-                serial = stored.get("serial")
-                rows.append((seq, time, body, prev, digest, serial if isinstance(serial, str) else None))
-                out.append(LogEntry(seq=seq, time=time, record=stored, prev_hash=prev, hash=digest))
-                prev = digest
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO donjon_decisions (seq, time, record, prev_hash, hash, serial) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
-        return out
+    def _close_connection(self, conn: psycopg.Connection[Any]) -> None:
+        conn.close()
 
-    @staticmethod
-    def _entry(row: tuple[Any, ...]) -> LogEntry:
-        return LogEntry(
-            seq=int(row[0]),
-            time=str(row[1]),
-            record=json.loads(row[2]),
-            prev_hash=bytes(row[3]),
-            hash=bytes(row[4]),
-        )
+    def _commit_batch_on(self, conn: psycopg.Connection[Any], batch: Sequence[Pending]) -> list[LogEntry]:
+        try:
+            cur = conn.execute(_BEGIN_LOCKED_HEAD)
+            while cur.nextset():  # to the last statement's result: the head
+                pass
+            row = cur.fetchone()
+            rows, entries = chain_batch(None if row is None else (int(row[0]), bytes(row[1])), batch)
+            conn.execute(_INSERT + ", ".join([_ROW] * len(rows)), [value for r in rows for value in r])
+            conn.execute("COMMIT")
+        except BaseException:
+            # Nothing of the batch is durable; a broken connection has rolled back by itself.
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return entries
 
-    def entries(self, *, start: int = 1) -> Iterator[LogEntry]:
-        conn = self._conn()
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT seq, time, record, prev_hash, hash FROM donjon_decisions "
-                "WHERE seq >= %s ORDER BY seq",
-                (start,),
-            )
-            for row in cur:
-                yield self._entry(row)
-
-    def find_serial(self, serial: str) -> LogEntry | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT seq, time, record, prev_hash, hash FROM donjon_decisions WHERE serial = %s", (serial,)
-            )
-            .fetchone()
-        )
-        return None if row is None else self._entry(row)
-
-    def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-            self._closed = True
-        for conn in conns:
-            conn.close()
+    def _select(self, conn: psycopg.Connection[Any], where: str, param: object) -> Iterable[Sequence[Any]]:
+        where = where.replace("?", "%s")
+        return conn.execute(f"SELECT {COLUMNS} FROM donjon_decisions WHERE {where} ORDER BY seq", (param,))
