@@ -64,6 +64,8 @@ def test_ccatoken_sample_verifies_with_its_pinned_key(ccatoken: tuple[bytes, Any
     assert c.debug is False
     assert c.tcb_status is TcbStatus.UP_TO_DATE
     assert c.raw["cpak_test_key"] is True
+    # The sample CPAK's private key is public: its tokens prove no hardware.
+    assert c.simulated is True
     assert c.raw["platform_profile"] == "http://arm.com/CCA-SSD/1.0.0"
     assert c.raw["implementation_id"].startswith(b"\x7fELF")
     assert ev.evidence_sha256 == hashlib.sha256(token).digest()
@@ -268,7 +270,7 @@ def test_built_token_with_cose_key_rak_verifies(keys: Any) -> None:
         _build(cpak=cpak, rak=rak, cose_key=True), platform_keys=[cpak.public_key()], at=AT
     ).claims
     assert c.measurement == b"\x33" * 48
-    assert c.raw["cpak_test_key"] is False
+    assert c.raw["cpak_test_key"] is False and c.simulated is False
     assert c.raw["realm_profile"] == "tag:arm.com,2023:realm#1.0.0"
 
 
@@ -337,6 +339,8 @@ def test_bad_platform_key_input_is_malformed() -> None:
         b"{}",
         b'{"kty": "RSA"}',
         b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}",  # nesting past Python's recursion limit
+        b'{"kty": "EC", "crv": "P-256", "x": "@@@", "y": "AA"}',  # not base64url
     ):
         with pytest.raises(MalformedEvidence):
             load_platform_key(data)

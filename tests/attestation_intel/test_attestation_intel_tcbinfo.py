@@ -39,6 +39,8 @@ def _info(levels: list[dict], tee: str = "TDX", identities: list[dict] | None = 
         "fmspc": "00806F050000", "pceId": "0000", "tcbType": 0, "tcbEvaluationDataNumber": 17,
         "tcbLevels": levels,
     }  # fmt: skip
+    if tee == "TDX":  # TDX TCB Info v3 always carries the module-version-0 identity
+        body["tdxModule"] = {"mrsigner": "00" * 48, "attributes": "00" * 8, "attributesMask": "FF" * 8}
     if identities is not None:
         body["tdxModuleIdentities"] = identities
     return json.dumps(body, separators=(",", ":")).encode()

@@ -16,7 +16,9 @@ from donjon.attestation.verify import TrustRoots
 
 
 def _vendor(config: pytest.Config, product: str) -> SimulatedAmd:
-    cache_dir = Path(config.cache.mkdir("donjon-simsnp")) if config.cache is not None else None
+    cache_dir = (
+        Path(cache.mkdir("donjon-simsnp")) if (cache := getattr(config, "cache", None)) is not None else None
+    )
     path = cache_dir / f"{product}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:

@@ -129,7 +129,7 @@ _COSE_CURVES: Mapping[int, tuple[ec.EllipticCurve, int]] = {
 #: SHA-256 of the SPKI DER of CPAKs known to be public test keys (the TF-M /
 #: TF-RMM sample CPAK whose private key is published with the FVP samples).
 #: A token signed by one is genuine *as a sample* only: ``raw["cpak_test_key"]``
-#: says so, and a production policy must not pin such a key.
+#: and ``claims.simulated`` say so, and a production policy must not pin such a key.
 KNOWN_TEST_CPAK_SHA256 = frozenset({"0928f896cb02326566530a62a1e36329a12d0a4a308f4fc81e8ff5560bca6bca"})
 
 # PSA lifecycle states (PSA Security Model / Arm CCA Security Model): the
@@ -528,8 +528,10 @@ def load_platform_key(data: bytes) -> ec.EllipticCurvePublicKey:
             key = serialization.load_pem_public_key(stripped)
         else:
             key = serialization.load_der_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm, UnicodeDecodeError) as e:
-        raise MalformedEvidence("cca.cpak.parse", f"not a platform public key: {e}") from e
+    except (ValueError, TypeError, UnsupportedAlgorithm, RecursionError) as e:  # JSON nesting: RecursionError
+        raise MalformedEvidence(
+            "cca.cpak.parse", f"not a platform public key: {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise MalformedEvidence("cca.cpak.type", "platform key must be an elliptic-curve key")
     return key
@@ -663,5 +665,7 @@ def _claims(parsed: CcaToken, cpak: ec.EllipticCurvePublicKey, state: str) -> Cl
         tcb_status=TcbStatus.UP_TO_DATE,
         measurements=measurements,
         raw=raw,
-        simulated=False,
+        # Anyone holding the published private key of a sample CPAK can mint such a token:
+        # it proves no hardware, like a simulated vendor's root (claims.simulated).
+        simulated=raw["cpak_test_key"],
     )

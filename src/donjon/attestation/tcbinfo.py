@@ -195,8 +195,8 @@ def split_signed_document(data: bytes, member: str) -> tuple[bytes, bytes]:
             raise _bad(what, "expected ',' or '}'")
         if _skip_ws(text, pos + 1) != len(text):
             raise _bad(what, "trailing data after the document")
-    except (ValueError, IndexError) as e:
-        raise _bad(what, f"not valid JSON: {e}") from e
+    except (ValueError, IndexError, RecursionError) as e:  # RecursionError: hostile nesting depth
+        raise _bad(what, f"not valid JSON: {type(e).__name__}: {e}") from e
     if member not in spans or "signature" not in spans:
         raise _bad(what, f"document needs members {member!r} and 'signature'")
     start, end, value = spans[member]
@@ -361,7 +361,7 @@ def parse_tcb_info(signed: bytes) -> TcbInfo:
     """Decode the (already verified) bytes of a ``tcbInfo`` member (TCB Info v2 or v3)."""
     try:
         obj = _loads(signed.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise _bad("tcb_info", f"not valid JSON: {e}") from e
     f = _Fields(obj, "tcb_info", "tcbInfo")
     version = f.get_int("version")
@@ -420,7 +420,7 @@ def parse_qe_identity(signed: bytes) -> QeIdentity:
     """Decode the (already verified) bytes of an ``enclaveIdentity`` member (v2)."""
     try:
         obj = _loads(signed.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise _bad("qe_identity", f"not valid JSON: {e}") from e
     f = _Fields(obj, "qe_identity", "enclaveIdentity")
     version = f.get_int("version")
@@ -490,8 +490,16 @@ def _module_status(
     """TDX module identity check (QVL ``checkTdxModuleTcbStatus`` and the module MRSIGNER/attribute check)."""
     major, isv_svn = tee_tcb_svn[1], tee_tcb_svn[0]
     if major == 0:
+        # QVL TdxModuleCheck: module version 0 is judged by the tdxModule entry, which TDX TCB
+        # Info v3 must carry; without it the module's signer would go unchecked.
         module = info.tdx_module
-        if module is not None and not (
+        if module is None:
+            raise VerificationFailed(
+                "dcap.tdx_module.missing",
+                "TCB Info has no tdxModule to check the TDX module (MRSIGNERSEAM) against",
+                field="tdxModule",
+            )
+        if not (
             module.mrsigner == mrsignerseam
             and _masked_equal(seam_attributes, module.attributes, module.attributes_mask)
         ):

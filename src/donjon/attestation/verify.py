@@ -145,6 +145,25 @@ def _cn(name: x509.Name) -> str:
     return " ".join(str(a.value) for a in name.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
 
 
+def _readable(cert: x509.Certificate) -> bool:
+    # cryptography decodes names and times lazily: a certificate whose names do not decode
+    # (ValueError on first access) can be nobody's issuer or signer, so it is left out
+    # rather than allowed to raise a foreign exception mid-selection.
+    try:
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    except ValueError:
+        return False
+    return True
+
+
+def _readable_crl(crl: x509.CertificateRevocationList) -> bool:
+    try:
+        _ = crl.issuer
+    except ValueError:
+        return False
+    return True
+
+
 def _verify_intel(
     kind: EvidenceKind,
     evidence: bytes,
@@ -170,7 +189,12 @@ def _verify_intel(
 
     if not collateral.tcb_info:
         raise CollateralError(f"{kind.value}.tcb_info.missing", "no TCB info document in the collateral")
-    pool = [*certs, *collateral.certificates, *roots.certificates, *roots.extra_trusted]
+    pool = [
+        c
+        for c in (*certs, *collateral.certificates, *roots.certificates, *roots.extra_trusted)
+        if _readable(c)
+    ]
+    crls = [c for c in collateral.crls if _readable_crl(c)]
     signers = [c for c in pool if "TCB Signing" in _cn(c.subject)]
     function = (
         dcap_verify.verify_tdx_quote if kind is EvidenceKind.TDX_QUOTE else dcap_verify.verify_sgx_quote
@@ -186,10 +210,8 @@ def _verify_intel(
         current = [c for c in mine if c.not_valid_before_utc <= at <= c.not_valid_after_utc] or mine
         chain = [*current[:1], *([anchor] if anchor is not None else [])]
         chain_pem = b"".join(c.public_bytes(Encoding.PEM) for c in chain)
-        root_crl = next(
-            (c for c in collateral.crls if anchor is not None and c.issuer == anchor.subject), None
-        )
-        pck_crl = next((c for c in collateral.crls if c.issuer == pck_ca_name), None)
+        root_crl = next((c for c in crls if anchor is not None and c.issuer == anchor.subject), None)
+        pck_crl = next((c for c in crls if c.issuer == pck_ca_name), None)
         intel = dcap_verify.IntelCollateral(
             tcb_info=collateral.tcb_info[0],
             tcb_info_issuer_chain=chain_pem,
@@ -208,7 +230,7 @@ def _verify_intel(
             raise
     # The quote does not chain to Intel's root: try the roots the caller trusts explicitly.
     last: VerificationFailed | None = None
-    for anchor in roots.extra_trusted:
+    for anchor in (c for c in roots.extra_trusted if _readable(c)):
         try:
             return attempt(anchor, [anchor])
         except VerificationFailed as e:
@@ -222,8 +244,9 @@ def _pck_issuer(quote: bytes) -> x509.Name | None:
     from donjon.attestation.dcap import parse_quote
 
     chain = parse_quote(quote).signature.pck_cert_chain
-    certs = load_certificates(chain, what="PCK certificate chain") if chain else []
-    return certs[0].issuer if certs else None
+    certs = load_certificates(chain.rstrip(b"\x00"), what="PCK certificate chain") if chain else []
+    # An unreadable PCK certificate selects no CRL; the verifier then refuses the chain itself.
+    return certs[0].issuer if certs and _readable(certs[0]) else None
 
 
 def _verify_cca(evidence: bytes, at: datetime, options: object | None) -> VerifiedEvidence:
