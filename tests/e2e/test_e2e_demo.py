@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from donjon.demo.run import demo_module
+import pytest
+
+from donjon.cli import main
+from donjon.demo.run import DemoFailed, DemoOptions, demo_module, run_demo
 
 STEPS = (
     "[1/5] Steward started",
@@ -45,3 +49,16 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
 def test_demo_workload_is_the_http_example() -> None:
     root = Path(__file__).resolve().parents[2]
     assert demo_module("http") == (root / "examples" / "http" / "http.wasm").read_bytes()
+
+
+def test_demo_refuses_a_non_simulated_backend_before_starting_anything() -> None:
+    out = io.StringIO()
+    with pytest.raises(DemoFailed, match="sim-snp or sim-tdx"):
+        run_demo(DemoOptions(backend="nil"), out=out)
+    assert out.getvalue() == ""
+
+
+def test_demo_usage_errors(capsys) -> None:
+    assert main(["demo", "--timeout", "0"]) == 2
+    assert main(["demo", "--backend", "snp"]) == 2
+    assert "--timeout" in capsys.readouterr().err
