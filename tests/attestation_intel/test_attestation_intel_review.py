@@ -6,6 +6,7 @@ import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -142,3 +143,60 @@ def test_tdx_module_version_0_needs_the_tcb_infos_tdx_module(vectors: Path) -> N
     with pytest.raises(VerificationFailed) as e:
         match_tcb_level(without, level.sgx_svns, level.pce_svn, tee_tcb_svn=svn, **seam)
     assert e.value.check == "dcap.tdx_module.missing"
+
+
+def test_crl_with_an_invalid_version_is_a_collateral_error(vectors: Path) -> None:
+    # cryptography raises InvalidVersion (not a ValueError) for a CRL whose version is not v2.
+    from donjon.attestation.pki import load_crl
+
+    der = (vectors / (TDX + ".coll.root_ca_crl.der")).read_bytes()
+    assert der[7:10] == b"\x02\x01\x01"  # TBSCertList.version v2
+    with pytest.raises(CollateralError) as e:
+        load_crl(der[:7] + b"\x02\x01\x00" + der[10:])
+    assert e.value.check == "crl.parse"
+
+
+def test_intel_claims_say_whether_crls_were_checked(intel_bundles: dict[str, Any]) -> None:
+    from donjon.attestation.dcap_verify import verify_dcap_quote
+
+    def run(name: str) -> Any:
+        b = intel_bundles[name]
+        return verify_dcap_quote(b.quote, collateral=b.collateral, at=b.at, **b.options).claims
+
+    assert run("tdx-dcapqvl").raw["crl_checked"] is True
+    assert run("tdx-gotdx-v5").raw["crl_checked"] is False  # allow_missing_crls
+
+
+@pytest.mark.parametrize(
+    ("quote", "at", "tee"),
+    [
+        (TDX, TDX_AT, TeeType.TDX),
+        ("sgx/dcapqvl/sgx_quote", datetime(2025, 7, 19, 10, 1, 17, tzinfo=UTC), TeeType.SGX),
+    ],
+)
+def test_dispatcher_picks_the_tcb_info_and_qe_identity_for_the_quote(
+    vectors: Path, quote: str, at: datetime, tee: TeeType
+) -> None:
+    # A Steward's collateral directory holds documents for several TEEs and platforms; the
+    # dispatcher used to hand the verifier the first TCB Info / QE Identity, whatever it was for.
+    others = Collateral(
+        tcb_info=(
+            (vectors / "tdx/gotdxguest/tcbinfo_fmspc_90c06f000000.json").read_bytes(),  # another FMSPC
+            (vectors / "sgx/dcapqvl/sgx_quote.coll.tcbinfo.json").read_bytes(),
+            (vectors / (TDX + ".coll.tcbinfo.json")).read_bytes(),
+        ),
+        qe_identity=(
+            (vectors / "sgx/dcapqvl/sgx_quote.coll.qe_identity.json").read_bytes(),
+            (vectors / (TDX + ".coll.qe_identity.json")).read_bytes(),
+        ),
+    )
+    for order in (others, Collateral(tcb_info=others.tcb_info[::-1], qe_identity=others.qe_identity[::-1])):
+        collateral = order + _files(vectors, quote)
+        claims = verify_evidence(
+            "tdx-quote" if tee is TeeType.TDX else "sgx-quote",
+            (vectors / quote).read_bytes(),
+            collateral=collateral,
+            roots=TrustRoots(),
+            at=at,
+        ).claims
+        assert claims.tee is tee and claims.raw["qe_status"] is not None

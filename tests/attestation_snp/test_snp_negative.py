@@ -416,7 +416,11 @@ def test_revoked_ask(sim_milan: SimulatedAmd) -> None:
         sim_run(sim_milan, collateral=revoked)
     assert e.value.check == "snp.chain.revoked"
     clean = Collateral(crls=(x509.load_der_x509_crl(sim_milan.crl([ask_serial + 100])),))
-    sim_run(sim_milan, SnpOptions(require_crl=True), collateral=clean)
+    assert (
+        sim_run(sim_milan, SnpOptions(require_crl=True), collateral=clean).claims.raw["crl_checked"] is True
+    )
+    # Without a CRL (and without require_crl) the report verifies, and the claims say what was skipped.
+    assert sim_run(sim_milan).claims.raw["crl_checked"] is False
 
 
 def test_revoked_asvk_for_vlek(sim_milan: SimulatedAmd) -> None:

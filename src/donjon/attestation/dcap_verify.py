@@ -616,9 +616,12 @@ def verify_dcap_quote(
             got=body.report_data,
         )
     simulated = pck_chain.simulated
+    # Not silent when allow_missing_crls let a quote through without revocation checks.
+    crl_checked = prepared.root_crl is not None and prepared.pck_crl is not None
     claims = _claims(
-        q, pck, info, match.level.tcb_date, status, advisories, match.module_status, qe_status, simulated
-    )
+        q, pck, info, match.level.tcb_date, status, advisories, match.module_status, qe_status, simulated,
+        crl_checked,
+    )  # fmt: skip
     return VerifiedEvidence._create(claims, hashlib.sha256(quote).digest(), at)
 
 
@@ -632,9 +635,11 @@ def _claims(
     module_status: TcbStatus | None,
     qe_status: TcbStatus | None,
     simulated: bool,
+    crl_checked: bool,
 ) -> Claims:
     sig = q.signature
     raw: dict[str, object] = {
+        "crl_checked": crl_checked,
         "quote_version": q.header.version,
         "body_type": q.body_type,
         "fmspc": pck.fmspc,

@@ -75,7 +75,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
-    except ValueError as e:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:  # InvalidVersion is no ValueError
         raise CollateralError("crl.parse", f"not a valid CRL: {e}") from e
 
 

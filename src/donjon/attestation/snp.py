@@ -801,7 +801,7 @@ def verify_snp_report(
         )
     if chain is None:
         raise first_error or VerificationFailed("snp.signature", "no endorsement key verifies the report")
-    _check_crls(chain, collateral, at, required=options.require_crl)
+    crl_checked = _check_crls(chain, collateral, at, required=options.require_crl)
     _check_product(report, chain, options)
     # A VCEK names its chip (hwID); a masked CHIP_ID (all zero) cannot be compared and is
     # reported as "masked"; a VLEK names no chip.
@@ -824,11 +824,15 @@ def verify_snp_report(
             expected=options.report_data,
             got=report.report_data,
         )
-    return VerifiedEvidence._create(_claims(report, chain, tcbs), hashlib.sha256(report.raw).digest(), at)
+    claims = _claims(report, chain, tcbs, crl_checked=crl_checked)
+    return VerifiedEvidence._create(claims, hashlib.sha256(report.raw).digest(), at)
 
 
-def _claims(report: SnpReport, chain: SnpChain, tcbs: dict[str, SnpTcb]) -> Claims:
+def _claims(report: SnpReport, chain: SnpChain, tcbs: dict[str, SnpTcb], *, crl_checked: bool) -> Claims:
     raw: dict[str, Any] = {
+        # False when no CRL from this ARK was in the collateral (allowed unless options.require_crl):
+        # the ASK/ASVK's revocation was then not checked.
+        "crl_checked": crl_checked,
         "version": report.version,
         "vmpl": report.vmpl,
         "policy": report.policy,

@@ -203,7 +203,12 @@ def _verify_intel(
 
     # The PCK CRL to apply is the one from the CA that issued this quote's PCK
     # certificate (Platform or Processor CA): a Keep may send both.
-    pck_ca_name = _pck_issuer(evidence)
+    pck_leaf = _pck_leaf(evidence)
+    pck_ca_name = None if pck_leaf is None else pck_leaf.issuer
+    # The collateral may hold documents for several platforms (a Steward's directory):
+    # hand the verifier the ones for this quote's TEE and platform.
+    tcb_info = _pick_tcb_info(collateral.tcb_info, kind, pck_leaf, at)
+    qe_identity = _pick_qe_identity(collateral.qe_identity, kind, at)
 
     def attempt(anchor: x509.Certificate | None, trusted: list[x509.Certificate] | None) -> VerifiedEvidence:
         mine = [c for c in signers if anchor is not None and c.issuer == anchor.subject]
@@ -213,10 +218,10 @@ def _verify_intel(
         root_crl = next((c for c in crls if anchor is not None and c.issuer == anchor.subject), None)
         pck_crl = next((c for c in crls if c.issuer == pck_ca_name), None)
         intel = dcap_verify.IntelCollateral(
-            tcb_info=collateral.tcb_info[0],
+            tcb_info=tcb_info,
             tcb_info_issuer_chain=chain_pem,
-            qe_identity=collateral.qe_identity[0] if collateral.qe_identity else None,
-            qe_identity_issuer_chain=chain_pem if collateral.qe_identity else None,
+            qe_identity=qe_identity,
+            qe_identity_issuer_chain=chain_pem if qe_identity is not None else None,
             pck_crl=None if pck_crl is None else pck_crl.public_bytes(Encoding.DER),
             root_crl=None if root_crl is None else root_crl.public_bytes(Encoding.DER),
         )
@@ -240,13 +245,65 @@ def _verify_intel(
     raise last or VerificationFailed(f"{kind.value}.root", "no trusted root")
 
 
-def _pck_issuer(quote: bytes) -> x509.Name | None:
+def _pck_leaf(quote: bytes) -> x509.Certificate | None:
     from donjon.attestation.dcap import parse_quote
 
     chain = parse_quote(quote).signature.pck_cert_chain
     certs = load_certificates(chain.rstrip(b"\x00"), what="PCK certificate chain") if chain else []
-    # An unreadable PCK certificate selects no CRL; the verifier then refuses the chain itself.
-    return certs[0].issuer if certs and _readable(certs[0]) else None
+    # An unreadable PCK certificate selects nothing; the verifier then refuses the chain itself.
+    return certs[0] if certs and _readable(certs[0]) else None
+
+
+def _newest_current(
+    candidates: list[tuple[bytes, datetime, datetime]], at: datetime, fallback: bytes | None
+) -> bytes | None:
+    # Prefer a document current at ``at`` (the latest issued); else the first candidate; else
+    # ``fallback``, which the verifier then refuses with the precise reason.
+    current = [c for c in candidates if c[1] <= at <= c[2]]
+    if current:
+        return max(current, key=lambda c: c[1])[0]
+    return candidates[0][0] if candidates else fallback
+
+
+def _pick_tcb_info(
+    docs: tuple[bytes, ...], kind: EvidenceKind, pck_leaf: x509.Certificate | None, at: datetime
+) -> bytes:
+    """The TCB Info for this TEE and the PCK's FMSPC/PCE-ID (chosen unverified; verified later)."""
+    from donjon.attestation.intel import parse_pck_extensions
+    from donjon.attestation.tcbinfo import parse_tcb_info, split_signed_document
+
+    want_id = "TDX" if kind is EvidenceKind.TDX_QUOTE else "SGX"
+    try:
+        pck = None if pck_leaf is None else parse_pck_extensions(pck_leaf)
+    except AttestationError:
+        pck = None
+    found: list[tuple[bytes, datetime, datetime]] = []
+    for doc in docs:
+        try:
+            info = parse_tcb_info(split_signed_document(doc, "tcbInfo")[0])
+        except AttestationError:
+            continue
+        if info.id == want_id and (pck is None or (info.fmspc, info.pce_id) == (pck.fmspc, pck.pce_id)):
+            found.append((doc, info.issue_date, info.next_update))
+    picked = _newest_current(found, at, docs[0])
+    assert picked is not None
+    return picked
+
+
+def _pick_qe_identity(docs: tuple[bytes, ...], kind: EvidenceKind, at: datetime) -> bytes | None:
+    """The QE Identity of the quoting enclave this kind of quote comes from (TD_QE or QE)."""
+    from donjon.attestation.tcbinfo import parse_qe_identity, split_signed_document
+
+    want_id = "TD_QE" if kind is EvidenceKind.TDX_QUOTE else "QE"
+    found: list[tuple[bytes, datetime, datetime]] = []
+    for doc in docs:
+        try:
+            identity = parse_qe_identity(split_signed_document(doc, "enclaveIdentity")[0])
+        except AttestationError:
+            continue
+        if identity.id == want_id:
+            found.append((doc, identity.issue_date, identity.next_update))
+    return _newest_current(found, at, docs[0] if docs else None)
 
 
 def _verify_cca(evidence: bytes, at: datetime, options: object | None) -> VerifiedEvidence:
