@@ -78,3 +78,13 @@ def test_a_plain_http_steward_is_a_usage_error(tmp_path: Path, capfd: pytest.Cap
     ]
     assert main([*argv, HELLO]) == 2
     assert "plain HTTP" in capfd.readouterr().err
+
+
+def test_an_enarx_toml_with_a_steward_but_no_ca_still_runs_on_nil(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "Enarx.toml"
+    config.write_text('steward = "https://steward.example.org"\n')
+    assert main(["run", "--backend", "nil", "--config", str(config), HELLO]) == 0
+    err = capfd.readouterr().err
+    assert "no Steward CA to pin" in err and "NOT attested" in err

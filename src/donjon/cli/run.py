@@ -470,7 +470,12 @@ def _identity(
     """The Keep's TLS identity (``None``: nil without a Steward, the runtime makes a self-signed
     one if a socket needs it), or the exit code of a failure (one line on stderr)."""
     url = opts.steward or config.steward
-    if url is None and not backend.attested:
+    ca_given = opts.steward_ca is not None or config.steward_ca is not None
+    if not backend.attested and (url is None or not ca_given):
+        if url is not None:
+            # An Enarx.toml names its Steward without a CA to pin; on nil that must still run (the
+            # self-signed identity, and its warnings, are what nil always had).
+            _error(f"warning: no Steward CA to pin (steward_ca / --steward-ca): not asking {url}")
         return None
     _log_keep()
     from donjon.keep.attest import RetryPolicy
