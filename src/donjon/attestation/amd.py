@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -46,7 +46,8 @@ try:  # the warning class moved between releases; only its identity matters
 except ImportError:  # pragma: no cover
     CryptographyDeprecationWarning = DeprecationWarning  # type: ignore[misc, assignment]
 
-from donjon.attestation.errors import MalformedEvidence, VerificationFailed
+from donjon.attestation.errors import MalformedEvidence
+from donjon.attestation.pki import check_signed_by
 
 __all__ = [
     "ARK_FINGERPRINTS",
@@ -392,13 +393,7 @@ def signature_verified(cert: x509.Certificate, issuer: x509.Certificate, check: 
         if key in _VERIFIED:
             _VERIFIED.move_to_end(key)
             return
-    try:  # also checks that the issuer's subject is the certificate's issuer name
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
-        raise VerificationFailed(
-            f"{check}.signature",
-            f"certificate {mine.subject or '<empty subject>'} is not validly signed by {theirs.subject}",
-        ) from e
+    check_signed_by(cert, issuer, check)  # also checks the issuer name
     with _VERIFIED_LOCK:
         _VERIFIED[key] = None
         while len(_VERIFIED) > _VERIFIED_MAX:

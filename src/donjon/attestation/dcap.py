@@ -18,6 +18,7 @@ a well-formed quote, with :class:`MalformedEvidence` naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -262,6 +263,7 @@ def _parse_header(r: _Reader) -> QuoteHeader:
 #: reserved(32), MRSIGNER, reserved(32), CONFIGID, ISVPRODID, ISVSVN, CONFIGSVN, reserved(42),
 #: ISVFAMILYID, REPORTDATA.
 _SGX_BODY = struct.Struct("<16sI12x16s16s32s32x32s32x64sHHH42x16s64s")
+_SGX_BODY_FIELDS = tuple(f.name for f in dataclasses.fields(SgxReportBody) if f.name != "raw")
 #: "TD Quote Body": TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAM_ATTRIBUTES, TD_ATTRIBUTES, XFAM, MRTD,
 #: MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0..3, REPORTDATA; v1.5 adds TEE_TCB_SVN2, MRSERVICETD.
 _TD_BODY = struct.Struct("<16s48s48s8s8s8s48s48s48s48s48s48s48s48s64s")
@@ -277,35 +279,8 @@ def parse_sgx_report_body(raw: bytes) -> SgxReportBody:
             expected=SGX_REPORT_BODY_LEN,
             got=len(raw),
         )
-    (
-        cpu_svn,
-        misc,
-        ext_prod,
-        attributes,
-        mrenclave,
-        mrsigner,
-        config_id,
-        prod,
-        svn,
-        config_svn,
-        family,
-        rd,
-    ) = _SGX_BODY.unpack(raw)
-    return SgxReportBody(
-        cpu_svn,
-        misc,
-        ext_prod,
-        attributes,
-        mrenclave,
-        mrsigner,
-        config_id,
-        prod,
-        svn,
-        config_svn,
-        family,
-        rd,
-        raw,
-    )
+    # _SGX_BODY's fields are SgxReportBody's, in order (raw aside).
+    return SgxReportBody(**dict(zip(_SGX_BODY_FIELDS, _SGX_BODY.unpack(raw), strict=True)), raw=raw)
 
 
 def _parse_td_report(raw: bytes) -> TdReportBody:

@@ -36,6 +36,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -60,6 +61,7 @@ from donjon.attestation.tcbinfo import (
 )
 
 __all__ = [
+    "DcapOptions",
     "IntelCollateral",
     "parse_quote",
     "verify_dcap_quote",
@@ -171,20 +173,7 @@ def _crl(data: bytes, issuer_der: bytes, what: str) -> x509.CertificateRevocatio
         _ = (crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc, list(crl))
     except ValueError as e:
         raise CollateralError(f"{what}.parse", f"malformed CRL: {e}") from e
-    issuer = x509.load_der_x509_certificate(issuer_der)
-    if crl.issuer != issuer.subject:
-        raise CollateralError(
-            f"{what}.issuer",
-            "CRL is not from the CA that issued the certificate it must cover",
-            expected=issuer.subject.rfc4514_string(),
-            got=crl.issuer.rfc4514_string(),
-        )
-    try:
-        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (TypeError, ValueError, UnsupportedAlgorithm) as e:
-        raise CollateralError(f"{what}.signature", f"cannot check CRL signature: {e}") from e
-    if not valid:
-        raise CollateralError(f"{what}.signature", f"CRL is not signed by {_name(issuer)}")
+    pki.verify_crl_signature(crl, x509.load_der_x509_certificate(issuer_der), check=what)
     return crl
 
 
@@ -199,23 +188,6 @@ def _signed_document(data: bytes, member: str, signer_der: bytes) -> TcbInfo | Q
 
 
 # --- per-call checks ---------------------------------------------------------------------------------------
-
-
-def _check_times(cert: x509.Certificate, at: datetime, check: str, error: type[AttestationError]) -> None:
-    if at < cert.not_valid_before_utc:
-        raise error(
-            f"{check}.not_yet_valid",
-            f"certificate {_name(cert)} is not valid yet",
-            expected=f">= {cert.not_valid_before_utc.isoformat()}",
-            got=at.isoformat(),
-        )
-    if at > cert.not_valid_after_utc:
-        raise error(
-            f"{check}.expired",
-            f"certificate {_name(cert)} has expired",
-            expected=f"<= {cert.not_valid_after_utc.isoformat()}",
-            got=at.isoformat(),
-        )
 
 
 def _anchor(
@@ -283,7 +255,7 @@ def _checked_path(
     for cert, issuer in zip(path, issuers, strict=True):
         for crl in crls:
             if crl.issuer == issuer.subject:
-                _not_revoked(cert, crl, check)
+                pki.check_not_revoked(cert, crl, check=check)
     everything = [*path, root]
     return _Path(
         tuple(path),
@@ -293,18 +265,11 @@ def _checked_path(
     )
 
 
-def _not_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList, check: str) -> None:
-    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-        raise VerificationFailed(
-            f"{check}.revoked", f"certificate {_name(cert)} (serial {cert.serial_number:x}) is revoked"
-        )
-
-
 def _check_window(path: _Path, at: datetime, check: str, error: type[AttestationError]) -> None:
     if path.start <= at <= path.end:
         return
     for cert in (*path.certs, path.root):  # outside the window: name the certificate
-        _check_times(cert, at, check, error)
+        pki.check_validity(cert, at, check=check, error=error)
 
 
 @dataclass(frozen=True)
@@ -351,24 +316,11 @@ class _Crl:
         )
 
     def check_times(self, at: datetime, what: str) -> None:
-        if at < self.this_update:
-            raise CollateralError(
-                f"{what}.not_yet_valid",
-                "CRL was issued after the verification time",
-                expected=f">= {self.this_update.isoformat()}",
-                got=at.isoformat(),
-            )
-        if self.next_update is None or at > self.next_update:
-            raise CollateralError(
-                f"{what}.expired",
-                "CRL is not current at the verification time",
-                expected=f"<= {self.next_update.isoformat() if self.next_update else 'a nextUpdate'}",
-                got=at.isoformat(),
-            )
+        pki.check_crl_current(self.this_update, self.next_update, at, check=what)
 
     def check_not_revoked(self, cert: x509.Certificate, check: str) -> None:
         if cert.serial_number in self.revoked:
-            _not_revoked(cert, self.crl, check)
+            pki.check_not_revoked(cert, self.crl, check=check)
 
 
 @dataclass(frozen=True)
@@ -716,59 +668,27 @@ def _claims(
     )
 
 
+class DcapOptions(TypedDict, total=False):
+    """The optional keyword arguments of :func:`verify_dcap_quote` (and its TDX/SGX forms)."""
+
+    roots: Sequence[x509.Certificate] | None
+    allow_debug: bool
+    allow_missing_qe_identity: bool
+    allow_missing_crls: bool
+    allowed_statuses: Collection[TcbStatus] | None
+    allowed_advisories: Collection[str] | None
+    report_data: bytes | None
+
+
 def verify_tdx_quote(
-    quote: bytes,
-    *,
-    collateral: IntelCollateral,
-    roots: Sequence[x509.Certificate] | None = None,
-    at: datetime,
-    allow_debug: bool = False,
-    allow_missing_qe_identity: bool = False,
-    allow_missing_crls: bool = False,
-    allowed_statuses: Collection[TcbStatus] | None = None,
-    allowed_advisories: Collection[str] | None = None,
-    report_data: bytes | None = None,
+    quote: bytes, *, collateral: IntelCollateral, at: datetime, **options: Unpack[DcapOptions]
 ) -> VerifiedEvidence:
     """Verify an Intel TDX quote (v4 or v5); see :func:`verify_dcap_quote`."""
-    return verify_dcap_quote(
-        quote,
-        collateral=collateral,
-        roots=roots,
-        at=at,
-        tee=TeeType.TDX,
-        allow_debug=allow_debug,
-        allow_missing_qe_identity=allow_missing_qe_identity,
-        allow_missing_crls=allow_missing_crls,
-        allowed_statuses=allowed_statuses,
-        allowed_advisories=allowed_advisories,
-        report_data=report_data,
-    )
+    return verify_dcap_quote(quote, collateral=collateral, at=at, tee=TeeType.TDX, **options)
 
 
 def verify_sgx_quote(
-    quote: bytes,
-    *,
-    collateral: IntelCollateral,
-    roots: Sequence[x509.Certificate] | None = None,
-    at: datetime,
-    allow_debug: bool = False,
-    allow_missing_qe_identity: bool = False,
-    allow_missing_crls: bool = False,
-    allowed_statuses: Collection[TcbStatus] | None = None,
-    allowed_advisories: Collection[str] | None = None,
-    report_data: bytes | None = None,
+    quote: bytes, *, collateral: IntelCollateral, at: datetime, **options: Unpack[DcapOptions]
 ) -> VerifiedEvidence:
     """Verify an Intel SGX DCAP quote (v3, or v4/v5 with an SGX body); see :func:`verify_dcap_quote`."""
-    return verify_dcap_quote(
-        quote,
-        collateral=collateral,
-        roots=roots,
-        at=at,
-        tee=TeeType.SGX,
-        allow_debug=allow_debug,
-        allow_missing_qe_identity=allow_missing_qe_identity,
-        allow_missing_crls=allow_missing_crls,
-        allowed_statuses=allowed_statuses,
-        allowed_advisories=allowed_advisories,
-        report_data=report_data,
-    )
+    return verify_dcap_quote(quote, collateral=collateral, at=at, tee=TeeType.SGX, **options)

@@ -17,18 +17,22 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from donjon.attestation.errors import CollateralError, MalformedEvidence, VerificationFailed
+from donjon.attestation.errors import AttestationError, CollateralError, MalformedEvidence, VerificationFailed
 
 __all__ = [
     "MAX_CHAIN_DEPTH",
     "MAX_PEM_BYTES",
+    "check_crl_current",
     "check_not_revoked",
+    "check_signed_by",
+    "check_validity",
     "fingerprint",
     "load_certificates",
     "load_crl",
     "require_aware",
     "verify_chain",
     "verify_crl",
+    "verify_crl_signature",
 ]
 
 #: No vendor chain is longer than root, intermediate, leaf; allow a little slack.
@@ -79,16 +83,23 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         raise CollateralError("crl.parse", f"not a valid CRL: {e}") from e
 
 
-def _check_validity(cert: x509.Certificate, at: datetime, check: str) -> None:
+def check_validity(
+    cert: x509.Certificate,
+    at: datetime,
+    *,
+    check: str,
+    error: type[AttestationError] = VerificationFailed,
+) -> None:
+    """Raise ``error`` (``{check}.not_yet_valid`` or ``.expired``) unless ``cert`` is valid at ``at``."""
     if at < cert.not_valid_before_utc:
-        raise VerificationFailed(
+        raise error(
             f"{check}.not_yet_valid",
             f"certificate {_name(cert)} is not valid before {cert.not_valid_before_utc.isoformat()}",
             expected=f">= {cert.not_valid_before_utc.isoformat()}",
             got=at.isoformat(),
         )
     if at > cert.not_valid_after_utc:
-        raise VerificationFailed(
+        raise error(
             f"{check}.expired",
             f"certificate {_name(cert)} expired at {cert.not_valid_after_utc.isoformat()}",
             expected=f"<= {cert.not_valid_after_utc.isoformat()}",
@@ -96,7 +107,8 @@ def _check_validity(cert: x509.Certificate, at: datetime, check: str) -> None:
         )
 
 
-def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, check: str) -> None:
+def check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, check: str) -> None:
+    """Raise ``{check}.signature`` unless ``issuer`` issued ``cert`` (issuer name and signature)."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as e:
@@ -139,11 +151,11 @@ def verify_chain(
                 expected="one of " + ", ".join(sorted(pinned)) if pinned else "a pinned root",
                 got=got,
             )
-    _check_signed_by(root, root, f"{check}.root")
+    check_signed_by(root, root, f"{check}.root")
     for cert, issuer in itertools.pairwise(chain):
-        _check_signed_by(cert, issuer, check)
+        check_signed_by(cert, issuer, check)
     for cert in chain:
-        _check_validity(cert, at, check)
+        check_validity(cert, at, check=check)
     for cert, issuer in itertools.pairwise(chain):
         for crl in crls:
             if crl.issuer == issuer.subject:
@@ -159,6 +171,14 @@ def verify_crl(
 ) -> None:
     """Accept a CRL only if ``issuer`` signed it and it is current at ``at``."""
     require_aware(at)
+    verify_crl_signature(crl, issuer, check=check)
+    check_crl_current(crl.last_update_utc, crl.next_update_utc, at, check=check)
+
+
+def verify_crl_signature(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, *, check: str = "crl"
+) -> None:
+    """The time-independent half of :func:`verify_crl`: ``issuer`` is the CRL's issuer and signed it."""
     if crl.issuer != issuer.subject:
         raise CollateralError(
             f"{check}.issuer",
@@ -172,19 +192,28 @@ def verify_crl(
         raise CollateralError(f"{check}.signature", f"cannot check CRL signature: {e}") from e
     if not valid:
         raise CollateralError(f"{check}.signature", f"CRL is not signed by {_name(issuer)}")
-    if at < crl.last_update_utc:
+
+
+def check_crl_current(
+    last_update: datetime, next_update: datetime | None, at: datetime, *, check: str = "crl"
+) -> None:
+    """The time half of :func:`verify_crl` (times passed in, so callers may keep them decoded).
+
+    A CRL without nextUpdate is never current: RFC 5280 5.1.2.5 has conforming CAs always
+    include it, and without it a stale CRL would be accepted forever.
+    """
+    if at < last_update:
         raise CollateralError(
             f"{check}.not_yet_valid",
             "CRL was issued after the verification time",
-            expected=f">= {crl.last_update_utc.isoformat()}",
+            expected=f">= {last_update.isoformat()}",
             got=at.isoformat(),
         )
-    next_update = crl.next_update_utc
-    if next_update is not None and at > next_update:
+    if next_update is None or at > next_update:
         raise CollateralError(
             f"{check}.expired",
-            f"CRL from {_name(issuer)} expired at {next_update.isoformat()}",
-            expected=f"<= {next_update.isoformat()}",
+            "CRL is not current at the verification time",
+            expected=f"<= {next_update.isoformat() if next_update else 'a nextUpdate'}",
             got=at.isoformat(),
         )
 

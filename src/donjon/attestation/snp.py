@@ -37,7 +37,7 @@ from donjon.attestation import amd
 from donjon.attestation.amd import EndorsementKey, Product
 from donjon.attestation.claims import Claims, TcbStatus, TeeType, VerifiedEvidence
 from donjon.attestation.errors import CollateralError, MalformedEvidence, VerificationFailed
-from donjon.attestation.pki import check_not_revoked, require_aware, verify_crl
+from donjon.attestation.pki import check_not_revoked, check_validity, require_aware, verify_crl
 from donjon.attestation.verify import Collateral, TrustRoots
 
 __all__ = [
@@ -562,7 +562,7 @@ def verify_endorsement_chain(
                 key=key, intermediate=intermediate, root=root, product=product, simulated=simulated
             )
             for member in (key.certificate, intermediate, root):
-                _check_validity(member, at)
+                check_validity(member, at, check="snp.chain")
             return chain
     if errors:
         raise errors[0]
@@ -571,24 +571,6 @@ def verify_endorsement_chain(
         f"no root certificate named {intermediates[0].issuer.rfc4514_string()} was given "
         f"(the {key.product_name} ARK)",
     )
-
-
-def _check_validity(cert: x509.Certificate, at: datetime) -> None:
-    name = amd.cert_info(cert).subject
-    if at < cert.not_valid_before_utc:
-        raise VerificationFailed(
-            "snp.chain.not_yet_valid",
-            f"certificate {name} is not valid before {cert.not_valid_before_utc.isoformat()}",
-            expected=f">= {cert.not_valid_before_utc.isoformat()}",
-            got=at.isoformat(),
-        )
-    if at > cert.not_valid_after_utc:
-        raise VerificationFailed(
-            "snp.chain.expired",
-            f"certificate {name} expired at {cert.not_valid_after_utc.isoformat()}",
-            expected=f"<= {cert.not_valid_after_utc.isoformat()}",
-            got=at.isoformat(),
-        )
 
 
 def _check_crls(chain: SnpChain, collateral: Collateral, at: datetime, *, required: bool) -> bool:
