@@ -584,3 +584,36 @@ def test_weak_csr_key_is_refused(server, env, kit):
     keep = kit.Keep(env.vendor, key=ec.generate_private_key(ec.SECP384R1()))
     with httpx.Client() as client:
         assert keep.attest(client, server.url).status_code == 200
+
+
+def test_no_certificate_leaves_when_its_log_entry_cannot_be_committed(env, kit):
+    """Signed but not logged is not issued: a failing commit answers 500 and hands out nothing."""
+    steward = env.steward()
+    real = steward.log
+    appended: list[dict] = []
+
+    class FailingLog:
+        def append(self, record, time):
+            appended.append(dict(record))
+            raise OSError("disk full")
+
+        def entries(self, *, start=1):
+            return real.entries(start=start)
+
+        def find_serial(self, serial):
+            return real.find_serial(serial)
+
+        def close(self):
+            real.close()
+
+    steward.log = FailingLog()
+    keep = kit.Keep(env.vendor)
+    with kit.ServerThread(steward) as srv, httpx.Client() as client:
+        r = keep.attest(client, srv.url)
+        assert r.status_code == 500, r.text
+        assert r.json()["check"] == "server"
+        assert b"BEGIN CERTIFICATE" not in r.content
+        assert [a["decision"] for a in appended] == ["issued"]  # the commit was tried, after signing
+        metrics = client.get(f"{srv.url}/metrics").text
+        assert "donjon_steward_issued_total{" not in metrics
+        assert list(real.entries()) == []

@@ -14,6 +14,11 @@ DESIGN.md "What the Steward checks", fail closed, each check named in the refusa
 
 Only then is a certificate signed, and it is returned only after its log entry
 is committed. Refusals are logged too (with the check that refused).
+
+Issuance is two steps so that a server can run them on different threads:
+:meth:`Steward.prepare` (every check, then the signature: CPU work) and
+:meth:`Steward.commit` (the log append: mostly waiting for the database).
+:meth:`Steward.attest` is both in one call.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "EvidenceVerifier",
     "Outcome",
     "PolicyHolder",
+    "Prepared",
     "Steward",
     "der_sequence",
 ]
@@ -129,6 +135,21 @@ class PolicyHolder:
         with self._lock:
             self._policy = new
         return new
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A certificate that passed every check and is signed, but not yet logged: not to be handed out.
+
+    Only :meth:`Steward.commit` turns it into an :class:`Outcome`.
+    """
+
+    issued: Issued
+    decision: Decision
+    kind: str
+    record: dict[str, Any]
+    endpoint: str
+    started: float
 
 
 @dataclass(frozen=True)
@@ -280,29 +301,59 @@ class Steward:
 
     def attest(self, body: bytes) -> Outcome:
         """A native Donjon CSR (DER) -> certificate, or :class:`Refused`."""
-        started = _time.perf_counter()
-        record: dict[str, Any] = {"path": "native"}
-        try:
-            outcome = self._attest_native(body, record)
-        except Refused as e:
-            self._refuse(e, record)
-            raise
-        finally:
-            self.metrics.observe("attest", _time.perf_counter() - started)
-        return outcome
+        return self.commit(self.prepare(body))
 
     def attest_legacy(self, body: bytes) -> Outcome:
         """An Enarx Keep CSR (DER) -> certificate, or :class:`Refused`."""
+        return self.commit(self.prepare_legacy(body))
+
+    def prepare(self, body: bytes) -> Prepared:
+        """Every check of a native CSR, then the signed certificate (not logged yet), or :class:`Refused`
+        (logged before it is raised)."""
+        return self._prepare(body, "attest", {"path": "native"}, self.check_native)
+
+    def prepare_legacy(self, body: bytes) -> Prepared:
+        """:meth:`prepare` for an Enarx Keep CSR."""
+        return self._prepare(body, "legacy", {"path": "legacy-enarx", "fresh": False}, self.check_legacy)
+
+    def _prepare(
+        self,
+        body: bytes,
+        endpoint: str,
+        record: dict[str, Any],
+        check: Callable[[bytes, dict[str, Any], datetime], tuple[bytes, Decision, Claims | None, str]],
+    ) -> Prepared:
         started = _time.perf_counter()
-        record: dict[str, Any] = {"path": "legacy-enarx", "fresh": False}
         try:
-            outcome = self._attest_legacy(body, record)
+            now = self.clock()
+            spki, decision, claims, kind = check(body, record, now)
+            issued = self._sign(spki, decision, claims, record, now)
         except Refused as e:
-            self._refuse(e, record)
+            try:
+                self._refuse(e, record)
+            finally:
+                self.metrics.observe(endpoint, _time.perf_counter() - started)
             raise
+        except BaseException:
+            self.metrics.observe(endpoint, _time.perf_counter() - started)
+            raise
+        return Prepared(issued, decision, kind, record, endpoint, started)
+
+    def commit(self, prepared: Prepared) -> Outcome:
+        """Log the decision; the certificate may leave only once this returns (the entry is durable)."""
+        try:
+            # Every value in the record is already JSON (claims went through _jsonable).
+            entry = self.log.append(prepared.record, self.clock().isoformat())
         finally:
-            self.metrics.observe("legacy", _time.perf_counter() - started)
-        return outcome
+            self.metrics.observe(prepared.endpoint, _time.perf_counter() - prepared.started)
+        self.metrics.issued(prepared.record["path"], prepared.kind)
+        return Outcome(
+            issued=prepared.issued,
+            ca_der=self.ca.cert_der,
+            ca_pem=self.ca.cert_pem,
+            entry=entry,
+            decision=prepared.decision,
+        )
 
     def _refuse(self, e: Refused, record: dict[str, Any]) -> None:
         record.update(decision="refused", check=e.check, reason=e.reason)
@@ -314,11 +365,6 @@ class Steward:
     def _common(self, record: dict[str, Any], policy: Policy, body: bytes) -> None:
         record["policy_digest"] = policy.digest
         record["csr_sha256"] = hashlib.sha256(body).hexdigest()
-
-    def _attest_native(self, body: bytes, record: dict[str, Any]) -> Outcome:
-        now = self.clock()
-        spki, decision, claims, kind = self.check_native(body, record, now)
-        return self._issue(spki, decision, claims, kind, record, now)
 
     def check_native(
         self, body: bytes, record: dict[str, Any], now: datetime, *, check_nonce: bool = True
@@ -361,11 +407,6 @@ class Steward:
                 ) from e
         decision = policy.decide(claims, csr.workload_digest)
         return csr.spki_der, decision, claims, kind
-
-    def _attest_legacy(self, body: bytes, record: dict[str, Any]) -> Outcome:
-        now = self.clock()
-        spki, decision, claims, kind = self.check_legacy(body, record, now)
-        return self._issue(spki, decision, claims, kind, record, now)
 
     def check_legacy(
         self, body: bytes, record: dict[str, Any], now: datetime
@@ -418,15 +459,14 @@ class Steward:
             return policy.decide_legacy(claims), claims
         return policy.decide(claims, workload_digest), claims
 
-    def _issue(
+    def _sign(
         self,
         spki_der: bytes,
         decision: Decision,
         claims: Claims | None,
-        kind: str,
         record: dict[str, Any],
         now: datetime,
-    ) -> Outcome:
+    ) -> Issued:
         summary: dict[str, Any] = {
             "tee": claims.tee.value if claims is not None else "none",
             "measurement": claims.measurement.hex() if claims is not None else None,
@@ -455,13 +495,8 @@ class Steward:
         )
         if not decision.fresh:
             record["freshness"] = "without freshness (legacy Enarx CSR: no nonce)"
-        # The certificate leaves only after this commit.
-        # Every value in the record is already JSON (claims went through _jsonable).
-        entry = self.log.append(record, self.clock().isoformat())
-        self.metrics.issued(record["path"], kind)
-        return Outcome(
-            issued=issued, ca_der=self.ca.cert_der, ca_pem=self.ca.cert_pem, entry=entry, decision=decision
-        )
+        # The certificate leaves only after commit() has logged this record.
+        return issued
 
 
 def _overlay(keep: Collateral, own: CollateralSet | None) -> Collateral:

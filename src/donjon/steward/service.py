@@ -168,6 +168,9 @@ def serve(config: StewardConfig, steward: Steward) -> None:
         app,
         log_level="warning",
         access_log=False,
+        # h11 whatever else is installed: it bounds the request head (below); measured,
+        # httptools was within the noise of this benchmark machine (benchmarks/RESULTS.md).
+        http="h11",
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_keep_alive=5,
