@@ -312,26 +312,25 @@ def _hash_name(value: Any, what: str, key: int) -> str:
     return value
 
 
+def _sized(value: bytes, sizes: tuple[int, ...], token: str, name: str) -> bytes:
+    if len(value) not in sizes:
+        raise MalformedEvidence(
+            f"cca.{token}.{name}",
+            f"{token} {name.replace('_', ' ')} has a bad length",
+            expected=" or ".join(map(str, sizes)),
+            got=len(value),
+        )
+    return value
+
+
 def _parse_platform(payload: bytes) -> PlatformClaims:
     claims = _cbor(payload, "platform.payload")
     if not isinstance(claims, Mapping):
         raise MalformedEvidence("cca.platform.payload", "platform token payload is not a claims map")
-    challenge = _claim(claims, _P_CHALLENGE, bytes, "platform")
-    if len(challenge) not in (32, 48, 64):
-        raise MalformedEvidence(
-            "cca.platform.challenge",
-            "platform challenge has a bad length",
-            expected="32, 48 or 64",
-            got=len(challenge),
-        )
-    impl_id = _claim(claims, _P_IMPLEMENTATION_ID, bytes, "platform")
-    if len(impl_id) not in (32, 64):
-        raise MalformedEvidence(
-            "cca.platform.implementation_id",
-            "implementation ID has a bad length",
-            expected="32",
-            got=len(impl_id),
-        )
+    challenge = _sized(_claim(claims, _P_CHALLENGE, bytes, "platform"), (32, 48, 64), "platform", "challenge")
+    impl_id = _sized(
+        _claim(claims, _P_IMPLEMENTATION_ID, bytes, "platform"), (32, 64), "platform", "implementation_id"
+    )
     # The instance ID is a UEID of type RAND (0x01) followed by the hash of the
     # CPAK public key (Arm CCA Security Model, "Instance ID claim").
     instance_id = _claim(claims, _P_INSTANCE_ID, bytes, "platform")
@@ -382,19 +381,10 @@ def _parse_realm(payload: bytes) -> RealmClaims:
     claims = _cbor(payload, "realm.payload")
     if not isinstance(claims, Mapping):
         raise MalformedEvidence("cca.realm.payload", "realm token payload is not a claims map")
-    challenge = _claim(claims, _R_CHALLENGE, bytes, "realm")
-    if len(challenge) != 64:
-        raise MalformedEvidence(
-            "cca.realm.challenge", "realm challenge must be 64 bytes", expected=64, got=len(challenge)
-        )
-    personalization = _claim(claims, _R_PERSONALIZATION, bytes, "realm")
-    if len(personalization) != 64:
-        raise MalformedEvidence(
-            "cca.realm.personalization",
-            "personalization value must be 64 bytes",
-            expected=64,
-            got=len(personalization),
-        )
+    challenge = _sized(_claim(claims, _R_CHALLENGE, bytes, "realm"), (64,), "realm", "challenge")
+    personalization = _sized(
+        _claim(claims, _R_PERSONALIZATION, bytes, "realm"), (64,), "realm", "personalization"
+    )
     hash_algo = _hash_name(_claim(claims, _R_HASH_ALGO, str, "realm"), "realm", _R_HASH_ALGO)
     key_hash_algo = _hash_name(
         _claim(claims, _R_PUBLIC_KEY_HASH_ALGO, str, "realm"), "realm", _R_PUBLIC_KEY_HASH_ALGO

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from donjon.attestation import pki
 from donjon.attestation.claims import Claims, TcbStatus, TeeType, VerifiedEvidence
-from donjon.attestation.dcap import INTEL_QE_VENDOR_ID, Quote, SgxReportBody, TdReportBody, parse_quote
+from donjon.attestation.dcap import INTEL_QE_VENDOR_ID, Quote, TdReportBody, parse_quote
 from donjon.attestation.errors import AttestationError, CollateralError, MalformedEvidence, VerificationFailed
 from donjon.attestation.intel import INTEL_SGX_ROOT_CA_SHA256, PckExtensions, parse_pck_extensions
 from donjon.attestation.tcbinfo import (
@@ -316,7 +316,7 @@ class _Crl:
         )
 
     def check_times(self, at: datetime, what: str) -> None:
-        pki.check_crl_current(self.this_update, self.next_update, at, check=what)
+        pki.check_current(self.this_update, self.next_update, at, check=what)
 
     def check_not_revoked(self, cert: x509.Certificate, check: str) -> None:
         if cert.serial_number in self.revoked:
@@ -390,20 +390,7 @@ def _prepare(
 
 
 def _check_document_times(doc: TcbInfo | QeIdentity, at: datetime, what: str) -> None:
-    if at < doc.issue_date:
-        raise CollateralError(
-            f"{what}.not_yet_valid",
-            "document was issued after the verification time",
-            expected=f">= {doc.issue_date.isoformat()}",
-            got=at.isoformat(),
-        )
-    if at > doc.next_update:
-        raise CollateralError(
-            f"{what}.expired",
-            "document is past its nextUpdate",
-            expected=f"<= {doc.next_update.isoformat()}",
-            got=at.isoformat(),
-        )
+    pki.check_current(doc.issue_date, doc.next_update, at, check=what, what="document")
 
 
 def verify_dcap_quote(
@@ -606,7 +593,11 @@ def _claims(
         "tcb_evaluation_data_number": info.evaluation_data_number,
     }
     body = q.body
+    measurement: bytes
+    signer: bytes | None
+    measurements: dict[str, bytes]
     if isinstance(body, TdReportBody):
+        tee, measurement, signer = TeeType.TDX, body.mrtd, None
         measurements = {
             "mrtd": body.mrtd,
             "rtmr0": body.rtmrs[0],
@@ -629,40 +620,29 @@ def _claims(
             xfam=body.xfam,
             tdx_module_status=None if module_status is None else module_status.value,
         )
-        return Claims(
-            tee=TeeType.TDX,
-            platform=pck.fmspc.hex(),
-            measurement=body.mrtd,
-            report_data=body.report_data,
-            debug=body.debug,
-            tcb_status=status,
-            advisory_ids=advisories,
-            signer=None,
-            measurements=measurements,
-            raw=raw,
-            simulated=simulated,
+    else:
+        tee, measurement, signer = TeeType.SGX, body.mrenclave, body.mrsigner
+        measurements = {"mrenclave": body.mrenclave, "mrsigner": body.mrsigner, "config_id": body.config_id}
+        raw.update(
+            isv_prod_id=body.isv_prod_id,
+            isv_svn=body.isv_svn,
+            attributes=body.attributes,
+            miscselect=body.miscselect,
+            enclave_cpu_svn=body.cpu_svn,
+            config_svn=body.config_svn,
+            isv_ext_prod_id=body.isv_ext_prod_id,
+            isv_family_id=body.isv_family_id,
         )
-    assert isinstance(body, SgxReportBody)
-    raw.update(
-        isv_prod_id=body.isv_prod_id,
-        isv_svn=body.isv_svn,
-        attributes=body.attributes,
-        miscselect=body.miscselect,
-        enclave_cpu_svn=body.cpu_svn,
-        config_svn=body.config_svn,
-        isv_ext_prod_id=body.isv_ext_prod_id,
-        isv_family_id=body.isv_family_id,
-    )
     return Claims(
-        tee=TeeType.SGX,
+        tee=tee,
         platform=pck.fmspc.hex(),
-        measurement=body.mrenclave,
+        measurement=measurement,
         report_data=body.report_data,
         debug=body.debug,
         tcb_status=status,
         advisory_ids=advisories,
-        signer=body.mrsigner,
-        measurements={"mrenclave": body.mrenclave, "mrsigner": body.mrsigner, "config_id": body.config_id},
+        signer=signer,
+        measurements=measurements,
         raw=raw,
         simulated=simulated,
     )

@@ -22,7 +22,7 @@ from donjon.attestation.errors import AttestationError, CollateralError, Malform
 __all__ = [
     "MAX_CHAIN_DEPTH",
     "MAX_PEM_BYTES",
-    "check_crl_current",
+    "check_current",
     "check_not_revoked",
     "check_signed_by",
     "check_validity",
@@ -172,7 +172,7 @@ def verify_crl(
     """Accept a CRL only if ``issuer`` signed it and it is current at ``at``."""
     require_aware(at)
     verify_crl_signature(crl, issuer, check=check)
-    check_crl_current(crl.last_update_utc, crl.next_update_utc, at, check=check)
+    check_current(crl.last_update_utc, crl.next_update_utc, at, check=check)
 
 
 def verify_crl_signature(
@@ -194,25 +194,26 @@ def verify_crl_signature(
         raise CollateralError(f"{check}.signature", f"CRL is not signed by {_name(issuer)}")
 
 
-def check_crl_current(
-    last_update: datetime, next_update: datetime | None, at: datetime, *, check: str = "crl"
+def check_current(
+    issued: datetime, next_update: datetime | None, at: datetime, *, check: str, what: str = "CRL"
 ) -> None:
-    """The time half of :func:`verify_crl` (times passed in, so callers may keep them decoded).
+    """Collateral issued at ``issued`` and due for renewal at ``next_update`` is current at ``at``.
 
-    A CRL without nextUpdate is never current: RFC 5280 5.1.2.5 has conforming CAs always
-    include it, and without it a stale CRL would be accepted forever.
+    For CRLs (the time half of :func:`verify_crl`) and Intel's TCB Info / QE Identity. Without a
+    next update it is never current: RFC 5280 5.1.2.5 has conforming CAs always set nextUpdate, and
+    a stale document would otherwise be accepted forever.
     """
-    if at < last_update:
+    if at < issued:
         raise CollateralError(
             f"{check}.not_yet_valid",
-            "CRL was issued after the verification time",
-            expected=f">= {last_update.isoformat()}",
+            f"{what} was issued after the verification time",
+            expected=f">= {issued.isoformat()}",
             got=at.isoformat(),
         )
     if next_update is None or at > next_update:
         raise CollateralError(
             f"{check}.expired",
-            "CRL is not current at the verification time",
+            f"{what} is not current at the verification time",
             expected=f"<= {next_update.isoformat() if next_update else 'a nextUpdate'}",
             got=at.isoformat(),
         )
