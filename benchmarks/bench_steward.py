@@ -44,6 +44,7 @@ from donjon import binding, csr, oids
 from donjon.attestation.simsnp import default_vendor
 from donjon.cli import main as cli_main
 from donjon.steward.config import load_config
+from donjon.steward.log import NoLog
 from donjon.steward.service import build_steward
 
 MEASUREMENT = hashlib.sha384(b"bench keep image").digest()
@@ -93,24 +94,10 @@ def make_csr(vendor: Any, nonce: bytes) -> bytes:
     )
 
 
-class _NullLog:
-    def append(self, record: Any, time: str) -> Any:
-        raise AssertionError("the ceiling does not log")
-
-    def entries(self, *, start: int = 1) -> Any:
-        return iter(())
-
-    def find_serial(self, serial: str) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
 def ceiling(config: Path, vendor: Any, n: int) -> float:
     steward = build_steward(load_config(config))
     steward.log.close()
-    steward.log = _NullLog()
+    steward.log = NoLog()
     bodies = [make_csr(vendor, steward.challenge()[0]) for _ in range(n)]
     for body in bodies[:10]:  # warm-up: caches, imports
         steward.check_native(body, {}, datetime.now(UTC))

@@ -242,3 +242,14 @@ def test_postgres_failed_append_commits_nothing_and_the_store_goes_on(pg_dsn):
     assert verify_chain(log.entries()) == (2, None)
     assert log.find_serial("02") == entry
     log.close()
+
+
+def test_no_log_refuses_appends_and_is_empty():
+    from donjon.steward.log import NoLog
+
+    log = NoLog()
+    with pytest.raises(RuntimeError, match="no decision log"):
+        log.append({"decision": "issued"}, "t")
+    assert list(log.entries()) == []
+    assert log.find_serial("01") is None
+    log.close()

@@ -23,9 +23,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from donjon.steward.policy import Policy
 
 __all__ = ["main"]
 
@@ -79,20 +82,6 @@ class _NoCollateral:
         return None
 
 
-class _NoLog:
-    def append(self, record: Any, time: str) -> Any:  # pragma: no cover - never called in a dry run
-        raise RuntimeError("policy test does not log")
-
-    def entries(self, *, start: int = 1) -> Any:
-        return iter(())
-
-    def find_serial(self, serial: str) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
 def _pem_or_der_csr(data: bytes) -> bytes:
     # A DER CSR can hold PEM text (Enarx SGX CSRs embed the TCB signing chain): look at the start.
     if data.lstrip().startswith(b"-----BEGIN"):
@@ -103,21 +92,31 @@ def _pem_or_der_csr(data: bytes) -> bytes:
     return data
 
 
+def _load_policy(args: argparse.Namespace) -> Policy | None:
+    """The policy file, or None once its error is printed (exit 2)."""
+    from donjon.steward.errors import ConfigError
+    from donjon.steward.policy import load_policy
+
+    try:
+        return load_policy(args.policy)
+    except ConfigError as e:
+        print(f"donjon policy {args.command}: {e}", file=sys.stderr)
+        return None
+
+
 def _test(args: argparse.Namespace) -> int:
     import secrets
 
     from donjon.attestation.verify import TrustRoots
     from donjon.csr import is_legacy
     from donjon.steward.ca import CertificateAuthority, create_ca
-    from donjon.steward.errors import ConfigError, Refused
+    from donjon.steward.errors import Refused
     from donjon.steward.issuance import PolicyHolder, Steward
+    from donjon.steward.log import NoLog
     from donjon.steward.nonce import NonceAuthority
-    from donjon.steward.policy import load_policy
 
-    try:
-        policy = load_policy(args.policy)
-    except ConfigError as e:
-        print(f"donjon policy test: {e}", file=sys.stderr)
+    policy = _load_policy(args)
+    if policy is None:
         return EXIT_USAGE
     try:
         at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
@@ -153,7 +152,7 @@ def _test(args: argparse.Namespace) -> int:
         nonces=NonceAuthority(secrets.token_bytes(32)),
         roots=roots,
         collateral=_Flat(Path(args.collateral)) if args.collateral else _NoCollateral(),
-        log=_NoLog(),
+        log=NoLog(),
         clock=lambda: at,
     )
     refused = 0
@@ -203,13 +202,8 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if args.command == "check":
-        from donjon.steward.errors import ConfigError
-        from donjon.steward.policy import load_policy
-
-        try:
-            policy = load_policy(args.policy)
-        except ConfigError as e:
-            print(f"donjon policy check: {e}", file=sys.stderr)
+        policy = _load_policy(args)
+        if policy is None:
             return EXIT_USAGE
         print(f"{args.policy}: OK (digest {policy.digest})")
         return EXIT_OK

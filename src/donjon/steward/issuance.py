@@ -75,21 +75,6 @@ class EvidenceVerifier(Protocol):
     ) -> VerifiedEvidence: ...
 
 
-def _library_verifier(
-    kind: str,
-    evidence: bytes,
-    *,
-    certs: Sequence[bytes],
-    collateral: Collateral | None,
-    roots: TrustRoots,
-    at: datetime,
-    options: object | None = None,
-) -> VerifiedEvidence:
-    return verify_evidence(
-        kind, evidence, certs=certs, collateral=collateral, roots=roots, at=at, options=options
-    )
-
-
 def _default_options(kind: str, policy: Policy) -> object | None:
     """Strict verifier options; the policy may only relax what it names (and docs call unsafe)."""
     if kind == "snp-report":
@@ -191,7 +176,7 @@ class Steward:
         roots: TrustRoots,
         collateral: CollateralSource,
         log: LogStore,
-        verifier: EvidenceVerifier = _library_verifier,
+        verifier: EvidenceVerifier = verify_evidence,
         options: Callable[[str, Policy], object | None] = _default_options,
         require_collateral: frozenset[str] = frozenset({"snp-report", "tdx-quote", "sgx-quote"}),
         clock: Callable[[], datetime] = _utcnow,

@@ -25,6 +25,7 @@ __all__ = [
     "ChainBreak",
     "LogEntry",
     "LogStore",
+    "NoLog",
     "canonical_json",
     "entry_hash",
     "entry_hash_canonical",
@@ -99,6 +100,23 @@ class LogStore(Protocol):
     def find_serial(self, serial: str) -> LogEntry | None: ...
 
     def close(self) -> None: ...
+
+
+class NoLog:
+    """A :class:`LogStore` for dry runs (``donjon policy test``, the benchmark's ceiling): it is
+    empty and refuses every append, so nothing can be issued through it."""
+
+    def append(self, record: Mapping[str, Any], time: str) -> LogEntry:
+        raise RuntimeError("this Steward has no decision log: nothing can be issued or logged")
+
+    def entries(self, *, start: int = 1) -> Iterator[LogEntry]:
+        return iter(())
+
+    def find_serial(self, serial: str) -> LogEntry | None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 def verify_chain(entries: Iterable[LogEntry]) -> tuple[int, ChainBreak | None]:
