@@ -20,15 +20,20 @@ from donjon.attestation.tcbinfo import match_tcb_level, parse_tcb_info, split_si
 from donjon.attestation.verify import Collateral, TrustRoots, verify_evidence
 
 _MARK = b"ZQZQZQZQ"
-_NOT_UTF8 = b"\xff\xfe" * 4
+# Two ways a name can fail to decode: a UTF8String holding invalid UTF-8 (ValueError), and a
+# commonName typed BIT STRING (TypeError from cryptography).
+_CORRUPTIONS = {
+    "bad-utf8": (_MARK, b"\xff\xfe" * 4),
+    "bit-string": (b"\x0c\x08" + _MARK, b"\x03\x08\x00" + _MARK[1:]),
+}
 
 
 def _unreadable_name() -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _MARK.decode())])
 
 
-@pytest.fixture(scope="module")
-def unreadable_cert() -> x509.Certificate:
+@pytest.fixture(scope="module", params=sorted(_CORRUPTIONS))
+def unreadable_cert(request: pytest.FixtureRequest) -> x509.Certificate:
     # A certificate that parses but whose subject is a UTF8String holding invalid UTF-8:
     # cryptography only fails (ValueError) when the name is first read.
     key = ec.generate_private_key(ec.SECP256R1())
@@ -43,15 +48,15 @@ def unreadable_cert() -> x509.Certificate:
         .not_valid_after(start + timedelta(days=20 * 365))
         .sign(key, hashes.SHA256())
     )
-    der = cert.public_bytes(serialization.Encoding.DER).replace(_MARK, _NOT_UTF8)
+    der = cert.public_bytes(serialization.Encoding.DER).replace(*_CORRUPTIONS[request.param])
     out = x509.load_der_x509_certificate(der)
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, TypeError)):
         _ = out.subject
     return out
 
 
-@pytest.fixture(scope="module")
-def unreadable_crl() -> x509.CertificateRevocationList:
+@pytest.fixture(scope="module", params=sorted(_CORRUPTIONS))
+def unreadable_crl(request: pytest.FixtureRequest) -> x509.CertificateRevocationList:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime(2020, 1, 1, tzinfo=UTC)
     crl = (
@@ -61,9 +66,9 @@ def unreadable_crl() -> x509.CertificateRevocationList:
         .next_update(now + timedelta(days=20 * 365))
         .sign(key, hashes.SHA256())
     )
-    der = crl.public_bytes(serialization.Encoding.DER).replace(_MARK, _NOT_UTF8)
+    der = crl.public_bytes(serialization.Encoding.DER).replace(*_CORRUPTIONS[request.param])
     out = x509.load_der_x509_crl(der)
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, TypeError)):
         _ = out.issuer
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from donjon.attestation.detect import detect_evidence_kind, recognise_collateral
@@ -104,6 +104,8 @@ def test_any_bytes_are_collateral_or_a_collateral_error(data: bytes) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 1359), st.integers(1, 255))
+# A name attribute turned into a BIT STRING: cryptography raised TypeError on first reading the name.
+@example(offset=278, mask=16)
 def test_a_corrupted_vcek_never_verifies_and_fails_cleanly(vectors: Path, offset: int, mask: int) -> None:
     report = (vectors / "snp/trustee/test-report.bin").read_bytes()
     cert = bytearray((vectors / "snp/trustee/test-vcek.der").read_bytes())

@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover
     CryptographyDeprecationWarning = DeprecationWarning  # type: ignore[misc, assignment]
 
 from donjon.attestation.errors import MalformedEvidence
-from donjon.attestation.pki import check_signed_by
+from donjon.attestation.pki import X509_DECODE_ERRORS, check_signed_by
 
 __all__ = [
     "ARK_FINGERPRINTS",
@@ -192,7 +192,7 @@ class CertInfo:
 
 
 #: What ``cryptography`` raises for a malformed certificate (parsed lazily, field by field).
-_X509_ERRORS = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension)
+_X509_ERRORS = X509_DECODE_ERRORS
 
 _INFO: OrderedDict[int, CertInfo] = OrderedDict()
 _INFO_LOCK = threading.Lock()

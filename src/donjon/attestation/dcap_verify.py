@@ -117,7 +117,7 @@ def _load_chain(pem: bytes, what: str) -> tuple[x509.Certificate, ...]:
             cert.issuer.rfc4514_string()
             _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number, cert.extensions)
             cert.public_key()
-        except (ValueError, UnsupportedAlgorithm) as e:
+        except pki.X509_DECODE_ERRORS as e:
             raise MalformedEvidence(f"{what}.parse", f"malformed certificate in {what}: {e}") from e
     return tuple(certs)
 
@@ -171,7 +171,7 @@ def _crl(data: bytes, issuer_der: bytes, what: str) -> x509.CertificateRevocatio
     crl = pki.load_crl(data)
     try:
         _ = (crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc, list(crl))
-    except ValueError as e:
+    except pki.X509_DECODE_ERRORS as e:
         raise CollateralError(f"{what}.parse", f"malformed CRL: {e}") from e
     pki.verify_crl_signature(crl, x509.load_der_x509_certificate(issuer_der), check=what)
     return crl

@@ -16,11 +16,10 @@ import struct
 import uuid
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 
 from donjon.attestation.amd import parse_cert_table
 from donjon.attestation.errors import CollateralError, MalformedEvidence
-from donjon.attestation.pki import MAX_PEM_BYTES
+from donjon.attestation.pki import MAX_PEM_BYTES, X509_DECODE_ERRORS
 from donjon.attestation.verify import MAX_EVIDENCE_BYTES, Collateral, EvidenceKind
 
 __all__ = [
@@ -47,7 +46,7 @@ _CERT_TABLE_GUIDS = frozenset(
     )
 )
 #: What ``cryptography`` raises for bytes that are not a certificate or CRL.
-_X509_ERRORS = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion)
+_X509_ERRORS = X509_DECODE_ERRORS
 _CERT_KINDS = frozenset({"vcek", "vlek", "ask", "ark"})
 #: CBOR tag 399 (0xd9 0x01 0x8f) wraps a CCA attestation token (collection).
 _CCA_TAG = b"\xd9\x01\x8f"

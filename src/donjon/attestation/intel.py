@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from donjon.attestation.errors import MalformedEvidence
+from donjon.attestation.pki import X509_DECODE_ERRORS
 
 __all__ = [
     "INTEL_SGX_ROOT_CA_SHA256",
@@ -193,7 +194,7 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
     except x509.ExtensionNotFound as e:
         raise _bad("PCK certificate has no SGX extensions") from e
-    except ValueError as e:
+    except X509_DECODE_ERRORS as e:
         raise _bad(f"cannot read certificate extensions: {e}") from e
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):

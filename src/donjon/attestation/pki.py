@@ -22,6 +22,7 @@ from donjon.attestation.errors import AttestationError, CollateralError, Malform
 __all__ = [
     "MAX_CHAIN_DEPTH",
     "MAX_PEM_BYTES",
+    "X509_DECODE_ERRORS",
     "check_current",
     "check_not_revoked",
     "check_signed_by",
@@ -39,6 +40,17 @@ __all__ = [
 MAX_CHAIN_DEPTH = 5
 #: Certificate or CRL input larger than this is refused before parsing.
 MAX_PEM_BYTES = 1 << 20
+#: What ``cryptography`` raises for malformed certificates and CRLs, at load time or later when
+#: a lazily decoded part (names, extensions, times) is first read: TypeError, for instance,
+#: for a name attribute of the wrong ASN.1 type; InvalidVersion and DuplicateExtension are no
+#: ValueErrors.
+X509_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+)
 
 
 def require_aware(at: datetime) -> datetime:
@@ -66,7 +78,7 @@ def load_certificates(data: bytes, *, what: str = "certificate") -> list[x509.Ce
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+    except X509_DECODE_ERRORS as e:
         raise MalformedEvidence(f"{what}.parse", f"not a valid X.509 {what}: {e}") from e
     return certs
 
@@ -79,7 +91,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
-    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:  # InvalidVersion is no ValueError
+    except X509_DECODE_ERRORS as e:
         raise CollateralError("crl.parse", f"not a valid CRL: {e}") from e
 
 

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -37,7 +37,13 @@ from donjon.attestation import amd
 from donjon.attestation.amd import EndorsementKey, Product
 from donjon.attestation.claims import Claims, TcbStatus, TeeType, VerifiedEvidence
 from donjon.attestation.errors import CollateralError, MalformedEvidence, VerificationFailed
-from donjon.attestation.pki import check_not_revoked, check_validity, require_aware, verify_crl
+from donjon.attestation.pki import (
+    X509_DECODE_ERRORS,
+    check_not_revoked,
+    check_validity,
+    require_aware,
+    verify_crl,
+)
 from donjon.attestation.verify import Collateral, TrustRoots
 
 __all__ = [
@@ -585,7 +591,7 @@ def _check_crls(chain: SnpChain, collateral: Collateral, at: datetime, *, requir
                 continue
             verify_crl(crl, chain.root, at, check="snp.crl")
             check_not_revoked(chain.intermediate, crl, check="snp.chain")
-        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+        except X509_DECODE_ERRORS as e:
             raise CollateralError("snp.crl.parse", f"malformed CRL: {e}") from e
         applied = True
     if required and not applied:

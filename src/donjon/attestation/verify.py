@@ -31,7 +31,7 @@ from cryptography import x509
 
 from donjon.attestation.claims import VerifiedEvidence
 from donjon.attestation.errors import AttestationError, MalformedEvidence
-from donjon.attestation.pki import load_certificates, require_aware
+from donjon.attestation.pki import X509_DECODE_ERRORS, load_certificates, require_aware
 
 __all__ = [
     "MAX_EVIDENCE_BYTES",
@@ -151,7 +151,7 @@ def _readable(cert: x509.Certificate) -> bool:
     # rather than allowed to raise a foreign exception mid-selection.
     try:
         _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
-    except ValueError:
+    except X509_DECODE_ERRORS:
         return False
     return True
 
@@ -159,7 +159,7 @@ def _readable(cert: x509.Certificate) -> bool:
 def _readable_crl(crl: x509.CertificateRevocationList) -> bool:
     try:
         _ = crl.issuer
-    except ValueError:
+    except X509_DECODE_ERRORS:
         return False
     return True
 
