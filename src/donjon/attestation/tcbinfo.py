@@ -487,56 +487,55 @@ def _no_level(reason: str, **kw: Any) -> VerificationFailed:
 def _module_status(
     info: TcbInfo, tee_tcb_svn: bytes, mrsignerseam: bytes, seam_attributes: bytes
 ) -> tuple[TcbStatus | None, tuple[str, ...]]:
-    """TDX module identity check (QVL ``checkTdxModuleTcbStatus`` and the module MRSIGNER/attribute check)."""
+    """TDX module identity check (QVL ``checkTdxModuleTcbStatus`` and the module MRSIGNER/attribute check).
+
+    Module version (TEE_TCB_SVN[1]) 0 is judged by ``tdxModule`` (signer and attributes only);
+    any other by its ``tdxModuleIdentities`` entry ``TDX_<version>``, whose levels give a status.
+    """
     major, isv_svn = tee_tcb_svn[1], tee_tcb_svn[0]
+    module: TdxModuleIdentity | None
     if major == 0:
-        # QVL TdxModuleCheck: module version 0 is judged by the tdxModule entry, which TDX TCB
-        # Info v3 must carry; without it the module's signer would go unchecked.
-        module = info.tdx_module
+        # TDX TCB Info v3 must carry tdxModule; without it the module's signer would go unchecked.
+        module, name = info.tdx_module, "tdxModule"
         if module is None:
             raise VerificationFailed(
                 "dcap.tdx_module.missing",
                 "TCB Info has no tdxModule to check the TDX module (MRSIGNERSEAM) against",
-                field="tdxModule",
+                field=name,
             )
-        if not (
-            module.mrsigner == mrsignerseam
-            and _masked_equal(seam_attributes, module.attributes, module.attributes_mask)
-        ):
+    else:
+        name = f"TDX_{major:02X}"
+        module = next((m for m in info.tdx_module_identities if m.id.upper() == name), None)
+        if module is None:
             raise VerificationFailed(
-                "dcap.tdx_module.mismatch", "MRSIGNERSEAM/SEAM attributes do not match tdxModule"
+                "dcap.tdx_module.mismatch",
+                "no TDX module identity for this module version",
+                field="tdxModuleIdentities",
+                expected=name,
             )
-        return None, ()
-    want = f"TDX_{major:02X}"
-    identity = next((m for m in info.tdx_module_identities if m.id.upper() == want), None)
-    if identity is None:
+    if module.mrsigner != mrsignerseam:
         raise VerificationFailed(
             "dcap.tdx_module.mismatch",
-            "no TDX module identity for this module version",
-            field="tdxModuleIdentities",
-            expected=want,
-        )
-    if identity.mrsigner != mrsignerseam:
-        raise VerificationFailed(
-            "dcap.tdx_module.mismatch",
-            "MRSIGNERSEAM does not match the TDX module identity",
+            f"MRSIGNERSEAM does not match {name}",
             field="mrsignerseam",
-            expected=identity.mrsigner,
+            expected=module.mrsigner,
             got=mrsignerseam,
         )
-    if not _masked_equal(seam_attributes, identity.attributes, identity.attributes_mask):
+    if not _masked_equal(seam_attributes, module.attributes, module.attributes_mask):
         raise VerificationFailed(
             "dcap.tdx_module.mismatch",
-            "SEAM attributes do not match the TDX module identity",
+            f"SEAM attributes do not match {name}",
             field="seam_attributes",
-            expected=identity.attributes,
+            expected=module.attributes,
             got=seam_attributes,
         )
-    for level in identity.levels:
+    if major == 0:
+        return None, ()
+    for level in module.levels:
         if isv_svn >= level.isv_svn:
             return level.status, level.advisory_ids
     raise _no_level(
-        "TDX module SVN is below every level of its identity", field=f"{want}.isvsvn", got=isv_svn
+        "TDX module SVN is below every level of its identity", field=f"{name}.isvsvn", got=isv_svn
     )
 
 
