@@ -49,12 +49,12 @@ MAX_EVIDENCE_CERTS = 16
 
 
 class EvidenceKind(enum.StrEnum):
-    """The kinds of evidence the library verifies (names used on the CLI and in CSRs)."""
+    """The kinds of evidence the library verifies (names used on the CLI, in CSRs and by the backends)."""
 
-    SNP_REPORT = "snp-report"
-    TDX_QUOTE = "tdx-quote"
-    SGX_QUOTE = "sgx-quote"
-    CCA_TOKEN = "cca-token"
+    SNP_REPORT = "snp-report"  # AMD SEV-SNP ABI, "ATTESTATION_REPORT" (1184 bytes)
+    TDX_QUOTE = "tdx-quote"  # Intel TDX DCAP quote, version 4 or 5
+    SGX_QUOTE = "sgx-quote"  # Intel SGX DCAP quote, version 3 (or 4/5 where they occur)
+    CCA_TOKEN = "cca-token"  # Arm CCA attestation token (CBOR tag 399: platform + realm token)
 
 
 @dataclass(frozen=True)

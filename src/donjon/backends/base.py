@@ -13,11 +13,14 @@ the Steward. A backend only checks what tells it that its platform misbehaved
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+# What the evidence bytes are (snp-report, tdx-quote, sgx-quote, cca-token): the attestation
+# library's own enum, so a backend names its evidence exactly as the Steward's verifier does.
+# Re-exported here for the backends and their callers.
+from donjon.attestation.verify import EvidenceKind
 from donjon.backends.errors import InvalidBinding
 
 __all__ = [
@@ -32,15 +35,6 @@ __all__ = [
 #: The binding is a SHA-512 digest, and every TEE's user-data field is 64 bytes:
 #: SEV-SNP REPORT_DATA, TDX REPORTDATA, SGX REPORTDATA, the CCA realm challenge.
 BINDING_SIZE = 64
-
-
-class EvidenceKind(enum.StrEnum):
-    """What the evidence bytes are; the Steward picks its verifier by this."""
-
-    SNP_REPORT = "snp-report"  # AMD SEV-SNP ABI, Table 23 "ATTESTATION_REPORT" (1184 bytes)
-    TDX_QUOTE = "tdx-quote"  # Intel TDX DCAP quote, version 4 or 5
-    SGX_QUOTE = "sgx-quote"  # Intel SGX DCAP quote, version 3 (or 4/5 where they occur)
-    CCA_TOKEN = "cca-token"  # Arm CCA attestation token (CBOR tag 399: platform + realm token)
 
 
 @dataclass(frozen=True, kw_only=True)
