@@ -210,6 +210,8 @@ def main() -> int:
     vendor = default_vendor("Milan")
     rows: list[tuple[str, int, float, float, float, float, int]] = []
     tops: list[float] = []
+    load_before = os.getloadavg()[0]
+    pg_durability = ""
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_config = setup(Path(tmp) / "sqlite", vendor, None)
         top = ceiling(sqlite_config, vendor, max(100, args.requests // 2))
@@ -221,6 +223,12 @@ def main() -> int:
             with psycopg.connect(args.postgres, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name}")
                 conn.execute(f"CREATE DATABASE {name}")
+                # A server with fsync off commits without durability: say so beside its numbers.
+                settings = [
+                    f"{s}={(conn.execute(f'SHOW {s}').fetchone() or ('?',))[0]}"
+                    for s in ("fsync", "synchronous_commit")
+                ]
+                pg_durability = "; postgres: " + ", ".join(settings)
             backends.append(
                 ("postgres", setup(Path(tmp) / "pg", vendor, args.postgres.rsplit("/", 1)[0] + "/" + name))
             )
@@ -240,6 +248,10 @@ def main() -> int:
             finally:
                 server.stop()
     print(f"Steward issuance, simulated SNP ({os.cpu_count()} CPUs); ceiling: in-process, no HTTP, no log")
+    print(
+        f"machine load (1-min average) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f"{pg_durability}; each server in its own process, the client in this one"
+    )
     print(f"ceiling: {min(tops):.1f}..{max(tops):.1f} issuances/s (measured beside each row; ratios use it)")
     print(f"{'log':<9}{'clients':>8}{'req/s':>10}{'of ceiling':>12}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
     for label, concurrency, rate, ratio, p50, p99, failures in rows:
