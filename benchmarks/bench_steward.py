@@ -15,7 +15,9 @@ What is measured, in one run on this machine:
   process, so its own CPU does not crowd the server) posting CSRs prepared
   beforehand (the Keep's crypto is not timed).
 
-The table gives requests/s, its ratio to the ceiling, and latency p50/p99.
+The table gives requests/s, its ratio to the ceiling, and latency p50/p99. Give
+it a PostgreSQL server with ``fsync`` on (``scripts/pg-start`` turns it off for
+tests): the run prints the server's setting beside the numbers.
 Goal at 16 clients: at least 50 % of the ceiling and p99 under 100 ms.
 """
 
