@@ -253,3 +253,51 @@ def test_no_log_refuses_appends_and_is_empty():
     assert list(log.entries()) == []
     assert log.find_serial("01") is None
     log.close()
+
+
+def test_group_commit_hands_over_in_bounded_batches_each_item_once():
+    import threading
+    import time
+
+    from donjon.steward.groupcommit import GroupCommit
+
+    batches: list[list[int]] = []
+
+    def commit(items):
+        time.sleep(0.002)  # long enough for others to queue behind the leader
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(commit, max_batch=3)
+    results: dict[int, int] = {}
+    start = threading.Barrier(40)
+
+    def submit(i: int) -> None:
+        start.wait(5)
+        results[i] = group.submit(i)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    assert results == {i: i * 10 for i in range(40)}
+    assert sorted(i for b in batches for i in b) == list(range(40))
+    assert all(1 <= len(b) <= 3 for b in batches)
+    assert any(len(b) > 1 for b in batches)  # the commits were shared
+
+
+def test_group_commit_wrong_result_count_fails_the_batch_and_the_next_goes_on():
+    from donjon.steward.groupcommit import GroupCommit
+
+    calls = []
+
+    def commit(items):
+        calls.append(list(items))
+        return [] if len(calls) == 1 else [i for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    with pytest.raises(RuntimeError, match="returned 0 results"):
+        group.submit(1)
+    assert group.submit(2) == 2

@@ -47,11 +47,15 @@ class GroupCommit(Generic[_In, _Out]):
                         batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                     try:
                         results = self._commit([p.item for p in batch])
+                        if len(results) != len(batch):
+                            raise RuntimeError(
+                                f"a commit of {len(batch)} entries returned {len(results)} results"
+                            )
                     except BaseException as e:
                         for p in batch:
                             p.error, p.done = e, True
                     else:
-                        for p, r in zip(batch, results, strict=True):
+                        for p, r in zip(batch, results, strict=True):  # lengths checked above
                             p.result, p.done = r, True
             if pending.done:
                 break
