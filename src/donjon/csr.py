@@ -444,7 +444,21 @@ def _load(der: bytes) -> x509.CertificateSigningRequest:
         raise MalformedCsr("csr.parse", f"not a DER PKCS#10 request: {e}") from e
     if not valid:
         raise CsrSignatureInvalid("csr.signature", "the CSR is not signed by the key it carries")
+    _require_whole_octet_signature(bytes(der))
     return csr
+
+
+def _require_whole_octet_signature(der: bytes) -> None:
+    # RFC 2986 section 4.2: signature BIT STRING. DER (X.690 section 11.2) lets a
+    # signature of whole octets claim padding bits that happen to be zero; OpenSSL
+    # ignores the claim, so one signed request would have two encodings. Refuse it:
+    # a request's DER (and its digest in the log) must be the one the Keep signed.
+    s, e = _whole(der, _SEQUENCE, "CertificationRequest")
+    parts = _children(der, s, e, "CertificationRequest")
+    if len(parts) != 3 or parts[2][0] != _BIT_STRING or parts[2][1] >= parts[2][2]:
+        raise MalformedCsr("csr.parse", "CertificationRequest signature is not a BIT STRING")
+    if der[parts[2][1]] != 0:
+        raise MalformedCsr("csr.parse", "CSR signature BIT STRING claims unused bits")
 
 
 def _decode(data: bytes, spec: Any, what: str) -> Any:
@@ -461,7 +475,7 @@ def _decode(data: bytes, spec: Any, what: str) -> Any:
 # request path: pyasn1's decoder costs milliseconds per CSR, this costs microseconds.
 # The outer CSR has already been parsed strictly by ``cryptography``.
 
-_SEQUENCE, _SET, _OID, _OCTETS, _ATTRIBUTES = 0x30, 0x31, 0x06, 0x04, 0xA0
+_SEQUENCE, _SET, _OID, _OCTETS, _ATTRIBUTES, _BIT_STRING = 0x30, 0x31, 0x06, 0x04, 0xA0, 0x03
 
 
 def _tlv(data: bytes, pos: int, end: int, what: str) -> tuple[int, int, int]:

@@ -131,6 +131,24 @@ def test_a_flipped_byte_never_parses_as_the_same_request(index, mask):
     pytest.fail(f"flipped byte {index} still parsed: {parsed.statements}")
 
 
+def test_signature_claiming_unused_bits_is_refused():
+    # The same signature bytes re-encoded to claim one (zero) padding bit still verify
+    # in OpenSSL; the request must be refused so that one signed CSR has one encoding.
+    data = bytearray(_VALID)
+    # The signature is the last element: BIT STRING (03 len 00 ...) at the end of the DER.
+    for pos in range(len(data) - 1, 0, -1):
+        if data[pos - 2] == 0x03 and data[pos - 1] == len(data) - pos and data[pos] == 0x00:
+            break
+    else:
+        pytest.fail("no signature BIT STRING found")
+    data[pos] = 0x01
+    assert csr.parse_native_csr(_VALID)  # the original parses
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_native_csr(bytes(data))
+    assert info.value.check == "csr.parse"
+    assert "unused bits" in info.value.reason
+
+
 def test_legacy_round_trip_snp_and_sgx():
     key = ec.generate_private_key(ec.SECP384R1())
     der = csr.build_legacy_csr(
