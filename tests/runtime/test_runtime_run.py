@@ -307,6 +307,14 @@ def test_invalid_wasm_exits_2(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     assert "not a valid WebAssembly module" in err and err.count("\n") == 1
 
 
+def test_bytes_that_are_not_wasm_at_all_say_so(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.wasm"
+    junk.write_bytes(bytes(range(256)))
+    assert main(["run", str(junk)]) == 2
+    err = capfd.readouterr().err
+    assert "not a WebAssembly module (no \\0asm header)" in err and err.count("\n") == 1
+
+
 def test_module_without_start_exits_2(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     lib = tmp_path / "lib.wasm"
     lib.write_bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1))'))

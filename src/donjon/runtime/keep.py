@@ -141,6 +141,12 @@ def load_module(
             return wasmtime.Module(engine, workload.module), CacheOutcome.DISABLED
         return cache.load_or_compile(engine, workload.module, workload.module_sha256, settings.fingerprint())
     except wasmtime.WasmtimeError as e:
+        if not workload.module.startswith(b"\0asm"):
+            # wasmtime also takes the text format, so its message for other bytes is about
+            # parsing text ("not valid utf-8"); say first what the file is not.
+            raise InvalidModule(
+                f"not a WebAssembly module (no \\0asm header) nor WebAssembly text: {_one_line(str(e))}"
+            ) from e
         raise InvalidModule(f"not a valid WebAssembly module: {_one_line(str(e))}") from e
 
 
