@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
+from typing import Any
 
-from donjon.config.model import WorkloadConfig
+from donjon.config.model import ConnectEntry, FileEntry, WorkloadConfig
 
 __all__ = ["WORKLOAD_DIGEST_LABEL", "canonical_config", "module_digest", "workload_digest"]
 
@@ -27,6 +28,9 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     ``backends`` is a list in the user's order or ``null`` when every backend is accepted.
     ``steward_ca`` is left out: it says where the Keep reads its pin of the Steward's CA on this
     host (like ``--steward-ca``), not what the workload is; the Steward URL is in.
+    A ``connect`` entry's ``peer_identity`` (whom the workload trusts) is in, as a sorted list;
+    an entry without one leaves the key out, so configs written before the key existed keep
+    their digests.
     """
     import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
 
@@ -34,10 +38,17 @@ def canonical_config(config: WorkloadConfig) -> bytes:
         "steward": config.steward,
         "args": list(config.args),
         "env": dict(config.env),
-        "files": [asdict(entry) for entry in config.files],
+        "files": [_canonical_entry(entry) for entry in config.files],
         "backends": None if config.backends is None else list(config.backends),
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _canonical_entry(entry: FileEntry) -> dict[str, Any]:
+    fields = asdict(entry)
+    if isinstance(entry, ConnectEntry) and not entry.peer_identity:
+        del fields["peer_identity"]
+    return fields
 
 
 def module_digest(module: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 The shapes follow DESIGN.md "Workload config" (Enarx's ``Enarx.toml`` keys) plus
 Donjon's additions, documented in docs/run.md: ``kind = "dir"`` entries,
-``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file`` on
+``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file``/``peer_identity`` on
 ``connect``, the top-level ``backends`` allow-list and ``steward_ca``.
 """
 
@@ -71,7 +71,10 @@ class ConnectEntry:
 
     ``trust`` is ``None`` for plain TCP, else ``"system"`` (the system roots, the default),
     ``"steward"`` (the Steward's CA) or ``"file"`` (the PEM file ``trust_file``, relative to
-    the config file).
+    the config file). ``peer_identity``, when not empty, holds the SPIFFE IDs one of which the
+    server's certificate must carry (a peer Keep); the server is then verified by SPIFFE ID
+    instead of by ``host`` name. Sorted and without duplicates, so its spelling is no part of
+    its meaning.
     """
 
     name: str
@@ -80,6 +83,7 @@ class ConnectEntry:
     prot: Protocol
     trust: Literal["system", "steward", "file"] | None = "system"
     trust_file: str | None = None
+    peer_identity: tuple[str, ...] = ()
     kind: Literal["connect"] = "connect"
 
 

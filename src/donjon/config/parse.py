@@ -44,6 +44,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_ENV",
     "MAX_FILES",
+    "MAX_PEER_IDENTITIES",
     "MAX_STRING",
     "ParsedConfig",
     "parse_config",
@@ -57,6 +58,8 @@ MAX_ENV = 4096
 MAX_STRING = 64 * 1024
 _MAX_NAME = 255
 _MAX_HOST = 253
+#: A ``connect`` entry names a handful of acceptable peers, not a directory of them.
+MAX_PEER_IDENTITIES = 64
 
 TOP_LEVEL_KEYS = ("steward", "steward_ca", "args", "env", "files", "backends")
 
@@ -66,7 +69,7 @@ _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "stdout": ("kind", "name"),
     "stderr": ("kind", "name"),
     "listen": ("kind", "name", "addr", "port", "prot", "client_auth", "client_identity"),
-    "connect": ("kind", "host", "name", "port", "prot", "trust", "trust_file"),
+    "connect": ("kind", "host", "name", "port", "prot", "trust", "trust_file", "peer_identity"),
     "dir": ("kind", "name", "path", "guest_path", "writable"),
 }
 
@@ -303,9 +306,7 @@ class _Validator:
         identity = None
         if "client_identity" in item:
             path = (*here, "client_identity")
-            identity = self.host(item["client_identity"], path, limit=2048)
-            if not identity.startswith("spiffe://"):
-                self.fail(InvalidValue, path, f"must be a spiffe:// ID, got {identity!r}")
+            identity = self.spiffe_id(item["client_identity"], path)
             if client_auth != "steward":
                 self.fail(InvalidValue, path, 'needs client_auth = "steward"')
         return ListenEntry(name, addr, port, prot, cast("Any", client_auth), identity)
@@ -330,7 +331,49 @@ class _Validator:
                 self.fail(InvalidValue, (*here, "trust_file"), 'needs trust = "file"')
         elif trust == "file":
             self.fail(MissingKey, (*here, "trust"), 'trust = "file" needs a "trust_file" (a PEM file)')
-        return ConnectEntry(name, host, port, prot, cast("Any", trust), trust_file)
+        peers: tuple[str, ...] = ()
+        if "peer_identity" in item:
+            peers = self.peer_identity(item["peer_identity"], (*here, "peer_identity"), trust)
+        return ConnectEntry(name, host, port, prot, cast("Any", trust), trust_file, peers)
+
+    def spiffe_id(self, value: object, path: Path) -> str:
+        """A SPIFFE ID as the SPIFFE-ID specification (section 2) allows it, kept as written."""
+        text = self.host(value, path, limit=2048)
+        if not text.startswith("spiffe://"):
+            self.fail(InvalidValue, path, f"must be a spiffe:// ID, got {text[:200]!r}")
+        # Here, not at the top: only a config naming a SPIFFE ID pays for the TLS package.
+        from donjon.tls.errors import InvalidSpiffeId
+        from donjon.tls.spiffe import parse_spiffe_id
+
+        try:
+            parse_spiffe_id(text)
+        except InvalidSpiffeId as e:
+            self.fail(InvalidValue, path, f"is not a valid SPIFFE ID ({e.reason}): {text[:200]!r}")
+        return text
+
+    def peer_identity(self, value: object, path: Path, trust: str | None) -> tuple[str, ...]:
+        """Donjon: the SPIFFE ID (a string) or IDs (a list) the server must carry, sorted."""
+        if trust is None:
+            self.fail(InvalidValue, path, 'a peer identity needs prot = "tls"')
+        if trust == "system":
+            self.fail(
+                InvalidValue,
+                path,
+                'needs trust = "steward" or "file": system roots do not vouch for SPIFFE IDs',
+            )
+        if isinstance(value, list):
+            if not value:
+                self.fail(InvalidValue, path, "must not be an empty list (it would admit nobody)")
+            if len(value) > MAX_PEER_IDENTITIES:
+                self.fail(InvalidValue, path, f"has {len(value)} entries, more than {MAX_PEER_IDENTITIES}")
+            ids = [self.spiffe_id(item, (*path, i)) for i, item in enumerate(value)]
+            for i, text in enumerate(ids):
+                if text in ids[:i]:
+                    self.fail(InvalidValue, (*path, i), f"lists {text!r} twice")
+            return tuple(sorted(ids))
+        if not isinstance(value, str):
+            self.fail(InvalidValue, path, f"must be a SPIFFE ID or a list of them, got {_type_name(value)}")
+        return (self.spiffe_id(value, path),)
 
     def directory(self, item: Mapping[str, object], here: Path) -> DirEntry:
         if "path" not in item:

@@ -13,7 +13,12 @@ Wire policy, for every socket with ``prot = "tls"``:
   the peer's chain must reach one of the configured :class:`TrustAnchors` (OpenSSL builds and
   checks the chain, including validity dates and the EKU for its role), then its leaf must
   name the expected peer — a host name (RFC 6125, :mod:`donjon.tls.hostname`) or one of a set of
-  SPIFFE IDs (:mod:`donjon.tls.spiffe`). Both checks run inside the handshake's verify
+  SPIFFE IDs (:mod:`donjon.tls.spiffe`). A peer named by SPIFFE ID (a client's
+  :class:`SpiffeIds`, a server's :class:`ClientAuth`) is held to the relying party's rules,
+  :func:`donjon.peer.check_identity` (docs/keep.md "What a relying party checks"): an
+  X.509-SVID, one of the named IDs if any are named, the EKU for its role, and an identity the
+  Steward marked simulated (``/sim/``) or issued without evidence (``/unattested/``) only when
+  the configuration names that exact ID. Both checks run inside the handshake's verify
   callback, so a mismatch aborts the handshake itself: no application byte is ever
   exchanged with the wrong peer. (The alert sent is ``internal_error``, not ``bad_certificate``:
   pyOpenSSL's callback cannot set the X.509 error code; our log line carries the real reason.)
@@ -25,19 +30,22 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
+from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from donjon.tls.anchors import TrustAnchors
 from donjon.tls.errors import PeerIdentityMismatch, TLSConfigError
 from donjon.tls.hostname import check_host_name, normalise_host
 from donjon.tls.identity import Credentials, Identity
-from donjon.tls.spiffe import SpiffeId, check_spiffe_id, spiffe_id_of
+from donjon.tls.spiffe import SpiffeId, spiffe_id_of
 
 __all__ = [
     "MAX_VERIFY_DEPTH",
     "ClientAuth",
     "ClientContext",
+    "ExpectedPeer",
     "HandshakeNotes",
     "HostName",
     "ServerContext",
@@ -94,6 +102,7 @@ class SpiffeIds:
 
 
 ExpectedPeer = HostName | SpiffeIds
+Role = Literal["server", "client"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,8 @@ class ClientAuth:
     """Client authentication on a listening socket.
 
     A client must present a certificate chaining to ``anchors`` (explicit certificates,
-    normally the Steward CA) and, when ``spiffe_ids`` is not empty, carrying one of them.
+    normally the Steward CA) that is an X.509-SVID and, when ``spiffe_ids`` is not empty,
+    carries one of them. A simulated or unattested identity passes only if named there.
     """
 
     anchors: TrustAnchors
@@ -121,28 +131,37 @@ class HandshakeNotes:
     peer_subject: str | None = field(default=None)
 
 
-def _check_peer(
-    expected: ExpectedPeer | frozenset[SpiffeId] | None, cert: crypto.X509, notes: HandshakeNotes
-) -> None:
+def _check_workload(leaf: x509.Certificate, ids: frozenset[SpiffeId], role: Role) -> SpiffeId:
+    """The relying party's identity rules on a leaf whose chain OpenSSL has verified."""
+    # Here, not at the top: donjon.peer imports donjon.tls.spiffe (an import cycle otherwise).
+    from donjon.peer import PeerExpectation, PeerRefused, check_identity
+
+    try:
+        return check_identity(leaf, PeerExpectation(spiffe_ids=ids, role=role)).spiffe_id
+    except PeerRefused as e:
+        raise PeerIdentityMismatch(f"{e.check}: {e.reason}", expected=e.expected, got=e.got) from e
+
+
+def _check_peer(expected: ExpectedPeer | ClientAuth | None, cert: crypto.X509, notes: HandshakeNotes) -> None:
     leaf = cert.to_cryptography()
     notes.peer_subject = leaf.subject.rfc4514_string() or None
     if isinstance(expected, HostName):
         check_host_name(leaf, expected.name)
         return
-    if isinstance(expected, SpiffeIds):
-        notes.peer_spiffe_id = check_spiffe_id(leaf, expected.ids)
+    if isinstance(expected, SpiffeIds):  # a client checking a peer Keep, the server
+        notes.peer_spiffe_id = _check_workload(leaf, expected.ids, "server")
         return
-    if expected:  # a non-empty frozenset from ClientAuth
-        notes.peer_spiffe_id = check_spiffe_id(leaf, expected)
+    if isinstance(expected, ClientAuth):  # a server checking its client
+        notes.peer_spiffe_id = _check_workload(leaf, expected.spiffe_ids, "client")
         return
-    try:  # any authenticated peer: record its SPIFFE ID if it has one, for the log
+    try:  # pragma: no cover - every context names whom it expects; record the ID for the log
         notes.peer_spiffe_id = spiffe_id_of(leaf)
-    except PeerIdentityMismatch:
+    except PeerIdentityMismatch:  # pragma: no cover
         notes.peer_spiffe_id = None
 
 
 def _verify_callback(
-    expected: ExpectedPeer | frozenset[SpiffeId] | None,
+    expected: ExpectedPeer | ClientAuth | None,
 ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
     def callback(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
         notes = conn.get_app_data()
@@ -234,7 +253,7 @@ class ServerContext:
                 context.add_client_ca(cert)
             context.set_verify(
                 SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                _verify_callback(self.client_auth.spiffe_ids),
+                _verify_callback(self.client_auth),
             )
         return context
 

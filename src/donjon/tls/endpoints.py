@@ -8,7 +8,8 @@
   that SPIFFE ID.
 * ``connect``, ``prot = "tls"``: verify the server against ``trust`` (``"system"`` roots, the
   ``"steward"`` CA, or the PEM ``"file"`` ``trust_file``, relative to the config file) and the
-  entry's ``host``; present the Keep's identity if the server asks for a client certificate.
+  entry's ``host`` — or, with ``peer_identity`` (a peer Keep), one of those SPIFFE IDs instead of
+  the host name; present the Keep's identity if the server asks for a client certificate.
 
 An entry that asks for the Steward's CA when the Keep has none (an unattested Keep) is refused
 (:class:`TLSConfigError`): failing closed beats silently trusting nothing or everything.
@@ -23,7 +24,7 @@ from cryptography import x509
 
 from donjon.config.model import ConnectEntry, ListenEntry
 from donjon.tls.anchors import TrustAnchors
-from donjon.tls.context import ClientAuth, ClientContext, HostName, ServerContext
+from donjon.tls.context import ClientAuth, ClientContext, ExpectedPeer, HostName, ServerContext, SpiffeIds
 from donjon.tls.errors import InvalidSpiffeId, TLSConfigError
 from donjon.tls.identity import Identity
 from donjon.tls.sockets import Listener, connect
@@ -79,7 +80,13 @@ def client_context_for(
         anchors = TrustAnchors.from_pem_file(config_dir / entry.trust_file)
     else:
         anchors = TrustAnchors.system_roots()
-    return ClientContext(anchors, HostName(entry.host), identity=identity)
+    peer: ExpectedPeer = HostName(entry.host)
+    if entry.peer_identity:
+        try:
+            peer = SpiffeIds.of(parse_spiffe_id(text) for text in entry.peer_identity)
+        except InvalidSpiffeId as e:
+            raise TLSConfigError(f"connect {entry.name}: peer_identity", e.reason) from e
+    return ClientContext(anchors, peer, identity=identity)
 
 
 def open_listen(
