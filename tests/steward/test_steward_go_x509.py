@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,6 +74,7 @@ def parsecerts(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., GoRun]
         "GOTOOLCHAIN": "local",  # newer Go would otherwise try to download a toolchain
         "GOPROXY": "off",
         "GOFLAGS": "",
+        "GOENV": "off",  # no user go.env: the build does not depend on $HOME
     }
     binary = work / "parsecerts"
     built = subprocess.run(
@@ -154,9 +154,10 @@ registers = {{ rtmr0 = ["{"00" * 48}"] }}
 
 
 def _spki(key: Any) -> bytes:
-    return key.public_key().public_bytes(
+    der: bytes = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return der
 
 
 def _issue_all(steward: Steward, env: Any, kit: Any, tdx: SimulatedTdx) -> dict[str, Outcome]:
@@ -259,11 +260,11 @@ def issuance(
     return Issuance(curve, claims_oid, base, ca, leaves, outcomes, ca_key, ca_cert)
 
 
-def test_go_accepts_every_certificate_the_steward_issues(issuance, parsecerts):
+def test_go_accepts_every_certificate_the_steward_issues(
+    parsecerts: Callable[..., GoRun], issuance: Issuance
+) -> None:
     got = issuance
-    started = time.monotonic()
     run = parsecerts(got.ca, *got.leaves.values())
-    elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     ca = run.by_file["ca.pem"]
     assert ca["role"] == "ca" and "Donjon Steward CA" in ca["subject"]
@@ -283,10 +284,11 @@ def test_go_accepts_every_certificate_the_steward_issues(issuance, parsecerts):
         else:
             assert got.claims_oid in line["extension_oids"], line
         assert "2.5.29.17" in line["extension_oids"]
-    assert elapsed < 30
 
 
-def test_go_verifies_at_the_certificate_s_own_validity_edges(issuance, parsecerts):
+def test_go_verifies_at_the_certificate_s_own_validity_edges(
+    parsecerts: Callable[..., GoRun], issuance: Issuance
+) -> None:
     """Verification time inside validity passes; past notAfter Go refuses (so Verify really runs)."""
     got = issuance
     leaf = got.outcomes["snp-dns"].issued.certificate
@@ -315,7 +317,7 @@ def _twin(
         x509.CertificateBuilder()
         .subject_name(subject if subject is not None else leaf.subject)
         .issuer_name(leaf.issuer)
-        .public_key(leaf.public_key())  # type: ignore[arg-type]
+        .public_key(leaf.public_key())  # type: ignore[arg-type,unused-ignore]
         .serial_number(x509.random_serial_number())
         .not_valid_before(leaf.not_valid_before_utc)
         .not_valid_after(leaf.not_valid_after_utc)
@@ -342,7 +344,9 @@ def _san(value: x509.SubjectAlternativeName, critical: bool) -> Callable[..., An
     return replace
 
 
-def test_go_refuses_an_arc_of_2_31_and_accepts_2_31_minus_1(issuance, parsecerts):
+def test_go_refuses_an_arc_of_2_31_and_accepts_2_31_minus_1(
+    parsecerts: Callable[..., GoRun], issuance: Issuance
+) -> None:
     """The control that makes the acceptance above meaningful: Go is strict about exactly this arc."""
     got = issuance
     out = got.dir / "controls"
@@ -360,7 +364,9 @@ def test_go_refuses_an_arc_of_2_31_and_accepts_2_31_minus_1(issuance, parsecerts
     assert "1.3.6.1.4.1.63999.3.2147483647" in accepted["extension_oids"]
 
 
-def test_the_go_program_refuses_profile_deviations(issuance, parsecerts):
+def test_the_go_program_refuses_profile_deviations(
+    parsecerts: Callable[..., GoRun], issuance: Issuance
+) -> None:
     """Each profile check in parsecerts.go can fail: one twin per deviation, each named in the error."""
     got = issuance
     out = got.dir / "profile"
@@ -421,7 +427,9 @@ def test_the_go_program_refuses_profile_deviations(issuance, parsecerts):
             assert expected in line.get("error", ""), (name, line)
 
 
-def test_go_refuses_a_leaf_from_another_ca(issuance, parsecerts, tmp_path):
+def test_go_refuses_a_leaf_from_another_ca(
+    parsecerts: Callable[..., GoRun], issuance: Issuance, tmp_path: Path
+) -> None:
     """Verify really checks the chain: the same leaf against an unrelated CA is refused."""
     got = issuance
     _, other = create_ca("Another CA", now=datetime.now(UTC))
@@ -431,7 +439,9 @@ def test_go_refuses_a_leaf_from_another_ca(issuance, parsecerts, tmp_path):
     assert "unknown authority" in run.by_file["snp-dns.pem"]["error"]
 
 
-def test_go_program_usage_and_unreadable_files(parsecerts, tmp_path):
+def test_go_program_refuses_garbage_and_reports_unreadable_files(
+    parsecerts: Callable[..., GoRun], tmp_path: Path
+) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"not a certificate")
     run = parsecerts(garbage)
