@@ -213,6 +213,9 @@ EXPECTED = {
 }
 
 
+KEY_ALGORITHMS = {"snp-ed25519": "Ed25519", "snp-rsa": "RSA"}  # the Keep keys; the others are EC
+
+
 @dataclass(frozen=True)
 class Issuance:
     curve: str
@@ -284,6 +287,7 @@ def test_go_accepts_every_certificate_the_steward_issues(
         else:
             assert got.claims_oid in line["extension_oids"], line
         assert "2.5.29.17" in line["extension_oids"]
+        assert line["key_algorithm"] == KEY_ALGORITHMS.get(name, "ECDSA")
 
 
 def test_go_verifies_at_the_certificate_s_own_validity_edges(

@@ -34,11 +34,13 @@ import (
 // maxFile bounds what is read from one file: an SVID is a few hundred bytes.
 const maxFile = 1 << 20
 
-var (
+const (
 	oidSAN      = "2.5.29.17"
 	oidKeyUsage = "2.5.29.15"
-	emptyName   = []byte{0x30, 0x00} // DER SEQUENCE {} : an empty RDNSequence
 )
+
+// emptyName is DER SEQUENCE {}: an empty RDNSequence (RFC 5280 4.1.2.6).
+var emptyName = []byte{0x30, 0x00}
 
 type report struct {
 	File          string   `json:"file"`
