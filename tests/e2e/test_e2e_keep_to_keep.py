@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from donjon.config import parse_config, workload_digest
+from donjon.demo.steward import LocalSteward
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP = ROOT / "examples" / "http" / "http.wasm"
@@ -25,7 +27,7 @@ CLIENT = ROOT / "examples" / "client" / "client.wasm"
 PATH_A, PATH_B, PATH_C = "/k2k/a", "/k2k/b", "/k2k/c"
 
 
-def _head(steward) -> list[str]:  # type: ignore[no-untyped-def]
+def _head(steward: LocalSteward) -> list[str]:
     return [
         f'steward = "{steward.url}"',
         f'steward_ca = "{steward.ca_path}"',
@@ -40,7 +42,7 @@ def _stdio() -> list[str]:
     return lines
 
 
-def _sim_id(steward, path: str) -> str:  # type: ignore[no-untyped-def]
+def _sim_id(steward: LocalSteward, path: str) -> str:
     return f"spiffe://{steward.trust_domain}/sim{path}"
 
 
@@ -51,7 +53,9 @@ def _write(tmp_path: Path, name: str, lines: list[str], wasm: Path) -> SimpleNam
     return SimpleNamespace(config=config, wasm=wasm, digest=digest)
 
 
-def server_a(steward, tmp_path: Path, port: int, *, client_identity: str, name: str = "a") -> SimpleNamespace:  # type: ignore[no-untyped-def]
+def server_a(
+    steward: LocalSteward, tmp_path: Path, port: int, *, client_identity: str, name: str = "a"
+) -> SimpleNamespace:
     lines = [*_head(steward), "[env]", 'HTTP_FD_NAME = "web"', *_stdio()]
     lines += [
         "[[files]]",
@@ -66,7 +70,9 @@ def server_a(steward, tmp_path: Path, port: int, *, client_identity: str, name: 
     return _write(tmp_path, name, lines, HTTP)
 
 
-def client_b(steward, tmp_path: Path, port: int, *, peer_identity: str, name: str = "b") -> SimpleNamespace:  # type: ignore[no-untyped-def]
+def client_b(
+    steward: LocalSteward, tmp_path: Path, port: int, *, peer_identity: str, name: str = "b"
+) -> SimpleNamespace:
     lines = [*_head(steward), "[env]", 'CLIENT_FD_NAME = "peer"', *_stdio()]
     lines += [
         "[[files]]",
@@ -81,11 +87,13 @@ def client_b(steward, tmp_path: Path, port: int, *, peer_identity: str, name: st
     return _write(tmp_path, name, lines, CLIENT)
 
 
-def run(e2e, w: SimpleNamespace):  # type: ignore[no-untyped-def]
+def run(e2e: SimpleNamespace, w: SimpleNamespace) -> Any:
     return e2e.keep(["--backend", "sim-snp", "--config", str(w.config), str(w.wasm)])
 
 
-def test_keep_b_fetches_from_keep_a_each_checking_the_others_spiffe_id(e2e, helpers, tmp_path):  # type: ignore[no-untyped-def]
+def test_keep_b_fetches_from_keep_a_each_checking_the_others_spiffe_id(
+    e2e: SimpleNamespace, helpers: SimpleNamespace, tmp_path: Path
+) -> None:
     steward = e2e.steward()
     port = helpers.free_port()
     id_a, id_b = _sim_id(steward, PATH_A), _sim_id(steward, PATH_B)
@@ -116,11 +124,15 @@ def test_keep_b_fetches_from_keep_a_each_checking_the_others_spiffe_id(e2e, help
     assert "Hello from a Donjon Keep" not in "\n".join(keep_wrong.stdout)
     assert id_a in keep_wrong.err and _sim_id(steward, PATH_C) in keep_wrong.err, keep_wrong.err
     assert "Traceback" not in keep_wrong.err
-    # A saw B's good connection; the refused one never reached its workload.
+    # A authenticated B by its SPIFFE ID; B's refusal of A failed A's side of that handshake too.
+    assert f"peer {id_b}" in keep_a.wait_for("tls: connection from")
+    keep_a.wait_for("tls: handshake failed, connection from")
     assert keep_a.proc.poll() is None
 
 
-def test_keep_a_requiring_another_client_identity_refuses_keep_b(e2e, helpers, tmp_path):  # type: ignore[no-untyped-def]
+def test_keep_a_requiring_another_client_identity_refuses_keep_b(
+    e2e: SimpleNamespace, helpers: SimpleNamespace, tmp_path: Path
+) -> None:
     steward = e2e.steward()
     port = helpers.free_port()
     id_a, id_b, id_c = (_sim_id(steward, p) for p in (PATH_A, PATH_B, PATH_C))
