@@ -215,20 +215,11 @@ def _stderr_log(name: str, level: int) -> None:
     """Log records of logger ``name`` as ``donjon: <message>`` lines on stderr (once per process)."""
     import logging
 
-    class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-        """Writes to whatever ``sys.stderr`` is when a line is logged (main() may run in-process)."""
-
-        @property
-        def stream(self) -> object:
-            return sys.stderr
-
-        @stream.setter
-        def stream(self, value: object) -> None:
-            pass
+    from donjon.stderrlog import CurrentStderrHandler
 
     logger = logging.getLogger(name)
     if not any(getattr(h, "_donjon_run", False) for h in logger.handlers):
-        handler = StderrHandler()
+        handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("donjon: %(message)s"))
         handler._donjon_run = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -23,7 +23,6 @@ import base64
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from donjon.stderrlog import CurrentStderrHandler
 from donjon.steward.errors import Refused
 from donjon.steward.issuance import Outcome, Prepared, Steward
 
@@ -68,7 +68,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("donjon")
     root.handlers[:] = [handler]
