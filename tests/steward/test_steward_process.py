@@ -74,6 +74,9 @@ def test_log_verify_and_show(env, kit, capsys):
     serial = format(leaf.serial_number, "x")
     assert cli_main(["steward", "log", "show", "--config", str(env.config), "--serial", serial]) == 0
     assert "spiffe://example.org/sim/test/web" in capsys.readouterr().out
+    # A serial that is not in the log: exit 1 and say so (not a silent exit).
+    assert cli_main(["steward", "log", "show", "--config", str(env.config), "--serial", "abcd"]) == 1
+    assert "no certificate with serial abcd" in capsys.readouterr().err
     import sqlite3
 
     with sqlite3.connect(env.dir / "log.db") as conn:

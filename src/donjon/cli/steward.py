@@ -194,7 +194,10 @@ def _log(args: argparse.Namespace) -> int:
                 print(
                     f"{entry.seq:>6} {entry.time} {r.get('decision', '?'):<8} {r.get('path', '?'):<12} {what}"
                 )
-        return EXIT_OK if entries or not args.serial else EXIT_REFUSED
+        if args.serial and not entries:
+            print(f"donjon steward log: no certificate with serial {args.serial} in the log", file=sys.stderr)
+            return EXIT_REFUSED
+        return EXIT_OK
     except Exception as e:
         print(f"donjon steward log: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
