@@ -115,6 +115,9 @@ def test_simulated_identities_need_an_opt_in_or_their_exact_id(ca):
     with pytest.raises(PeerRefused) as info:
         verify_peer([leaf], [ca.cert], PeerExpectation(), at=NOW)
     assert info.value.check == "simulated"
+    # Nothing was expected: the message names what was got, never "expected None".
+    assert "expected None" not in str(info.value)
+    assert "(got spiffe://example.org/sim/web)" in str(info.value)
     assert verify_peer([leaf], [ca.cert], PeerExpectation(allow_simulated=True), at=NOW).simulated
     named = PeerExpectation.of(["spiffe://example.org/sim/web"])
     assert verify_peer([leaf], [ca.cert], named, at=NOW).simulated

@@ -28,8 +28,13 @@ class PeerRefused(PeerError):
         self.expected = expected
         self.got = got
         text = f"{check}: {reason}"
-        if expected is not None or got is not None:
-            text += f" (expected {expected}, got {got})"
+        # Name only what is known: a refusal with nothing expected (e.g. ``simulated``) must not
+        # read "expected None".
+        parts = [
+            f"{label} {value}" for label, value in (("expected", expected), ("got", got)) if value is not None
+        ]
+        if parts:
+            text += f" ({', '.join(parts)})"
         super().__init__(text)
 
     def as_dict(self) -> dict[str, object]:
