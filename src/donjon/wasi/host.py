@@ -527,6 +527,11 @@ class WasiHost:
                 raise Errno(abi.EPERM)
             rights_base &= ~abi.RIGHTS_WRITING
             rights_inheriting &= ~abi.RIGHTS_WRITING
+        # witx `path_open`: the new fd's rights come from the directory's inheriting rights, so a
+        # right the guest dropped (fd_fdstat_set_rights) cannot be regained by opening "." again.
+        # wasi-libc asks for every right: the request is narrowed, not refused.
+        rights_base &= d.rights_inheriting
+        rights_inheriting &= d.rights_inheriting
         guest_path = self._read_path(path, path_len)
         follow = bool(dirflags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
         # As wasmtime: the requested rights decide the host open mode; no read/write right = read-only.
