@@ -536,6 +536,13 @@ def test_policy_test_cli_on_a_recorded_native_csr(env, kit, tmp_path, capsys):
     assert cli_main(args) == 1
     assert json.loads(capsys.readouterr().out)["check"].startswith("evidence.snp.chain")
     assert cli_main(["policy", "test", "--policy", str(env.policy), "--evidence", "/nonexistent"]) == 3
+    # An unreadable policy file is operational (3), like any unreadable file; an invalid one is usage (2).
+    missing = str(tmp_path / "missing.toml")
+    assert cli_main(["policy", "test", "--policy", missing, "--evidence", str(recorded)]) == 3
+    assert cli_main(["policy", "check", "--policy", missing]) == 3
+    assert "cannot read policy" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("version = 1\nnonsense = true\n")
+    assert cli_main(["policy", "check", "--policy", str(tmp_path / "bad.toml")]) == 2
 
 
 @pytest.mark.parametrize(

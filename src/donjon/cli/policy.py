@@ -92,8 +92,9 @@ def _pem_or_der_csr(data: bytes) -> bytes:
     return data
 
 
-def _load_policy(args: argparse.Namespace) -> Policy | None:
-    """The policy file, or None once its error is printed (exit 2)."""
+def _load_policy(args: argparse.Namespace) -> Policy | int:
+    """The policy file, or the exit code once its error is printed: 3 when the file cannot be read
+    (docs/steward.md "Exit codes": unreadable files), 2 when it is not a valid policy."""
     from donjon.steward.errors import ConfigError
     from donjon.steward.policy import load_policy
 
@@ -101,7 +102,7 @@ def _load_policy(args: argparse.Namespace) -> Policy | None:
         return load_policy(args.policy)
     except ConfigError as e:
         print(f"donjon policy {args.command}: {e}", file=sys.stderr)
-        return None
+        return EXIT_OPERATIONAL if isinstance(e.__cause__, OSError) else EXIT_USAGE
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -116,8 +117,8 @@ def _test(args: argparse.Namespace) -> int:
     from donjon.steward.nonce import NonceAuthority
 
     policy = _load_policy(args)
-    if policy is None:
-        return EXIT_USAGE
+    if isinstance(policy, int):
+        return policy
     try:
         at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
     except ValueError:
@@ -203,8 +204,8 @@ def main(argv: list[str]) -> int:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if args.command == "check":
         policy = _load_policy(args)
-        if policy is None:
-            return EXIT_USAGE
+        if isinstance(policy, int):
+            return policy
         print(f"{args.policy}: OK (digest {policy.digest})")
         return EXIT_OK
     return _test(args)
