@@ -6,10 +6,13 @@ Every call crosses the real wasm -> host boundary (the ``make_guest`` harness in
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from donjon.wasi import GuestSpec, PreopenDir, Stdio, abi
+import pytest
+
+from donjon.wasi import GuestSpec, PreopenDir, Stdio, abi, paths
 
 STDIO = [Stdio("stdin"), Stdio("stdout"), Stdio("stderr")]
 FILE_RIGHTS = abi.RIGHTS_REGULAR_FILE
@@ -54,3 +57,59 @@ def test_dropped_write_right_is_not_regained_on_a_file(make_guest: Any, tmp_path
     guest.write(64, b"xyz")
     assert guest.call("fd_write", fd, 16, 1, 8) == abi.ENOTCAPABLE
     assert (tmp_path / "f").read_text() == "keep"
+
+
+def _nested(root: Path, name: str, depth: int) -> None:
+    """``root/name/name/...`` ``depth`` levels deep (built fd by fd: the host path exceeds PATH_MAX)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def _remove_nested(root: Path, name: str) -> None:
+    """Remove what ``_nested`` built, iteratively (shutil.rmtree, and so pytest's cleanup, recurses)."""
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        while True:
+            try:
+                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+            except FileNotFoundError:
+                break
+        while len(fds) > 1:
+            os.close(fds.pop())
+            os.rmdir(name, dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.fixture
+def deep_tree(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    _remove_nested(tmp_path, "a")
+
+
+def test_symlinks_cannot_make_one_walk_hold_unbounded_host_fds(make_guest: Any, deep_tree: Path) -> None:
+    tmp_path = deep_tree
+    # A guest can build this itself in a writable pre-open: a deep directory chain and a symlink
+    # into it. Each level walked holds a host fd (for ".."), and symlinks splice in up to 40 more
+    # paths of 4096 bytes: without a bound, one call could hold tens of thousands of host fds.
+    depth = paths.MAX_PATH // 2 + 10  # deeper than any path without symlinks
+    _nested(tmp_path, "a", depth)
+    os.symlink("/".join(["a"] * 1000), tmp_path / "s")
+    guest = _guest(make_guest, PreopenDir(tmp_path, "/", writable=True))
+    before = _open_fds()
+    p, n = guest.path(1024, "s/" + "/".join(["a"] * (depth - 1000)))
+    assert guest.call("path_filestat_get", 3, 0, p, n, 8192) == abi.ENAMETOOLONG
+    assert _open_fds() == before
+    # As deep as a plain path can go still works.
+    p, n = guest.path(1024, "/".join(["a"] * (paths.MAX_PATH // 2)))
+    assert n <= 4096
+    assert guest.call("path_filestat_get", 3, 0, p, n, 8192) == 0
+    assert _open_fds() == before

@@ -25,6 +25,10 @@ from .errors import Errno
 
 MAX_SYMLINKS = 40
 MAX_PATH = 4096  # bytes; longer guest paths are ENAMETOOLONG before any host call
+# Directories held open at once while walking (one host fd each, for ".."). A path without symlinks
+# cannot go deeper than this ("a/" repeated fills MAX_PATH); symlinks could splice in up to
+# MAX_SYMLINKS more paths, i.e. ~80000 host fds for one call, so deeper walks are ENAMETOOLONG.
+MAX_DEPTH = MAX_PATH // 2
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -116,6 +120,8 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
                 continue
             if last:
                 return _finish(stack, comp, must_be_dir)
+            if len(stack) > MAX_DEPTH:  # stack[0] is the base: MAX_DEPTH fds of ours are open
+                raise Errno(abi.ENAMETOOLONG)
             try:
                 fd = os.open(comp, _DIR_FLAGS, dir_fd=stack[-1])
             except OSError as e:
