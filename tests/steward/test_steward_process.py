@@ -61,6 +61,20 @@ def test_serve_refuses_a_bad_configuration(tmp_path, env, kit, capsys):
     assert "policy.toml:2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", ["99999", "-5"])
+def test_serve_refuses_a_port_out_of_range_as_usage(env, capsys, port):
+    # --port overrides the validated steward.toml port, so it is checked itself (was a traceback).
+    assert cli_main(["steward", "serve", "--config", str(env.config), "--port", port]) == 2
+    assert "--port must be 0..65535" in capsys.readouterr().err
+
+
+def test_init_refuses_an_invalid_trust_domain_before_writing(tmp_path, capsys):
+    d = tmp_path / "s"
+    assert cli_main(["steward", "init", "--dir", str(d), "--trust-domain", "Bad Domain"]) == 2
+    assert "--trust-domain 'Bad Domain'" in capsys.readouterr().err
+    assert not (d / "steward.toml").exists()
+
+
 def test_log_verify_and_show(env, kit, capsys):
     keep = kit.Keep(env.vendor)
     with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:

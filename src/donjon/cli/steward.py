@@ -57,9 +57,17 @@ def _init(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from donjon.steward.ca import create_ca, write_private
-    from donjon.steward.config import starter_config
+    from donjon.steward.config import is_trust_domain, starter_config
     from donjon.steward.policy import STARTER_POLICY
 
+    if not is_trust_domain(args.trust_domain):
+        # Refuse before writing anything: serve would refuse the steward.toml written with it.
+        print(
+            f"donjon steward init: --trust-domain {args.trust_domain!r}: "
+            "not a lowercase SPIFFE trust domain ([a-z0-9._-], e.g. example.org)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     directory = Path(args.dir)
     names = ["steward.toml", "policy.toml", "ca.pem", "ca-key.pem", "challenge.secret"]
     try:
@@ -132,6 +140,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         log.error("no configuration file", extra={"fields": {"event": "config_error", "path": args.config}})
         return EXIT_OPERATIONAL
+    if args.port is not None and not 0 <= args.port <= 65535:
+        log.error(
+            "invalid --port", extra={"fields": {"event": "config_error", "error": "--port must be 0..65535"}}
+        )
+        return EXIT_USAGE
     try:
         config = _config(args.config)
         if args.port is not None:

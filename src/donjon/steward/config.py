@@ -40,6 +40,13 @@ _KNOWN = {
     "collateral": {"dir", "require", "fetch", "cache", "offline", "kds_url", "pcs_url", "intel_root_crl_url"},
 }
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
+
+
+def is_trust_domain(name: str) -> bool:
+    """True for a trust domain ``steward.toml`` accepts: lowercase ``[a-z0-9._-]``, 1..255 characters."""
+    return _TRUST_DOMAIN.fullmatch(name) is not None
+
+
 _KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token")
 
 
@@ -131,7 +138,7 @@ def load_config(path: str | Path) -> StewardConfig:
         return tuple(base / v for v in value)
 
     trust_domain = string(st, "trust_domain")
-    if trust_domain is None or not _TRUST_DOMAIN.match(trust_domain):
+    if trust_domain is None or not is_trust_domain(trust_domain):
         raise err(
             "trust_domain is required: a lowercase SPIFFE trust domain such as example.org", "trust_domain"
         )
