@@ -6,6 +6,8 @@ Every call crosses the real wasm -> host boundary (the ``make_guest`` harness in
 from __future__ import annotations
 
 import os
+import struct
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,44 @@ def test_symlinks_cannot_make_one_walk_hold_unbounded_host_fds(make_guest: Any, 
     assert n <= 4096
     assert guest.call("path_filestat_get", 3, 0, p, n, 8192) == 0
     assert _open_fds() == before
+
+
+def test_readdir_listings_do_not_pile_up_per_fd(make_guest: Any, tmp_path: Path) -> None:
+    # fd_readdir keeps a listing so that cookies stay stable. Opening one large directory on many
+    # fds and starting a listing on each must not keep one copy per fd: host memory would be
+    # (fds x entries), e.g. 1024 fds x a read-only pre-open of a million files.
+    for i in range(500):
+        (tmp_path / f"entry-{i:05d}").touch()
+    guest = _guest(make_guest, PreopenDir(tmp_path, "/", writable=False))
+    p, n = guest.path(1024, ".")
+    fds = []
+    for _ in range(100):
+        assert guest.call("path_open", 3, 0, p, n, abi.OFLAGS_DIRECTORY, DIR_RIGHTS, DIR_RIGHTS, 0, 0) == 0
+        fds.append(guest.u32(0))
+    tracemalloc.start()
+    try:
+        for fd in fds:
+            assert guest.call("fd_readdir", fd, 4096, 256, 0, 0) == 0
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A listing of 500 entries is ~70 KB: 100 of them ~7 MB, the 16 kept ones ~1.2 MB.
+    assert held < 3 * 1024 * 1024
+    # Each fd still lists every entry, cookie by cookie.
+    names = []
+    cookie = 0
+    while True:
+        assert guest.call("fd_readdir", fds[0], 4096, 4096, cookie, 0) == 0
+        used = guest.u32(0)
+        data = guest.read(4096, used)
+        pos = 0
+        while pos + 24 <= used:
+            d_next, _ino, namlen, _type = struct.unpack_from("<QQIB3x", data, pos)
+            if pos + 24 + namlen > used:
+                break
+            names.append(data[pos + 24 : pos + 24 + namlen])
+            cookie = d_next
+            pos += 24 + namlen
+        if used < 4096:
+            break
+    assert sorted(names) == sorted([b".", b"..", *(f"entry-{i:05d}".encode() for i in range(500))])

@@ -119,6 +119,10 @@ class OpenFile:
         """All entries as (d_ino, d_type, name), including "." and ".."; ``fresh``: list again."""
         raise Errno(abi.ENOTDIR)
 
+    def forget_listing(self) -> None:
+        """Drop the listing ``readdir`` kept (the next call lists the directory again)."""
+        return None
+
     # --- readiness (poll_oneoff) --------------------------------------------------------------
     def poll_fileno(self) -> int | None:
         """A host fd ``select`` can wait on, or None when the file is always ready."""
@@ -415,6 +419,9 @@ class DirectoryFile(OpenFile):
             self._listing = self._list()
         return self._listing
 
+    def forget_listing(self) -> None:
+        self._listing = None
+
     def _list(self) -> list[tuple[int, int, bytes]]:
         try:
             own = os.fstat(self.host_fd)
@@ -442,6 +449,7 @@ class DirectoryFile(OpenFile):
             raise _host_errno(e) from None
 
     def close(self) -> None:
+        self._listing = None
         if not self.closed:
             self.closed = True
             os.close(self.host_fd)

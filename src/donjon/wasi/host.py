@@ -108,6 +108,7 @@ NO_MEMORY = frozenset(
 )
 
 MAX_IOVS = 1024  # IOV_MAX: longer iovec arrays are EINVAL, as on Linux
+MAX_KEPT_LISTINGS = 16  # fd_readdir listings kept for cookies, across all of a guest's fds
 MAX_RANDOM_CHUNK = 1 << 16
 _I64_SIGN = 1 << 63
 
@@ -168,6 +169,7 @@ class WasiHost:
         self.fatal: BaseException | None = None
         self.internal_errors: list[BaseException] = []
         self.lingering = Lingering()  # closed sockets still flushing their last bytes
+        self._listed: list[OpenFile] = []  # the directories holding an fd_readdir listing, oldest first
         self.args = _strings("args", list(spec.args))
         self.env = _strings("env", [_env_entry(k, v) for k, v in spec.env])
         if len(spec.files) > MAX_FDS:
@@ -405,6 +407,16 @@ class WasiHost:
         # The cookie is the index of the next entry (d_next of the previous one). Cookie 0 starts a
         # new listing; later cookies continue the one taken then, so entries never shift under it.
         entries = f.readdir(fresh=cookie == 0)
+        # Listings are kept for the MAX_KEPT_LISTINGS directories listed last (a tree walk resumes
+        # its parents): with one per fd, a guest could hold (1024 fds x a large directory's entries)
+        # of host memory. A dropped listing is taken again and continued at the cookie (POSIX leaves
+        # entries added or removed meanwhile unspecified).
+        listed = self._listed
+        if f in listed:
+            listed.remove(f)
+        listed.append(f)
+        if len(listed) > MAX_KEPT_LISTINGS:
+            listed.pop(0).forget_listing()
         used = 0
         # Entries that do not fit are cut at buf_len: wasi-libc then retries with a larger buffer.
         for index in range(cookie, len(entries)):
