@@ -62,3 +62,15 @@ def test_demo_usage_errors(capsys) -> None:
     assert main(["demo", "--timeout", "0"]) == 2
     assert main(["demo", "--backend", "snp"]) == 2
     assert "--timeout" in capsys.readouterr().err
+
+
+def test_a_step_timeout_below_one_second_is_named_as_given() -> None:
+    # `donjon demo --timeout 0.01` used to fail with "within 0 s", which reads as a bug.
+    from donjon.demo.run import _KeepProcess
+
+    keep = _KeepProcess([sys.executable, "-c", "import time; time.sleep(10)"])
+    try:
+        with pytest.raises(DemoFailed, match=r"within 0\.05 s"):
+            keep.wait_for("listening", 0.05)
+    finally:
+        keep.stop()

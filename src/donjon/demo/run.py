@@ -144,7 +144,7 @@ class _KeepProcess:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DemoFailed(f"the Keep did not report {marker!r} within {timeout:.0f} s")
+                raise DemoFailed(f"the Keep did not report {marker!r} within {timeout:g} s")
             try:
                 line = self.lines.get(timeout=min(remaining, 0.2))
             except queue.Empty:
