@@ -195,6 +195,13 @@ def test_ca_file_problems(capsys, tmp_path):
     assert main(["verify", "--help"]) == 0
 
 
+def test_a_zero_timeout_message_does_not_suggest_zero_is_allowed(capsys, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"unused")
+    assert main(["verify", "host:1", "--ca", str(ca), "--timeout", "0"]) == 2
+    assert "--timeout must be more than 0 and at most 600 seconds" in capsys.readouterr().err
+
+
 def test_a_keep_requiring_client_certificates_can_still_be_verified(
     steward, steward_env, sim_snp, h, tmp_path, capsys
 ):

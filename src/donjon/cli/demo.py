@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if not 0 < args.timeout <= 600:
-        print("donjon demo: --timeout must be between 0 and 600 seconds", file=sys.stderr)
+        print("donjon demo: --timeout must be more than 0 and at most 600 seconds", file=sys.stderr)
         return EXIT_USAGE
     from donjon.demo.run import DemoFailed, DemoOptions, run_demo
 

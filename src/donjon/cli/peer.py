@@ -142,7 +142,7 @@ def _verify(args: argparse.Namespace) -> int:
             if len(digest) != 32:
                 raise _Usage("--workload-digest must be 32 bytes (64 hex digits)")
         if args.timeout <= 0 or args.timeout > 600:
-            raise _Usage("--timeout must be between 0 and 600 seconds")
+            raise _Usage("--timeout must be more than 0 and at most 600 seconds")
         try:
             expectation = PeerExpectation.of(
                 args.spiffe_id,
