@@ -156,3 +156,94 @@ def test_readdir_listings_do_not_pile_up_per_fd(make_guest: Any, tmp_path: Path)
         if used < 4096:
             break
     assert sorted(names) == sorted([b".", b"..", *(f"entry-{i:05d}".encode() for i in range(500))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Attacks that the host already withstood (kept as regression tests)
+# ---------------------------------------------------------------------------------------------
+def test_escaping_symlink_cannot_be_used_to_create_outside(make_guest: Any, tmp_path: Path) -> None:
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    guest = _guest(make_guest, PreopenDir(inside, "/", writable=True))
+    t, tn = guest.path(1024, "../outside")
+    d, dn = guest.path(2048, "dangling")
+    assert guest.call("path_symlink", t, tn, 3, d, dn) == 0  # a relative target may name anything
+    for follow in (0, abi.LOOKUPFLAGS_SYMLINK_FOLLOW):
+        for oflags in (abi.OFLAGS_CREAT, abi.OFLAGS_CREAT | abi.OFLAGS_EXCL):
+            rights = FILE_RIGHTS
+            assert guest.call("path_open", 3, follow, d, dn, oflags, rights, rights, 0, 0) != 0
+            assert guest.call("path_create_directory", 3, d, dn) != 0
+    assert not (tmp_path / "outside").exists()
+    t, tn = guest.path(1024, "/etc/passwd")
+    assert guest.call("path_symlink", t, tn, 3, d, dn) == abi.EPERM
+
+
+def test_read_only_files_cannot_be_moved_or_linked_into_a_writable_preopen(
+    make_guest: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "rw").mkdir()
+    (tmp_path / "ro" / "secret").write_text("keep")
+    guest = _guest(
+        make_guest,
+        PreopenDir(tmp_path / "rw", "/rw", writable=True),
+        PreopenDir(tmp_path / "ro", "/ro", writable=False),
+    )
+    a, an = guest.path(1024, "secret")
+    b, bn = guest.path(2048, "copy")
+    assert guest.call("path_rename", 4, a, an, 3, b, bn) in (abi.EPERM, abi.ENOTCAPABLE)
+    assert guest.call("path_link", 4, 0, a, an, 3, b, bn) in (abi.EPERM, abi.ENOTCAPABLE)
+    # Nor through a symlink in the writable tree: resolution never leaves the pre-open it starts in.
+    t, tn = guest.path(1024, "../ro/secret")
+    assert guest.call("path_symlink", t, tn, 3, b, bn) == 0
+    assert (
+        guest.call("path_open", 3, abi.LOOKUPFLAGS_SYMLINK_FOLLOW, b, bn, 0, FILE_RIGHTS, 0, 0, 0)
+        == abi.EPERM
+    )
+    assert os.listdir(tmp_path / "ro") == ["secret"]
+    assert (tmp_path / "ro" / "secret").read_text() == "keep"
+
+
+def test_renumbering_onto_stdio_never_closes_the_hosts_fd(make_guest: Any, tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        guest = make_guest(
+            GuestSpec(
+                args=["guest"],
+                env=[],
+                files=[*STDIO, PreopenDir(tmp_path, "/", writable=True)],
+                stdio_fds=(0, write_end, 2),
+            )
+        )
+        assert guest.call("fd_renumber", 3, 1) == 0  # the pre-open replaces stdout
+        assert guest.call("fd_prestat_get", 1, 0) == 0
+        assert guest.call("fd_close", 1) == 0
+        assert guest.call("fd_prestat_get", 1, 0) == abi.EBADF
+        p, n = guest.path(1024, "x")
+        assert guest.call("path_open", 1, 0, p, n, abi.OFLAGS_CREAT, FILE_RIGHTS, 0, 0, 0) == abi.EBADF
+        os.write(write_end, b"host still owns it")  # not closed behind the host's back
+        assert os.read(read_end, 100) == b"host still owns it"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_out_of_range_offsets_and_sizes_are_errnos(make_guest: Any, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("data")
+    guest = _guest(make_guest, PreopenDir(tmp_path, "/", writable=True))
+    p, n = guest.path(1024, "f")
+    assert guest.call("path_open", 3, 0, p, n, 0, FILE_RIGHTS, 0, 0, 0) == 0
+    fd = guest.u32(0)
+    top = 2**64 - 1
+    guest.write(16, (64).to_bytes(4, "little") + (4).to_bytes(4, "little"))
+    assert guest.call("fd_pread", fd, 16, 1, 2**63, 8) == abi.EINVAL
+    assert guest.call("fd_pwrite", fd, 16, 1, top, 8) == abi.EINVAL
+    assert guest.call("fd_filestat_set_size", fd, 2**63) == abi.EINVAL
+    assert guest.call("fd_seek", fd, 2**63, abi.WHENCE_SET, 0) == abi.EINVAL  # -2**63 as a signed delta
+    assert guest.call("fd_seek", fd, 0, 3, 0) == abi.EINVAL
+    assert guest.call("fd_advise", fd, top, top, abi.ADVICE_NORMAL) == abi.EINVAL
+    flags = abi.FSTFLAGS_ATIM | abi.FSTFLAGS_MTIM
+    assert guest.call("fd_filestat_set_times", fd, top, top, flags) == 0  # 2**64 ns fits a 64-bit time_t
+    assert guest.call("fd_readdir", 3, 0, 64, top, 8) == 0 and guest.u32(8) == 0
+    assert guest.host.internal_errors == []
+    assert (tmp_path / "f").read_text() == "data"
