@@ -150,6 +150,9 @@ def test_exit_codes(vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, "show", str(junk))
     assert code == 1
     assert run(capsys, "--help")[0] == 0
+    # A VMPL bound outside 0..3 is a usage error, not a refusal of the evidence.
+    code, out, err = run(capsys, "verify", str(vectors / "snp/trustee/test-report.bin"), "--max-vmpl", "-1")
+    assert code == 2 and out == "" and "--max-vmpl must be 0..3" in err
 
 
 def test_verify_intel_and_cca_through_the_cli(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:

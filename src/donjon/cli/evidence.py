@@ -216,6 +216,9 @@ def _verify(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise _Usage("donjon evidence: --report-data is not hex") from e
     min_tcb = _min_tcb(args.min_tcb)
+    if not 0 <= args.max_vmpl <= 3:
+        # SEV-SNP ABI: VMPL is 0..3; another bound would refuse every report or mean nothing.
+        raise _Usage(f"donjon evidence: --max-vmpl must be 0..3, got {args.max_vmpl}")
     evidence_raw = _read(args.file)
     collateral = Collateral()
     try:
