@@ -543,6 +543,11 @@ def test_policy_test_cli_on_a_recorded_native_csr(env, kit, tmp_path, capsys):
     assert "cannot read policy" in capsys.readouterr().err
     (tmp_path / "bad.toml").write_text("version = 1\nnonsense = true\n")
     assert cli_main(["policy", "check", "--policy", str(tmp_path / "bad.toml")]) == 2
+    # A --collateral directory that does not exist is an unreadable file (3), not "no collateral".
+    missing_dir = str(tmp_path / "no-such-collateral")
+    assert cli_main(["policy", "test", "--policy", str(env.policy), "--evidence", str(recorded),
+                     "--collateral", missing_dir]) == 3  # fmt: skip
+    assert "no such directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

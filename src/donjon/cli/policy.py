@@ -146,6 +146,10 @@ def _test(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"donjon policy test: bad certificate file: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if args.collateral and not Path(args.collateral).is_dir():
+        # A mistyped directory would otherwise read as "no collateral" and refuse every file.
+        print(f"donjon policy test: --collateral {args.collateral}: no such directory", file=sys.stderr)
+        return EXIT_OPERATIONAL
     key, cert = create_ca("policy test (not a Steward)", now=at)
     steward = Steward(
         ca=CertificateAuthority(key, cert, trust_domain="policy.test"),
