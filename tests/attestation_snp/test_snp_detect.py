@@ -159,3 +159,14 @@ def test_evidence_certificates_are_bounded(sim_milan: SimulatedAmd) -> None:
             at=AT,
         )
     assert e.value.check == "evidence.certs"
+
+
+def test_json_quoting_pem_is_judged_as_json(vectors: Path) -> None:
+    # dcap-qvl's QuoteCollateralV3 JSON carries issuer chains as escaped PEM strings: it must be
+    # refused as unrecognised JSON (pointing at bundles), not as a broken PEM certificate.
+    data = (vectors / "tdx/dcapqvl/tdx_quote_collateral.json").read_bytes()
+    assert b"-----BEGIN " in data
+    with pytest.raises(CollateralError) as info:
+        recognise_collateral(data, source="coll.json")
+    assert info.value.check == "collateral.unrecognised"
+    assert "import_bundle" in str(info.value)

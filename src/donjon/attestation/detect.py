@@ -180,7 +180,9 @@ def _json(data: bytes, source: str) -> Collateral:
         if "enclaveIdentity" in doc or "qeIdentity" in doc:
             return Collateral(qe_identity=(data,), sources=(source,))
     raise CollateralError(
-        "collateral.unrecognised", f"{source}: JSON is neither Intel TCB info nor QE identity"
+        "collateral.unrecognised",
+        f"{source}: JSON is neither Intel TCB info nor QE identity (a QuoteCollateralV3 file is an "
+        "offline bundle: donjon.collateral.import_bundle splits it; docs/collateral.md)",
     )
 
 
@@ -192,8 +194,10 @@ def recognise_collateral(data: bytes, *, source: str = "<collateral>") -> Collat
     """
     if len(data) > MAX_PEM_BYTES:
         raise CollateralError("collateral.size", f"{source}: {len(data)} bytes exceeds {MAX_PEM_BYTES}")
-    if b"-----BEGIN " in data:
-        return _pem(data, source)
+    # JSON first: a JSON document may quote PEM inside strings (a "QuoteCollateralV3" file holds
+    # escaped issuer chains), and must then be judged as JSON, not as broken PEM.
     if data.lstrip().startswith(b"{"):
         return _json(data, source)
+    if b"-----BEGIN " in data:
+        return _pem(data, source)
     return _der(data, source)
