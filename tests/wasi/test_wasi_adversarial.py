@@ -158,6 +158,34 @@ def test_readdir_listings_do_not_pile_up_per_fd(make_guest: Any, tmp_path: Path)
     assert sorted(names) == sorted([b".", b"..", *(f"entry-{i:05d}".encode() for i in range(500))])
 
 
+def _dirents(guest: Any, fd: int) -> dict[bytes, int]:
+    """name -> d_ino of one fd_readdir call (the directory must fit in 4 KiB)."""
+    assert guest.call("fd_readdir", fd, 4096, 4096, 0, 0) == 0
+    used = guest.u32(0)
+    data = guest.read(4096, used)
+    out, pos = {}, 0
+    while pos + 24 <= used:
+        _next, ino, namlen, _type = struct.unpack_from("<QQIB3x", data, pos)
+        out[data[pos + 24 : pos + 24 + namlen]] = ino
+        pos += 24 + namlen
+    return out
+
+
+def test_readdir_never_reveals_the_preopens_host_parent(make_guest: Any, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    guest = _guest(make_guest, PreopenDir(root, "/", writable=False))
+    outside = os.stat(tmp_path).st_ino
+    for path in (".", "sub/..", "sub/../."):
+        p, n = guest.path(1024, path)
+        assert guest.call("path_open", 3, 0, p, n, abi.OFLAGS_DIRECTORY, DIR_RIGHTS, 0, 0, 0) == 0
+        entries = _dirents(guest, guest.u32(0))
+        assert entries[b".."] == entries[b"."] == os.stat(root).st_ino != outside
+    p, n = guest.path(1024, "sub")
+    assert guest.call("path_open", 3, 0, p, n, abi.OFLAGS_DIRECTORY, DIR_RIGHTS, 0, 0, 0) == 0
+    assert _dirents(guest, guest.u32(0))[b".."] == os.stat(root).st_ino  # a real parent, inside
+
+
 # ---------------------------------------------------------------------------------------------
 # Attacks that the host already withstood (kept as regression tests)
 # ---------------------------------------------------------------------------------------------

@@ -349,13 +349,23 @@ class DirectoryFile(OpenFile):
         *,
         writable: bool,
         preopen_name: str | None = None,
+        root: tuple[int, int] | None = None,
     ) -> None:
         self.host_fd = host_fd
         self.rights_base = rights_base
         self.rights_inheriting = rights_inheriting
         self.writable = writable
         self.preopen_name = preopen_name
+        self._root = root  # (st_dev, st_ino) of the pre-open this directory descends from
         self._listing: list[tuple[int, int, bytes]] | None = None
+
+    def root(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the pre-open this directory was opened below (or is)."""
+        if self._root is None and self.preopen_name is not None:
+            with contextlib.suppress(OSError):
+                st = os.fstat(self.host_fd)
+                self._root = (st.st_dev, st.st_ino)
+        return self._root
 
     def dir_fd(self) -> int:
         return self.host_fd
@@ -425,9 +435,10 @@ class DirectoryFile(OpenFile):
     def _list(self) -> list[tuple[int, int, bytes]]:
         try:
             own = os.fstat(self.host_fd)
-            # ".." of a pre-open is outside the sandbox: report it as the pre-open itself.
+            # ".." of a pre-open is outside the sandbox: report it as the pre-open itself, also
+            # on a second fd of the pre-open's directory (opened as "." below it).
             parent_ino = own.st_ino
-            if self.preopen_name is None:
+            if self.preopen_name is None and (own.st_dev, own.st_ino) != self.root():
                 with contextlib.suppress(OSError):
                     parent_ino = os.stat("..", dir_fd=self.host_fd).st_ino
             entries: list[tuple[int, int, bytes]] = [

@@ -568,7 +568,7 @@ class WasiHost:
             new: OpenFile
             if _isdir(st):
                 base = rights_base & abi.RIGHTS_DIRECTORY
-                new = DirectoryFile(host_fd, base, rights_inheriting, writable=d.writable)
+                new = DirectoryFile(host_fd, base, rights_inheriting, writable=d.writable, root=d.root())
             else:
                 new = RegularFile(host_fd, rights_base & abi.RIGHTS_REGULAR_FILE, rights_inheriting, fdflags)
                 new.filetype = filetype_of_mode(st.st_mode)
