@@ -51,7 +51,7 @@ options:
   --no-cache            do not use the compiled-module cache
   --cache-dir DIR       module cache directory (default $XDG_CACHE_HOME/donjon/modules)
   --print-digest        print the workload digest (hex) and exit without running
-  -v, --verbose         report the workload digest and the cache outcome on stderr
+  -v, --verbose         report the workload digest, attestation time and cache outcome on stderr
   -h, --help            show this help
 
 Without --config, ARGS after MODULE become the guest's arguments (argv[0] is main.wasm).
