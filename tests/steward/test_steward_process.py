@@ -156,6 +156,17 @@ def test_https_sighup_reload_and_structured_logs(env, kit):
     assert len(issued) == 2 and all("serial" in e and "ms" in e for e in issued)
 
 
+def test_sigterm_stops_the_steward_normally(env, kit):
+    # SIGTERM is how service managers stop a Steward: graceful, exit 0 ("stopped normally"), not 143.
+    proc = kit.ServerProcess(env.config)
+    try:
+        assert httpx.get(f"{proc.url}/healthz").status_code == 200
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(15) == 0
+    finally:
+        proc.stop()
+
+
 def _wait(condition, timeout=15.0):
     deadline = time.monotonic() + timeout
     while not condition():

@@ -196,8 +196,14 @@ def serve(config: StewardConfig, steward: Steward) -> None:
             }
         },
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal under the handler
+    # that was installed before it ran. Under SIG_DFL a SIGTERM would then kill the process (exit 143)
+    # before the log is closed; a no-op handler lets run() return, so the Steward closes and exits 0
+    # ("stopped normally", docs/steward.md "Exit codes").
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         server.run(sockets=[sock])
     finally:
+        signal.signal(signal.SIGTERM, previous)
         steward.close()
         sock.close()
