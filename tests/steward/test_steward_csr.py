@@ -131,18 +131,30 @@ def test_a_flipped_byte_never_parses_as_the_same_request(index, mask):
     pytest.fail(f"flipped byte {index} still parsed: {parsed.statements}")
 
 
-def test_signature_claiming_unused_bits_is_refused():
-    # The same signature bytes re-encoded to claim one (zero) padding bit still verify
-    # in OpenSSL; the request must be refused so that one signed CSR has one encoding.
-    data = bytearray(_VALID)
+def _signature_content_offset(der: bytes) -> int:
     # The signature is the last element: BIT STRING (03 len 00 ...) at the end of the DER.
-    for pos in range(len(data) - 1, 0, -1):
-        if data[pos - 2] == 0x03 and data[pos - 1] == len(data) - pos and data[pos] == 0x00:
+    for pos in range(len(der) - 1, 1, -1):
+        if der[pos - 2] == 0x03 and der[pos - 1] == len(der) - pos and der[pos] == 0x00:
+            return pos
+    raise AssertionError("no signature BIT STRING found")
+
+
+def test_signature_claiming_unused_bits_is_refused():
+    # The same signature bytes re-encoded to claim one padding bit still verify in OpenSSL
+    # when that bit is zero; the request must be refused so that one signed CSR has one
+    # encoding. (When the signature's last bit is one, OpenSSL itself refuses it, so use a
+    # request whose signature ends in a zero bit: ECDSA signatures are random, try a few.)
+    key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(64):
+        der = csr.build_csr(key, statements=[(oids.EVIDENCE_SNP, REPORT)], workload_digest=None, nonce=None)
+        if der[-1] & 1 == 0:
             break
     else:
-        pytest.fail("no signature BIT STRING found")
-    data[pos] = 0x01
-    assert csr.parse_native_csr(_VALID)  # the original parses
+        pytest.fail("no ECDSA signature ending in a zero bit in 64 tries")
+    assert csr.parse_native_csr(der)  # the original parses
+    data = bytearray(der)
+    data[_signature_content_offset(der)] = 0x01
+    assert x509.load_der_x509_csr(bytes(data)).is_signature_valid  # OpenSSL alone would accept it
     with pytest.raises(csr.MalformedCsr) as info:
         csr.parse_native_csr(bytes(data))
     assert info.value.check == "csr.parse"
