@@ -364,16 +364,7 @@ class TLSStream:
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> TLSStream:
         """Serve TLS on an accepted socket, presenting the context's current identity."""
-        conn, credentials, notes = context.wrap(sock)
-        return cls(
-            sock,
-            conn,
-            notes,
-            role="from",
-            peer=peer if peer is not None else format_peer(sock.getpeername()),
-            credentials=credentials,
-            handshake_timeout=handshake_timeout,
-        )
+        return cls._wrap(sock, context, "from", peer, handshake_timeout)
 
     @classmethod
     def client(
@@ -385,12 +376,23 @@ class TLSStream:
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> TLSStream:
         """Speak TLS as a client on a connected socket, verifying the server per ``context``."""
+        return cls._wrap(sock, context, "to", peer, handshake_timeout)
+
+    @classmethod
+    def _wrap(
+        cls,
+        sock: socket.socket,
+        context: ServerContext | ClientContext,
+        role: str,
+        peer: str | None,
+        handshake_timeout: float | None,
+    ) -> TLSStream:
         conn, credentials, notes = context.wrap(sock)
         return cls(
             sock,
             conn,
             notes,
-            role="to",
+            role=role,
             peer=peer if peer is not None else format_peer(sock.getpeername()),
             credentials=credentials,
             handshake_timeout=handshake_timeout,
