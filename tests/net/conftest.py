@@ -6,7 +6,7 @@ bounded.
 
 from __future__ import annotations
 
-import datetime
+import importlib.util
 import os
 import socket
 import subprocess
@@ -19,12 +19,27 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from donjon.tls import Credentials
+
+# importlib mode: a test directory cannot import another's conftest, so the throwaway certificate
+# authority standing in for the Steward's (and the PEM writer) come from tests/tls/conftest.py by path.
+_path = Path(__file__).resolve().parents[1] / "tls" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("donjon_tests_tls_harness", _path)
+assert _spec is not None and _spec.loader is not None
+_tls = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _tls  # dataclasses look their module up here
+_spec.loader.exec_module(_tls)
+write_credentials = _tls.write_credentials
+
+
+class CA(_tls.CA):  # type: ignore[misc]
+    """The TLS tests' CA, issuing for ``localhost`` unless told otherwise (the Keeps here dial it)."""
+
+    def issue(self, *, spiffe_id: str, dns: tuple[str, ...] = ("localhost",)) -> Credentials:
+        creds: Credentials = super().issue(spiffe_id=spiffe_id, dns=dns)
+        return creds
+
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -170,74 +185,3 @@ def net() -> SimpleNamespace:
         CA=CA,
         write_credentials=write_credentials,
     )
-
-
-# --- a throwaway certificate authority standing in for the Steward's -----------------------------
-_NOW = datetime.datetime.now(datetime.UTC)
-
-
-class CA:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_NOW - datetime.timedelta(hours=1))
-            .not_valid_after(_NOW + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-    def pem(self, directory: Path) -> Path:
-        path = directory / f"{self.name.replace(' ', '_')}.pem"
-        path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    def issue(self, *, spiffe_id: str, dns: tuple[str, ...] = ("localhost",)) -> Credentials:
-        """A leaf shaped like a Steward-issued SVID (one spiffe:// URI SAN, DNS SANs, both EKUs)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        names.append(x509.UniformResourceIdentifier(spiffe_id))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_NOW - datetime.timedelta(hours=1))
-            .not_valid_after(_NOW + datetime.timedelta(hours=2))
-            .add_extension(x509.SubjectAlternativeName(names), critical=True)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        return Credentials(
-            chain=(cert, self.cert), key=key, attested=True, description=f"attested (issued by {self.name})"
-        )
-
-
-def write_credentials(creds: Credentials, directory: Path, stem: str) -> tuple[Path, Path]:
-    """PEM files (chain, key) for command-line and Python clients. Test keys only."""
-    cert_path = directory / f"{stem}.crt"
-    key_path = directory / f"{stem}.key"
-    cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in creds.chain))
-    key_path.write_bytes(
-        creds.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
