@@ -88,6 +88,9 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
     Raises ``Errno`` (EPERM for escapes, ELOOP, ENOENT, ENOTDIR...).
     """
     components, must_be_dir = _split(path)
+    # Kept reversed, so the next component is components[-1]: taking it and splicing a symlink's
+    # target in front of the rest are then O(1) per component, not a shift of the whole list.
+    components.reverse()
     # stack[0] is the base (borrowed); the rest are O_PATH fds we opened, closed on the way out.
     stack: list[int] = [base_fd]
     links = 0
@@ -96,7 +99,7 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
             if not components:
                 # The path named the current directory itself ("dir/..", ".").
                 return _finish(stack, ".", True)
-            comp = components.pop(0)
+            comp = components.pop()
             last = not components
             if comp == "..":
                 if len(stack) == 1:
@@ -116,7 +119,7 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
                     raise Errno(abi.ENOENT)
                 if target.endswith("/") and last:
                     must_be_dir = True
-                components[:0] = [c for c in target.split("/") if c and c != "."]
+                components.extend(reversed([c for c in target.split("/") if c and c != "."]))
                 continue
             if last:
                 return _finish(stack, comp, must_be_dir)
@@ -126,7 +129,7 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
                 fd = os.open(comp, _DIR_FLAGS, dir_fd=stack[-1])
             except OSError as e:
                 if e.errno == errno.ELOOP:  # swapped for a symlink since readlink: retry
-                    components.insert(0, comp)
+                    components.append(comp)
                     links += 1
                     if links > MAX_SYMLINKS:
                         raise Errno(abi.ELOOP) from None
