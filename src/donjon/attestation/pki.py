@@ -9,8 +9,6 @@ exceptions, naming the certificate that failed.
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from cryptography import x509
@@ -31,7 +29,6 @@ __all__ = [
     "load_certificates",
     "load_crl",
     "require_aware",
-    "verify_chain",
     "verify_crl",
     "verify_crl_signature",
 ]
@@ -128,50 +125,6 @@ def check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, check: str
             f"{check}.signature",
             f"certificate {_name(cert)} is not validly signed by {_name(issuer)}: {e or type(e).__name__}",
         ) from e
-
-
-def verify_chain(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
-    root: x509.Certificate,
-    at: datetime,
-    *,
-    pins: Iterable[str] | None = None,
-    crls: Sequence[x509.CertificateRevocationList] = (),
-    check: str = "chain",
-) -> None:
-    """Verify ``leaf`` -> ``intermediates`` (leaf's issuer first) -> ``root`` at time ``at``.
-
-    Checks every signature, the root's self-signature, every certificate's
-    validity window, that the root's fingerprint is in ``pins`` (when given), and
-    every certificate below the root against the CRL of its issuer when such a
-    CRL is among ``crls`` (use :func:`verify_crl` first to accept a CRL at all).
-    """
-    require_aware(at)
-    chain = [leaf, *intermediates, root]
-    if len(chain) > MAX_CHAIN_DEPTH:
-        raise MalformedEvidence(
-            f"{check}.depth", f"chain of {len(chain)} certificates exceeds {MAX_CHAIN_DEPTH}"
-        )
-    if pins is not None:
-        pinned = {p.lower() for p in pins}
-        got = fingerprint(root)
-        if got not in pinned:
-            raise VerificationFailed(
-                f"{check}.root_pin",
-                f"root {_name(root)} is not a pinned trust anchor",
-                expected="one of " + ", ".join(sorted(pinned)) if pinned else "a pinned root",
-                got=got,
-            )
-    check_signed_by(root, root, f"{check}.root")
-    for cert, issuer in itertools.pairwise(chain):
-        check_signed_by(cert, issuer, check)
-    for cert in chain:
-        check_validity(cert, at, check=check)
-    for cert, issuer in itertools.pairwise(chain):
-        for crl in crls:
-            if crl.issuer == issuer.subject:
-                check_not_revoked(cert, crl, check=check)
 
 
 def verify_crl(
