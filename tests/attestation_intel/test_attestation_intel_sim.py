@@ -74,28 +74,21 @@ def test_collateral_from_another_vendor_is_refused() -> None:
         verify(sim().quote(bytes(64)), collateral=other.collateral())
 
 
-def test_revoked_pck_certificate_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("revoked", "cert", "check"),
+    [
+        ("revoked_pck_serials", "pck", "dcap.pck_chain.revoked"),
+        ("revoked_ca_serials", "pck_ca", "dcap.pck_chain.revoked"),
+        ("revoked_ca_serials", "tcb_signing", "tcb_info.chain.revoked"),
+    ],
+    ids=["pck-certificate", "pck-ca", "tcb-signing-certificate"],
+)
+def test_revoked_certificate_is_refused(revoked: str, cert: str, check: str) -> None:
     s = sim()
-    collateral = s.collateral(revoked_pck_serials=[s.pck.serial_number])
+    collateral = s.collateral(**{revoked: [getattr(s, cert).serial_number]})
     with pytest.raises(VerificationFailed) as e:
         verify(s.quote(bytes(64)), collateral=collateral)
-    assert e.value.check == "dcap.pck_chain.revoked"
-
-
-def test_revoked_pck_ca_is_refused() -> None:
-    s = sim()
-    collateral = s.collateral(revoked_ca_serials=[s.pck_ca.serial_number])
-    with pytest.raises(VerificationFailed) as e:
-        verify(s.quote(bytes(64)), collateral=collateral)
-    assert e.value.check == "dcap.pck_chain.revoked"
-
-
-def test_revoked_tcb_signing_certificate_is_refused() -> None:
-    s = sim()
-    collateral = s.collateral(revoked_ca_serials=[s.tcb_signing.serial_number])
-    with pytest.raises(VerificationFailed) as e:
-        verify(s.quote(bytes(64)), collateral=collateral)
-    assert e.value.check == "tcb_info.chain.revoked"
+    assert e.value.check == check
 
 
 def test_unrelated_revocations_do_not_matter() -> None:
