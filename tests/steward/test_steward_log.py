@@ -21,6 +21,17 @@ def _append_many(path: str, worker: int, count: int) -> None:
     log.close()
 
 
+def _run_in_processes(target, argss):
+    """Run ``target`` once per argument tuple, each in its own spawned process, and wait for all."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args) for args in argss]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+
+
 def test_chain_links_every_entry(tmp_path):
     log = SqliteLog(tmp_path / "log.db")
     a = log.append({"decision": "issued", "serial": "ab"}, "2026-01-01T00:00:00+00:00")
@@ -65,13 +76,7 @@ def test_tampering_is_found_at_the_first_break(tmp_path, sql, seq, reason):
 def test_appends_from_two_processes_never_fork(tmp_path):
     path = str(tmp_path / "log.db")
     SqliteLog(path).close()
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(path, w, 60)) for w in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    _run_in_processes(_append_many, [(path, w, 60) for w in range(2)])
     log = SqliteLog(path)
     entries = list(log.entries())
     assert len(entries) == 120
@@ -132,13 +137,7 @@ def test_postgres_appends_from_two_processes_never_fork(pg_dsn):
     from donjon.steward.postgres_log import PostgresLog
 
     PostgresLog(pg_dsn).close()
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_pg_append_many, args=(pg_dsn, w, 50)) for w in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    _run_in_processes(_pg_append_many, [(pg_dsn, w, 50) for w in range(3)])
     log = PostgresLog(pg_dsn)
     entries = list(log.entries())
     assert verify_chain(entries) == (150, None)
