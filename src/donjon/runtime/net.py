@@ -35,7 +35,6 @@ class OpenSockets:
 
     def __init__(self) -> None:
         self.by_index: dict[int, Listener | Stream] = {}
-        self.identity: Identity | None = None
 
     def close(self) -> None:
         """Close every socket (idempotent: the guest's host may already have closed them)."""
@@ -74,7 +73,6 @@ def open_sockets(
                 continue
             if identity is None:  # no attestation: a fresh in-memory self-signed identity
                 identity = IdentityClass(self_signed())
-            opened.identity = identity
             what = f'files[{index}] ("{entry.name}")'
             try:
                 if isinstance(entry, ListenEntry):
