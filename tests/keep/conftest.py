@@ -12,27 +12,25 @@ tests/peer/conftest.py loads this file too (importlib mode: tests cannot import 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from donjon.attestation.simsnp import SimulatedAmd, default_vendor
 from donjon.backends.sim import SimBackend
 from donjon.cli import main as cli_main
 from donjon.config import WorkloadConfig, workload_digest
+from donjon.demo.steward import https_certificate
 from donjon.steward.app import create_app
 from donjon.steward.config import load_config
 from donjon.steward.issuance import Steward
@@ -76,37 +74,6 @@ spiffe_path = "{SPIFFE_PATH}"
 dns_names = ["web.example.org"]
 lifetime = "{lifetime}"
 """
-
-
-def tls_server_cert(ca_key: Any, ca_cert: x509.Certificate, directory: Path) -> tuple[Path, Path]:
-    """An HTTPS certificate for 127.0.0.1 / localhost, signed by the Steward CA."""
-    now = datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "steward test")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.pem", directory / "tls-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -167,7 +134,8 @@ def make_env(base: Path, vendor: SimulatedAmd, *, policy: str | None = None) -> 
     (base / "policy.toml").write_text(policy or policy_text())
     ca_pem = (base / "ca.pem").read_bytes()
     ca_key = serialization.load_pem_private_key((base / "ca-key.pem").read_bytes(), password=None)
-    cert, key = tls_server_cert(ca_key, x509.load_pem_x509_certificate(ca_pem), base)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    cert, key = https_certificate(ca_key, x509.load_pem_x509_certificate(ca_pem), base)
     return StewardEnv(
         dir=base,
         vendor=vendor,

@@ -43,6 +43,7 @@ __all__ = [
     "LocalSteward",
     "WorkloadRule",
     "demo_policy",
+    "https_certificate",
 ]
 
 #: RFC 5612: IANA's Private Enterprise Number 32473 is reserved for documentation and examples.
@@ -131,8 +132,13 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _https_certificate(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path) -> None:
-    """The Steward's HTTPS certificate for 127.0.0.1 / localhost, signed by its own CA."""
+def https_certificate(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path
+) -> tuple[Path, Path]:
+    """The Steward's HTTPS certificate for 127.0.0.1 / localhost, signed by its own CA.
+
+    Written to ``directory`` as ``tls.pem`` and ``tls-key.pem`` (mode 0600); returns their paths.
+    """
     now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
@@ -153,13 +159,15 @@ def _https_certificate(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate,
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    (directory / "tls.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path, key_path = directory / "tls.pem", directory / "tls-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_private(
-        directory / "tls-key.pem",
+        key_path,
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     )
+    return cert_path, key_path
 
 
 def _simulated_roots_and_collateral(directory: Path, sim_vendor_dir: Path) -> None:
@@ -221,7 +229,7 @@ class LocalSteward:
         self.ca_path.write_bytes(self.ca_pem)
         self.ca = ca
         _write_private(self.directory / "challenge.secret", secrets.token_bytes(32))
-        _https_certificate(ca_key, ca, self.directory)
+        https_certificate(ca_key, ca, self.directory)
         _simulated_roots_and_collateral(self.directory, Path(sim_vendor_dir))
         self.policy_path = self.directory / "policy.toml"
         self.policy_path.write_text(policy)
