@@ -321,6 +321,7 @@ def _execute(
     """Compile and run the guest with the Keep's identity: the guest's exit code, or Donjon's."""
     from donjon.runtime import errors
     from donjon.runtime.keep import RunReport, run_workload
+    from donjon.runtime.net import has_sockets
 
     config = workload.config
 
@@ -343,7 +344,7 @@ def _execute(
     from donjon.wasi.errors import InvalidGuestSpec
 
     report = RunReport()
-    if any(entry.kind in ("listen", "connect") for entry in config.files):
+    if has_sockets(config):
         _log_connections()
     saved_sigint: list[object] = []
 
