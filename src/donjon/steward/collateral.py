@@ -21,10 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from cryptography import x509
-
+from donjon.attestation.detect import recognise_collateral
 from donjon.attestation.errors import AttestationError
-from donjon.attestation.pki import load_certificates, load_crl
+from donjon.attestation.pki import load_certificates
 from donjon.attestation.verify import Collateral
 
 __all__ = [
@@ -120,44 +119,21 @@ def _read(path: Path) -> bytes:
 def _load_dir(directory: Path) -> Collateral | None:
     if not directory.is_dir():
         return None
-    certs: list[x509.Certificate] = []
-    crls: list[x509.CertificateRevocationList] = []
-    tcb_info: list[bytes] = []
-    qe_identity: list[bytes] = []
-    sources: list[str] = []
+    collateral = Collateral()
     for entry in sorted(os.listdir(directory)):
         path = directory / entry
-        if not path.is_file():
-            continue
-        data = _read(path)
-        sources.append(str(path))
-        stripped = data.lstrip()
-        if stripped.startswith(b"{"):
-            if b'"enclaveIdentity"' in data or b'"qeIdentity"' in data:
-                qe_identity.append(data)
-            else:
-                tcb_info.append(data)
-        elif b"BEGIN X509 CRL" in data or entry.endswith((".crl", ".crl.der", ".crl.pem")):
-            crls.append(load_crl(data))
-        else:
-            try:
-                certs.extend(load_certificates(data, what="collateral certificate"))
-            except AttestationError:
-                crls.append(load_crl(data))
-    return Collateral(
-        certificates=tuple(certs),
-        crls=tuple(crls),
-        tcb_info=tuple(tcb_info),
-        qe_identity=tuple(qe_identity),
-        sources=tuple(sources),
-    )
+        if path.is_file():
+            collateral += recognise_collateral(_read(path), source=str(path))
+    return collateral
 
 
 class DirectoryCollateral:
     """Collateral read from ``<root>/<kind>/`` (e.g. ``collateral/snp-report/milan.crl``).
 
-    Files are classified by content: JSON (TCB info / QE identity), CRLs (PEM
-    or DER), certificates. The directory is re-read when any file's modification
+    Files are classified by content, by the attestation library's
+    :func:`~donjon.attestation.detect.recognise_collateral` (TCB info / QE identity
+    JSON, CRLs and certificates in PEM or DER); a file it does not recognise is a
+    :class:`CollateralError`. The directory is re-read when any file's modification
     time changes (looked at no more than once per ``recheck`` seconds), so a
     fetcher or an operator can refresh it under a running Steward.
     """
