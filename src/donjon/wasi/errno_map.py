@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno as _e
 
 from . import abi
+from .errors import Errno
 
 _MAP: dict[int, int] = {
     _e.E2BIG: abi.E2BIG,
@@ -86,11 +87,9 @@ _MAP: dict[int, int] = {
 }
 
 
-def errno_from_os(error: OSError) -> int:
-    """The WASI errno for a host OSError; EIO when the host reports something WASI has no name for."""
-    if error.errno is None:
-        return abi.EIO
-    return _MAP.get(error.errno, abi.EIO)
+def wasi_error(error: OSError) -> Errno:
+    """The ``Errno`` to raise for a host OSError; EIO when the host reports something WASI has no name for."""
+    return Errno(errno_from_posix(error.errno))
 
 
 def errno_from_posix(code: int | None) -> int:

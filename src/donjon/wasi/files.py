@@ -17,7 +17,7 @@ import stat
 from collections.abc import Sequence
 
 from . import abi
-from .errno_map import errno_from_os
+from .errno_map import wasi_error
 from .errors import Errno
 
 Buffers = Sequence[memoryview]
@@ -147,10 +147,6 @@ class OpenFile:
         self.closed = True
 
 
-def _host_errno(e: OSError) -> Errno:
-    return Errno(errno_from_os(e))
-
-
 class NullFile(OpenFile):
     """``/dev/null``-like: reads see end of file, writes are accepted and dropped."""
 
@@ -195,7 +191,7 @@ class StdioFile(OpenFile):
         try:
             return os.readv(self.host_fd, bufs)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def write(self, bufs: Buffers) -> int:
         if self.readable:
@@ -205,7 +201,7 @@ class StdioFile(OpenFile):
                 return os.write(self.host_fd, bufs[0])
             return os.writev(self.host_fd, bufs)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def set_fdflags(self, flags: int) -> None:
         self.fdflags = flags
@@ -229,7 +225,7 @@ class RegularFile(OpenFile):
         try:
             return os.readv(self.host_fd, bufs)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def write(self, bufs: Buffers) -> int:
         try:
@@ -237,7 +233,7 @@ class RegularFile(OpenFile):
                 return os.write(self.host_fd, bufs[0])
             return os.writev(self.host_fd, bufs)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def pread(self, bufs: Buffers, offset: int) -> int:
         try:
@@ -245,7 +241,7 @@ class RegularFile(OpenFile):
         except OverflowError:
             raise Errno(abi.EINVAL) from None
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def pwrite(self, bufs: Buffers, offset: int) -> int:
         try:
@@ -253,7 +249,7 @@ class RegularFile(OpenFile):
         except OverflowError:
             raise Errno(abi.EINVAL) from None
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def seek(self, offset: int, whence: int) -> int:
         try:
@@ -261,7 +257,7 @@ class RegularFile(OpenFile):
         except OverflowError:
             raise Errno(abi.EINVAL) from None
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def tell(self) -> int:
         return self.seek(0, os.SEEK_CUR)
@@ -276,14 +272,14 @@ class RegularFile(OpenFile):
                 new |= os.O_NONBLOCK
             _fcntl_setfl(self.host_fd, new)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
         self.fdflags = flags
 
     def filestat(self) -> Filestat:
         try:
             return filestat_of(os.fstat(self.host_fd))
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def set_size(self, size: int) -> None:
         try:
@@ -291,13 +287,13 @@ class RegularFile(OpenFile):
         except OverflowError:
             raise Errno(abi.EINVAL) from None
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def set_times(self, atim: int | None, mtim: int | None, atim_now: bool, mtim_now: bool) -> None:
         try:
             os.utime(self.host_fd, ns=_utime_ns(os.fstat(self.host_fd), atim, mtim, atim_now, mtim_now))
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def advise(self, offset: int, length: int, advice: int) -> None:
         try:
@@ -305,7 +301,7 @@ class RegularFile(OpenFile):
         except OverflowError:
             raise Errno(abi.EINVAL) from None
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def allocate(self, offset: int, length: int) -> None:
         # wasmtime (preview 1 over preview 2) no longer supports fd_allocate: ENOTSUP.
@@ -315,13 +311,13 @@ class RegularFile(OpenFile):
         try:
             os.fsync(self.host_fd)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def datasync(self) -> None:
         try:
             os.fdatasync(self.host_fd)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def poll_fileno(self) -> int | None:
         return None  # regular files are always ready
@@ -377,13 +373,13 @@ class DirectoryFile(OpenFile):
         try:
             return filestat_of(os.fstat(self.host_fd))
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def set_times(self, atim: int | None, mtim: int | None, atim_now: bool, mtim_now: bool) -> None:
         try:
             os.utime(self.host_fd, ns=_utime_ns(os.fstat(self.host_fd), atim, mtim, atim_now, mtim_now))
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def read(self, bufs: Buffers) -> int:
         raise Errno(abi.EBADF)
@@ -416,13 +412,13 @@ class DirectoryFile(OpenFile):
         try:
             os.fsync(self.host_fd)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def datasync(self) -> None:
         try:
             os.fdatasync(self.host_fd)
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def readdir(self, *, fresh: bool) -> list[tuple[int, int, bytes]]:
         if fresh or self._listing is None:
@@ -457,7 +453,7 @@ class DirectoryFile(OpenFile):
                     entries.append((entry.inode(), ftype, name))
             return entries
         except OSError as e:
-            raise _host_errno(e) from None
+            raise wasi_error(e) from None
 
     def close(self) -> None:
         self._listing = None

@@ -25,7 +25,7 @@ from typing import Any
 import wasmtime
 
 from . import abi, ffi
-from .errno_map import errno_from_os
+from .errno_map import wasi_error
 from .errors import Errno, InvalidGuestSpec, PreopenError, ProcExit
 from .fdtable import MAX_FDS, FdTable
 from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of, filetype_of_mode
@@ -154,10 +154,6 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value & _I64_SIGN else value
 
 
-def _oserror(e: OSError) -> Errno:
-    return Errno(errno_from_os(e))
-
-
 class WasiHost:
     """One guest's WASI state: its memory, fd table, args and environment."""
 
@@ -279,13 +275,13 @@ class WasiHost:
         try:
             f.close()
         except OSError as e:
-            raise _oserror(e) from None
+            raise wasi_error(e) from None
 
     def fd_renumber(self, fd: int, to: int) -> None:
         try:
             self.fds.renumber(fd, to)
         except OSError as e:
-            raise _oserror(e) from None
+            raise wasi_error(e) from None
 
     def fd_fdstat_get(self, fd: int, ptr: int) -> None:
         f = self.fds.get(fd)
@@ -457,7 +453,7 @@ class WasiHost:
             try:
                 os.mkdir(r.name, 0o777, dir_fd=r.dir_fd)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     def path_filestat_get(self, fd: int, flags: int, path: int, path_len: int, buf: int) -> None:
         follow = bool(flags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
@@ -465,7 +461,7 @@ class WasiHost:
             try:
                 st = os.stat(r.name, dir_fd=r.dir_fd, follow_symlinks=False)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
             if r.must_be_dir and _not_dir(st):
                 raise Errno(abi.ENOTDIR)
         self.memory.pack(abi.FILESTAT, buf, *filestat_of(st))
@@ -485,7 +481,7 @@ class WasiHost:
                 )
                 os.utime(r.name, ns=times, dir_fd=r.dir_fd, follow_symlinks=False)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     def path_link(
         self,
@@ -512,7 +508,7 @@ class WasiHost:
                     src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd, follow_symlinks=False
                 )
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     def path_open(
         self,
@@ -560,7 +556,7 @@ class WasiHost:
                 # Opened non-blocking so a FIFO left in the tree cannot hang the host in open(2).
                 host_fd = os.open(r.name, flags | os.O_NONBLOCK, 0o666, dir_fd=r.dir_fd)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
         try:
             st = os.fstat(host_fd)
             if not fdflags & abi.FDFLAGS_NONBLOCK:
@@ -587,7 +583,7 @@ class WasiHost:
             try:
                 target = os.fsencode(os.readlink(r.name, dir_fd=r.dir_fd))
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
         data = target[:buf_len]
         self.memory.write(buf, data)
         self.memory.set_u32(used_ptr, len(data))
@@ -597,7 +593,7 @@ class WasiHost:
             try:
                 os.rmdir(r.name, dir_fd=r.dir_fd)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     def path_rename(self, fd: int, old: int, old_len: int, new_fd: int, new: int, new_len: int) -> None:
         with (
@@ -613,7 +609,7 @@ class WasiHost:
             try:
                 os.rename(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     def path_symlink(self, old: int, old_len: int, fd: int, new: int, new_len: int) -> None:
         target = self._read_path(old, old_len)
@@ -628,7 +624,7 @@ class WasiHost:
             try:
                 os.symlink(target, r.name, dir_fd=r.dir_fd)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     def path_unlink_file(self, fd: int, path: int, path_len: int) -> None:
         with self._path(fd, abi.RIGHT_PATH_UNLINK_FILE, path, path_len, False) as r:
@@ -640,7 +636,7 @@ class WasiHost:
             try:
                 os.unlink(r.name, dir_fd=r.dir_fd)
             except OSError as e:
-                raise _oserror(e) from None
+                raise wasi_error(e) from None
 
     # =========================================================================================
     # poll_oneoff

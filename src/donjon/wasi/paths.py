@@ -20,7 +20,7 @@ import errno
 import os
 
 from . import abi
-from .errno_map import errno_from_os
+from .errno_map import wasi_error
 from .errors import Errno
 
 MAX_SYMLINKS = 40
@@ -138,7 +138,7 @@ def resolve(base_fd: int, path: str, *, follow: bool) -> Resolved:
             stack.append(fd)
     except OSError as e:
         _close_all(stack)
-        raise Errno(errno_from_os(e)) from None
+        raise wasi_error(e) from None
     except BaseException:
         _close_all(stack)
         raise

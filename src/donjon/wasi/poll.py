@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import abi
-from .errno_map import errno_from_os
+from .errno_map import wasi_error
 from .errors import Errno
 from .sockets import SocketFile
 
@@ -137,7 +137,7 @@ def _wait(
         try:
             events = poller.poll(wait_ms)
         except OSError as e:
-            raise Errno(errno_from_os(e)) from None
+            raise wasi_error(e) from None
         if events or wait_ms == 0:
             return [(fd, bool(ev & _READ_EVENTS), bool(ev & _WRITE_EVENTS)) for fd, ev in events]
 
@@ -196,7 +196,7 @@ def _wait_sockets(
         try:
             events = dict(poller.poll(wait_ms))
         except OSError as e:
-            raise Errno(errno_from_os(e)) from None
+            raise wasi_error(e) from None
         lingering.step()
         deadline_passed = wake is not None and time.monotonic() >= wake
         for userdata, tag, f in pending:
