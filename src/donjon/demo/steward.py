@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from donjon.steward.ca import create_ca, write_private
+
 __all__ = [
     "DEMO_CLAIMS_OID",
     "DEMO_TRUST_DOMAIN",
@@ -126,12 +128,6 @@ dir = "collateral"
 """
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def https_certificate(
     ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path
 ) -> tuple[Path, Path]:
@@ -161,7 +157,7 @@ def https_certificate(
     )
     cert_path, key_path = directory / "tls.pem", directory / "tls-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
+    write_private(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -210,15 +206,13 @@ class LocalSteward:
         trust_domain: str = DEMO_TRUST_DOMAIN,
         claims_oid: str = DEMO_CLAIMS_OID,
     ) -> None:
-        from donjon.steward.ca import create_ca
-
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.trust_domain = trust_domain
         self.claims_oid = claims_oid
         ca_key, ca = create_ca(f"Donjon local Steward CA ({trust_domain}) - DEMO", now=datetime.now(UTC))
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-        _write_private(
+        write_private(
             self.directory / "ca-key.pem",
             ca_key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -228,7 +222,7 @@ class LocalSteward:
         self.ca_path = self.directory / "ca.pem"
         self.ca_path.write_bytes(self.ca_pem)
         self.ca = ca
-        _write_private(self.directory / "challenge.secret", secrets.token_bytes(32))
+        write_private(self.directory / "challenge.secret", secrets.token_bytes(32))
         https_certificate(ca_key, ca, self.directory)
         _simulated_roots_and_collateral(self.directory, Path(sim_vendor_dir))
         self.policy_path = self.directory / "policy.toml"
