@@ -265,26 +265,60 @@ def _newest_current(
     return candidates[0][0] if candidates else fallback
 
 
+# The collateral is the same bytes for every quote of a platform (a Steward's directory): the
+# unverified parses that choose among its documents are remembered, like the verifier's own.
+@functools.lru_cache(maxsize=256)
+def _tcb_info_header(doc: bytes) -> tuple[str, bytes, bytes, datetime, datetime] | None:
+    """TCB Info's id, FMSPC, PCE-ID, issue date and next update, or None if it does not parse."""
+    from donjon.attestation.tcbinfo import parse_tcb_info, split_signed_document
+
+    try:
+        info = parse_tcb_info(split_signed_document(doc, "tcbInfo")[0])
+    except AttestationError:
+        return None
+    return info.id, info.fmspc, info.pce_id, info.issue_date, info.next_update
+
+
+@functools.lru_cache(maxsize=256)
+def _qe_identity_header(doc: bytes) -> tuple[str, datetime, datetime] | None:
+    """QE Identity's id, issue date and next update, or None if it does not parse."""
+    from donjon.attestation.tcbinfo import parse_qe_identity, split_signed_document
+
+    try:
+        identity = parse_qe_identity(split_signed_document(doc, "enclaveIdentity")[0])
+    except AttestationError:
+        return None
+    return identity.id, identity.issue_date, identity.next_update
+
+
+@functools.lru_cache(maxsize=256)
+def _pck_platform(leaf_der: bytes) -> tuple[bytes, bytes] | None:
+    """The PCK certificate's FMSPC and PCE-ID, or None if its SGX extensions do not parse."""
+    from donjon.attestation.intel import parse_pck_extensions
+
+    try:
+        pck = parse_pck_extensions(x509.load_der_x509_certificate(leaf_der))
+    except AttestationError:
+        return None
+    return pck.fmspc, pck.pce_id
+
+
 def _pick_tcb_info(
     docs: tuple[bytes, ...], kind: EvidenceKind, pck_leaf: x509.Certificate | None, at: datetime
 ) -> bytes:
     """The TCB Info for this TEE and the PCK's FMSPC/PCE-ID (chosen unverified; verified later)."""
-    from donjon.attestation.intel import parse_pck_extensions
-    from donjon.attestation.tcbinfo import parse_tcb_info, split_signed_document
+    from cryptography.hazmat.primitives.serialization import Encoding
 
     want_id = "TDX" if kind is EvidenceKind.TDX_QUOTE else "SGX"
-    try:
-        pck = None if pck_leaf is None else parse_pck_extensions(pck_leaf)
-    except AttestationError:
-        pck = None
+    platform = None if pck_leaf is None else _pck_platform(pck_leaf.public_bytes(Encoding.DER))
     found: list[tuple[bytes, datetime, datetime]] = []
     for doc in docs:
-        try:
-            info = parse_tcb_info(split_signed_document(doc, "tcbInfo")[0])
-        except AttestationError:
+        header = _tcb_info_header(doc)
+        if header is None:
             continue
-        if info.id == want_id and (pck is None or (info.fmspc, info.pce_id) == (pck.fmspc, pck.pce_id)):
-            found.append((doc, info.issue_date, info.next_update))
+        info_id, fmspc, pce_id, issued, next_update = header
+        if info_id == want_id and (platform is None or (fmspc, pce_id) == platform):
+            found.append((doc, issued, next_update))
     picked = _newest_current(found, at, docs[0])
     assert picked is not None
     return picked
@@ -292,17 +326,12 @@ def _pick_tcb_info(
 
 def _pick_qe_identity(docs: tuple[bytes, ...], kind: EvidenceKind, at: datetime) -> bytes | None:
     """The QE Identity of the quoting enclave this kind of quote comes from (TD_QE or QE)."""
-    from donjon.attestation.tcbinfo import parse_qe_identity, split_signed_document
-
     want_id = "TD_QE" if kind is EvidenceKind.TDX_QUOTE else "QE"
     found: list[tuple[bytes, datetime, datetime]] = []
     for doc in docs:
-        try:
-            identity = parse_qe_identity(split_signed_document(doc, "enclaveIdentity")[0])
-        except AttestationError:
-            continue
-        if identity.id == want_id:
-            found.append((doc, identity.issue_date, identity.next_update))
+        header = _qe_identity_header(doc)
+        if header is not None and header[0] == want_id:
+            found.append((doc, header[1], header[2]))
     return _newest_current(found, at, docs[0] if docs else None)
 
 
