@@ -75,7 +75,10 @@ def read_module(path: Path) -> bytes:
             size = os.fstat(stream.fileno()).st_size
             if size > MAX_MODULE_BYTES:
                 raise MissingFile(str(path), f"is {size} bytes, more than the {MAX_MODULE_BYTES}-byte limit")
+            # One byte past the limit: a file that grew after fstat is caught here too.
             data = stream.read(MAX_MODULE_BYTES + 1)
+            if len(data) > MAX_MODULE_BYTES:
+                raise MissingFile(str(path), f"is more than the {MAX_MODULE_BYTES}-byte limit")
     except IsADirectoryError as e:
         raise MissingFile(str(path), "is a directory, not a module") from e
     except FileNotFoundError as e:
