@@ -64,7 +64,6 @@ __all__ = [
     "is_legacy",
     "parse_legacy_csr",
     "parse_native_csr",
-    "spki_sha256",
 ]
 
 #: A CSR larger than this is refused before any parsing. An Enarx SGX CSR with its
@@ -259,11 +258,6 @@ class LegacyCsr:
     @property
     def key_sha256(self) -> bytes:
         return hashlib.sha256(self.spki_der).digest()
-
-
-def spki_sha256(spki_der: bytes) -> str:
-    """The CSR key's identity in logs: SHA-256 of the SubjectPublicKeyInfo DER, hex."""
-    return hashlib.sha256(spki_der).hexdigest()
 
 
 # --- building ---
