@@ -27,6 +27,7 @@ from typing import NoReturn
 
 from cryptography import x509
 
+from donjon.attestation.amd import product_from_cpuid
 from donjon.attestation.errors import CollateralError, MalformedEvidence
 from donjon.attestation.pki import load_certificates, load_crl
 from donjon.collateral.errors import NotFetchable
@@ -188,7 +189,7 @@ class VcekRequest:
             raise MalformedEvidence("kds.report.signing_key", "report is not VCEK-signed", got=signing_key)
         from_cpuid = None
         if version >= 3:
-            from_cpuid = _product_from_cpuid(report[_OFF_CPUID_FAM], report[_OFF_CPUID_MOD])
+            from_cpuid = product_from_cpuid(report[_OFF_CPUID_FAM], report[_OFF_CPUID_MOD])
         if product is not None and from_cpuid is not None and _product(product) != from_cpuid:
             raise MalformedEvidence(
                 "kds.report.product",
@@ -208,19 +209,6 @@ class VcekRequest:
             return cls(product=chosen, hwid=report[_OFF_CHIP_ID : _OFF_CHIP_ID + _CHIP_ID_LEN], tcb=tcb)
         except ValueError as e:
             raise MalformedEvidence("kds.report.chip_id", str(e)) from e
-
-
-def _product_from_cpuid(family: int, model: int) -> str | None:
-    # AMD family 19h: models 00h-0Fh Milan, 10h-1Fh and A0h-AFh Genoa (KDS
-    # serves Bergamo/Siena as Genoa); family 1Ah models 00h-1Fh Turin.
-    if family == 0x19:
-        if model <= 0x0F:
-            return "Milan"
-        if 0x10 <= model <= 0x1F or 0xA0 <= model <= 0xAF:
-            return "Genoa"
-    elif family == 0x1A and model <= 0x1F:
-        return "Turin"
-    return None
 
 
 def cert_chain_key(product: str, key_type: str = "vcek") -> str:
