@@ -274,6 +274,24 @@ class ServerProcess:
                 self.proc.wait()
 
 
+def trust_sim_tdx(env: Env, tdx: Any, *, with_collateral: bool = True) -> None:
+    """Trust ``tdx``'s root as simulated, and (unless told not to) give the Steward its collateral."""
+    (env.dir / "sim-tdx-root.pem").write_bytes(tdx.root.public_bytes(serialization.Encoding.PEM))
+    text = env.config.read_text()
+    old = 'simulated = ["sim-ark.pem"]'
+    assert old in text
+    env.config.write_text(text.replace(old, 'simulated = ["sim-ark.pem", "sim-tdx-root.pem"]'))
+    coll = env.dir / "collateral" / "tdx-quote"
+    coll.mkdir(parents=True, exist_ok=True)
+    if with_collateral:
+        c = tdx.collateral()
+        (coll / "tcb_info.json").write_bytes(c.tcb_info)
+        (coll / "qe_identity.json").write_bytes(c.qe_identity)
+        (coll / "tcb_signing_chain.pem").write_bytes(c.tcb_info_issuer_chain)
+        (coll / "pck.crl").write_bytes(c.pck_crl)
+        (coll / "root.crl").write_bytes(c.root_crl)
+
+
 @pytest.fixture(scope="session")
 def kit() -> SimpleNamespace:
     """The helpers above, for test modules (importlib mode: tests cannot import conftest)."""
@@ -286,6 +304,7 @@ def kit() -> SimpleNamespace:
         postgres_dsn=postgres_dsn,
         need_shared=need_shared,
         spki=spki,
+        trust_sim_tdx=trust_sim_tdx,
         MEASUREMENT=MEASUREMENT,
         WORKLOAD=WORKLOAD,
     )

@@ -124,17 +124,8 @@ def _configure(env: Any, kit: Any, tdx: SimulatedTdx, *, claims_oid: str | None,
     old = 'claims_oid = "1.3.6.1.4.1.99999.1"'
     assert old in text
     text = text.replace(old, f'claims_oid = "{claims_oid}"' if claims_oid else "")
-    text = text.replace('simulated = ["sim-ark.pem"]', 'simulated = ["sim-ark.pem", "sim-tdx-root.pem"]')
     env.config.write_text(text)
-    (env.dir / "sim-tdx-root.pem").write_bytes(_pem(tdx.root))
-    coll = env.dir / "collateral" / "tdx-quote"
-    coll.mkdir(parents=True, exist_ok=True)
-    c = tdx.collateral()
-    (coll / "tcb_info.json").write_bytes(c.tcb_info)
-    (coll / "qe_identity.json").write_bytes(c.qe_identity)
-    (coll / "tcb_signing_chain.pem").write_bytes(c.tcb_info_issuer_chain)
-    (coll / "pck.crl").write_bytes(c.pck_crl)
-    (coll / "root.crl").write_bytes(c.root_crl)
+    kit.trust_sim_tdx(env, tdx)
     policy = kit.policy_text().replace(
         'dns_names = ["web.example.org"]', 'dns_names = ["web.example.org", "www.example.org"]'
     )

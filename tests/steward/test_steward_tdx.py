@@ -24,21 +24,7 @@ def tdx() -> SimulatedTdx:
 
 
 def _setup(env, kit, tdx: SimulatedTdx, *, with_collateral: bool = True) -> None:
-    pem = serialization.Encoding.PEM
-    (env.dir / "sim-tdx-root.pem").write_bytes(tdx.root.public_bytes(pem))
-    text = env.config.read_text().replace(
-        'simulated = ["sim-ark.pem"]', 'simulated = ["sim-ark.pem", "sim-tdx-root.pem"]'
-    )
-    env.config.write_text(text)
-    coll = env.dir / "collateral" / "tdx-quote"
-    coll.mkdir(parents=True, exist_ok=True)
-    if with_collateral:
-        c = tdx.collateral()
-        (coll / "tcb_info.json").write_bytes(c.tcb_info)
-        (coll / "qe_identity.json").write_bytes(c.qe_identity)
-        (coll / "tcb_signing_chain.pem").write_bytes(c.tcb_info_issuer_chain)
-        (coll / "pck.crl").write_bytes(c.pck_crl)
-        (coll / "root.crl").write_bytes(c.root_crl)
+    kit.trust_sim_tdx(env, tdx, with_collateral=with_collateral)
     env.policy.write_text(
         kit.policy_text()
         + f"""
