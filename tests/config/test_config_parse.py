@@ -218,12 +218,40 @@ def test_donjon_additions() -> None:
     assert config.files[6] == ConnectEntry("db.internal", "db.internal", 5432, "tls", "file", "ca.pem")
 
 
-def test_unknown_top_level_key_is_a_warning_with_its_line() -> None:
-    parsed = parse_config(b'steward = "https://s.example"\n\nfuture_key = 1\n', origin="Enarx.toml")
-    assert parsed.config.steward == "https://s.example"
-    (warning,) = parsed.warnings
-    assert warning.key == "future_key" and warning.line == 3
-    assert str(warning).startswith("Enarx.toml:3: future_key")
+@pytest.mark.parametrize(
+    ("text", "key", "line", "suggestion"),
+    [
+        # The issue's two: a typo that silently dropped the backend allow-list, and one that
+        # dropped every socket.
+        ('steward = "https://s.example"\n\nbackend = ["snp"]\n', "backend", 3, "backends"),
+        ('args = []\n\n[[file]]\nkind = "listen"\nname = "web"\n', "file", 3, "files"),
+        ('[enviroment]\nA = "1"\n', "enviroment", 1, None),
+        ('Steward = "https://s.example"\n', "Steward", 1, "steward"),
+        ('stewardca = "ca.pem"\n', "stewardca", 1, "steward_ca"),
+    ],
+)
+def test_unknown_top_level_key_is_an_error_with_line_and_suggestion(
+    text: str, key: str, line: int, suggestion: str | None
+) -> None:
+    err = error(text)
+    assert isinstance(err, UnknownKey)
+    assert (err.key, err.line, err.origin) == (key, line, "Enarx.toml")
+    assert str(err).startswith(f"Enarx.toml:{line}: {key}: unknown top-level key")
+    if suggestion is None:
+        assert "did you mean" not in str(err)
+    else:
+        assert f'did you mean "{suggestion}"?' in str(err)
+
+
+def test_unknown_key_in_a_files_entry_suggests_the_close_one() -> None:
+    err = error('[[files]]\nkind = "listen"\nname = "web"\nprt = "tcp"\n')
+    assert (err.key, err.line) == ("files[0].prt", 4)
+    assert 'did you mean "prot"?' in str(err)
+
+
+def test_a_hostile_key_is_not_echoed_whole() -> None:
+    err = error("k" * 100_000 + " = 1\n")
+    assert isinstance(err, UnknownKey) and len(str(err)) < 400
 
 
 @pytest.mark.parametrize(
@@ -334,7 +362,7 @@ args = [
 kind = "bogus"
 """,
 ]
-description = \'\'\'
+steward_ca = \'\'\'
 [[files]]
 \'\'\'
 
@@ -395,12 +423,11 @@ def test_sub_table_of_a_files_entry_is_located() -> None:
     assert (err.key, err.line) == ("files[1].tls", 8)
 
 
-def test_pre_1_0_enarx_layout_still_runs_with_warnings() -> None:
-    # Early Enarx releases described stdio as top-level tables; a current Enarx ignored them
-    # (and used its defaults), so Donjon warns and does the same.
-    parsed = parse_config(b'[stdin]\nkind = "host"\n\n[stdout]\nkind = "host"\n\n[stderr]\nkind = "host"\n')
-    assert parsed.config.files == DEFAULT_FILES
-    assert [(w.key, w.line) for w in parsed.warnings] == [("stdin", 1), ("stdout", 4), ("stderr", 7)]
+def test_pre_1_0_enarx_layout_is_refused_with_its_line() -> None:
+    # Early Enarx releases described stdio as top-level tables; a current Enarx rejects them, and
+    # so does Donjon, at the first one, rather than run with defaults the user did not write.
+    err = error('[stdin]\nkind = "host"\n\n[stdout]\nkind = "host"\n')
+    assert isinstance(err, UnknownKey) and (err.key, err.line) == ("stdin", 1)
 
 
 def test_stdio_kinds_in_any_order() -> None:

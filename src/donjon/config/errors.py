@@ -40,7 +40,7 @@ class ConfigSyntaxError(ConfigError):
 
 
 class UnknownKey(ConfigError):
-    """A key Donjon does not know, where unknown keys are not allowed (inside a ``[[files]]`` entry)."""
+    """A key Donjon does not know, top-level or inside a ``[[files]]`` entry (with a did-you-mean)."""
 
 
 class MissingKey(ConfigError):
@@ -57,7 +57,7 @@ class DuplicateName(ConfigError):
 
 @dataclass(frozen=True)
 class ConfigWarning:
-    """Something Donjon ignores but the user should hear about (an unknown top-level key)."""
+    """Something Donjon ignores but the user should hear about (unknown keys are errors, not this)."""
 
     key: str
     reason: str

@@ -1,14 +1,15 @@
 """Parse and validate ``Donjon.toml`` / ``Enarx.toml`` text into a :class:`WorkloadConfig`.
 
 Pure: bytes in, a config (plus warnings) or a :class:`ConfigError` out. The rules are
-DESIGN.md "Workload config": Enarx's keys with Enarx's defaults, unknown keys inside a
-``[[files]]`` entry are errors (as Enarx's ``deny_unknown_fields``-style enum was),
-unknown top-level keys are warnings (Enarx ignored them), so any Enarx.toml still runs.
-Donjon's additions are documented in docs/run.md.
+DESIGN.md "Workload config": Enarx's keys with Enarx's defaults; an unknown key, top-level
+or inside a ``[[files]]`` entry, is an error naming the key and its line with a did-you-mean
+(Enarx's parser rejects unknown fields too, and a warning let a typo such as ``backend =``
+silently drop the backend allow-list). Donjon's additions are documented in docs/run.md.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -152,9 +153,7 @@ class _Validator:
     def config(self, document: Mapping[str, Any]) -> ParsedConfig:
         for key in document:
             if key not in TOP_LEVEL_KEYS:
-                self.warnings.append(
-                    ConfigWarning(key, "unknown top-level key, ignored", self.map.line((key,)), self.origin)
-                )
+                self.fail(UnknownKey, (key,), "unknown top-level key" + _did_you_mean(key, TOP_LEVEL_KEYS))
         steward = self.steward(document["steward"]) if "steward" in document else None
         args = self.args(document.get("args", []))
         env = self.env(document.get("env", {}))
@@ -253,7 +252,9 @@ class _Validator:
         for key in item:
             if key not in allowed:
                 self.fail(
-                    UnknownKey, (*here, key), f'unknown key for kind "{kind}" (allowed: {", ".join(allowed)})'
+                    UnknownKey,
+                    (*here, key),
+                    f'unknown key for kind "{kind}"' + _did_you_mean(key, allowed),
                 )
         if kind in ("null", "stdin", "stdout", "stderr"):
             name = self.name(item, here) if "name" in item else kind
@@ -398,9 +399,18 @@ class _Validator:
         return DirEntry(name, path, guest, writable)
 
 
+def _did_you_mean(key: str, known: tuple[str, ...]) -> str:
+    """``; did you mean "files"? (allowed: ...)``, naming the closest known key if one is close."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f'; did you mean "{close[0]}"?' if close else ""
+    return f"{hint} (allowed: {', '.join(known)})"
+
+
 def _render_path(path: Path) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and len(part) > 64:  # a hostile key must not flood the terminal
+            part = part[:64] + "..."
         if isinstance(part, int):
             out += f"[{part}]"
         elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
