@@ -99,3 +99,14 @@ def test_digest_follows_the_design_formula() -> None:
 def test_canonical_config_is_utf8_json_without_escapes() -> None:
     config = parse_config('[env]\nGREETING = "grüße"\n'.encode()).config
     assert '"GREETING":"grüße"'.encode() in canonical_config(config)
+
+
+def test_a_quick_run_without_fd_env_has_its_own_digest() -> None:
+    # Without a config the guest gets no FD_COUNT/FD_NAMES: another environment, another identity;
+    # with them (every config file) the canonical form is what it was before the key existed.
+    with_config = WorkloadConfig(args=("a",))
+    quick = WorkloadConfig(args=("a",), fd_env=False)
+    assert b"fd_env" not in canonical_config(with_config)
+    assert b'"fd_env":false' in canonical_config(quick)
+    assert workload_digest(MODULE, quick) != workload_digest(MODULE, with_config)
+    assert quick.guest_env() == () and with_config.guest_env()[0] == ("FD_COUNT", "3")

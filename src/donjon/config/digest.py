@@ -30,17 +30,20 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     host (like ``--steward-ca``), not what the workload is; the Steward URL is in.
     A ``connect`` entry's ``peer_identity`` (whom the workload trusts) is in, as a sorted list;
     an entry without one leaves the key out, so configs written before the key existed keep
-    their digests.
+    their digests. ``fd_env`` is in only when off (a quick run without a config, whose guest
+    gets no ``FD_COUNT``/``FD_NAMES``), for the same reason.
     """
     import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
 
-    document = {
+    document: dict[str, object] = {
         "steward": config.steward,
         "args": list(config.args),
         "env": dict(config.env),
         "files": [_canonical_entry(entry) for entry in config.files],
         "backends": None if config.backends is None else list(config.backends),
     }
+    if not config.fd_env:
+        document["fd_env"] = False
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

@@ -128,13 +128,21 @@ class WorkloadConfig:
     #: the config file's directory). Where the pin is read from, not what the workload is: it is
     #: not part of the workload digest (see docs/run.md "steward_ca").
     steward_ca: str | None = None
+    #: Whether the guest gets ``FD_COUNT``/``FD_NAMES`` (Enarx's environment, DESIGN.md): always
+    #: from a config file; ``False`` for a quick run without one (``donjon run app.wasm``), whose
+    #: guest gets exactly the ``--env`` variables, as under wasmtime. Part of the workload digest
+    #: when ``False`` (the guest sees another environment).
+    fd_env: bool = True
 
     @property
     def fd_names(self) -> tuple[str, ...]:
         return tuple(entry.name for entry in self.files)
 
     def guest_env(self) -> tuple[tuple[str, str], ...]:
-        """The guest's whole environment: ``FD_COUNT``, ``FD_NAMES``, then the user's ``env``."""
+        """The guest's whole environment: ``FD_COUNT``, ``FD_NAMES`` (unless ``fd_env`` is off),
+        then the user's ``env``."""
+        if not self.fd_env:
+            return self.env
         names = self.fd_names
         return (("FD_COUNT", str(len(names))), ("FD_NAMES", ":".join(names)), *self.env)
 
