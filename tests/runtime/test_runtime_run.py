@@ -65,11 +65,21 @@ def test_hello_runs_with_args_and_env(examples: Path, capfd: pytest.CaptureFixtu
         "argv[0]=main.wasm",
         "argv[1]=one",
         "argv[2]=two words",
-        "FD_COUNT=3",
-        "FD_NAMES=stdin:stdout:stderr",
+        # Quick-run mode is wasmtime's: exactly --env, no FD_COUNT/FD_NAMES (only a config has them).
+        "FD_COUNT=(unset)",
+        "FD_NAMES=(unset)",
     ]
     # One line warning that nil is not attested, and nothing else.
     assert err.count("\n") == 1 and "NOT attested" in err
+
+
+def test_a_quick_run_passes_fd_variables_given_with_env_like_any_other(
+    examples: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    hello = str(examples / "hello" / "hello.wasm")
+    assert main(["run", "--env", "FD_COUNT=7", hello]) == 0
+    out = capfd.readouterr().out
+    assert "FD_COUNT=7\nFD_NAMES=(unset)\n" in out
 
 
 def test_args_without_double_dash_and_exit_code_passthrough(
@@ -246,13 +256,31 @@ def test_config_errors_exit_2_with_key_and_line(
     assert err.count("\n") == 1
 
 
-def test_unknown_top_level_key_warns_and_runs(
-    examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('backend = ["snp"]\n', 'Donjon.toml:1: backend: unknown top-level key; did you mean "backends"?'),
+        (
+            'args = ["x"]\n[[file]]\nkind = "stdin"\n',
+            'Donjon.toml:2: file: unknown top-level key; did you mean "files"?',
+        ),
+    ],
+)
+def test_unknown_top_level_key_is_an_error_and_nothing_runs(
+    examples: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    expected: str,
 ) -> None:
-    config = write(tmp_path / "Enarx.toml", 'args = ["x"]\nsomething_new = true\n')
-    assert main(["run", "--config", str(config), str(examples / "hello" / "hello.wasm")]) == 0
-    _, err = capfd.readouterr()
-    assert "warning: " in err and ":2: something_new: unknown top-level key" in err
+    (tmp_path / "Donjon.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    hello = str(examples / "hello" / "hello.wasm")
+    assert main(["run", "--backend", "nil", "--config", "Donjon.toml", hello]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""  # the guest never ran
+    assert err.startswith(f"donjon: {expected}") and err.count("\n") == 1
 
 
 def test_backend_allow_list_refuses_nil(
@@ -307,12 +335,38 @@ def test_invalid_wasm_exits_2(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     assert "not a valid WebAssembly module" in err and err.count("\n") == 1
 
 
-def test_bytes_that_are_not_wasm_at_all_say_so(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    junk = tmp_path / "junk.wasm"
-    junk.write_bytes(bytes(range(256)))
-    assert main(["run", str(junk)]) == 2
+@pytest.mark.parametrize(
+    ("data", "starts", "kind"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00" + bytes(56), "\\x7fELF\\x02\\x01\\x01\\x00", "an ELF executable"),
+        (b"# My app\n\nRun it with donjon.\n", "# My app\\n\\nRun it", "text"),
+        (b"#!/bin/sh\necho hi\n", "#!/bin/sh\\necho h", "a script"),
+        (bytes(range(256)), "\\x00\\x01\\x02", ""),
+        (b"", "", "the file is empty"),
+    ],
+)
+def test_a_file_that_is_not_webassembly_is_named_so(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], data: bytes, starts: str, kind: str
+) -> None:
+    junk = tmp_path / "app.wasm"
+    junk.write_bytes(data)
+    assert main(["run", "--no-cache", str(junk)]) == 2
     err = capfd.readouterr().err
-    assert "not a WebAssembly module (no \\0asm header)" in err and err.count("\n") == 1
+    assert err.startswith(f"donjon: {junk}: not a WebAssembly module (") and err.count("\n") == 1
+    assert (f'starts with "{starts}' in err if data else True) and kind in err
+    assert "expected" not in err.lower()  # none of the text parser's words ("expected '('")
+
+
+def test_webassembly_text_still_runs_and_bad_text_gets_the_parser_message(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "exit.wat"
+    good.write_text(";; the text format\n" + EXIT_WAT.replace("CODE", "7"))
+    assert main(["run", "--no-cache", str(good)]) == 7
+    bad = tmp_path / "bad.wat"
+    bad.write_text("(module (func $f (i32.bogus)))")
+    assert main(["run", "--no-cache", str(bad)]) == 2
+    assert "not valid WebAssembly text" in capfd.readouterr().err
 
 
 def test_module_without_start_exits_2(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

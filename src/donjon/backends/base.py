@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-# What the evidence bytes are (snp-report, tdx-quote, sgx-quote, cca-token): the attestation
-# library's own enum, so a backend names its evidence exactly as the Steward's verifier does.
-# Re-exported here for the backends and their callers.
-from donjon.attestation.verify import EvidenceKind
 from donjon.backends.errors import InvalidBinding
+
+if TYPE_CHECKING:
+    # What the evidence bytes are (snp-report, tdx-quote, sgx-quote, cca-token): the attestation
+    # library's own enum, so a backend names its evidence exactly as the Steward's verifier does.
+    # Re-exported here for the backends and their callers, on first use (``__getattr__`` below).
+    from donjon.attestation.verify import EvidenceKind
 
 __all__ = [
     "BINDING_SIZE",
@@ -31,6 +33,18 @@ __all__ = [
     "EvidenceKind",
     "check_binding",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The attestation library (and with it cryptography.x509, ~40 ms) loads only when a backend
+    # that produces evidence asks for the enum: a ``nil`` Keep never does, and its start-up time
+    # is measured (benchmarks/bench_run.py, "start hello").
+    if name == "EvidenceKind":
+        from donjon.attestation.verify import EvidenceKind
+
+        return EvidenceKind
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The binding is a SHA-512 digest, and every TEE's user-data field is 64 bytes:
 #: SEV-SNP REPORT_DATA, TDX REPORTDATA, SGX REPORTDATA, the CCA realm challenge.

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from donjon.keep.attest import AttestedIdentity
     from donjon.keep.launch import KeepTls
     from donjon.runtime.keep import Workload
+    from donjon.runtime.net import BoundListeners
 
 __all__ = ["EXIT_TRAP", "USAGE", "main"]
 
@@ -171,7 +172,7 @@ def parse_args(argv: list[str]) -> Options:
 
 def _flag_config(opts: Options) -> WorkloadConfig:
     """The config a quick run without --config describes (it has a digest like any other)."""
-    from donjon.config.model import DEFAULT_FILES, RESERVED_ENV, DirEntry, WorkloadConfig
+    from donjon.config.model import DEFAULT_FILES, DirEntry, WorkloadConfig
 
     files: list[FileEntry] = list(DEFAULT_FILES)
     for spec, writable in opts.dirs:
@@ -192,8 +193,6 @@ def _flag_config(opts: Options) -> WorkloadConfig:
             value = host_value
         if not key or "\x00" in item:
             raise UsageError(f"--env {item!r}: expected KEY=VALUE with a non-empty KEY")
-        if key in RESERVED_ENV:
-            raise UsageError(f"--env {key}: set by Donjon from the files, cannot be overridden")
         env[key] = value
     if any("\x00" in arg for arg in opts.args):
         raise UsageError("guest arguments may not contain NUL")
@@ -204,7 +203,9 @@ def _flag_config(opts: Options) -> WorkloadConfig:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
             raise UsageError(f"{text!r} is not valid UTF-8") from e
-    return WorkloadConfig(args=tuple(opts.args), env=tuple(env.items()), files=tuple(files))
+    # DESIGN.md "Workload config": without a config the guest gets exactly the arguments and the
+    # environment given, as under wasmtime (no FD_COUNT/FD_NAMES, which only a config implies).
+    return WorkloadConfig(args=tuple(opts.args), env=tuple(env.items()), files=tuple(files), fd_env=False)
 
 
 def _error(message: str) -> None:
@@ -285,13 +286,18 @@ def _run(opts: Options) -> int:
         _error(f"run: {e}")
         return EXIT_USAGE
 
-    from donjon.runtime.keep import Workload, read_module
+    from donjon.runtime.keep import Workload, check_module_header, read_module
 
     try:
         module = read_module(Path(opts.module))
+        # A text or ELF file given by mistake is named as such, before a Keep attests for it.
+        check_module_header(module)
     except errors.MissingFile as e:
         _error(str(e))
         return EXIT_OPERATIONAL
+    except errors.InvalidModule as e:
+        _error(f"{opts.module}: {e}")
+        return EXIT_USAGE
     workload = Workload(module=module, config=config, base_dir=base_dir)
     if opts.print_digest:  # needs no backend: e.g. to write a Steward policy on another machine
         print(workload.digest.hex())
@@ -304,19 +310,35 @@ def _run(opts: Options) -> int:
     if opts.verbose:
         _error(f"workload digest {workload.digest.hex()}")
 
-    # The TLS identity comes before any socket is opened: a Keep the Steward refuses never listens.
-    keep_tls = _identity(opts, config, base_dir, backend, workload.digest)
-    if isinstance(keep_tls, int):
-        return keep_tls
+    # Bind before attesting: a port clash fails now, in milliseconds, and costs no certificate.
+    # The sockets listen only once the Keep has its identity, so a refused Keep never listens.
+    from donjon.runtime.net import bind_listeners
+
     try:
-        return _execute(opts, workload, backend, auto_nil, keep_tls)
+        bound = bind_listeners(config)
+    except errors.SocketUnavailable as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL
+    try:
+        keep_tls = _identity(opts, config, base_dir, backend, workload)
+        if isinstance(keep_tls, int):
+            return keep_tls
+        try:
+            return _execute(opts, workload, backend, auto_nil, keep_tls, bound)
+        finally:
+            if keep_tls is not None:
+                keep_tls.close()
     finally:
-        if keep_tls is not None:
-            keep_tls.close()
+        bound.close()
 
 
 def _execute(
-    opts: Options, workload: Workload, backend: Backend, auto_nil: bool, keep_tls: KeepTls | None
+    opts: Options,
+    workload: Workload,
+    backend: Backend,
+    auto_nil: bool,
+    keep_tls: KeepTls | None,
+    bound: BoundListeners,
 ) -> int:
     """Compile and run the guest with the Keep's identity: the guest's exit code, or Donjon's."""
     from donjon.runtime import errors
@@ -364,10 +386,11 @@ def _execute(
         # Python's SIGINT handler only runs between bytecodes, never inside compiled wasm: a
         # guest in a loop would ignore Ctrl-C. While the guest runs, Ctrl-C kills the process
         # like any native program (exit status 130 from the shell), as under wasmtime's CLI.
+        import contextlib
         import signal
-        import threading
 
-        if threading.current_thread() is threading.main_thread():
+        # ValueError: not the main thread (a test's), whose signals are not ours to change.
+        with contextlib.suppress(ValueError):
             saved_sigint.append(signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     try:
@@ -379,6 +402,7 @@ def _execute(
             before_start=before_start,
             identity=keep_tls.identity if keep_tls is not None else None,
             steward_ca=keep_tls.steward_ca if keep_tls is not None else (),
+            bound=bound,
         )
     except errors.BackendRefused as e:
         _error(str(e))
@@ -457,7 +481,7 @@ def _tee_interfaces() -> bool:
 
 
 def _identity(
-    opts: Options, config: WorkloadConfig, base_dir: Path, backend: Backend, digest: bytes
+    opts: Options, config: WorkloadConfig, base_dir: Path, backend: Backend, workload: Workload
 ) -> KeepTls | int | None:
     """The Keep's TLS identity (``None``: nil without a Steward, the runtime makes a self-signed
     one if a socket needs it), or the exit code of a failure (one line on stderr)."""
@@ -496,7 +520,7 @@ def _identity(
         )
         keep_tls = launch_identity(
             backend,
-            digest,
+            workload.digest,
             settings,
             warn=lambda m: _error(f"warning: {m}"),
             on_renewed=_renewed,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from donjon.backends.base import Backend
+    from donjon.runtime.net import BoundListeners
     from donjon.tls import Identity, Listener, Stream
     from donjon.wasi import GuestFile, GuestSpec
 
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_MODULE_BYTES",
     "RunReport",
     "Workload",
+    "check_module_header",
     "guest_spec",
     "load_module",
     "read_module",
@@ -88,6 +90,62 @@ def read_module(path: Path) -> bytes:
     return data
 
 
+#: The binary format's magic (WebAssembly Core Specification, 5.5.16 "Modules": ``\0asm``).
+WASM_MAGIC = b"\0asm"
+
+#: What other files a user may give by mistake start with, to name them in the error.
+_OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x7fELF", "an ELF executable or library"),
+    (b"MZ", "a Windows executable"),
+    (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xca\xfe\xba\xbe", "a Mach-O universal binary or a Java class"),
+    (b"#!", "a script"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"\x1f\x8b", "a gzip file"),
+)
+
+
+#: How the start of a file is shown in the error: printable ASCII as is, the rest escaped.
+_SHOWN = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x22: '\\"', 0x5C: "\\\\"}
+
+
+def check_module_header(module: bytes) -> None:
+    """Refuse bytes that are neither a binary module nor WebAssembly text, before anything runs.
+
+    Only the start is looked at (the module is validated when it is compiled): a text or ELF
+    file given by mistake is named as such (:class:`InvalidModule`), instead of wasmtime's
+    text parser complaining about its first character, and before a Keep attests for it.
+    """
+    if module.startswith(WASM_MAGIC) or _looks_like_text_format(module):
+        return
+    raise InvalidModule(_not_a_module(module))
+
+
+def _looks_like_text_format(module: bytes) -> bool:
+    # WebAssembly text (which wasmtime also compiles) starts, after white space, with a
+    # parenthesis or a comment (";;" or "(;"): WebAssembly Core Specification, 6.2 "Lexical Format".
+    return module[:4096].lstrip().startswith((b"(", b";;"))
+
+
+def _not_a_module(module: bytes) -> str:
+    if not module:
+        return "not a WebAssembly module (the file is empty)"
+    head = module[:16]
+    shown = "".join(_SHOWN.get(b) or (chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}") for b in head)
+    kind = next((what for magic, what in _OTHER_MAGIC if module.startswith(magic)), None)
+    if kind is None:
+        try:
+            module[:4096].decode("utf-8")
+            kind = "text"
+        except UnicodeDecodeError as e:
+            kind = "text" if e.start > 4090 else None
+    what = f", {kind}" if kind else ""
+    return (
+        f'not a WebAssembly module (starts with "{shown}"{what}; a module starts with "\\0asm", '
+        'or "(module" in the text format)'
+    )
+
+
 def guest_spec(
     config: WorkloadConfig,
     base_dir: Path,
@@ -144,12 +202,12 @@ def load_module(
             return wasmtime.Module(engine, workload.module), CacheOutcome.DISABLED
         return cache.load_or_compile(engine, workload.module, workload.module_sha256, settings.fingerprint())
     except wasmtime.WasmtimeError as e:
-        if not workload.module.startswith(b"\0asm"):
+        if not workload.module.startswith(WASM_MAGIC):
             # wasmtime also takes the text format, so its message for other bytes is about
-            # parsing text ("not valid utf-8"); say first what the file is not.
-            raise InvalidModule(
-                f"not a WebAssembly module (no \\0asm header) nor WebAssembly text: {_one_line(str(e))}"
-            ) from e
+            # parsing text; only text that looks like WebAssembly text gets the parser's words.
+            if not _looks_like_text_format(workload.module):
+                raise InvalidModule(_not_a_module(workload.module)) from e
+            raise InvalidModule(f"not valid WebAssembly text: {_one_line(str(e))}") from e
         raise InvalidModule(f"not a valid WebAssembly module: {_one_line(str(e))}") from e
 
 
@@ -164,6 +222,7 @@ def run_workload(
     before_start: Callable[[], None] | None = None,
     identity: Identity | None = None,
     steward_ca: Sequence[x509.Certificate] = (),
+    bound: BoundListeners | None = None,
 ) -> int:
     """Run ``workload`` on ``backend`` and return the guest's exit code.
 
@@ -174,7 +233,9 @@ def run_workload(
 
     ``identity`` is the Keep's TLS identity for ``prot = "tls"`` sockets; ``None`` means a fresh
     self-signed one, and the Keep is unattested (every TLS log line says so). ``steward_ca`` is the
-    Steward's CA certificate(s), for ``client_auth``/``trust = "steward"``.
+    Steward's CA certificate(s), for ``client_auth``/``trust = "steward"``. ``bound`` holds the
+    ``listen`` sockets the caller bound before attesting (:func:`donjon.runtime.net.bind_listeners`);
+    the caller still closes it (what was taken over is no longer in it).
     """
     allowed = workload.config.backends
     if allowed is not None and backend.name not in allowed:
@@ -196,7 +257,9 @@ def run_workload(
         report.cache = outcome
     opened = None
     if networked:
-        opened = open_sockets(workload.config, workload.base_dir, identity=identity, steward_ca=steward_ca)
+        opened = open_sockets(
+            workload.config, workload.base_dir, identity=identity, steward_ca=steward_ca, bound=bound
+        )
     try:
         if opened is not None:
             spec = guest_spec(workload.config, workload.base_dir, stdio_fds, opened.by_index)

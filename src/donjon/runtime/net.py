@@ -2,7 +2,13 @@
 
 Every socket is opened by the runtime, not by the guest: a port that cannot be bound or a peer
 that cannot be reached stops the run before the guest runs (:class:`SocketUnavailable`), as in
-Enarx. TLS entries get the Keep's :class:`~donjon.tls.Identity` — the single place the
+Enarx. ``donjon run`` binds the ``listen`` ports even earlier, before the Keep attests
+(:func:`bind_listeners`): a port clash then fails in milliseconds and costs no certificate; the
+sockets listen only once the Keep has its identity, so a refused Keep never listens. ``connect``
+entries are connected after attestation (their peers, often other Keeps, get that long to come
+up, and a TLS client needs the identity anyway).
+
+TLS entries get the Keep's :class:`~donjon.tls.Identity` — the single place the
 certificate and key come from. Without one (no attestation yet) it is a fresh self-signed
 identity, and every TLS log line says the Keep is UNATTESTED; an attested identity is passed in
 by the caller and nothing here changes.
@@ -19,11 +25,13 @@ from donjon.config.model import ConnectEntry, ListenEntry, WorkloadConfig
 from donjon.runtime.errors import SocketUnavailable
 
 if TYPE_CHECKING:
+    import socket
+
     from cryptography import x509
 
     from donjon.tls import Identity, Listener, Stream
 
-__all__ = ["OpenSockets", "has_sockets", "open_sockets"]
+__all__ = ["BoundListeners", "OpenSockets", "bind_listeners", "has_sockets", "open_sockets"]
 
 
 def has_sockets(config: WorkloadConfig) -> bool:
@@ -49,18 +57,65 @@ class OpenSockets:
         return [f"{obj.prot} {obj.address}" for obj in self.by_index.values() if isinstance(obj, Listener)]
 
 
+class BoundListeners:
+    """The bound, not yet listening, socket of each ``listen`` entry, by ``files`` index.
+
+    :func:`open_sockets` takes each one over; :meth:`close` releases whatever it did not take
+    (idempotent), so the caller closes it in a ``finally`` whatever happened in between.
+    """
+
+    def __init__(self) -> None:
+        self.by_index: dict[int, socket.socket] = {}
+
+    def take(self, index: int) -> socket.socket | None:
+        return self.by_index.pop(index, None)
+
+    def close(self) -> None:
+        for sock in self.by_index.values():
+            sock.close()
+        self.by_index.clear()
+
+
+def bind_listeners(config: WorkloadConfig) -> BoundListeners:
+    """Bind the address of every ``listen`` entry of ``config``, without listening yet.
+
+    Raises :class:`SocketUnavailable` naming the entry and the address (``[::]:443``), after
+    closing what was bound. Needs no identity: a Keep calls it before it attests.
+    """
+    bound = BoundListeners()
+    if not any(isinstance(entry, ListenEntry) for entry in config.files):
+        return bound
+    from donjon.tls import TLSConfigError
+    from donjon.tls.sockets import bind_address
+
+    try:
+        for index, entry in enumerate(config.files):
+            if isinstance(entry, ListenEntry):
+                try:
+                    bound.by_index[index] = bind_address(entry.addr, entry.port)
+                except TLSConfigError as e:
+                    raise SocketUnavailable(f'files[{index}] ("{entry.name}")', str(e)) from e
+    except BaseException:
+        bound.close()
+        raise
+    return bound
+
+
 def open_sockets(
     config: WorkloadConfig,
     base_dir: Path,
     *,
     identity: Identity | None = None,
     steward_ca: Sequence[x509.Certificate] = (),
+    bound: BoundListeners | None = None,
 ) -> OpenSockets:
     """Bind every ``listen`` entry and connect every ``connect`` entry of ``config``.
 
     ``identity`` is the Keep's TLS identity; ``None`` makes a self-signed, unattested one (only
     if some entry speaks TLS). ``steward_ca`` is the Steward's CA (``client_auth``/``trust =
-    "steward"`` need it). Raises :class:`SocketUnavailable`, after closing what was opened.
+    "steward"`` need it). ``bound`` holds ``listen`` sockets bound earlier (:func:`bind_listeners`);
+    they are taken over, and the others bound here. Raises :class:`SocketUnavailable`, after
+    closing what was opened.
     """
     from donjon.tls import StreamError, TLSConfigError, self_signed
     from donjon.tls.endpoints import open_connect, open_listen
@@ -76,7 +131,8 @@ def open_sockets(
             what = f'files[{index}] ("{entry.name}")'
             try:
                 if isinstance(entry, ListenEntry):
-                    opened.by_index[index] = open_listen(entry, identity, steward_ca)
+                    early = bound.take(index) if bound is not None else None
+                    opened.by_index[index] = open_listen(entry, identity, steward_ca, bound=early)
                 else:
                     opened.by_index[index] = open_connect(
                         entry, config_dir=base_dir, identity=identity, steward_ca=steward_ca

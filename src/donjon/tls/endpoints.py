@@ -17,6 +17,7 @@ An entry that asks for the Steward's CA when the Keep has none (an unattested Ke
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,9 +96,18 @@ def open_listen(
     steward_ca: Sequence[x509.Certificate] = (),
     *,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    bound: socket.socket | None = None,
 ) -> Listener:
-    """Bind and listen for a ``listen`` entry."""
-    server = server_context_for(entry, identity, steward_ca)
+    """Bind and listen for a ``listen`` entry; with ``bound`` (from :func:`bind_address`, bound
+    before the Keep attested), listen on that socket, which the listener then owns."""
+    try:
+        server = server_context_for(entry, identity, steward_ca)
+    except BaseException:
+        if bound is not None:
+            bound.close()
+        raise
+    if bound is not None:
+        return Listener.listen_on(bound, prot=entry.prot, server=server, handshake_timeout=handshake_timeout)
     return Listener.bind(
         entry.addr, entry.port, prot=entry.prot, server=server, handshake_timeout=handshake_timeout
     )

@@ -17,7 +17,7 @@ from donjon.tls.context import ClientContext, ServerContext
 from donjon.tls.errors import StreamClosed, StreamError, TLSConfigError, WouldBlock
 from donjon.tls.stream import DEFAULT_HANDSHAKE_TIMEOUT, Stream, TCPStream, TLSStream, format_peer
 
-__all__ = ["DEFAULT_BACKLOG", "Listener", "Prot", "connect"]
+__all__ = ["DEFAULT_BACKLOG", "Listener", "Prot", "bind_address", "connect"]
 
 #: Pending connections the kernel queues for a listening socket.
 DEFAULT_BACKLOG = 128
@@ -61,22 +61,36 @@ class Listener:
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> Listener:
         """Listen on ``addr``:``port`` (``"::"`` listens on IPv6 and IPv4 where the OS allows)."""
+        return cls.listen_on(
+            bind_address(addr, port),
+            prot=prot,
+            server=server,
+            backlog=backlog,
+            handshake_timeout=handshake_timeout,
+        )
+
+    @classmethod
+    def listen_on(
+        cls,
+        sock: socket.socket,
+        *,
+        prot: Prot,
+        server: ServerContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> Listener:
+        """Start listening on ``sock``, bound by :func:`bind_address`; the listener owns it from here
+        (it is closed on failure too)."""
         try:
-            infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as e:
-            raise TLSConfigError(f"listen {addr}:{port}", f"cannot resolve: {e.strerror}") from e
-        family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(sockaddr)
             sock.listen(backlog)
+            return cls(sock, prot=prot, server=server, handshake_timeout=handshake_timeout)
         except OSError as e:
+            where = format_peer(sock.getsockname()) if sock.fileno() >= 0 else "socket"
             sock.close()
-            raise TLSConfigError(f"listen {addr}:{port}", e.strerror or str(e)) from e
-        return cls(sock, prot=prot, server=server, handshake_timeout=handshake_timeout)
+            raise TLSConfigError(f"listen {where}", e.strerror or str(e)) from e
+        except BaseException:
+            sock.close()
+            raise
 
     def __repr__(self) -> str:
         return f"<Listener {self.prot} {self.address}{' closed' if self._closed else ''}>"
@@ -141,6 +155,31 @@ class Listener:
         self.close()
 
 
+def bind_address(addr: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``addr``:``port``, not yet listening (:meth:`Listener.listen_on`).
+
+    Binding is what finds a port already in use, so a Keep binds before it attests (an issued
+    certificate must not be wasted on a port clash) and listens only once it has its identity.
+    ``"::"`` binds IPv6 and IPv4 where the OS allows. Errors name the address as ``[::]:443``.
+    """
+    where = format_peer((addr, port))
+    try:
+        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise TLSConfigError(f"listen {where}", f"cannot resolve: {e.strerror}") from e
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+    except OSError as e:
+        sock.close()
+        raise TLSConfigError(f"listen {where}", e.strerror or str(e)) from e
+    return sock
+
+
 def connect(
     host: str,
     port: int,
@@ -163,7 +202,8 @@ def connect(
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise StreamError(
-            f"cannot connect to {host}:{port}: {e.strerror or e}", errno=e.errno or errno.ECONNREFUSED
+            f"cannot connect to {format_peer((host, port))}: {e.strerror or e}",
+            errno=e.errno or errno.ECONNREFUSED,
         ) from e
     try:
         sock.setblocking(False)

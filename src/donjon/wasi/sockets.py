@@ -28,7 +28,6 @@ import array
 import errno as posix_errno
 import fcntl
 import select
-import socket
 import termios
 import time
 from typing import Any
@@ -64,8 +63,6 @@ MAX_LINGERING = 256
 #: When the guest exits, lingering streams get at most this long, in total, to finish.
 EXIT_LINGER_SECONDS = 2.0
 
-_SHUT = {abi.SDFLAGS_RD: socket.SHUT_RD, abi.SDFLAGS_WR: socket.SHUT_WR}
-_SHUT[abi.SDFLAGS_RD | abi.SDFLAGS_WR] = socket.SHUT_RDWR
 _RIFLAGS_ALL = abi.RIFLAGS_RECV_PEEK | abi.RIFLAGS_RECV_WAITALL
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -352,7 +349,12 @@ class StreamSocketFile(SocketFile):
                 self._wait(False)
 
     def sock_shutdown(self, how: int) -> None:
-        mode = _SHUT.get(how)
+        # ``socket`` is imported here, not at the top: a workload without sockets (most of them,
+        # and every ``nil`` hello-world whose start-up is measured) never pays for it.
+        import socket
+
+        shut = {abi.SDFLAGS_RD: socket.SHUT_RD, abi.SDFLAGS_WR: socket.SHUT_WR}
+        mode = shut.get(how, socket.SHUT_RDWR if how == abi.SDFLAGS_RD | abi.SDFLAGS_WR else None)
         if mode is None:
             raise Errno(abi.EINVAL)
         try:
