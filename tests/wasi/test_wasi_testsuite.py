@@ -1,4 +1,6 @@
-"""wasi-testsuite (wasm32-wasip1: 72 tests) against Donjon's host — the acceptance line is 72/72.
+"""wasi-testsuite (wasm32-wasip1: 72 tests) against Donjon's host — the acceptance line is 72/72,
+through the library (``run_module``) and through the ``donjon run`` command line in a child process,
+in quick-run mode (no config), as a wasmtime user would run them.
 
 Runs from a temporary copy of the suite (the shared folder is read-only); ``*.cleanup`` files are
 removed before and after each test, as doc/specification.md asks. The JSON spec of each test gives
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +107,35 @@ def test_wasi_testsuite(test_id: str, suite_copy: Path, engine: wasmtime.Engine,
     assert code == config.get("exit_code", 0), f"exit code {code}; stderr: {err[-2000:]}"
     assert out.startswith(config.get("stdout", "")), out
     assert err.startswith(config.get("stderr", "")), err
+
+
+@pytest.mark.parametrize("test_id", _test_ids())
+def test_wasi_testsuite_through_the_cli(test_id: str, suite_copy: Path, tmp_path: Path) -> None:
+    # `donjon run` as a wasmtime user runs a module: --dir-rw for the root, --env, the arguments.
+    # Quick-run mode gives the guest exactly that environment (no FD_COUNT/FD_NAMES), which the
+    # suite's environ tests check.
+    suite_dir, name = test_id.split("/")
+    folder = suite_copy / suite_dir
+    wasm = folder / f"{name}.wasm"
+    spec_file = folder / f"{name}.json"
+    config = json.loads(spec_file.read_text()) if spec_file.exists() else {}
+
+    argv = [sys.executable, "-m", "donjon", "run", "--backend", "nil", "--no-cache"]
+    if config.get("root"):
+        argv += ["--dir-rw", f"{(folder / config['root']).resolve()}::/"]
+    for key, value in config.get("env", {}).items():
+        argv += ["--env", f"{key}={value}"]
+    argv += [str(wasm), "--", *config.get("args", [])]
+    with open(os.devnull, "rb") as stdin:
+        result = subprocess.run(argv, stdin=stdin, capture_output=True, cwd=tmp_path, timeout=120)
+    out = result.stdout.decode(errors="replace")
+    err = result.stderr.decode(errors="replace")
+    # Donjon's own line (a nil Keep is not attested) comes before the guest runs; the rest is the guest's.
+    first, _, guest_err = err.partition("\n")
+    assert first.startswith("donjon: warning: backend 'nil'") and "NOT attested" in first, err[-2000:]
+    assert result.returncode == config.get("exit_code", 0), (
+        f"exit code {result.returncode}; stderr: {err[-2000:]}"
+    )
+    assert out.startswith(config.get("stdout", "")), out
+    assert guest_err.startswith(config.get("stderr", "")), err
+    assert "Traceback" not in err
