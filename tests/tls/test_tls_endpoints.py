@@ -77,3 +77,28 @@ def test_example_configs_ask_for_the_sockets_the_examples_use(pytestconfig) -> N
         files = parsed.config.files
         assert [f.kind for f in files[:3]] == ["stdin", "stdout", "stderr"]
         assert len(files) == 4 and files[3].name == name and getattr(files[3], "prot", None) == prot
+
+
+def test_addresses_in_bind_errors_are_printed_with_brackets() -> None:
+    # Every address is printed one way: [::]:443, never :::443 (issue 10).
+    import socket
+
+    from donjon.tls.errors import TLSConfigError
+    from donjon.tls.sockets import bind_address
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(TLSConfigError) as e:
+            bind_address("127.0.0.1", port)
+        assert str(e.value).startswith(f"listen 127.0.0.1:{port}: ")
+    with pytest.raises(TLSConfigError) as e:
+        bind_address("::not-an-address", 1)
+    assert "listen [::not-an-address]:1: cannot resolve" in str(e.value)
+    from donjon.tls.errors import StreamError
+    from donjon.tls.sockets import connect
+
+    with pytest.raises(StreamError) as refused:
+        connect("::1", 9, prot="tcp", timeout=2)  # the discard port: nothing listens there
+    assert "cannot connect to [::1]:9" in str(refused.value)
