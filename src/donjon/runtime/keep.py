@@ -130,8 +130,6 @@ def _looks_like_text_format(module: bytes) -> bool:
 def _not_a_module(module: bytes) -> str:
     if not module:
         return "not a WebAssembly module (the file is empty)"
-    head = module[:16]
-    shown = "".join(_SHOWN.get(b) or (chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}") for b in head)
     kind = next((what for magic, what in _OTHER_MAGIC if module.startswith(magic)), None)
     if kind is None:
         try:
@@ -139,6 +137,9 @@ def _not_a_module(module: bytes) -> str:
             kind = "text"
         except UnicodeDecodeError as e:
             kind = "text" if e.start > 4090 else None
+    # Enough to recognise a magic number, or a line of text.
+    head = module[: 16 if kind in ("text", "a script") else 8]
+    shown = "".join(_SHOWN.get(b) or (chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}") for b in head)
     what = f", {kind}" if kind else ""
     return (
         f'not a WebAssembly module (starts with "{shown}"{what}; a module starts with "\\0asm", '
