@@ -499,3 +499,24 @@ def test_ctrl_c_stops_a_guest_in_a_loop(examples: Path) -> None:
         proc.kill()
     assert proc.returncode == -signal.SIGINT
     assert "Traceback" not in err
+
+
+def test_a_nil_run_without_a_config_loads_none_of_what_it_does_not_need(examples: Path) -> None:
+    # Start-up is measured (benchmarks/bench_run.py --start); this keeps the imports that cost it
+    # off the nil path: the attestation library and cryptography (backends.base), the config
+    # parser, TLS and sockets, json (the digest), the other commands.
+    probe = (
+        "import os, sys\n"
+        "from donjon.cli import main\n"
+        "code = main(['run', '--backend', 'nil', sys.argv[1]])\n"
+        "heavy = ('cryptography', 'donjon.attestation', 'donjon.config.parse', 'donjon.tls', 'donjon.keep',\n"
+        "         'json', 'socket', 'tomllib', 'threading', 'logging', 'donjon.cli.steward', 'OpenSSL')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)), code, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(examples / "hello" / "hello.wasm")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stderr.splitlines()[-1] == "[] 0", result.stderr
