@@ -102,3 +102,27 @@ def test_addresses_in_bind_errors_are_printed_with_brackets() -> None:
     with pytest.raises(StreamError) as refused:
         connect("::1", 9, prot="tcp", timeout=2)  # the discard port: nothing listens there
     assert "cannot connect to [::1]:9" in str(refused.value)
+
+
+def test_ports_opened_before_attesting_are_claimed_at_once() -> None:
+    # Two Keeps starting together on one port: the second must fail before it attests. Binding
+    # alone would not do (SO_REUSEADDR lets two sockets bind a port nobody listens on yet).
+    from donjon.config import parse_config
+    from donjon.runtime.errors import SocketUnavailable
+    from donjon.runtime.net import bind_listeners
+
+    text = '[[files]]\nkind = "listen"\nname = "web"\naddr = "127.0.0.1"\nport = PORT\nprot = "tcp"\n'
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = parse_config(text.replace("PORT", str(port))).config
+    first = bind_listeners(config)
+    try:
+        with pytest.raises(SocketUnavailable) as e:
+            bind_listeners(config)
+        assert str(e.value) == f'files[0] ("web"): listen 127.0.0.1:{port}: Address already in use'
+    finally:
+        first.close()
+    bind_listeners(config).close()  # released by close()

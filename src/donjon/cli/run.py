@@ -311,7 +311,7 @@ def _run(opts: Options) -> int:
         _error(f"workload digest {workload.digest.hex()}")
 
     # Bind before attesting: a port clash fails now, in milliseconds, and costs no certificate.
-    # The sockets listen only once the Keep has its identity, so a refused Keep never listens.
+    # Nothing is accepted before the Keep has its identity (a refused Keep serves nothing).
     from donjon.runtime.net import bind_listeners
 
     try:

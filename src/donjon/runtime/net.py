@@ -2,11 +2,12 @@
 
 Every socket is opened by the runtime, not by the guest: a port that cannot be bound or a peer
 that cannot be reached stops the run before the guest runs (:class:`SocketUnavailable`), as in
-Enarx. ``donjon run`` binds the ``listen`` ports even earlier, before the Keep attests
-(:func:`bind_listeners`): a port clash then fails in milliseconds and costs no certificate; the
-sockets listen only once the Keep has its identity, so a refused Keep never listens. ``connect``
-entries are connected after attestation (their peers, often other Keeps, get that long to come
-up, and a TLS client needs the identity anyway).
+Enarx. ``donjon run`` opens the ``listen`` ports even earlier, before the Keep attests
+(:func:`bind_listeners`): a port clash then fails in milliseconds and costs no certificate.
+Connections that arrive meanwhile wait in the kernel's queue; nothing is accepted, so no TLS
+byte is sent, before the Keep has its identity (a refused Keep closes them unanswered).
+``connect`` entries are connected after attestation (their peers, often other Keeps, get that
+long to come up, and a TLS client needs the identity anyway).
 
 TLS entries get the Keep's :class:`~donjon.tls.Identity` — the single place the
 certificate and key come from. Without one (no attestation yet) it is a fresh self-signed
@@ -58,7 +59,7 @@ class OpenSockets:
 
 
 class BoundListeners:
-    """The bound, not yet listening, socket of each ``listen`` entry, by ``files`` index.
+    """The listening socket of each ``listen`` entry, opened before the Keep attested, by index.
 
     :func:`open_sockets` takes each one over; :meth:`close` releases whatever it did not take
     (idempotent), so the caller closes it in a ``finally`` whatever happened in between.
@@ -77,7 +78,7 @@ class BoundListeners:
 
 
 def bind_listeners(config: WorkloadConfig) -> BoundListeners:
-    """Bind the address of every ``listen`` entry of ``config``, without listening yet.
+    """Bind (and listen on) the address of every ``listen`` entry of ``config``; nothing accepts.
 
     Raises :class:`SocketUnavailable` naming the entry and the address (``[::]:443``), after
     closing what was bound. Needs no identity: a Keep calls it before it attests.
@@ -86,13 +87,13 @@ def bind_listeners(config: WorkloadConfig) -> BoundListeners:
     if not any(isinstance(entry, ListenEntry) for entry in config.files):
         return bound
     from donjon.tls import TLSConfigError
-    from donjon.tls.sockets import bind_address
+    from donjon.tls.sockets import DEFAULT_BACKLOG, bind_address
 
     try:
         for index, entry in enumerate(config.files):
             if isinstance(entry, ListenEntry):
                 try:
-                    bound.by_index[index] = bind_address(entry.addr, entry.port)
+                    bound.by_index[index] = bind_address(entry.addr, entry.port, backlog=DEFAULT_BACKLOG)
                 except TLSConfigError as e:
                     raise SocketUnavailable(f'files[{index}] ("{entry.name}")', str(e)) from e
     except BaseException:

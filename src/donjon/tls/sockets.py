@@ -79,8 +79,8 @@ class Listener:
         backlog: int = DEFAULT_BACKLOG,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> Listener:
-        """Start listening on ``sock``, bound by :func:`bind_address`; the listener owns it from here
-        (it is closed on failure too)."""
+        """Listen on ``sock``, bound (or already listening) by :func:`bind_address`; the listener
+        owns it from here (it is closed on failure too)."""
         try:
             sock.listen(backlog)
             return cls(sock, prot=prot, server=server, handshake_timeout=handshake_timeout)
@@ -155,12 +155,16 @@ class Listener:
         self.close()
 
 
-def bind_address(addr: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``addr``:``port``, not yet listening (:meth:`Listener.listen_on`).
+def bind_address(addr: str, port: int, *, backlog: int | None = None) -> socket.socket:
+    """A TCP socket bound to ``addr``:``port``, listening if ``backlog`` is given; wrap it with
+    :meth:`Listener.listen_on`.
 
-    Binding is what finds a port already in use, so a Keep binds before it attests (an issued
-    certificate must not be wasted on a port clash) and listens only once it has its identity.
-    ``"::"`` binds IPv6 and IPv4 where the OS allows. Errors name the address as ``[::]:443``.
+    A Keep does this before it attests, so that a port already in use fails at once instead of
+    after a certificate was issued. It listens at once too: on Linux two sockets with
+    ``SO_REUSEADDR`` may both *bind* a port nobody listens on yet, so only listening claims it.
+    The kernel then queues connections until the guest accepts them (no TLS byte is sent before
+    that). ``"::"`` binds IPv6 and IPv4 where the OS allows. Errors name the address as
+    ``[::]:443``.
     """
     where = format_peer((addr, port))
     try:
@@ -174,6 +178,8 @@ def bind_address(addr: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(sockaddr)
+        if backlog is not None:
+            sock.listen(backlog)
     except OSError as e:
         sock.close()
         raise TLSConfigError(f"listen {where}", e.strerror or str(e)) from e
