@@ -33,3 +33,15 @@ def test_the_same_keep_attests_once_the_port_is_free(e2e):
     keep = e2e.keep(["--backend", "sim-snp", "--config", str(w.config), str(w.wasm)])
     keep.wait_for(f"listening on tls 127.0.0.1:{w.port}")
     assert [r["decision"] for r in steward.log_entries()] == ["issued"]
+
+
+def test_a_file_that_is_not_webassembly_is_refused_before_attesting(e2e, helpers):
+    steward = e2e.steward()
+    readme = b"# http\n\nA tiny HTTP server; build it with build-net.sh.\n"
+    w = e2e.workload("http", steward_url=steward.url, steward_ca=steward.ca_path, name="web", module=readme)
+    keep = e2e.keep(["--backend", "sim-snp", "--config", str(w.config), str(w.wasm)])
+    assert keep.wait() == 2
+    assert f'{w.wasm}: not a WebAssembly module (starts with "# http\\n\\nA tiny H", text;' in keep.err
+    assert keep.err.count("\n") == 0 and "attested by" not in keep.err
+    assert steward.log_entries() == []
+    assert helpers.refuses_connections(w.port)
