@@ -134,6 +134,11 @@ class LogStore(Protocol):
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]: ...
 
+    @property
+    def verifier(self) -> NoteVerifier | None:
+        """The key the checkpoints are signed with (None: a store that cannot sign)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -151,6 +156,10 @@ class NoLog:
         return None
 
     def checkpoint(self) -> bytes | None:
+        return None
+
+    @property
+    def verifier(self) -> NoteVerifier | None:
         return None
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
