@@ -242,7 +242,8 @@ def _verify(args: argparse.Namespace) -> int:
         }
         text += (
             f"\n  logged       entry {logged.entry.seq} of {logged.checkpoint.size} in "
-            f"{logged.checkpoint.origin} (inclusion proof verified, root {logged.checkpoint.root.hex()[:16]}...)"
+            f"{logged.checkpoint.origin} (inclusion proof verified, "
+            f"root {logged.checkpoint.root.hex()[:16]}...)"
         )
     _emit(args.format, doc, text)
     return EXIT_OK
