@@ -494,3 +494,50 @@ def test_postgres_migration_from_the_hash_chain(pg_dsn, tmp_path):
     assert log.verify(signer.verifier).size == 30
     assert log.append({"decision": "issued", "serial": "fff"}, "t").seq == 31
     log.close()
+
+
+def test_log_key_is_created_private_once_and_never_through_a_symlink(tmp_path):
+    import os
+
+    old = os.umask(0)
+    try:
+        signer = create_log_key(tmp_path / "log-key.pem", "test.example/log")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "log-key.pem").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "log-key.pub").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "log-key.pub").read_text().strip() == signer.verifier.vkey()
+    assert load_log_signer(tmp_path / "log-key.pem", "test.example/log").verifier == signer.verifier
+    with pytest.raises(FileExistsError):
+        create_log_key(tmp_path / "log-key.pem", "test.example/log")
+    # A planted symlink is refused, and what it points to is not written.
+    target = tmp_path / "elsewhere"
+    target.write_text("precious")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "log-key.pem").symlink_to(target)
+    with pytest.raises(FileExistsError):
+        create_log_key(tmp_path / "d" / "log-key.pem", "test.example/log")
+    assert target.read_text() == "precious"
+    # Loading wants an Ed25519 key (reading through a link is fine: secret mounts are links).
+    from donjon.steward.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a PEM private key"):
+        load_log_signer(tmp_path / "d" / "log-key.pem", "test.example/log")
+    with pytest.raises(ConfigError, match=r"does not exist.*log migrate"):
+        load_log_signer(tmp_path / "missing.pem", "test.example/log")
+
+
+def test_init_creates_the_log_key_and_prints_its_verifier_key(tmp_path, capsys):
+    d = tmp_path / "s"
+    assert cli_main(["steward", "init", "--dir", str(d), "--trust-domain", "corp.test"]) == 0
+    out = capsys.readouterr().out
+    vkey = (d / "log-key.pub").read_text().strip()
+    assert vkey.startswith("corp.test/donjon-steward-log+") and vkey in out
+    assert (d / "log-key.pem").stat().st_mode & 0o777 == 0o600
+    config = load_config(d / "steward.toml")
+    assert (
+        config.log_key == d.resolve() / "log-key.pem" and config.log_origin == "corp.test/donjon-steward-log"
+    )
+    # --force replaces the key (and the CA): a new Steward.
+    assert cli_main(["steward", "init", "--dir", str(d), "--trust-domain", "corp.test", "--force"]) == 0
+    assert (d / "log-key.pub").read_text().strip() != vkey

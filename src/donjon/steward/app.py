@@ -313,8 +313,7 @@ def create_app(
 
     def _log_error(endpoint: str, e: Exception) -> Response:
         if isinstance(e, Refused):
-            steward.metrics.refused(e.check)
-            return _refusal(e)
+            return _refusal(e)  # a bad query, not an issuance refusal: not in refused_total
         if isinstance(e, TimeoutError):
             steward.metrics.refused("server.timeout")
             return JSONResponse(

@@ -79,7 +79,8 @@ def create_log_key(path: Path, origin: str) -> NoteSigner:
 def load_log_signer(path: Path, origin: str) -> NoteSigner:
     """The log key at ``path``, as a signer under ``origin``; :class:`ConfigError` naming the fix."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        # Following a link to read is fine (secret mounts are links); creating never follows one.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as e:
         raise ConfigError(
             str(path),

@@ -245,7 +245,8 @@ class TreeStore(ABC, Generic[_Conn]):
         return entries
 
     def sign_empty(self) -> None:
-        """Sign the checkpoint of the empty tree if no checkpoint exists yet (a witness can start at 0)."""
+        """Check the stored tree against the latest signed checkpoint (:class:`LogCorrupt` if it does not
+        match), and sign the empty tree's checkpoint if there is none yet (a witness can start at 0)."""
         self._commit_batch_on(self._conn(), [])
 
     def migrate_legacy(self, *, page: int = 1000) -> int:
