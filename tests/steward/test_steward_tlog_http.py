@@ -270,3 +270,19 @@ def test_witness_exit_codes(env, kit, tmp_path, capsys):
     assert cli_main(["log", "audit"]) == 2
     assert cli_main(["log", "audit", "--help"]) == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_a_row_inserted_behind_the_stewards_back_is_not_served(env, kit):
+    from donjon.steward.log import LogCorrupt
+
+    steward = env.steward()
+    _fill(steward, 3)
+    with kit.ServerThread(steward) as srv, httpx.Client() as client:
+        with sqlite3.connect(env.dir / "log.db") as conn:
+            data = b'{"record":{"decision":"issued","serial":"beef"},"seq":4,"time":"t"}'
+            conn.execute("INSERT INTO log_entries (seq, entry, serial) VALUES (4, ?, 'beef')", (data,))
+        r = client.get(f"{srv.url}/log/proof/inclusion", params={"serial": "beef"})
+        assert r.status_code == 500 and r.json()["check"] == "log.corrupt"
+    # And a Steward started on those tables refuses to: they are not a tree it signed.
+    with pytest.raises(LogCorrupt, match="lacks node"):
+        env.steward()

@@ -284,6 +284,8 @@ def create_app(
             raise Refused("log.not_found", f"no certificate with serial {serial} in the log", status=404)
         # Read after the entry: the latest checkpoint covers every committed entry.
         note, checkpoint = _latest()
+        if entry.index >= checkpoint.size:  # a row no signed checkpoint covers: not written by a Steward
+            raise LogCorrupt(entry.seq, "checkpoint.missing", "the entry is covered by no signed checkpoint")
         proof = steward.log.inclusion_proof(entry.index, checkpoint.size)
         return {
             "serial": serial,
