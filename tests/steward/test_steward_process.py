@@ -247,11 +247,17 @@ def test_two_replicas_share_one_postgres_log(tmp_path, vendor, kit, request):
                     else:
                         errors.append(r.status_code)
 
+        # A witness follows the one tree through either replica.
+        state = tmp_path / "witness.json"
+        key = str(env.dir / "log-key.pub")
+        assert cli_main(["log", "audit", "--steward", a.url, "--state", str(state), "--log-key", key]) == 0
         threads = [threading.Thread(target=run, args=(u,)) for u in (a.url, b.url, a.url, b.url)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
+        assert cli_main(["log", "audit", "--steward", b.url, "--state", str(state)]) == 0
+        assert cli_main(["log", "audit", "--steward", a.url, "--state", str(state)]) == 0
         # A nonce from replica A is accepted by replica B (shared secret, stateless).
         keep = kit.Keep(vendor)
         with httpx.Client() as client:
