@@ -541,3 +541,27 @@ def test_init_creates_the_log_key_and_prints_its_verifier_key(tmp_path, capsys):
     # --force replaces the key (and the CA): a new Steward.
     assert cli_main(["steward", "init", "--dir", str(d), "--trust-domain", "corp.test", "--force"]) == 0
     assert (d / "log-key.pub").read_text().strip() != vkey
+
+
+def test_verify_reads_one_snapshot_while_the_steward_appends(tmp_path):
+    import threading
+
+    log = _store(tmp_path)
+    _fill(log, 50)
+    done = threading.Event()
+
+    def appender() -> None:
+        for i in range(400):
+            log.append({"decision": "refused", "i": i}, "t")
+        done.set()
+
+    thread = threading.Thread(target=appender)
+    thread.start()
+    reader = SqliteLog(tmp_path / "log.db")  # another connection, as `log verify` uses
+    sizes = []
+    while not done.is_set():
+        sizes.append(reader.verify(log.verifier).size)  # never a false "truncated" mid-commit
+    thread.join(30)
+    assert sizes == sorted(sizes) and reader.verify(log.verifier).size == 450
+    reader.close()
+    log.close()
