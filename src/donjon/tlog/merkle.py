@@ -75,7 +75,7 @@ def _split(n: int) -> int:
 
 
 def root_of(hashes: Sequence[bytes]) -> bytes:
-    """MTH over already-hashed leaves (the reference definition; O(n))."""
+    """MTH over already-hashed leaves in O(n): pairing left to right builds RFC 9162's tree."""
     if not hashes:
         return EMPTY_ROOT
     level = list(hashes)
