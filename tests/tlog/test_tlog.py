@@ -243,6 +243,21 @@ def test_key_id_and_vkey_follow_signed_note():
         parse_vkey(bad)
 
 
+def test_a_note_signed_by_another_implementation_verifies():
+    # The example of Go's golang.org/x/mod/sumdb/note package documentation (the signed-note
+    # format's origin): its verifier key and signed note, verified here byte for byte.
+    verifier = parse_vkey("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+    text = (
+        b"If you think cryptography is the answer to your problem,\n"
+        b"then you don't know what your problem is.\n"
+    )
+    sig = "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM="
+    note = text + f"\n\u2014 PeterNeumann {sig}\n".encode()
+    assert verifier.open(note) == text
+    with pytest.raises(NoteError):
+        verifier.open(note.replace(b"answer", b"Answer"))
+
+
 def test_checkpoint_note_format_and_round_trip():
     signer, key = _signer()
     root = mth(_data(3))
