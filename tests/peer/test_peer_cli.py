@@ -218,3 +218,62 @@ def test_a_keep_requiring_client_certificates_can_still_be_verified(
             capsys, "verify", f"127.0.0.1:{server.port}", "--ca", str(ca), "--spiffe-id", h.SIM_SPIFFE_ID
         )
     assert code == 0, out
+
+
+# --- --require-logged: the Steward's inclusion proof for the peer's certificate ---
+
+
+def _logged(keep, steward, steward_env, h, *extra: str) -> list[str]:
+    return [
+        "verify", keep.target, "--ca", keep.ca, "--spiffe-id", h.SIM_SPIFFE_ID, "--require-logged",
+        "--steward", steward.url, "--steward-ca", keep.ca, *extra,
+    ]  # fmt: skip
+
+
+def test_require_logged_checks_the_inclusion_proof(keep, steward, steward_env, h, capsys):
+    argv = _logged(keep, steward, steward_env, h, "--log-key", str(steward_env.dir / "log-key.pub"))
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, out + err
+    assert "logged       entry" in out and "inclusion proof verified" in out
+    code, out, _ = _run(capsys, *argv, "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["logged"]["origin"] == "example.org/donjon-steward-log"
+    assert doc["logged"]["tree_size"] >= doc["logged"]["index"] + 1
+
+
+def test_require_logged_refuses_under_another_log_key(keep, steward, steward_env, h, capsys, tmp_path):
+    from donjon.steward.logkey import create_log_key
+
+    create_log_key(tmp_path / "other.pem", "example.org/donjon-steward-log")
+    code, out, _ = _run(
+        capsys, *_logged(keep, steward, steward_env, h, "--log-key", str(tmp_path / "other.pub"))
+    )
+    assert code == 1 and "REFUSED" in out and "logged.checkpoint.signature" in out
+
+
+def test_require_logged_refuses_a_certificate_the_log_does_not_hold(keep, steward, steward_env, h, capsys):
+    # The log is emptied behind the Steward's back (a new database): the serial is not there.
+    from donjon.steward.config import load_config
+    from donjon.steward.service import log_signer, open_log
+
+    steward.steward.log.close()
+    for suffix in ("", "-wal", "-shm"):
+        steward_env.dir.joinpath("log.db" + suffix).unlink(missing_ok=True)
+
+    config = load_config(steward_env.config)
+    steward.steward.log = open_log(config, signer=log_signer(config))
+    code, out, _ = _run(
+        capsys, *_logged(keep, steward, steward_env, h, "--log-key", str(steward_env.dir / "log-key.pub"))
+    )
+    assert code == 1 and "logged.answer.log.not_found" in out
+
+
+def test_require_logged_usage(keep, steward, steward_env, h, capsys):
+    code, _, err = _run(capsys, "verify", keep.target, "--ca", keep.ca, "--require-logged")
+    assert code == 2 and "--steward URL and --log-key" in err
+    code, _, err = _run(capsys, "verify", keep.target, "--ca", keep.ca, "--steward", steward.url)
+    assert code == 2 and "go with --require-logged" in err
+    code, _, err = _run(capsys, *_logged(keep, steward, steward_env, h, "--log-key", keep.ca))
+    assert code == 2 and "not a log verifier key" in err
+    code, _, _ = _run(capsys, *_logged(keep, steward, steward_env, h, "--log-key", "/nonexistent"))
+    assert code == 3

@@ -19,8 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from donjon.cli import main as cli_main
 from donjon.steward.config import load_config
-from donjon.steward.log import verify_chain
-from donjon.steward.service import open_log
+from donjon.steward.service import log_signer, open_log
 
 
 def test_init_creates_private_files_and_a_valid_configuration(tmp_path, capsys):
@@ -94,9 +93,13 @@ def test_log_verify_and_show(env, kit, capsys):
     import sqlite3
 
     with sqlite3.connect(env.dir / "log.db") as conn:
-        conn.execute("UPDATE decisions SET record = replace(record, 'csr.parse', 'csr.other') WHERE seq = 2")
+        conn.execute(
+            "UPDATE log_entries SET entry = "
+            "CAST(replace(CAST(entry AS TEXT), 'csr.parse', 'csr.other') AS BLOB) WHERE seq = 2"
+        )
     assert cli_main(["steward", "log", "verify", "--config", str(env.config)]) == 1
-    assert "BROKEN at entry 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "log BROKEN" in out and "entry 2" in out
 
 
 def _tls_files(d):
@@ -213,11 +216,11 @@ def test_sigkill_under_load_loses_no_issued_certificate(env, kit):
             assert keep.attest(client, again.url).status_code == 200
     finally:
         again.stop()
-    store = open_log(load_config(env.config))
+    config = load_config(env.config)
+    store = open_log(config)
     try:
         entries = list(store.entries())
-        count, brk = verify_chain(entries)
-        assert brk is None and count == len(entries)
+        assert store.verify(log_signer(config).verifier).size == len(entries)
         logged = {e.record.get("serial") for e in entries if e.record.get("decision") == "issued"}
         assert {format(c.serial_number, "x") for c in received} <= logged
     finally:
@@ -244,11 +247,17 @@ def test_two_replicas_share_one_postgres_log(tmp_path, vendor, kit, request):
                     else:
                         errors.append(r.status_code)
 
+        # A witness follows the one tree through either replica.
+        state = tmp_path / "witness.json"
+        key = str(env.dir / "log-key.pub")
+        assert cli_main(["log", "audit", "--steward", a.url, "--state", str(state), "--log-key", key]) == 0
         threads = [threading.Thread(target=run, args=(u,)) for u in (a.url, b.url, a.url, b.url)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
+        assert cli_main(["log", "audit", "--steward", b.url, "--state", str(state)]) == 0
+        assert cli_main(["log", "audit", "--steward", a.url, "--state", str(state)]) == 0
         # A nonce from replica A is accepted by replica B (shared secret, stateless).
         keep = kit.Keep(vendor)
         with httpx.Client() as client:
@@ -259,10 +268,11 @@ def test_two_replicas_share_one_postgres_log(tmp_path, vendor, kit, request):
         a.stop()
         b.stop()
     assert not errors and len(received) == 60
-    store = open_log(load_config(env.config))
+    config = load_config(env.config)
+    store = open_log(config)
     try:
         entries = list(store.entries())
-        assert verify_chain(entries) == (61, None)
+        assert store.verify(log_signer(config).verifier).size == 61
         logged = {e.record["serial"] for e in entries}
         assert {format(c.serial_number, "x") for c in received} <= logged
     finally:

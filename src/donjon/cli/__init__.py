@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "steward": ("donjon.cli.steward", "run and manage a Steward (attestation service)"),
     "policy": ("donjon.cli.policy", "test a Steward policy against recorded evidence"),
     "peer": ("donjon.cli.peer", "verify a Keep's certificate and claims over TLS"),
+    "log": ("donjon.cli.log", "witness a Steward's transparency log (audit its checkpoints)"),
     "platform": ("donjon.cli.platform", "which TEE backends work on this machine"),
     "demo": ("donjon.cli.demo", "a local Steward and an attested simulated Keep, end to end"),
 }

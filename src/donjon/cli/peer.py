@@ -5,14 +5,19 @@
     donjon peer verify HOST[:PORT] --ca steward-ca.pem [--spiffe-id ID]... [--workload-digest HEX]
                        [--claims-oid OID] [--allow-simulated] [--allow-unattested]
                        [--server-name NAME] [--timeout SECONDS] [--format text|json]
+                       [--require-logged --steward URL --log-key PUB [--steward-ca PEM]]
 
 Connects with TLS 1.3, verifies the presented chain to the Steward CA and the identity
 (docs/keep.md "What a relying party checks"), and prints the claims the certificate
 carries and the negotiated TLS parameters (the key-exchange group among them).
+With ``--require-logged`` it also asks the Steward for the inclusion proof of the
+certificate's serial and checks it against a checkpoint signed by the pinned log key,
+and that the logged entry is the issuance of exactly this certificate (docs/steward.md
+"The transparency log").
 
-Exit codes: 0 verified; 1 refused (chain, SPIFFE ID, digest, simulated/unattested);
-2 usage (bad arguments, unreadable CA PEM); 3 unreachable (cannot connect, no TLS 1.3
-handshake) or the CA file cannot be read.
+Exit codes: 0 verified; 1 refused (chain, SPIFFE ID, digest, simulated/unattested, not
+logged); 2 usage (bad arguments, unreadable CA PEM or log key); 3 unreachable (cannot
+connect, no TLS 1.3 handshake, the Steward cannot be reached) or the CA file cannot be read.
 """
 
 from __future__ import annotations
@@ -54,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--server-name", help="SNI to send (default: HOST unless it is an address)")
     v.add_argument("--timeout", type=float, default=10.0, help="seconds for connect + handshake (default 10)")
     v.add_argument("--format", choices=["text", "json"], default="text")
+    v.add_argument(
+        "--require-logged",
+        action="store_true",
+        help="also require the Steward's inclusion proof for the certificate, under a signed checkpoint",
+    )
+    v.add_argument("--steward", help="the Steward's base URL (with --require-logged)")
+    v.add_argument(
+        "--log-key", help="file holding the Steward's log verifier key, log-key.pub (with --require-logged)"
+    )
+    v.add_argument("--steward-ca", help="PEM trust anchors for the Steward's HTTPS (default: system roots)")
     return p
 
 
@@ -161,6 +176,20 @@ def _verify(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise _Usage(f"--claims-oid: {e}") from e
         anchors = _anchors(args.ca)
+        log_key = None
+        if args.require_logged:
+            from donjon.cli.log import read_vkey
+
+            if not args.steward or not args.log_key:
+                raise _Usage("--require-logged needs --steward URL and --log-key FILE")
+            if not args.steward.startswith(("http://", "https://")):
+                raise _Usage("--steward must be an http:// or https:// URL")
+            try:
+                log_key = read_vkey(args.log_key)
+            except ValueError as e:  # not a verifier key
+                raise _Usage(str(e)) from e
+        elif args.steward or args.log_key or args.steward_ca:
+            raise _Usage("--steward, --log-key and --steward-ca go with --require-logged")
     except _Usage as e:
         print(f"donjon peer verify: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -181,7 +210,42 @@ def _verify(args: argparse.Namespace) -> int:
         _emit(args.format, doc, f"REFUSED: {session.address}: {e}")
         return EXIT_REFUSED
     doc = {"ok": True, "tls": session.as_dict(), "peer": identity.as_dict()}
-    _emit(args.format, doc, _text(session, identity))
+    text = _text(session, identity)
+    if log_key is not None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from donjon.audit import AuditRefused, LogClient, LogUnreachable, check_inclusion
+
+        try:
+            with LogClient(args.steward, ca_file=args.steward_ca, timeout=args.timeout) as client:
+                answer = client.inclusion(identity.serial)
+            logged = check_inclusion(
+                answer,
+                log_key,
+                serial=identity.serial,
+                certificate_der=identity.chain[0].public_bytes(Encoding.DER),
+            )
+        except LogUnreachable as e:
+            doc = {"ok": False, "error": "unreachable", "address": e.url, "reason": e.reason}
+            _emit(args.format, doc, f"donjon peer verify: UNREACHABLE Steward {e}", stream=sys.stderr)
+            return EXIT_OPERATIONAL
+        except AuditRefused as e:
+            doc = {"ok": False, "error": "refused", "address": session.address, "tls": session.as_dict(),
+                   "check": f"logged.{e.check}", "reason": e.reason}  # fmt: skip
+            _emit(args.format, doc, f"REFUSED: {session.address}: logged.{e.check}: {e.reason}")
+            return EXIT_REFUSED
+        doc["logged"] = {
+            "index": logged.index,
+            "tree_size": logged.checkpoint.size,
+            "root": logged.checkpoint.root.hex(),
+            "origin": logged.checkpoint.origin,
+        }
+        text += (
+            f"\n  logged       entry {logged.entry.seq} of {logged.checkpoint.size} in "
+            f"{logged.checkpoint.origin} (inclusion proof verified, "
+            f"root {logged.checkpoint.root.hex()[:16]}...)"
+        )
+    _emit(args.format, doc, text)
     return EXIT_OK
 
 

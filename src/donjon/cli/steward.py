@@ -4,8 +4,10 @@
 - ``donjon steward serve --config steward.toml``
 - ``donjon steward log verify --config steward.toml``
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
+- ``donjon steward log migrate --config steward.toml``
 
-Exit codes: 0 ok; 1 the log does not verify; 2 usage or invalid configuration;
+Exit codes: 0 ok; 1 the log does not verify (or an old chain to convert is broken); 2 usage or
+invalid configuration;
 3 operational error (files, database).
 """
 
@@ -24,6 +26,7 @@ from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
 
 if TYPE_CHECKING:
     from donjon.steward.config import StewardConfig
+    from donjon.tlog.checkpoint import NoteVerifier
 
 __all__ = ["main"]
 
@@ -40,14 +43,42 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the Steward (HTTP or HTTPS)")
     serve.add_argument("--config", required=True)
     serve.add_argument("--port", type=int, help="override the configured port (0: any free port)")
-    lg = sub.add_parser("log", help="check or list the decision log")
+    lg = sub.add_parser("log", help="check, list or convert the decision log (a transparency log)")
     lsub = lg.add_subparsers(dest="log_command", required=True)
-    verify = lsub.add_parser("verify", help="check the hash chain; report the first break")
-    verify.add_argument("--config", required=True)
-    show = lsub.add_parser("show", help="list the log's entries")
-    show.add_argument("--config", required=True)
-    show.add_argument("--format", choices=["text", "json"], default="text")
+    verify = lsub.add_parser(
+        "verify",
+        help="rebuild the Merkle tree from the stored entries and check every signed checkpoint",
+        description="Rebuild the log's RFC 9162 Merkle tree from the stored entry bytes (parsed strictly), "
+        "check the look-up columns against them, every stored tree node, and every checkpoint the log key "
+        "signed. Exit 1 names the first finding and the entry where it shows.",
+        epilog="examples:\n  donjon steward log verify --config /etc/donjon-steward/steward.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("--config", required=True, help="the Steward's steward.toml")
+    show = lsub.add_parser(
+        "show",
+        help="list the log's entries",
+        description="List the log's entries, each checked against its hashed bytes.",
+        epilog="examples:\n  donjon steward log show --config steward.toml\n"
+        "  donjon steward log show --config steward.toml --serial 3a9f... --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("--config", required=True, help="the Steward's steward.toml")
+    show.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     show.add_argument("--serial", help="only the entry for this certificate serial (hex)")
+    migrate = lsub.add_parser(
+        "migrate",
+        help="convert a hash-chained log of an earlier version into the transparency log",
+        description="Check the hash chain of a log written by an earlier Donjon version, then convert it in "
+        "one transaction: every entry keeps its bytes and becomes a leaf, a first checkpoint is signed, "
+        "and the old table is renamed (kept, never read again). Creates the log key (log_key, with its "
+        ".pub beside it) when it does not exist. A broken chain is refused, not converted.",
+        epilog="examples:\n  donjon steward serve --config steward.toml    # refuses: says to migrate\n"
+        "  donjon steward log migrate --config steward.toml\n"
+        "  donjon steward log verify --config steward.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument("--config", required=True, help="the Steward's steward.toml")
     return p
 
 
@@ -69,7 +100,15 @@ def _init(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     directory = Path(args.dir)
-    names = ["steward.toml", "policy.toml", "ca.pem", "ca-key.pem", "challenge.secret"]
+    names = [
+        "steward.toml",
+        "policy.toml",
+        "ca.pem",
+        "ca-key.pem",
+        "challenge.secret",
+        "log-key.pem",
+        "log-key.pub",
+    ]
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -113,13 +152,28 @@ def _init(args: argparse.Namespace) -> int:
         (directory / "steward.toml").write_text(starter_config(args.trust_domain))
         (directory / "policy.toml").write_text(STARTER_POLICY)
         (directory / "collateral").mkdir(exist_ok=True)
+        log_key = _create_log_key(directory, args.trust_domain, force=args.force)
     except OSError as e:
         print(f"donjon steward init: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
     print(
-        f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, ca-key.pem, challenge.secret"
+        f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, ca-key.pem, challenge.secret, "
+        "log-key.pem, log-key.pub"
     )
+    print(f"log verifier key (give it to witnesses and relying parties): {log_key}")
     return EXIT_OK
+
+
+def _create_log_key(directory: Path, trust_domain: str, *, force: bool) -> str:
+    """The checkpoint-signing key of a new Steward (``log-key.pem``, 0600) and its verifier key."""
+    from donjon.steward.logkey import create_log_key, default_origin, public_key_path
+
+    path = directory / "log-key.pem"
+    if force:
+        for old in (path, public_key_path(path)):
+            if old.exists() or old.is_symlink():
+                old.unlink()  # the link itself, never what it points to
+    return create_log_key(path, default_origin(trust_domain)).verifier.vkey()
 
 
 def _config(path: str) -> StewardConfig:
@@ -168,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _log(args: argparse.Namespace) -> int:
     from donjon.steward.errors import ConfigError
-    from donjon.steward.log import verify_chain
+    from donjon.steward.log import LegacyLog, LogCorrupt
     from donjon.steward.service import open_log
 
     if not Path(args.config).is_file():
@@ -179,24 +233,44 @@ def _log(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"donjon steward log: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if args.log_command == "migrate":
+        return _migrate(config)
     try:
+        verifier = _log_verifier(config) if args.log_command == "verify" else None
         store = open_log(config)
+    except ConfigError as e:
+        print(f"donjon steward log: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except LegacyLog as e:
+        print(f"donjon steward log: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as e:
         print(f"donjon steward log: cannot open the log: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
     try:
         if args.log_command == "verify":
-            count, brk = verify_chain(store.entries())
-            if brk is not None:
-                print(f"log BROKEN at entry {brk.seq}: {brk.reason} ({count} entries before it verify)")
+            assert verifier is not None
+            try:
+                result = store.verify(verifier)
+            except LogCorrupt as e:
+                print(f"log BROKEN: {e}")
                 return EXIT_REFUSED
-            print(f"log OK: {count} entries, chain verifies")
+            print(
+                f"log OK: {result.size} entries, root {result.root.hex()}, "
+                f"{result.checkpoints} signed checkpoints verify (latest: size {result.latest})"
+            )
             return EXIT_OK
-        if args.serial:
-            found = store.find_serial(args.serial.lower())
-            entries = [found] if found is not None else []
-        else:
-            entries = list(store.entries())
+        try:
+            if args.serial:
+                found = store.find_serial(args.serial.lower())
+                entries = [found] if found is not None else []
+            else:
+                entries = list(store.entries())
+        except LogCorrupt as e:
+            print(
+                f"donjon steward log: the stored log does not match its hashed entries: {e}", file=sys.stderr
+            )
+            return EXIT_REFUSED
         if args.format == "json":
             for entry in entries:
                 print(json.dumps(entry.as_dict(), sort_keys=True))
@@ -213,6 +287,73 @@ def _log(args: argparse.Namespace) -> int:
         return EXIT_OK
     except Exception as e:
         print(f"donjon steward log: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    finally:
+        store.close()
+
+
+def _log_verifier(config: StewardConfig) -> NoteVerifier:
+    """The key checkpoints must be signed with: the verifier key file beside the log key, else the key."""
+    from donjon.steward.errors import ConfigError
+    from donjon.steward.logkey import public_key_path
+    from donjon.steward.service import log_signer
+    from donjon.tlog.checkpoint import NoteError, parse_vkey
+
+    assert config.log_key is not None
+    pub = public_key_path(config.log_key)
+    if pub.is_file():
+        try:
+            verifier = parse_vkey(pub.read_text(encoding="utf-8")[:4096])
+        except (OSError, UnicodeDecodeError, NoteError) as e:
+            raise ConfigError(str(pub), f"not a log verifier key: {e}") from e
+        if verifier.name != config.log_origin:
+            raise ConfigError(
+                str(pub), f"the verifier key names log {verifier.name!r}, not {config.log_origin!r}"
+            )
+        return verifier
+    return log_signer(config).verifier
+
+
+def _migrate(config: StewardConfig) -> int:
+    from donjon.steward.errors import ConfigError
+    from donjon.steward.log import LogCorrupt
+    from donjon.steward.logkey import create_log_key
+    from donjon.steward.service import log_signer, open_log
+
+    assert config.log_key is not None and config.log_origin is not None
+    created = False
+    try:
+        if not config.log_key.exists() and not config.log_key.is_symlink():
+            signer = create_log_key(config.log_key, config.log_origin)
+            created = True
+        else:
+            signer = log_signer(config)
+    except ConfigError as e:
+        print(f"donjon steward log migrate: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"donjon steward log migrate: cannot create the log key: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    if created:
+        print(f"created the log key {config.log_key}; verifier key: {signer.verifier.vkey()}")
+    try:
+        store = open_log(config, signer=signer, legacy_ok=True)
+    except Exception as e:
+        print(f"donjon steward log migrate: cannot open the log: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    try:
+        if not store.has_legacy():
+            print("nothing to convert: the log is already a transparency log")
+            return EXIT_OK
+        try:
+            count = store.migrate_legacy()
+        except LogCorrupt as e:
+            print(f"donjon steward log migrate: REFUSED, the old log does not verify: {e}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"converted {count} entries into the transparency log; the old table is kept, renamed")
+        return EXIT_OK
+    except Exception as e:
+        print(f"donjon steward log migrate: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
     finally:
         store.close()

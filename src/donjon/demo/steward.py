@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from donjon.steward.ca import create_ca, write_private
+from donjon.steward.logkey import create_log_key, default_origin
 
 __all__ = [
     "DEMO_CLAIMS_OID",
@@ -110,6 +111,7 @@ port = 0
 ca_cert = "ca.pem"
 ca_key = "ca-key.pem"
 challenge_secret = "challenge.secret"
+log_key = "log-key.pem"
 policy = "policy.toml"
 claims_oid = "{claims_oid}"
 tls_cert = "tls.pem"
@@ -223,6 +225,9 @@ class LocalSteward:
         self.ca_path.write_bytes(self.ca_pem)
         self.ca = ca
         write_private(self.directory / "challenge.secret", secrets.token_bytes(32))
+        if not (self.directory / "log-key.pem").exists():
+            # Kept across runs in one directory: its log's checkpoints are signed with it.
+            create_log_key(self.directory / "log-key.pem", default_origin(trust_domain))
         https_certificate(ca_key, ca, self.directory)
         _simulated_roots_and_collateral(self.directory, Path(sim_vendor_dir))
         self.policy_path = self.directory / "policy.toml"

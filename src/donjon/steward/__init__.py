@@ -3,7 +3,7 @@
 It hands out stateless challenges, takes PKCS#10 CSRs carrying TEE evidence,
 verifies them with :mod:`donjon.attestation` against its own collateral and a
 policy, issues short-lived SPIFFE X.509-SVIDs, and records every decision in an
-append-only, hash-chained log. See docs/steward.md.
+append-only transparency log (RFC 9162 Merkle tree, signed checkpoints). See docs/steward.md.
 """
 
 from donjon.steward.ca import CertificateAuthority, create_ca
@@ -11,7 +11,7 @@ from donjon.steward.collateral import CollateralSet, CollateralSource, Directory
 from donjon.steward.config import StewardConfig, load_config
 from donjon.steward.errors import ConfigError, Refused, StewardError
 from donjon.steward.issuance import EvidenceVerifier, Outcome, PolicyHolder, Steward
-from donjon.steward.log import LogEntry, LogStore, verify_chain
+from donjon.steward.log import LogCorrupt, LogEntry, LogStore, verify_log
 from donjon.steward.nonce import NonceAuthority
 from donjon.steward.policy import Decision, Policy, load_policy, parse_policy
 
@@ -23,6 +23,7 @@ __all__ = [
     "Decision",
     "DirectoryCollateral",
     "EvidenceVerifier",
+    "LogCorrupt",
     "LogEntry",
     "LogStore",
     "NonceAuthority",
@@ -37,5 +38,5 @@ __all__ = [
     "load_config",
     "load_policy",
     "parse_policy",
-    "verify_chain",
+    "verify_log",
 ]

@@ -9,7 +9,13 @@ Endpoints (docs/steward.md):
 - ``POST /attest`` — native Donjon CSR (DER, ``Content-Type: application/pkcs10``) ->
   ``application/pem-certificate-chain`` (issued certificate, then the CA);
 - ``POST /`` — Enarx Keep CSR (DER, ``application/pkcs10``) -> DER ``SEQUENCE OF
-  Certificate``, issuer first (Enarx's answer).
+  Certificate``, issuer first (Enarx's answer);
+- ``GET /log/checkpoint`` — the latest signed checkpoint (C2SP signed note, text);
+- ``GET /log/key`` — the log's verifier key (a convenience: witnesses pin it out of band);
+- ``GET /log/proof/inclusion?serial=HEX`` — the entry logging that certificate, its index,
+  audit path and the checkpoint it leads to;
+- ``GET /log/proof/consistency?from=N[&to=M]`` — the proof that the tree of N entries is a
+  prefix of the tree of M (default: the latest checkpoint's size), and that checkpoint.
 
 Every refusal is a 4xx JSON body ``{"error": "refused", "check": ..., "reason": ...}``;
 5xx only for real server faults (the log cannot be written...). Bodies are
@@ -23,6 +29,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +45,8 @@ from starlette.routing import Route
 from donjon.stderrlog import CurrentStderrHandler
 from donjon.steward.errors import Refused
 from donjon.steward.issuance import Outcome, Prepared, Steward
+from donjon.steward.log import LogCorrupt
+from donjon.tlog.checkpoint import Checkpoint, NoteError, open_checkpoint
 
 __all__ = ["JsonFormatter", "create_app", "setup_logging"]
 
@@ -105,6 +114,37 @@ def _content_type(request: Request) -> None:
         raise Refused(
             "request.content_type", f"expected Content-Type {PKCS10}, got {ctype or 'none'}", status=415
         )
+
+
+#: Longest query string a log endpoint reads (a serial is at most 40 hex digits).
+MAX_QUERY = 256
+_SERIAL = re.compile(r"[0-9a-f]{1,40}")
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def _query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query parameters, each at most once and all of them named in ``allowed``."""
+    raw = request.scope.get("query_string", b"")
+    if len(raw) > MAX_QUERY:
+        raise Refused("log.query", f"query string longer than {MAX_QUERY} bytes", status=400)
+    out: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key not in allowed:
+            raise Refused("log.query", f"unknown parameter {key[:32]!r}", status=400)
+        if key in out:
+            raise Refused("log.query", f"parameter {key!r} given twice", status=400)
+        out[key] = value
+    return out
+
+
+def _size_param(value: str, name: str) -> int:
+    if not _SIZE.fullmatch(value):
+        raise Refused("log.range", f"{name} must be a decimal tree size", status=400)
+    return int(value)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def create_app(
@@ -226,6 +266,111 @@ def create_app(
             lambda o: Response(o.enarx_chain, media_type="application/pkix-cert"),
         )
 
+    def _latest() -> tuple[bytes, Checkpoint]:
+        note = steward.log.checkpoint()
+        verifier = steward.log.verifier
+        if note is None or verifier is None:
+            raise Refused("log.empty", "this Steward has no signed checkpoint yet", status=404)
+        try:
+            return note, open_checkpoint(note, verifier)
+        except NoteError as e:
+            raise LogCorrupt(
+                None, "checkpoint.signature", f"the latest checkpoint does not verify: {e}"
+            ) from e
+
+    def _inclusion(serial: str) -> dict[str, Any]:
+        entry = steward.log.find_serial(serial)
+        if entry is None:
+            raise Refused("log.not_found", f"no certificate with serial {serial} in the log", status=404)
+        # Read after the entry: the latest checkpoint covers every committed entry.
+        note, checkpoint = _latest()
+        if entry.index >= checkpoint.size:  # a row no signed checkpoint covers: not written by a Steward
+            raise LogCorrupt(entry.seq, "checkpoint.missing", "the entry is covered by no signed checkpoint")
+        proof = steward.log.inclusion_proof(entry.index, checkpoint.size)
+        return {
+            "serial": serial,
+            "index": entry.index,
+            "tree_size": checkpoint.size,
+            "entry": _b64(entry.data),
+            "proof": [_b64(h) for h in proof],
+            "checkpoint": note.decode(),
+        }
+
+    def _consistency(first: int, second: int | None) -> dict[str, Any]:
+        note, checkpoint = _latest()
+        to = checkpoint.size if second is None else second
+        if not 1 <= first <= to <= checkpoint.size:
+            raise Refused(
+                "log.range",
+                f"need 1 <= from <= to <= {checkpoint.size} (the latest checkpoint's size)",
+                status=400,
+            )
+        proof = steward.log.consistency_proof(first, to)
+        return {"from": first, "to": to, "proof": [_b64(h) for h in proof], "checkpoint": note.decode()}
+
+    async def _log_call(request: Request, call: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        with anyio.fail_after(request_timeout):
+            return await loop.run_in_executor(log_pool, call)
+
+    def _log_error(endpoint: str, e: Exception) -> Response:
+        if isinstance(e, Refused):
+            return _refusal(e)  # a bad query, not an issuance refusal: not in refused_total
+        if isinstance(e, TimeoutError):
+            steward.metrics.refused("server.timeout")
+            return JSONResponse(
+                {
+                    "error": "timeout",
+                    "check": "server.timeout",
+                    "reason": "the Steward did not answer in time",
+                },
+                status_code=503,
+            )
+        # The stored log does not verify: a server fault, loud in the Steward's own log.
+        check = e.check if isinstance(e, LogCorrupt) else "log"
+        log.error("log corrupt", extra={"fields": {"event": endpoint, "check": check, "error": str(e)}})
+        return JSONResponse(
+            {"error": "log", "check": "log.corrupt", "reason": "the stored log does not verify"},
+            status_code=500,
+        )
+
+    async def log_checkpoint(request: Request) -> Response:
+        try:
+            _query(request, frozenset())
+            note, _ = await _log_call(request, _latest)
+        except (Refused, LogCorrupt, TimeoutError) as e:
+            return _log_error("log_checkpoint", e)
+        return Response(note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"})
+
+    async def log_key(request: Request) -> Response:
+        verifier = steward.log.verifier
+        if verifier is None:
+            return _refusal(Refused("log.empty", "this Steward has no log key", status=404))
+        return Response(verifier.vkey() + "\n", media_type="text/plain; charset=utf-8")
+
+    async def log_inclusion(request: Request) -> Response:
+        try:
+            params = _query(request, frozenset({"serial"}))
+            serial = params.get("serial", "").lower()
+            if not _SERIAL.fullmatch(serial):
+                raise Refused("log.serial", "serial must be 1 to 40 hex digits", status=400)
+            doc = await _log_call(request, lambda: _inclusion(serial))
+        except (Refused, LogCorrupt, TimeoutError) as e:
+            return _log_error("log_inclusion", e)
+        return JSONResponse(doc, headers={"Cache-Control": "no-store"})
+
+    async def log_consistency(request: Request) -> Response:
+        try:
+            params = _query(request, frozenset({"from", "to"}))
+            if "from" not in params:
+                raise Refused("log.range", "from is required", status=400)
+            first = _size_param(params["from"], "from")
+            second = _size_param(params["to"], "to") if "to" in params else None
+            doc = await _log_call(request, lambda: _consistency(first, second))
+        except (Refused, LogCorrupt, TimeoutError) as e:
+            return _log_error("log_consistency", e)
+        return JSONResponse(doc, headers={"Cache-Control": "no-store"})
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -233,6 +378,10 @@ def create_app(
         Route("/ca", ca, methods=["GET"]),
         Route("/attest", attest, methods=["POST"]),
         Route("/", legacy, methods=["POST"]),
+        Route("/log/checkpoint", log_checkpoint, methods=["GET"]),
+        Route("/log/key", log_key, methods=["GET"]),
+        Route("/log/proof/inclusion", log_inclusion, methods=["GET"]),
+        Route("/log/proof/consistency", log_consistency, methods=["GET"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

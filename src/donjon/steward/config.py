@@ -14,7 +14,9 @@ from typing import Any
 
 from donjon.oids import require_certificate_safe
 from donjon.steward.errors import ConfigError
+from donjon.steward.logkey import default_origin
 from donjon.steward.policy import parse_duration
+from donjon.tlog.checkpoint import NoteError, check_key_name
 
 __all__ = ["StewardConfig", "load_config", "starter_config"]
 
@@ -34,8 +36,9 @@ _KNOWN = {
         "max_request_bytes",
         "request_timeout",
         "workers",
+        "log_key",
     },
-    "log": {"backend", "path", "dsn"},
+    "log": {"backend", "path", "dsn", "origin"},
     "roots": {"files", "simulated"},
     "collateral": {"dir", "require", "fetch", "cache", "offline", "kds_url", "pcs_url", "intel_root_crl_url"},
 }
@@ -80,6 +83,10 @@ class StewardConfig:
     kds_url: str | None = None
     pcs_url: str | None = None
     intel_root_crl_url: str | None = None
+    #: The Ed25519 key that signs the log's checkpoints (docs/steward.md "The transparency log").
+    log_key: Path | None = None
+    #: The log's name: first line of its checkpoints and the log key's name.
+    log_origin: str | None = None
 
 
 def _line(text: str, key: str) -> int | None:
@@ -179,6 +186,11 @@ def load_config(path: str | Path) -> StewardConfig:
     require = co.get("require", list(_KINDS[:3]))
     if not isinstance(require, list) or not all(k in _KINDS for k in require):
         raise err(f"collateral require must list kinds from {list(_KINDS)}", "require")
+    origin = string(lg, "origin") or default_origin(trust_domain)
+    try:
+        check_key_name(origin)
+    except NoteError as e:
+        raise err(f"log origin: {e.reason}", "origin") from e
     return StewardConfig(
         path=p,
         trust_domain=trust_domain,
@@ -208,6 +220,8 @@ def load_config(path: str | Path) -> StewardConfig:
         kds_url=string(co, "kds_url"),
         pcs_url=string(co, "pcs_url"),
         intel_root_crl_url=string(co, "intel_root_crl_url"),
+        log_key=required(st, "log_key", "log-key.pem"),
+        log_origin=origin,
     )
 
 
@@ -224,6 +238,8 @@ port = 8443
 ca_cert = "ca.pem"
 ca_key = "ca-key.pem"                 # secret (mode 0600)
 challenge_secret = "challenge.secret" # secret (mode 0600); share it between replicas
+log_key = "log-key.pem"               # secret (mode 0600): signs the log's checkpoints; share it
+                                      # between replicas. Witnesses pin log-key.pub.
 policy = "policy.toml"                # reloaded on SIGHUP
 # Put the normalised claims into issued certificates under this OID (your IANA PEN arc;
 # every arc must be below 2^31). Without it, claims are only in the log.
@@ -241,6 +257,8 @@ workers = 2
 backend = "sqlite"        # or "postgres" (several replicas share one log)
 path = "log.db"
 # dsn = "postgresql://steward@db.example.org/steward"
+# The log's name, first line of every signed checkpoint (default: <trust_domain>/donjon-steward-log).
+# origin = "example.org/donjon-steward-log"
 
 [roots]
 # Vendor root and intermediate certificates (PEM/DER). The library only accepts

@@ -1,6 +1,6 @@
 """Group commit: appends that arrive together share one transaction (and one fsync).
 
-Each entry is still chained to the one before it; only the commit is shared.
+Each entry is still its own leaf of the tree, in order; only the commit (and the checkpoint) is shared.
 A thread that finds no commit running becomes the leader: it takes every pending
 entry, commits them in one transaction and hands each waiter its result (or the
 error, in which case none of them is durable and none gets a certificate).

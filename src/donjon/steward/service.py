@@ -31,23 +31,35 @@ from donjon.steward.collateral import (
 from donjon.steward.config import StewardConfig
 from donjon.steward.errors import ConfigError
 from donjon.steward.issuance import PolicyHolder, Steward
-from donjon.steward.log import LogStore
+from donjon.steward.log import LegacyLog
+from donjon.steward.logkey import load_log_signer
 from donjon.steward.nonce import NonceAuthority
 from donjon.steward.sqlite_log import SqliteLog
+from donjon.steward.treestore import TreeStore
+from donjon.tlog.checkpoint import NoteSigner
 
-__all__ = ["build_steward", "open_log", "serve"]
+__all__ = ["build_steward", "log_signer", "open_log", "serve"]
 
 log = logging.getLogger("donjon.steward")
 
 
-def open_log(config: StewardConfig) -> LogStore:
+def log_signer(config: StewardConfig) -> NoteSigner:
+    """The log key of ``config``, under the log's origin (:class:`ConfigError` naming the fix)."""
+    assert config.log_key is not None and config.log_origin is not None
+    return load_log_signer(config.log_key, config.log_origin)
+
+
+def open_log(
+    config: StewardConfig, *, signer: NoteSigner | None = None, legacy_ok: bool = False
+) -> TreeStore[Any]:
+    """The configured log; ``signer`` None opens it read-only (``log verify``, ``log show``)."""
     if config.log_backend == "postgres":
         from donjon.steward.postgres_log import PostgresLog
 
         assert config.log_dsn is not None
-        return PostgresLog(config.log_dsn)
+        return PostgresLog(config.log_dsn, signer, legacy_ok=legacy_ok)
     assert config.log_path is not None
-    return SqliteLog(config.log_path)
+    return SqliteLog(config.log_path, signer, legacy_ok=legacy_ok)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -81,7 +93,10 @@ def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
         collateral = LayeredCollateral(
             collateral, _vendor_collateral(config), clock=overrides.get("clock", _utcnow)
         )
-    store = open_log(config)
+    try:
+        store = open_log(config, signer=log_signer(config))
+    except LegacyLog as e:
+        raise ConfigError(str(config.path), str(e)) from e
     kwargs: dict[str, Any] = {
         "ca": ca,
         "policy": policy,

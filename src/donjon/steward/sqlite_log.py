@@ -1,9 +1,9 @@
 """The decision log in SQLite (the default): WAL journal, ``synchronous=FULL``.
 
 Appends run in ``BEGIN IMMEDIATE`` transactions, which SQLite serialises across
-connections and processes, so two Stewards on one file cannot fork the chain;
-concurrent appends of one process share a transaction (group commit,
-:mod:`donjon.steward.chainstore`). Connections are per thread (SQLite objects
+connections and processes, so two Stewards on one file grow one tree; concurrent
+appends of one process share a transaction (group commit,
+:mod:`donjon.steward.treestore`). Connections are per thread (SQLite objects
 must not cross threads).
 """
 
@@ -15,30 +15,57 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from donjon.steward.chainstore import COLUMNS, ChainStore, Pending, chain_batch
-from donjon.steward.log import LogEntry
+from donjon.steward.log import LegacyLog
+from donjon.steward.treestore import EntryRow, NodeRow, TreeStore
+from donjon.tlog.checkpoint import NoteSigner
 
 __all__ = ["SqliteLog"]
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
+CREATE TABLE IF NOT EXISTS log_entries (
     seq INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
-    record TEXT NOT NULL,
-    prev_hash BLOB NOT NULL,
-    hash BLOB NOT NULL,
+    entry BLOB NOT NULL,
     serial TEXT
 );
-CREATE INDEX IF NOT EXISTS decisions_serial ON decisions(serial);
+CREATE INDEX IF NOT EXISTS log_entries_serial ON log_entries(serial);
+CREATE TABLE IF NOT EXISTS log_nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_checkpoints (
+    size INTEGER PRIMARY KEY,
+    note BLOB NOT NULL
+);
 """
+#: The hash-chained table of earlier versions, and its name once converted.
+LEGACY = "decisions"
+RETIRED = "decisions_hashchain"
 
 
-class SqliteLog(ChainStore[sqlite3.Connection]):
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30000) -> None:
-        super().__init__()
+class SqliteLog(TreeStore[sqlite3.Connection]):
+    """``signer``: the log key (None: read-only). ``legacy_ok``: open a database that still holds
+    the hash-chained table (only ``log migrate`` does)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        signer: NoteSigner | None = None,
+        *,
+        busy_timeout_ms: int = 30000,
+        legacy_ok: bool = False,
+    ) -> None:
+        super().__init__(signer)
         self.path = str(path)
         self._busy = busy_timeout_ms
-        self._conn().executescript(_SCHEMA)
+        conn = self._conn()
+        if not legacy_ok and self.has_legacy():
+            self.close()
+            raise LegacyLog(self.path)
+        conn.executescript(_SCHEMA)
+        if signer is not None and not legacy_ok:
+            self.sign_empty()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -56,23 +83,49 @@ class SqliteLog(ChainStore[sqlite3.Connection]):
         with contextlib.suppress(sqlite3.ProgrammingError):  # another thread's connection
             conn.close()
 
-    def _commit_batch_on(self, conn: sqlite3.Connection, batch: Sequence[Pending]) -> list[LogEntry]:
-        # One IMMEDIATE transaction for the whole batch: SQLite serialises it against
-        # every other connection and process; the head is read inside it.
+    def _begin_locked_head(self, conn: sqlite3.Connection) -> int:
+        # IMMEDIATE: SQLite serialises it against every other connection and process;
+        # the head is read inside it.
         conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1").fetchone()
-            rows, entries = chain_batch(None if row is None else (int(row[0]), bytes(row[1])), batch)
-            conn.executemany(
-                "INSERT INTO decisions (seq, time, record, prev_hash, hash, serial) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return entries
+        row = conn.execute("SELECT max(seq) FROM log_entries").fetchone()
+        return int(row[0] or 0)
 
-    def _select(self, conn: sqlite3.Connection, where: str, param: object) -> Iterable[Sequence[Any]]:
-        return conn.execute(f"SELECT {COLUMNS} FROM decisions WHERE {where} ORDER BY seq", (param,))
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        entries: Sequence[EntryRow],
+        nodes: Sequence[NodeRow],
+        checkpoint: tuple[int, bytes] | None,
+    ) -> None:
+        conn.executemany("INSERT INTO log_entries (seq, entry, serial) VALUES (?, ?, ?)", entries)
+        conn.executemany("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+        if checkpoint is not None:
+            conn.execute("INSERT INTO log_checkpoints (size, note) VALUES (?, ?)", checkpoint)
+
+    def _execute(
+        self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()
+    ) -> Iterable[Sequence[Any]]:
+        return conn.execute(sql, params)
+
+    def _begin_read(self, conn: sqlite3.Connection) -> None:
+        # A deferred transaction reads one snapshot of the WAL database from its first SELECT.
+        conn.execute("BEGIN")
+
+    # --- the hash-chained table of earlier versions ---
+
+    def has_legacy(self) -> bool:
+        row = (
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LEGACY,))
+            .fetchone()
+        )
+        return row is not None
+
+    def _legacy_page(self, conn: sqlite3.Connection, after: int, limit: int) -> list[Sequence[Any]]:
+        return conn.execute(
+            f"SELECT seq, time, record, prev_hash, hash FROM {LEGACY} WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+
+    def _retire_legacy(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"ALTER TABLE {LEGACY} RENAME TO {RETIRED}")
