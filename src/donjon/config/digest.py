@@ -30,7 +30,7 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     host (like ``--steward-ca``), not what the workload is; the Steward URL is in.
     A ``connect`` entry's ``peer_identity`` (whom the workload trusts) is in, as a sorted list;
     an entry without one leaves the key out, so configs written before the key existed keep
-    their digests.
+    their digests. So do ``allow_simulated`` and ``allow_unattested``: in when true, out when false.
     """
     import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
 
@@ -46,8 +46,10 @@ def canonical_config(config: WorkloadConfig) -> bytes:
 
 def _canonical_entry(entry: FileEntry) -> dict[str, Any]:
     fields = asdict(entry)
-    if isinstance(entry, ConnectEntry) and not entry.peer_identity:
-        del fields["peer_identity"]
+    if isinstance(entry, ConnectEntry):
+        for key in ("peer_identity", "allow_simulated", "allow_unattested"):
+            if not fields[key]:
+                del fields[key]
     return fields
 
 

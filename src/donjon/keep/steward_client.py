@@ -73,6 +73,8 @@ class StewardEndpoint:
     ``ca`` is the Steward CA: the issued chain must be signed by it, and (unless
     ``tls_anchors`` says otherwise) the Steward's HTTPS certificate must chain to it.
     ``tls_anchors``: other roots for the HTTPS connection (e.g. the CA of a TLS front end).
+    ``ca_source``: where ``ca`` was read from (a file name), for the messages that say another
+    CA issued a certificate.
     """
 
     url: str
@@ -80,6 +82,7 @@ class StewardEndpoint:
     tls_anchors: tuple[x509.Certificate, ...] | None = None
     allow_insecure_http: bool = False
     timeout: float = 10.0
+    ca_source: str | None = None
     base: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +120,13 @@ def _ssl_context(anchors: Sequence[x509.Certificate]) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_verify_locations(cadata=pem)
     return context
+
+
+#: OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) meaning "another CA issued this":
+#: unable to get issuer certificate (2), certificate signature failure (7), self-signed (18, 19),
+#: unable to get local issuer certificate (20), unable to verify the first certificate (21),
+#: path length exceeded (25: a chain carrying its own, other, CA).
+_ISSUER_UNKNOWN = frozenset({2, 7, 18, 19, 20, 21, 25})
 
 
 def _cert_verify_error(e: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -179,10 +189,19 @@ class StewardClient:
         except httpx.HTTPError as e:
             bad = _cert_verify_error(e)
             if bad is not None:
-                raise StewardUntrusted(
-                    url, f"its HTTPS certificate does not verify to the pinned CA: {bad.verify_message}"
-                ) from e
+                raise StewardUntrusted(url, self._untrusted(bad)) from e
             raise StewardBusy(url, f"{type(e).__name__}: {e}"[:300]) from e
+
+    def _untrusted(self, bad: ssl.SSLCertVerificationError) -> str:
+        """Why the Steward's HTTPS certificate was refused, in words that say what to fix."""
+        endpoint = self.endpoint
+        if bad.verify_code in _ISSUER_UNKNOWN and endpoint.tls_anchors is None:
+            where = f"the CA in {endpoint.ca_source}" if endpoint.ca_source else "the pinned Steward CA"
+            return (
+                f"its HTTPS certificate was not issued by {where} ({bad.verify_message}): "
+                "is this the Steward whose CA the Keep pins?"
+            )
+        return f"its HTTPS certificate does not verify to the pinned CA: {bad.verify_message}"
 
     def _failure(self, url: str, status: int, ctype: str, body: bytes) -> KeepError:
         if status in RETRY_STATUSES:
