@@ -101,7 +101,13 @@ def _default_options(kind: str, policy: Policy) -> object | None:
         # No public vendor root exists for CCA platform keys: the policy pins them. With none
         # pinned the verifier refuses (evidence.cca.platform.key).
         cca = policy.platforms.get("cca")
-        return {"platform_keys": cca.platform_keys if cca is not None else ()}
+        if cca is None or not cca.platform_keys:
+            raise Refused(
+                "evidence.cca.platform.key",
+                "no CCA platform key (CPAK) is pinned: list its PEM or JWK file in the policy's "
+                "[platform.cca] platform_keys",
+            )
+        return {"platform_keys": cca.platform_keys}
     return None
 
 
