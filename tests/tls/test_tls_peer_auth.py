@@ -256,3 +256,37 @@ def test_mutual_tls_between_keeps(serve, ca, server_creds):  # type: ignore[no-u
         stream.close()
     wait_for(lambda: server.infos)
     assert str(server.infos[0].peer_spiffe_id) == A
+
+
+@pytest.mark.parametrize(
+    ("path", "flag"),
+    [("/sim/keep/server", "allow_simulated"), ("/unattested/keep/server", "allow_unattested")],
+)
+def test_connect_by_host_name_refuses_a_marked_server_unless_allowed(serve, ca, path, flag):  # type: ignore[no-untyped-def]
+    """Issue 9 finding 3: the certificate names the host, but a Steward marked it as not a TEE."""
+    creds = ca.issue(spiffe_id=f"spiffe://example.org{path}", dns=("localhost",), ips=("127.0.0.1",))
+    server = serve(ServerContext(Identity(creds)))
+    for host in ("localhost", "127.0.0.1"):
+        stream = connect(
+            "127.0.0.1", server.port, prot="tls", client=ClientContext(ca.anchors(), HostName(host))
+        )
+        with pytest.raises(HandshakeFailed, match=f"{flag} = true"):
+            echo_via(stream, b"hi")
+        stream.close()
+        allowed = ClientContext(ca.anchors(), HostName(host, **{flag: True}))
+        stream = connect("127.0.0.1", server.port, prot="tls", client=allowed)
+        try:
+            assert echo_via(stream, b"hi") == b"hi"
+        finally:
+            stream.close()
+    # The other flag does not open this door.
+    other = "allow_unattested" if flag == "allow_simulated" else "allow_simulated"
+    stream = connect(
+        "127.0.0.1",
+        server.port,
+        prot="tls",
+        client=ClientContext(ca.anchors(), HostName("localhost", **{other: True})),
+    )
+    with pytest.raises(HandshakeFailed, match=flag):
+        echo_via(stream, b"hi")
+    stream.close()
