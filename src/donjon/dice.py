@@ -256,12 +256,14 @@ def workload_digest_of(entries: Sequence[TcbInfo]) -> bytes | None:
 
 def claims_values(entries: Sequence[TcbInfo]) -> dict[str, object]:
     """What a relying party reads from a Steward's entries, with the JSON claims' key names:
-    ``tee``, ``measurement``, ``svn``, ``tcb_version``, ``workload_digest``, ``simulated``
-    (``notSecure`` on any entry, or a model marked simulated)."""
+    ``tee``, ``measurement``, ``svn``, ``tcb_version``, ``workload_digest``, ``simulated`` (the
+    TEE's model is marked simulated) and ``not_secure`` (the flag on any entry: simulated, or no
+    evidence at all — which the SPIFFE path ``/unattested/`` says too)."""
     out: dict[str, object] = {}
     digest = workload_digest_of(entries)
     if digest is not None:
         out["workload_digest"] = digest.hex()
+    simulated = False
     for entry in entries:
         if entry.vendor == WORKLOAD_VENDOR and entry.model == WORKLOAD_MODEL:
             continue
@@ -271,11 +273,13 @@ def claims_values(entries: Sequence[TcbInfo]) -> dict[str, object]:
         if tee is None or "tee" in out:
             continue
         out["tee"] = tee
+        simulated = model.endswith(SIMULATED_SUFFIX)
         if entry.fwids:
             out["measurement"] = entry.fwids[0].digest.hex()
         if entry.svn is not None:
             out["svn"] = entry.svn
         if entry.version is not None:
             out["tcb_version"] = entry.version
-    out["simulated"] = any(e.not_secure or (e.model or "").endswith(SIMULATED_SUFFIX) for e in entries)
+    out["simulated"] = simulated
+    out["not_secure"] = any(e.not_secure for e in entries)
     return out
