@@ -137,3 +137,20 @@ def test_platform_keys_only_in_the_cca_table():
 
     with pytest.raises(ConfigError, match="unknown key 'platform_keys'"):
         parse_policy('[platform.sev-snp]\nallowed_measurements = ["*"]\nplatform_keys = []\n')
+
+
+def test_the_policy_digest_covers_the_pinned_keys(cca_env):
+    """The log names the policy by its digest: swapping a key file under the same text changes it."""
+    from donjon.steward.policy import load_policy
+
+    env, _ = cca_env
+    env.policy.write_text(_policy('platform_keys = ["cpak.pem"]'))
+    before = load_policy(str(env.policy)).digest
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = ec.generate_private_key(ec.SECP384R1()).public_key()
+    (env.dir / "cpak.pem").write_bytes(
+        other.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert load_policy(str(env.policy)).digest != before

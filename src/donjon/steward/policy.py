@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from donjon.attestation.claims import Claims, TcbStatus
@@ -766,7 +767,7 @@ def parse_policy(
         )
     _no_shared_names(ctx, workloads, legacy)
     return Policy(
-        digest=hashlib.sha256(raw).hexdigest(),
+        digest=_digest(raw, platforms),
         source=path,
         allow_simulated=_bool(ctx, doc, "allow_simulated"),
         allow_unattested=_bool(ctx, doc, "allow_unattested"),
@@ -777,6 +778,24 @@ def parse_policy(
         workloads=tuple(workloads),
         legacy=tuple(legacy),
     )
+
+
+def _digest(raw: bytes, platforms: Mapping[str, PlatformRule]) -> str:
+    """SHA-256 of the policy text; with CCA keys pinned, of the text and the keys' SPKI hashes.
+
+    The digest names the policy in every log entry, so a key file swapped under an unchanged
+    text must change it too.
+    """
+    keys = sorted(
+        hashlib.sha256(
+            key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).digest()
+        for rule in platforms.values()
+        for key in rule.platform_keys
+    )
+    if not keys:
+        return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(raw + b"\x00donjon-policy-keys\x00" + b"".join(keys)).hexdigest()
 
 
 def load_policy(path: str) -> Policy:
