@@ -290,3 +290,20 @@ def test_connect_by_host_name_refuses_a_marked_server_unless_allowed(serve, ca, 
     with pytest.raises(HandshakeFailed, match=flag):
         echo_via(stream, b"hi")
     stream.close()
+
+
+def test_a_server_of_another_ca_is_named_as_such(serve, ca, other_ca, server_creds, tmp_path):  # type: ignore[no-untyped-def]
+    """Issue 10: "not issued by the CA in FILE" (trust = "file") or "...the Steward CA this Keep
+    pins" (trust = "steward"), whatever OpenSSL's own code for it, with that code after it."""
+    server = serve(ServerContext(Identity(server_creds)))
+    path = other_ca.pem(tmp_path)
+    for anchors, where in (
+        (TrustAnchors.from_pem_file(path), f"not issued by the CA in {path}"),
+        (TrustAnchors.steward_ca([other_ca.cert]), "not issued by the Steward CA this Keep pins"),
+    ):
+        stream = connect(
+            "127.0.0.1", server.port, prot="tls", client=ClientContext(anchors, HostName("localhost"))
+        )
+        with pytest.raises(HandshakeFailed, match=where):
+            echo_via(stream, b"hi")
+        stream.close()

@@ -85,6 +85,21 @@ _X509_ERRORS = {
 }
 
 
+#: The codes above that mean "no anchor issued this chain": another CA's certificate (or a chain
+#: carrying its own, other, CA, which OpenSSL may report as a path length or self-signed error).
+_FOREIGN_ISSUER = frozenset({2, 7, 18, 19, 20, 21, 25})
+
+
+def _foreign_reason(errnum: int, anchors: TrustAnchors) -> str | None:
+    """'not issued by the CA in FILE' when another CA issued the peer's chain; else ``None``."""
+    if anchors.system or errnum not in _FOREIGN_ISSUER:
+        return None
+    where = (
+        "the Steward CA this Keep pins" if anchors.source == "Steward CA" else f"the CA in {anchors.source}"
+    )
+    return f"not issued by {where} ({_X509_ERRORS[errnum]})"
+
+
 @dataclass(frozen=True)
 class HostName:
     """Expect the peer's certificate to name this host (DNS name or IP address).
@@ -201,7 +216,7 @@ def _check_peer(expected: ExpectedPeer | ClientAuth | None, cert: crypto.X509, n
 
 
 def _verify_callback(
-    expected: ExpectedPeer | ClientAuth | None,
+    expected: ExpectedPeer | ClientAuth | None, anchors: TrustAnchors
 ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
     def callback(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
         notes = conn.get_app_data()
@@ -209,7 +224,9 @@ def _verify_callback(
             return False
         if not ok:
             if notes.failure is None:
-                reason = _X509_ERRORS.get(errnum, f"X.509 verification error {errnum}")
+                reason = _foreign_reason(errnum, anchors) or _X509_ERRORS.get(
+                    errnum, f"X.509 verification error {errnum}"
+                )
                 notes.failure = f"peer certificate at depth {depth}: {reason}"
             return False
         if depth != 0:
@@ -293,7 +310,7 @@ class ServerContext:
                 context.add_client_ca(cert)
             context.set_verify(
                 SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                _verify_callback(self.client_auth),
+                _verify_callback(self.client_auth, self.client_auth.anchors),
             )
         return context
 
@@ -335,7 +352,7 @@ class ClientContext:
             except SSL.Error as e:
                 raise TLSConfigError("client identity", f"OpenSSL refused the certificate or key: {e}") from e
         self.anchors.install(context)
-        context.set_verify(SSL.VERIFY_PEER, _verify_callback(self.peer))
+        context.set_verify(SSL.VERIFY_PEER, _verify_callback(self.peer, self.anchors))
         return context
 
     def wrap(self, sock: socket.socket) -> tuple[SSL.Connection, Credentials | None, HandshakeNotes]:
