@@ -8,9 +8,11 @@ Steward's real checks (simulated SNP and TDX evidence, the real verifiers, a
 legacy Enarx CSR, an unattested Keep) under three CA configurations (P-256 with
 a claims OID under a Private Enterprise Number arc, P-384 without claims, and a
 claims OID whose last arc is 2**31 - 1), and hands them to
-``tests/steward/go/parsecerts.go`` (standard library only). Negative controls
-built here show the Go program refuses what it should, so the positive results
-mean something.
+``tests/steward/go/parsecerts.go`` (standard library only), which also decodes
+the TCG DICE ``MultiTcbInfo`` claims every certificate carries with
+``encoding/asn1`` and reports them, and the IP address SANs. Negative controls
+built here show the Go program refuses what it should (a garbled DICE extension
+among them), so the positive results mean something.
 
 Needs ``go`` (Debian's golang-go); skipped without it, a failure under CI=true.
 """
