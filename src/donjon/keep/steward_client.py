@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from donjon.keep.errors import AttestationRefused, KeepError, StewardProtocolError, StewardUntrusted
+from donjon.tls.anchors import FOREIGN_ISSUER_ERRORS
 
 __all__ = [
     "MAX_CHAIN_BYTES",
@@ -122,13 +123,6 @@ def _ssl_context(anchors: Sequence[x509.Certificate]) -> ssl.SSLContext:
     return context
 
 
-#: OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) meaning "another CA issued this":
-#: unable to get issuer certificate (2), certificate signature failure (7), self-signed (18, 19),
-#: unable to get local issuer certificate (20), unable to verify the first certificate (21),
-#: path length exceeded (25: a chain carrying its own, other, CA).
-_ISSUER_UNKNOWN = frozenset({2, 7, 18, 19, 20, 21, 25})
-
-
 def _cert_verify_error(e: BaseException) -> ssl.SSLCertVerificationError | None:
     seen: set[int] = set()
     current: BaseException | None = e
@@ -195,7 +189,7 @@ class StewardClient:
     def _untrusted(self, bad: ssl.SSLCertVerificationError) -> str:
         """Why the Steward's HTTPS certificate was refused, in words that say what to fix."""
         endpoint = self.endpoint
-        if bad.verify_code in _ISSUER_UNKNOWN and endpoint.tls_anchors is None:
+        if bad.verify_code in FOREIGN_ISSUER_ERRORS and endpoint.tls_anchors is None:
             where = f"the CA in {endpoint.ca_source}" if endpoint.ca_source else "the pinned Steward CA"
             return (
                 f"its HTTPS certificate was not issued by {where} ({bad.verify_message}): "

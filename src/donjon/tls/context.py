@@ -38,7 +38,7 @@ from typing import Literal
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-from donjon.tls.anchors import TrustAnchors
+from donjon.tls.anchors import FOREIGN_ISSUER_ERRORS, TrustAnchors
 from donjon.tls.errors import InvalidSpiffeId, PeerIdentityMismatch, TLSConfigError
 from donjon.tls.hostname import check_host_name, normalise_host
 from donjon.tls.identity import Credentials, Identity
@@ -85,14 +85,9 @@ _X509_ERRORS = {
 }
 
 
-#: The codes above that mean "no anchor issued this chain": another CA's certificate (or a chain
-#: carrying its own, other, CA, which OpenSSL may report as a path length or self-signed error).
-_FOREIGN_ISSUER = frozenset({2, 7, 18, 19, 20, 21, 25})
-
-
 def _foreign_reason(errnum: int, anchors: TrustAnchors) -> str | None:
     """'not issued by the CA in FILE' when another CA issued the peer's chain; else ``None``."""
-    if anchors.system or errnum not in _FOREIGN_ISSUER:
+    if anchors.system or errnum not in FOREIGN_ISSUER_ERRORS:
         return None
     where = (
         "the Steward CA this Keep pins" if anchors.source == "Steward CA" else f"the CA in {anchors.source}"
