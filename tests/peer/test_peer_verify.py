@@ -332,7 +332,7 @@ def test_a_chain_from_another_ca_says_so(ca, other_name):
 
 def test_dice_claims_carry_the_workload_digest_without_a_claims_oid():
     from donjon.dice import MULTI_TCB_INFO_OID
-    from donjon.steward.issuance import dice_entries
+    from donjon.steward.dice_claims import dice_entries
 
     plain = _ca(claims_oid=None)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -41,17 +41,9 @@ from donjon.attestation.errors import AttestationError, CollateralError, Malform
 from donjon.attestation.pki import load_crl
 from donjon.attestation.verify import Collateral, TrustRoots, verify_evidence
 from donjon.csr import CsrError, LegacyCsr, NativeCsr, parse_legacy_csr, parse_native_csr
-from donjon.dice import (
-    SIMULATED_SUFFIX,
-    TEE_NAMES,
-    WORKLOAD_MODEL,
-    WORKLOAD_VENDOR,
-    DiceError,
-    Fwid,
-    TcbInfo,
-)
 from donjon.steward.ca import CertificateAuthority, Issued
 from donjon.steward.collateral import CollateralSet, CollateralSource, collateral_set
+from donjon.steward.dice_claims import dice_entries
 from donjon.steward.errors import Refused
 from donjon.steward.log import LogEntry, LogStore
 from donjon.steward.metrics import Metrics
@@ -65,7 +57,6 @@ __all__ = [
     "Prepared",
     "Steward",
     "der_sequence",
-    "dice_entries",
 ]
 
 
@@ -99,7 +90,7 @@ def _default_options(kind: str, policy: Policy) -> object | None:
         return {}
     if kind == "cca-token":
         # No public vendor root exists for CCA platform keys: the policy pins them. With none
-        # pinned the verifier refuses (evidence.cca.platform.key).
+        # pinned there is nothing to verify against: refused, saying where keys go.
         cca = policy.platforms.get("cca")
         if cca is None or not cca.platform_keys:
             raise Refused(
@@ -509,67 +500,6 @@ class Steward:
             record["freshness"] = "without freshness (legacy Enarx CSR: no nonce)"
         # The certificate leaves only after commit() has logged this record.
         return issued
-
-
-def _tcb_version(claims: Claims) -> tuple[str | None, int | None]:
-    """The TCB of the evidence as DICE ``version`` (text) and ``svn`` (one integer, where one exists)."""
-    raw = claims.raw
-    tee = claims.tee.value
-    if tee == "sev-snp":
-        # AMD SEV-SNP ABI "TCB_VERSION": one 64-bit value (bootloader, tee, snp, microcode SVNs).
-        parts = raw.get("reported_tcb")
-        text = None
-        if isinstance(parts, dict):
-            text = " ".join(f"{k}={v}" for k, v in parts.items())
-        value = raw.get("reported_tcb_raw")
-        return text, int(value, 16) if isinstance(value, str) else None
-    if tee == "tdx":
-        svn = raw.get("tee_tcb_svn")
-        return (f"tee_tcb_svn={svn.hex() if isinstance(svn, bytes) else svn}" if svn else None), None
-    if tee == "sgx":
-        svn = raw.get("isv_svn")
-        return None, svn if isinstance(svn, int) and not isinstance(svn, bool) else None
-    return None, None
-
-
-def dice_entries(
-    claims: Claims | None, workload_digest: bytes | None, simulated: bool
-) -> tuple[TcbInfo, ...]:
-    """The ``MultiTcbInfo`` of a certificate: the TEE (layer 0), then the workload (layer 1).
-
-    ``notSecure`` marks both when no genuine TEE stands behind them (simulated or no evidence).
-    """
-    not_secure = claims is None or simulated
-    entries: list[TcbInfo] = []
-    if claims is not None:
-        vendor, model = TEE_NAMES.get(claims.tee.value, (claims.platform, claims.tee.value))
-        version, svn = _tcb_version(claims)
-        try:
-            fwids: tuple[Fwid, ...] = (Fwid.of(claims.measurement),)
-        except DiceError:
-            fwids = ()  # a measurement of no SHA-2 size: the entry still names the TEE
-        entries.append(
-            TcbInfo(
-                vendor=vendor,
-                model=model + (SIMULATED_SUFFIX if simulated else ""),
-                version=version,
-                svn=svn,
-                layer=0,
-                fwids=fwids,
-                not_secure=not_secure,
-            )
-        )
-    if workload_digest is not None:
-        entries.append(
-            TcbInfo(
-                vendor=WORKLOAD_VENDOR,
-                model=WORKLOAD_MODEL,
-                layer=1,
-                fwids=(Fwid("sha256", workload_digest),),
-                not_secure=not_secure,
-            )
-        )
-    return tuple(entries)
 
 
 def _overlay(keep: Collateral, own: CollateralSet | None) -> Collateral:
