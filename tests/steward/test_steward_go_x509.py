@@ -299,6 +299,12 @@ def test_go_accepts_every_certificate_the_steward_issues(
         dice = [(e["vendor"], e["model"], e["fwids"]) for e in line["dice"]]
         assert dice == [(v, m, [fwids[f]]) for v, m, f in EXPECTED_DICE[name]], line["dice"]
         assert all(e["not_secure"] for e in line["dice"])
+        tee = line["dice"][0]
+        if tee["vendor"] == "AMD":  # the reported TCB: SVNs by name, and TCB_VERSION as one integer
+            assert tee["version"].startswith("bootloader=") and " snp=" in tee["version"], tee
+            assert int(tee["svn"]) > 0 and tee["layer"] == "0"
+        elif tee["vendor"] == "Intel":
+            assert tee["version"].startswith("tee_tcb_svn="), tee
         issued = got.outcomes[name].issued
         assert line["serial"].lstrip("0") == issued.serial
         assert line["not_after"] == issued.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,6 +9,8 @@ Pure: claims in, entries out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from donjon.attestation.claims import Claims
 from donjon.dice import (
     SIMULATED_SUFFIX,
@@ -31,7 +33,7 @@ def _tcb_version(claims: Claims) -> tuple[str | None, int | None]:
         # AMD SEV-SNP ABI "TCB_VERSION": one 64-bit value (bootloader, tee, snp, microcode SVNs).
         parts = raw.get("reported_tcb")
         text = None
-        if isinstance(parts, dict):
+        if isinstance(parts, Mapping):
             text = " ".join(f"{k}={v}" for k, v in parts.items())
         value = raw.get("reported_tcb_raw")
         return text, int(value, 16) if isinstance(value, str) else None
