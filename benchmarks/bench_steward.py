@@ -76,6 +76,7 @@ allowed_measurements = ["{MEASUREMENT.hex()}"]
 [[workload]]
 digest = "{WORKLOAD.hex()}"
 spiffe_path = "/bench"
+platforms = ["sev-snp", "simulated"]
 """
     )
     return directory / "steward.toml"

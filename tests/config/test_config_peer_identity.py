@@ -164,3 +164,35 @@ def test_digest_of_a_config_without_peer_identity_follows_the_formula() -> None:
     assert canonical_config(config) == expected_json
     inner = hashlib.sha256(MODULE).digest() + hashlib.sha256(expected_json).digest()
     assert workload_digest(MODULE, config) == hashlib.sha256(b"donjon-workload-v1\x00" + inner).digest()
+
+
+# --- allow_simulated / allow_unattested (issue 9, finding 3) ---
+
+
+def test_host_named_entries_may_allow_marked_peers_and_it_is_in_the_digest() -> None:
+    plain = parse_config(connect("").encode()).config
+    sim = parse_config(connect("allow_simulated = true").encode()).config
+    both = parse_config(connect("allow_simulated = true\nallow_unattested = true").encode()).config
+    (e,) = sim.files
+    assert isinstance(e, ConnectEntry) and e.allow_simulated and not e.allow_unattested
+    digests = {workload_digest(MODULE, c) for c in (plain, sim, both)}
+    assert len(digests) == 3  # whom the workload accepts is part of what it is
+    # Off is the default and leaves the canonical form (and so old digests) unchanged.
+    off = parse_config(connect("allow_simulated = false").encode()).config
+    assert canonical_config(off) == canonical_config(plain)
+    assert "allow_simulated" not in json.loads(canonical_config(plain))["files"][0]
+    assert json.loads(canonical_config(sim))["files"][0]["allow_simulated"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (connect('allow_simulated = "yes"'), "true or false"),
+        (connect("allow_unattested = 1"), "true or false"),
+        (connect(f'peer_identity = "{A}"\nallow_simulated = true'), "with peer_identity, name the ID"),
+        (connect("allow_simulated = true", trust='prot = "tcp"'), 'needs prot = "tls"'),
+    ],
+)
+def test_allow_marked_peers_refusals(text: str, message: str) -> None:
+    e = error(text)
+    assert isinstance(e, InvalidValue) and message in str(e)

@@ -12,6 +12,7 @@ tests/peer/conftest.py loads this file too (importlib mode: tests cannot import 
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -54,6 +55,7 @@ def policy_text(
     tdx_mrtd: bytes | None = None,
 ) -> str:
     tdx = ""
+    platforms = ["sev-snp", "tdx", "simulated"] + (["unattested"] if allow_unattested else [])
     if tdx_mrtd is not None:
         tdx = f"""
 [platform.tdx]
@@ -71,7 +73,9 @@ allowed_measurements = ["{MEASUREMENT.hex()}"]
 [[workload]]
 digest = "{digest.hex()}"
 spiffe_path = "{SPIFFE_PATH}"
+platforms = {json.dumps(platforms)}
 dns_names = ["web.example.org"]
+sim_dns_names = ["web.sim.example.org"]
 lifetime = "{lifetime}"
 """
 
@@ -120,7 +124,11 @@ class StewardEnv:
         (d / "root.crl").write_bytes(coll.root_crl)
 
 
-def make_env(base: Path, vendor: SimulatedAmd, *, policy: str | None = None) -> StewardEnv:
+def make_env(
+    base: Path, vendor: SimulatedAmd, *, policy: str | None = None, claims_oid: str | None = CLAIMS_OID
+) -> StewardEnv:
+    """A Steward made by ``steward init``, trusting the simulated AMD; ``claims_oid=None`` keeps
+    init's default (no JSON claims extension: only the DICE one)."""
     assert cli_main(["steward", "init", "--dir", str(base), "--trust-domain", TRUST_DOMAIN]) == 0
     (base / "sim-ark.pem").write_bytes(vendor.ark_pem())
     snp = base / "collateral" / "snp-report"
@@ -129,7 +137,8 @@ def make_env(base: Path, vendor: SimulatedAmd, *, policy: str | None = None) -> 
     (snp / "cert_chain.pem").write_bytes(vendor.cert_chain_pem())
     text = (base / "steward.toml").read_text()
     text = text.replace("simulated = []", 'simulated = ["sim-ark.pem"]')
-    text = text.replace('# claims_oid = "1.3.6.1.4.1.<your PEN>.1"', f'claims_oid = "{CLAIMS_OID}"')
+    if claims_oid is not None:
+        text = text.replace('# claims_oid = "1.3.6.1.4.1.<your PEN>.1"', f'claims_oid = "{claims_oid}"')
     (base / "steward.toml").write_text(text)
     (base / "policy.toml").write_text(policy or policy_text())
     ca_pem = (base / "ca.pem").read_bytes()

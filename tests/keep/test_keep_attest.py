@@ -162,6 +162,25 @@ def test_a_steward_with_another_ca_is_untrusted_and_not_retried(steward, tmp_pat
     assert "pinned" in str(info.value)
 
 
+def test_another_stewards_ca_is_named_as_such(steward, tmp_path, sim_vendor, sim_snp, h):
+    """Issue 10: another Steward's CA says "not issued by the CA in FILE", for the HTTPS connection
+    (TLS) and for the issued chain (the Keep's own check), not "path length constraint violated"."""
+    other = h.make_env(tmp_path / "other", sim_vendor)
+    source = str(other.dir / "ca.pem")
+    endpoint = StewardEndpoint(url=steward.url, ca=other.ca, ca_source=source)
+    with pytest.raises(StewardUntrusted) as info:
+        Attestor(sim_snp, h.DIGEST, endpoint, retry=RetryPolicy(total=5)).attest()
+    assert f"not issued by the CA in {source}" in str(info.value)
+    from donjon.keep import IssuedCertificateInvalid
+
+    endpoint = StewardEndpoint(url=steward.url, ca=other.ca, tls_anchors=steward.env.ca, ca_source=source)
+    with pytest.raises(IssuedCertificateInvalid) as issued:
+        Attestor(sim_snp, h.DIGEST, endpoint).attest()
+    assert issued.value.check == "chain"
+    assert f"not issued by the CA in {source}" in str(issued.value)
+    assert "path length" not in str(issued.value)
+
+
 def test_plain_http_needs_an_explicit_opt_in(steward_env):
     with pytest.raises(ValueError, match="plain HTTP"):
         StewardEndpoint.from_pem("http://127.0.0.1:1", steward_env.ca_pem)

@@ -101,7 +101,49 @@ def test_a_wrong_ca_is_refused(keep, capsys, tmp_path, sim_vendor, h):
     other = h.make_env(tmp_path / "other", sim_vendor)
     code, out, _ = _run(capsys, "verify", keep.target, "--ca", str(other.dir / "ca.pem"), "--allow-simulated")
     assert code == 1
-    assert "chain" in out
+    # Issue 10: say what is wrong (another Steward's CA), not "path length constraint violated".
+    assert "chain" in out and f"not issued by the CA in {other.dir / 'ca.pem'}" in out, out
+
+
+def test_a_ca_of_another_name_is_named_too(keep, capsys, tmp_path):
+    """A CA with another subject: the chain the Keep presents carries its own CA, and path building
+    used to fail with "path length constraint violated"."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    from donjon.steward.ca import create_ca
+
+    _, cert = create_ca("Some other CA", now=datetime.now(UTC))
+    ca = tmp_path / "other-ca.pem"
+    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, out, _ = _run(capsys, "verify", keep.target, "--ca", str(ca), "--allow-simulated")
+    assert code == 1
+    assert f"not issued by the CA in {ca}" in out and "path length" not in out, out
+
+
+def test_workload_digest_works_with_a_steward_fresh_from_init(sim_vendor, sim_snp, capsys, tmp_path, h):
+    """Issue 10: no claims_oid (init's default), yet the digest is checked: the DICE extension."""
+    env = h.make_env(tmp_path / "fresh", sim_vendor, claims_oid=None)
+    assert "\nclaims_oid" not in env.config.read_text()
+    capsys.readouterr()  # init's own output
+    with h.StewardServer(env) as steward:
+        result = attest(sim_snp, h.DIGEST, steward.url, env.ca_pem)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(env.ca_pem)
+    with h.TlsEchoServer(ServerContext(KeepIdentity(result.credentials()))) as server:
+        target = f"127.0.0.1:{server.port}"
+        base = ["verify", target, "--ca", str(ca_file), "--allow-simulated"]
+        code, out, _ = _run(capsys, *base, "--workload-digest", h.DIGEST.hex(), "--format", "json")
+        assert code == 0, out
+        doc = json.loads(out)
+        assert doc["peer"]["claims_oid"] == "2.23.133.5.4.5"  # tcg-dice-MultiTcbInfo
+        claims = doc["peer"]["claims"]
+        assert claims["workload_digest"] == h.DIGEST.hex()
+        assert claims["tee"] == "sev-snp" and claims["measurement"] == h.MEASUREMENT.hex()
+        assert claims["simulated"] is True
+        code, out, _ = _run(capsys, *base, "--workload-digest", "00" * 32)
+        assert code == 1 and "workload_digest" in out and h.DIGEST.hex() in out
 
 
 def test_simulated_identities_need_an_opt_in(keep, capsys):

@@ -306,3 +306,78 @@ def test_expectation_values_are_checked():
         PeerExpectation(workload_digest=b"short")
     with pytest.raises(ValueError):
         PeerExpectation(role="proxy")  # type: ignore[arg-type]
+
+
+# --- issue 10: another Steward's CA is named as such; DICE claims are read without a claims OID ---
+
+
+@pytest.mark.parametrize("other_name", ["Test Steward CA", "Another Steward CA"])
+def test_a_chain_from_another_ca_says_so(ca, other_name):
+    """Same CA name (another Steward of the same trust domain) or another: "not issued by the CA in
+    FILE", where path building alone said "signature does not match" or "path length constraint
+    violated" (the chain carrying its own, foreign, CA)."""
+    leaf = _issue(ca)
+    other = _ca(name=other_name)
+    for chain in ([leaf, ca.cert], [leaf]):
+        with pytest.raises(PeerRefused) as info:
+            verify_chain(chain, [other.cert], at=NOW, anchors_source="other-ca.pem")
+        assert info.value.check == "chain"
+        assert "not issued by the CA in other-ca.pem" in info.value.reason
+        assert "path length" not in info.value.reason
+    # A chain of the right CA failing for another reason keeps that reason.
+    with pytest.raises(PeerRefused) as info:
+        verify_chain([leaf, ca.cert], [ca.cert], at=NOW + timedelta(days=1), anchors_source="ca.pem")
+    assert "not issued" not in info.value.reason
+
+
+def test_dice_claims_carry_the_workload_digest_without_a_claims_oid():
+    from donjon.dice import MULTI_TCB_INFO_OID
+    from donjon.steward.dice_claims import dice_entries
+
+    plain = _ca(claims_oid=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = plain.issue(
+        _spki(key),
+        spiffe_path="/web",
+        dns_names=[],
+        lifetime=3600,
+        now=NOW,
+        claims=CLAIMS,
+        dice=dice_entries(None, DIGEST, simulated=False),
+    ).certificate
+    peer = verify_peer([leaf], [plain.cert], PeerExpectation(workload_digest=DIGEST), at=NOW)
+    assert peer.claims is not None and peer.claims.oid == MULTI_TCB_INFO_OID
+    assert peer.workload_digest == DIGEST
+    # No evidence behind it: the workload entry carries notSecure (not "simulated": that is the
+    # TEE entry's mark; an unattested certificate says so in its SPIFFE path).
+    assert peer.claims.values["not_secure"] is True and not peer.claims.simulated
+    with pytest.raises(PeerRefused) as info:
+        verify_peer([leaf], [plain.cert], PeerExpectation(workload_digest=bytes(32)), at=NOW)
+    assert info.value.check == "workload_digest"
+
+
+def test_a_garbled_dice_extension_is_a_claims_refusal(ca):
+    from donjon.dice import MULTI_TCB_INFO_OID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(hours=1))
+        .not_valid_after(NOW + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org/web")]),
+            critical=True,
+        )
+        .add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(MULTI_TCB_INFO_OID), b"\x30\x03\x02\x01\x01"),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    with pytest.raises(PeerRefused) as info:
+        find_claims(leaf)
+    assert info.value.check == "claims" and "DICE" in info.value.reason

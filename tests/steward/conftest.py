@@ -84,12 +84,15 @@ min_tcb = {{ bootloader = 1, snp = 8 }}
 [[workload]]
 digest = "{WORKLOAD.hex()}"
 spiffe_path = "/test/web"
+platforms = ["sev-snp", "tdx", "simulated"]
 dns_names = ["web.example.org"]
+sim_dns_names = ["web.sim.example.org"]
 
 [[legacy]]
 platform = "sev-snp"
 measurement = "{MEASUREMENT.hex()}"
 spiffe_path = "/enarx/legacy"
+simulated = true
 {extra}
 """
 

@@ -8,9 +8,11 @@ Steward's real checks (simulated SNP and TDX evidence, the real verifiers, a
 legacy Enarx CSR, an unattested Keep) under three CA configurations (P-256 with
 a claims OID under a Private Enterprise Number arc, P-384 without claims, and a
 claims OID whose last arc is 2**31 - 1), and hands them to
-``tests/steward/go/parsecerts.go`` (standard library only). Negative controls
-built here show the Go program refuses what it should, so the positive results
-mean something.
+``tests/steward/go/parsecerts.go`` (standard library only), which also decodes
+the TCG DICE ``MultiTcbInfo`` claims every certificate carries with
+``encoding/asn1`` and reports them, and the IP address SANs. Negative controls
+built here show the Go program refuses what it should (a garbled DICE extension
+among them), so the positive results mean something.
 
 Needs ``go`` (Debian's golang-go); skipped without it, a failure under CI=true.
 """
@@ -127,7 +129,8 @@ def _configure(env: Any, kit: Any, tdx: SimulatedTdx, *, claims_oid: str | None,
     env.config.write_text(text)
     kit.trust_sim_tdx(env, tdx)
     policy = kit.policy_text().replace(
-        'dns_names = ["web.example.org"]', 'dns_names = ["web.example.org", "www.example.org"]'
+        'sim_dns_names = ["web.sim.example.org"]',
+        'sim_dns_names = ["web.sim.example.org", "www.sim.example.org"]\nsim_ip = ["127.0.0.1", "::1"]',
     )
     env.policy.write_text(
         "allow_unattested = true\n"
@@ -136,6 +139,7 @@ def _configure(env: Any, kit: Any, tdx: SimulatedTdx, *, claims_oid: str | None,
 [[workload]]
 digest = "{OTHER_WORKLOAD.hex()}"
 spiffe_path = "/test/worker"
+platforms = ["simulated", "unattested"]
 
 [platform.tdx]
 allowed_measurements = ["{MRTD.hex()}"]
@@ -193,14 +197,27 @@ def _issue_all(steward: Steward, env: Any, kit: Any, tdx: SimulatedTdx) -> dict[
     return out
 
 
+SIM_NAMES = ["web.sim.example.org", "www.sim.example.org"]
+SIM_IPS = ["127.0.0.1", "::1"]
 EXPECTED = {
-    "snp-dns": ("spiffe://example.org/sim/test/web", ["web.example.org", "www.example.org"]),
-    "snp-p384": ("spiffe://example.org/sim/test/worker", []),
-    "snp-ed25519": ("spiffe://example.org/sim/test/worker", []),
-    "snp-rsa": ("spiffe://example.org/sim/test/worker", []),
-    "tdx": ("spiffe://example.org/sim/test/web", ["web.example.org", "www.example.org"]),
-    "legacy": ("spiffe://example.org/sim/enarx/legacy", []),
-    "unattested": ("spiffe://example.org/unattested/test/worker", []),
+    "snp-dns": ("spiffe://example.org/sim/test/web", SIM_NAMES, SIM_IPS),
+    "snp-p384": ("spiffe://example.org/sim/test/worker", [], []),
+    "snp-ed25519": ("spiffe://example.org/sim/test/worker", [], []),
+    "snp-rsa": ("spiffe://example.org/sim/test/worker", [], []),
+    "tdx": ("spiffe://example.org/sim/test/web", SIM_NAMES, SIM_IPS),
+    "legacy": ("spiffe://example.org/sim/enarx/legacy", [], []),
+    "unattested": ("spiffe://example.org/unattested/test/worker", [], []),
+}
+SHA256, SHA384 = "2.16.840.1.101.3.4.2.1", "2.16.840.1.101.3.4.2.2"
+#: The TCG DICE MultiTcbInfo entries Go must read from each certificate: (vendor, model, FWID).
+EXPECTED_DICE = {
+    "snp-dns": [("AMD", "SEV-SNP (simulated)", "measurement"), ("Donjon", "workload", "web")],
+    "snp-p384": [("AMD", "SEV-SNP (simulated)", "measurement"), ("Donjon", "workload", "worker")],
+    "snp-ed25519": [("AMD", "SEV-SNP (simulated)", "measurement"), ("Donjon", "workload", "worker")],
+    "snp-rsa": [("AMD", "SEV-SNP (simulated)", "measurement"), ("Donjon", "workload", "worker")],
+    "tdx": [("Intel", "TDX (simulated)", "mrtd"), ("Donjon", "workload", "web")],
+    "legacy": [("AMD", "SEV-SNP (simulated)", "measurement")],
+    "unattested": [("Donjon", "workload", "worker")],
 }
 
 
@@ -255,7 +272,7 @@ def issuance(
 
 
 def test_go_accepts_every_certificate_the_steward_issues(
-    parsecerts: Callable[..., GoRun], issuance: Issuance
+    parsecerts: Callable[..., GoRun], issuance: Issuance, kit: Any
 ) -> None:
     got = issuance
     run = parsecerts(got.ca, *got.leaves.values())
@@ -263,12 +280,31 @@ def test_go_accepts_every_certificate_the_steward_issues(
     ca = run.by_file["ca.pem"]
     assert ca["role"] == "ca" and "Donjon Steward CA" in ca["subject"]
     assert ca["signature_algorithm"] == ("ECDSA-SHA256" if got.curve == "p256" else "ECDSA-SHA384")
-    for name, (spiffe_id, dns_names) in EXPECTED.items():
+    fwids = {
+        "measurement": f"{SHA384}:{kit.MEASUREMENT.hex()}",
+        "mrtd": f"{SHA384}:{MRTD.hex()}",
+        "web": f"{SHA256}:{kit.WORKLOAD.hex()}",
+        "worker": f"{SHA256}:{OTHER_WORKLOAD.hex()}",
+    }
+    for name, (spiffe_id, dns_names, ip_addresses) in EXPECTED.items():
         line = run.by_file[f"{name}.pem"]
         assert "error" not in line, line
         assert line["role"] == "leaf"
         assert line["spiffe_id"] == spiffe_id
         assert line["dns_names"] == dns_names
+        assert line["ip_addresses"] == ip_addresses
+        # Go's encoding/asn1 read the DICE claims: every entry, its FWID, and notSecure (none of
+        # these certificates stands on a genuine TEE).
+        assert "2.23.133.5.4.5" in line["extension_oids"]
+        dice = [(e["vendor"], e["model"], e["fwids"]) for e in line["dice"]]
+        assert dice == [(v, m, [fwids[f]]) for v, m, f in EXPECTED_DICE[name]], line["dice"]
+        assert all(e["not_secure"] for e in line["dice"])
+        tee = line["dice"][0]
+        if tee["vendor"] == "AMD":  # the reported TCB: SVNs by name, and TCB_VERSION as one integer
+            assert tee["version"].startswith("bootloader=") and " snp=" in tee["version"], tee
+            assert int(tee["svn"]) > 0 and tee["layer"] == "0"
+        elif tee["vendor"] == "Intel":
+            assert tee["version"].startswith("tee_tcb_svn="), tee
         issued = got.outcomes[name].issued
         assert line["serial"].lstrip("0") == issued.serial
         assert line["not_after"] == issued.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -404,6 +440,20 @@ def test_the_go_program_refuses_profile_deviations(
             "CA is true",
         ),
         "cert-sign.pem": (_twin(got, replace=swap(ext.KEY_USAGE, ku_cert_sign, True)), "keyCertSign"),
+        # The DICE claims must parse (a SEQUENCE OF holding an INTEGER is no DiceTcbInfo).
+        "dice-garbage.pem": (
+            _twin(
+                got,
+                replace=swap(
+                    x509.ObjectIdentifier("2.23.133.5.4.5"),
+                    x509.UnrecognizedExtension(
+                        x509.ObjectIdentifier("2.23.133.5.4.5"), b"\x30\x03\x02\x01\x01"
+                    ),
+                    False,
+                ),
+            ),
+            "MultiTcbInfo does not parse",
+        ),
         "unknown-critical.pem": (
             _twin(got, extra=_claims_under("1.3.6.1.4.1.63999.9"), extra_critical=True),
             "unhandled critical extension",

@@ -58,7 +58,110 @@ def test_issues_the_workload_identity():
     assert (d.spiffe_path, d.dns_names, d.lifetime, d.simulated, d.fresh) == (
         "/svc/api", ("api.example.org",), 3600, False, True
     )  # fmt: skip
-    assert parse_policy(BASE).decide(claims(simulated=True), WD).spiffe_path == "/sim/svc/api"
+    marked = BASE.replace('lifetime = "1h"', 'lifetime = "1h"\nplatforms = ["sev-snp", "simulated"]')
+    assert parse_policy(marked).decide(claims(simulated=True), WD).spiffe_path == "/sim/svc/api"
+
+
+# --- issue 9 finding 3: platforms governs simulated and unattested issuance too ---
+
+
+def test_simulated_evidence_needs_simulated_in_the_workload_s_platforms():
+    """allow_simulated alone no longer hands a workload's identity to a simulated TEE."""
+    policy = parse_policy(BASE)  # allow_simulated = true, the workload lists no platforms
+    with pytest.raises(Refused) as info:
+        policy.decide(claims(simulated=True), WD)
+    assert info.value.check == "policy.platforms" and "simulated" in info.value.reason
+    restricted = parse_policy(BASE.replace('lifetime = "1h"', 'lifetime = "1h"\nplatforms = ["sev-snp"]'))
+    with pytest.raises(Refused) as info:
+        restricted.decide(claims(simulated=True), WD)
+    assert info.value.check == "policy.platforms"
+    # "simulated" with a platform named: only that platform's simulator.
+    sim_snp = parse_policy(
+        BASE.replace('lifetime = "1h"', 'lifetime = "1h"\nplatforms = ["sev-snp", "simulated"]')
+    )
+    assert sim_snp.decide(claims(simulated=True), WD).spiffe_path == "/sim/svc/api"
+    with pytest.raises(Refused) as info:
+        sim_snp.decide(claims(simulated=True, tee=TeeType.TDX, measurements={}, raw={}), WD)
+    assert info.value.check == "policy.platforms"
+    # "simulated" alone: any simulator, but no genuine platform.
+    sim_only = parse_policy(BASE.replace('lifetime = "1h"', 'lifetime = "1h"\nplatforms = ["simulated"]'))
+    assert sim_only.decide(claims(simulated=True), WD).simulated
+    with pytest.raises(Refused) as info:
+        sim_only.decide(claims(), WD)
+    assert info.value.check == "policy.platforms"
+
+
+def test_unattested_needs_unattested_in_the_workload_s_platforms():
+    """The reproduced attack: allow_unattested for a dev workload, a nil CSR naming production."""
+    dev = "ef" * 32
+    text = (
+        "allow_unattested = true\n"
+        + BASE.replace('lifetime = "1h"', 'lifetime = "1h"\nplatforms = ["sev-snp"]')
+        + f'[[workload]]\ndigest = "{dev}"\nspiffe_path = "/dev/app"\nplatforms = ["unattested"]\n'
+        + 'unattested_dns_names = ["dev.localhost"]\n'
+    )
+    policy = parse_policy(text)
+    with pytest.raises(Refused) as info:
+        policy.decide(None, WD)
+    assert info.value.check == "policy.platforms" and "unattested" in info.value.reason
+    d = policy.decide(None, bytes.fromhex(dev))
+    assert (d.spiffe_path, d.dns_names, d.unattested) == ("/unattested/dev/app", ("dev.localhost",), True)
+
+
+def test_marked_certificates_carry_only_the_names_listed_for_them():
+    text = BASE.replace(
+        'lifetime = "1h"',
+        'lifetime = "1h"\nip = ["192.0.2.7", "2001:DB8::7"]\n'
+        'platforms = ["sev-snp", "simulated", "unattested"]',
+    )
+    policy = parse_policy("allow_unattested = true\n" + text)
+    real = policy.decide(claims(), WD)
+    assert real.dns_names == ("api.example.org",)
+    assert [str(a) for a in real.ip_addresses] == ["192.0.2.7", "2001:db8::7"]
+    for d in (policy.decide(claims(simulated=True), WD), policy.decide(None, WD)):
+        assert (d.dns_names, d.ip_addresses) == ((), ())  # never the production names
+    named = parse_policy(
+        text.replace(
+            'lifetime = "1h"', 'lifetime = "1h"\nsim_dns_names = ["localhost"]\nsim_ip = ["127.0.0.1"]'
+        )
+    )
+    d = named.decide(claims(simulated=True), WD)
+    assert d.dns_names == ("localhost",) and [str(a) for a in d.ip_addresses] == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('sim_dns_names = ["api.example.org"]\nplatforms = ["simulated"]', "also a production name"),
+        ('ip = ["10.0.0.1"]\nsim_ip = ["10.0.0.1"]\nplatforms = ["simulated"]', "also a production name"),
+        ('sim_dns_names = ["localhost"]', "never used"),
+        ('unattested_ip = ["127.0.0.1"]\nplatforms = ["simulated"]', "never used"),
+        ('ip = ["not-an-ip"]', "not an IPv4 or IPv6 address"),
+        ('ip = ["10.0.0.0/8"]', "not an IPv4 or IPv6 address"),
+        ('ip = ["0.0.0.0"]', "cannot name a server"),
+        ('platforms = ["nil"]', "platforms must list values"),
+        ("platforms = []", "platforms must list values"),
+    ],
+)
+def test_names_and_platforms_are_validated(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_policy(BASE.replace('lifetime = "1h"', 'lifetime = "1h"\n' + extra))
+
+
+def test_legacy_rules_issue_on_simulated_evidence_only_when_they_say_so():
+    text = (
+        "allow_legacy_enarx = true\n"
+        + BASE
+        + (
+            f'\n[[legacy]]\nplatform = "sev-snp"\nmeasurement = "{M}"\nspiffe_path = "/enarx/x"\n'
+            'dns_names = ["enarx.example.org"]\n'
+        )
+    )
+    with pytest.raises(Refused) as info:
+        parse_policy(text).decide_legacy(claims(simulated=True))
+    assert info.value.check == "policy.platforms"
+    d = parse_policy(text + "simulated = true\n").decide_legacy(claims(simulated=True))
+    assert (d.spiffe_path, d.dns_names) == ("/sim/enarx/x", ())
 
 
 @pytest.mark.parametrize(
@@ -113,7 +216,10 @@ def test_unknown_workload_and_unattested():
     with pytest.raises(Refused) as info:
         policy.decide(None, WD)
     assert info.value.check == "policy.unattested"
-    unsafe = parse_policy("allow_unattested = true\n" + BASE)
+    unsafe = parse_policy(
+        "allow_unattested = true\n"
+        + BASE.replace('lifetime = "1h"', 'lifetime = "1h"\nplatforms = ["unattested"]')
+    )
     assert unsafe.decide(None, WD).spiffe_path == "/unattested/svc/api"
 
 

@@ -87,7 +87,8 @@ def test_issues_spiffe_svid_for_simulated_snp(server, env, kit):
     assert san.critical
     uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
     assert uris == ["spiffe://example.org/sim/test/web"]  # simulated evidence is marked in the path
-    assert san.value.get_values_for_type(x509.DNSName) == ["web.example.org"]
+    # Only the names the policy lists for /sim certificates, never the production web.example.org.
+    assert san.value.get_values_for_type(x509.DNSName) == ["web.sim.example.org"]
     ku = leaf.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
     eku = leaf.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value
@@ -506,8 +507,20 @@ def test_unattested_only_when_the_policy_says_so(env, kit):
         r = client.post(f"{srv.url}/attest", content=nil_csr(client, srv.url), headers=PKCS10)
         _refusal(r, 403, "policy.unattested")
     env.policy.write_text("allow_unattested = true\n" + kit.policy_text())
+    # allow_unattested is not enough (issue 9, finding 3): the workload must list "unattested".
+    with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
+        r = client.post(f"{srv.url}/attest", content=nil_csr(client, srv.url), headers=PKCS10)
+        _refusal(r, 403, "policy.platforms")
+    env.policy.write_text(
+        "allow_unattested = true\n"
+        + kit.policy_text().replace('"simulated"]', '"simulated", "unattested"]', 1)
+    )
     with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
         leaf, _ = _chain(client.post(f"{srv.url}/attest", content=nil_csr(client, srv.url), headers=PKCS10))
+        # No DNS or IP names: the rule lists none for /unattested certificates.
+        assert not leaf.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
         uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert uris.get_values_for_type(x509.UniformResourceIdentifier) == [
             "spiffe://example.org/unattested/test/web"

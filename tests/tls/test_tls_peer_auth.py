@@ -256,3 +256,54 @@ def test_mutual_tls_between_keeps(serve, ca, server_creds):  # type: ignore[no-u
         stream.close()
     wait_for(lambda: server.infos)
     assert str(server.infos[0].peer_spiffe_id) == A
+
+
+@pytest.mark.parametrize(
+    ("path", "flag"),
+    [("/sim/keep/server", "allow_simulated"), ("/unattested/keep/server", "allow_unattested")],
+)
+def test_connect_by_host_name_refuses_a_marked_server_unless_allowed(serve, ca, path, flag):  # type: ignore[no-untyped-def]
+    """Issue 9 finding 3: the certificate names the host, but a Steward marked it as not a TEE."""
+    creds = ca.issue(spiffe_id=f"spiffe://example.org{path}", dns=("localhost",), ips=("127.0.0.1",))
+    server = serve(ServerContext(Identity(creds)))
+    for host in ("localhost", "127.0.0.1"):
+        stream = connect(
+            "127.0.0.1", server.port, prot="tls", client=ClientContext(ca.anchors(), HostName(host))
+        )
+        with pytest.raises(HandshakeFailed, match=f"{flag} = true"):
+            echo_via(stream, b"hi")
+        stream.close()
+        allowed = ClientContext(ca.anchors(), HostName(host, **{flag: True}))
+        stream = connect("127.0.0.1", server.port, prot="tls", client=allowed)
+        try:
+            assert echo_via(stream, b"hi") == b"hi"
+        finally:
+            stream.close()
+    # The other flag does not open this door.
+    other = "allow_unattested" if flag == "allow_simulated" else "allow_simulated"
+    stream = connect(
+        "127.0.0.1",
+        server.port,
+        prot="tls",
+        client=ClientContext(ca.anchors(), HostName("localhost", **{other: True})),
+    )
+    with pytest.raises(HandshakeFailed, match=flag):
+        echo_via(stream, b"hi")
+    stream.close()
+
+
+def test_a_server_of_another_ca_is_named_as_such(serve, ca, other_ca, server_creds, tmp_path):  # type: ignore[no-untyped-def]
+    """Issue 10: "not issued by the CA in FILE" (trust = "file") or "...the Steward CA this Keep
+    pins" (trust = "steward"), whatever OpenSSL's own code for it, with that code after it."""
+    server = serve(ServerContext(Identity(server_creds)))
+    path = other_ca.pem(tmp_path)
+    for anchors, where in (
+        (TrustAnchors.from_pem_file(path), f"not issued by the CA in {path}"),
+        (TrustAnchors.steward_ca([other_ca.cert]), "not issued by the Steward CA this Keep pins"),
+    ):
+        stream = connect(
+            "127.0.0.1", server.port, prot="tls", client=ClientContext(anchors, HostName("localhost"))
+        )
+        with pytest.raises(HandshakeFailed, match=where):
+            echo_via(stream, b"hi")
+        stream.close()

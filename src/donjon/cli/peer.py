@@ -118,6 +118,7 @@ def _text(session: Any, identity: Any) -> str:
         f"  tls          {session.version} {session.cipher}, key exchange group {session.group or 'unknown'}",
         f"  spiffe_id    {d['spiffe_id']}",
         f"  dns_names    {', '.join(d['dns_names']) or '-'}",
+        f"  ip_addresses {', '.join(d['ip_addresses']) or '-'}",
         f"  issuer       {d['issuer']}",
         f"  valid        {d['not_before']} .. {d['not_after']}",
         f"  serial       {d['serial']}",
@@ -127,7 +128,7 @@ def _text(session: Any, identity: Any) -> str:
     if identity.unattested:
         lines.append("  unattested   YES: issued WITHOUT attestation evidence")
     if identity.claims is None:
-        lines.append("  claims       none in the certificate (the Steward has no claims_oid)")
+        lines.append("  claims       none in the certificate (neither TCG DICE nor JSON claims)")
     else:
         lines.append(f"  claims       (extension {identity.claims.oid})")
         for key in sorted(identity.claims.values):
@@ -203,7 +204,9 @@ def _verify(args: argparse.Namespace) -> int:
         _emit(args.format, doc, f"donjon peer verify: UNREACHABLE {e}", stream=sys.stderr)
         return EXIT_OPERATIONAL
     try:
-        identity = verify_peer(session.chain, anchors, expectation, at=datetime.now(UTC))
+        identity = verify_peer(
+            session.chain, anchors, expectation, at=datetime.now(UTC), anchors_source=args.ca
+        )
     except PeerRefused as e:
         doc = {"ok": False, "error": "refused", "address": session.address, "tls": session.as_dict()}
         doc.update(e.as_dict())

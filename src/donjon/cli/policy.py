@@ -178,6 +178,7 @@ def _test(args: argparse.Namespace) -> int:
                 decision="would issue",
                 spiffe_path=decision.spiffe_path,
                 dns_names=list(decision.dns_names),
+                ip_addresses=[str(a) for a in decision.ip_addresses],
                 lifetime_seconds=decision.lifetime,
                 simulated=decision.simulated,
                 fresh=decision.fresh,

@@ -32,6 +32,7 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     an entry without one leaves the key out, so configs written before the key existed keep
     their digests. ``fd_env`` is in only when off (a quick run without a config, whose guest
     gets no ``FD_COUNT``/``FD_NAMES``), for the same reason.
+    So do ``allow_simulated`` and ``allow_unattested`` on ``connect``: in when true, out when false.
     """
     import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
 
@@ -49,8 +50,10 @@ def canonical_config(config: WorkloadConfig) -> bytes:
 
 def _canonical_entry(entry: FileEntry) -> dict[str, Any]:
     fields = asdict(entry)
-    if isinstance(entry, ConnectEntry) and not entry.peer_identity:
-        del fields["peer_identity"]
+    if isinstance(entry, ConnectEntry):
+        for key in ("peer_identity", "allow_simulated", "allow_unattested"):
+            if not fields[key]:
+                del fields[key]
     return fields
 
 

@@ -2,8 +2,9 @@
 
 The shapes follow DESIGN.md "Workload config" (Enarx's ``Enarx.toml`` keys) plus
 Donjon's additions, documented in docs/run.md: ``kind = "dir"`` entries,
-``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file``/``peer_identity`` on
-``connect``, the top-level ``backends`` allow-list and ``steward_ca``.
+``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file``/``peer_identity``/
+``allow_simulated``/``allow_unattested`` on ``connect``, the top-level ``backends`` allow-list
+and ``steward_ca``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ class ConnectEntry:
     the config file). ``peer_identity``, when not empty, holds the SPIFFE IDs one of which the
     server's certificate must carry (a peer Keep); the server is then verified by SPIFFE ID
     instead of by ``host`` name. Sorted and without duplicates, so its spelling is no part of
-    its meaning.
+    its meaning. ``allow_simulated`` / ``allow_unattested`` (host-name verification only) accept
+    a server whose certificate a Steward marked ``/sim/`` / ``/unattested/``; by default such a
+    server is refused, since the host name alone cannot tell it from the real one.
     """
 
     name: str
@@ -84,6 +87,8 @@ class ConnectEntry:
     trust: Literal["system", "steward", "file"] | None = "system"
     trust_file: str | None = None
     peer_identity: tuple[str, ...] = ()
+    allow_simulated: bool = False
+    allow_unattested: bool = False
     kind: Literal["connect"] = "connect"
 
 

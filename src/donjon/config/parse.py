@@ -70,7 +70,18 @@ _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "stdout": ("kind", "name"),
     "stderr": ("kind", "name"),
     "listen": ("kind", "name", "addr", "port", "prot", "client_auth", "client_identity"),
-    "connect": ("kind", "host", "name", "port", "prot", "trust", "trust_file", "peer_identity"),
+    "connect": (
+        "kind",
+        "host",
+        "name",
+        "port",
+        "prot",
+        "trust",
+        "trust_file",
+        "peer_identity",
+        "allow_simulated",
+        "allow_unattested",
+    ),
     "dir": ("kind", "name", "path", "guest_path", "writable"),
 }
 
@@ -335,7 +346,33 @@ class _Validator:
         peers: tuple[str, ...] = ()
         if "peer_identity" in item:
             peers = self.peer_identity(item["peer_identity"], (*here, "peer_identity"), trust)
-        return ConnectEntry(name, host, port, prot, cast("Any", trust), trust_file, peers)
+        marked = {"allow_simulated": False, "allow_unattested": False}
+        for key in ("allow_simulated", "allow_unattested"):
+            if key not in item:
+                continue
+            value = item[key]
+            if not isinstance(value, bool):
+                self.fail(InvalidValue, (*here, key), f"must be true or false, got {_type_name(value)}")
+            if prot == "tcp":
+                self.fail(InvalidValue, (*here, key), 'needs prot = "tls"')
+            if peers:
+                # With peer_identity the server is checked by SPIFFE ID: naming a /sim/ or
+                # /unattested/ ID there is how such a peer is accepted.
+                self.fail(
+                    InvalidValue, (*here, key), "is for host-name checks; with peer_identity, name the ID"
+                )
+            marked[key] = value
+        return ConnectEntry(
+            name,
+            host,
+            port,
+            prot,
+            cast("Any", trust),
+            trust_file,
+            peers,
+            allow_simulated=marked["allow_simulated"],
+            allow_unattested=marked["allow_unattested"],
+        )
 
     def spiffe_id(self, value: object, path: Path) -> str:
         """A SPIFFE ID as the SPIFFE-ID specification (section 2) allows it, kept as written."""

@@ -10,7 +10,9 @@ app as ``donjon steward serve``), configured in a private directory:
   ``sim_vendor_dir`` (:func:`donjon.backends.sim.load_or_create_sim_vendor`, the same directory a
   Keep is given with ``--sim-vendor``), and their collateral (ARK CRL and chain; TCB info, QE
   identity, CRLs);
-- a policy that sets ``allow_simulated`` and names the workloads it issues to.
+- a policy that sets ``allow_simulated`` and names the workloads it issues to, each accepting
+  simulated evidence only (``platforms = ["simulated"]``; ``unattested`` too when asked), with
+  ``localhost`` and ``127.0.0.1`` as the names of those ``/sim`` certificates.
 
 Served by uvicorn in a thread on 127.0.0.1 and a free port; :meth:`LocalSteward.close` stops it
 and closes the log. Everything lives under the given directory (the caller removes it).
@@ -59,12 +61,18 @@ SIM_MEASUREMENT = bytes(48)
 
 @dataclass(frozen=True)
 class WorkloadRule:
-    """One ``[[workload]]`` of the policy: the digest it issues to and the SPIFFE path it names."""
+    """One ``[[workload]]`` of the policy: the digest it issues to and the SPIFFE path it names.
+
+    ``dns_names`` and ``ip`` become the rule's ``sim_dns_names``/``sim_ip`` (and, with
+    ``allow_unattested``, ``unattested_*``): this Steward only ever issues ``/sim`` or
+    ``/unattested`` certificates.
+    """
 
     digest: bytes
     spiffe_path: str
     lifetime: str | None = None
     dns_names: tuple[str, ...] = ("localhost",)
+    ip: tuple[str, ...] = ("127.0.0.1",)
 
 
 def demo_policy(
@@ -88,14 +96,22 @@ def demo_policy(
         "[platform.tdx]",
         f'allowed_measurements = ["{measurement.hex()}"]',
     ]
+
+    def names(values: Sequence[str]) -> str:
+        return "[" + ", ".join(f'"{n}"' for n in values) + "]"
+
     for rule in workloads:
         lines += [
             "",
             "[[workload]]",
             f'digest = "{rule.digest.hex()}"',
             f'spiffe_path = "{rule.spiffe_path}"',
-            "dns_names = [" + ", ".join(f'"{n}"' for n in rule.dns_names) + "]",
+            'platforms = ["simulated"' + (', "unattested"]' if allow_unattested else "]"),
+            f"sim_dns_names = {names(rule.dns_names)}",
+            f"sim_ip = {names(rule.ip)}",
         ]
+        if allow_unattested:
+            lines += [f"unattested_dns_names = {names(rule.dns_names)}", f"unattested_ip = {names(rule.ip)}"]
         if rule.lifetime is not None:
             lines.append(f'lifetime = "{rule.lifetime}"')
     return "\n".join(lines) + "\n"

@@ -212,18 +212,20 @@ def check_issued(
     workload_digest: bytes,
     at: datetime,
     claims_oid: str | None = None,
+    ca_source: str | None = None,
 ) -> PeerIdentity:
     """The Keep's checks of the chain its Steward returned (step 8 of the module docstring).
 
     The same verification a relying party runs (:func:`donjon.peer.verify.verify_peer`, as a
     TLS server; simulated and unattested identities are accepted here, the Steward decided),
     then: the subject key is the Keep's, and claims, if any, carry the Keep's workload digest.
+    ``ca_source`` names where the pinned CA came from (a file), for "not issued by the CA in FILE".
     """
     expectation = PeerExpectation(
         role="server", claims_oid=claims_oid, allow_simulated=True, allow_unattested=True
     )
     try:
-        identity = verify_peer(chain, ca, expectation, at=at)
+        identity = verify_peer(chain, ca, expectation, at=at, anchors_source=ca_source)
     except PeerRefused as e:
         raise IssuedCertificateInvalid(e.check, e.reason) from e
     if _spki(identity.chain[0]) != _spki(key):
@@ -368,6 +370,7 @@ class Attestor:
             workload_digest=self.workload_digest,
             at=now,
             claims_oid=self.claims_oid,
+            ca_source=self.endpoint.ca_source,
         )
         result = AttestedIdentity(
             key=key,

@@ -143,7 +143,11 @@ class StewardSettings:
 
     def endpoint(self) -> StewardEndpoint:
         return StewardEndpoint(
-            url=self.url, ca=self.ca, timeout=self.timeout, allow_insecure_http=self.allow_insecure_http
+            url=self.url,
+            ca=self.ca,
+            timeout=self.timeout,
+            allow_insecure_http=self.allow_insecure_http,
+            ca_source=self.ca_source,
         )
 
 

@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from donjon.keep.errors import AttestationRefused, KeepError, StewardProtocolError, StewardUntrusted
+from donjon.tls.anchors import FOREIGN_ISSUER_ERRORS
 
 __all__ = [
     "MAX_CHAIN_BYTES",
@@ -73,6 +74,8 @@ class StewardEndpoint:
     ``ca`` is the Steward CA: the issued chain must be signed by it, and (unless
     ``tls_anchors`` says otherwise) the Steward's HTTPS certificate must chain to it.
     ``tls_anchors``: other roots for the HTTPS connection (e.g. the CA of a TLS front end).
+    ``ca_source``: where ``ca`` was read from (a file name), for the messages that say another
+    CA issued a certificate.
     """
 
     url: str
@@ -80,6 +83,7 @@ class StewardEndpoint:
     tls_anchors: tuple[x509.Certificate, ...] | None = None
     allow_insecure_http: bool = False
     timeout: float = 10.0
+    ca_source: str | None = None
     base: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -179,10 +183,19 @@ class StewardClient:
         except httpx.HTTPError as e:
             bad = _cert_verify_error(e)
             if bad is not None:
-                raise StewardUntrusted(
-                    url, f"its HTTPS certificate does not verify to the pinned CA: {bad.verify_message}"
-                ) from e
+                raise StewardUntrusted(url, self._untrusted(bad)) from e
             raise StewardBusy(url, f"{type(e).__name__}: {e}"[:300]) from e
+
+    def _untrusted(self, bad: ssl.SSLCertVerificationError) -> str:
+        """Why the Steward's HTTPS certificate was refused, in words that say what to fix."""
+        endpoint = self.endpoint
+        if bad.verify_code in FOREIGN_ISSUER_ERRORS and endpoint.tls_anchors is None:
+            where = f"the CA in {endpoint.ca_source}" if endpoint.ca_source else "the pinned Steward CA"
+            return (
+                f"its HTTPS certificate was not issued by {where} ({bad.verify_message}): "
+                "is this the Steward whose CA the Keep pins?"
+            )
+        return f"its HTTPS certificate does not verify to the pinned CA: {bad.verify_message}"
 
     def _failure(self, url: str, status: int, ctype: str, body: bytes) -> KeepError:
         if status in RETRY_STATUSES:

@@ -1,12 +1,13 @@
-"""The claims extension of a Steward-issued certificate: find it and read it.
+"""The claims of a Steward-issued certificate: find them and read them.
 
-DESIGN.md "Certificates the Steward issues": normalised claims (TEE type, measurement,
-workload digest, TCB status) go into a non-critical extension only under an OID arc the
-operator configures. ``donjon.steward.ca`` writes them as canonical JSON (sorted keys, no
-whitespace) in a DER ``UTF8String``: ``{"fresh", "measurement", "simulated", "tcb_status",
-"tee", "workload_digest"}``. Without a configured arc the certificate carries no claims and
-a relying party has only the SPIFFE ID (the Steward's policy maps a workload digest to a
-SPIFFE path; the digest itself is in the Steward's log under the certificate's serial).
+DESIGN.md "Certificates the Steward issues": claims are, by default, in the standard TCG DICE
+``MultiTcbInfo`` extension (:mod:`donjon.dice`: the TEE with its measurement and TCB, the
+workload digest), so a certificate from any Steward names its workload. An operator may add a
+second, non-critical extension under an OID arc of their own: ``donjon.steward.ca`` writes it
+as canonical JSON (sorted keys, no whitespace) in a DER ``UTF8String``: ``{"fresh",
+"measurement", "simulated", "tcb_status", "tee", "workload_digest"}``. A relying party reads
+the JSON claims when present (under the given OID, or recognised by content), else the DICE
+extension; both are covered by the Steward's signature.
 
 Pure: a certificate in, a :class:`CertificateClaims` or :class:`PeerRefused` out.
 """
@@ -21,10 +22,11 @@ from typing import Any
 
 from cryptography import x509
 
+from donjon.dice import MULTI_TCB_INFO_OID, DiceError, claims_values, decode_multi_tcb_info
 from donjon.oids import require_certificate_safe
 from donjon.peer.errors import PeerRefused
 
-__all__ = ["MAX_CLAIMS_BYTES", "CertificateClaims", "find_claims", "parse_claims_value"]
+__all__ = ["MAX_CLAIMS_BYTES", "CertificateClaims", "dice_claims", "find_claims", "parse_claims_value"]
 
 #: The Steward's claims are a few hundred bytes; anything far larger is not ours.
 MAX_CLAIMS_BYTES = 16 * 1024
@@ -101,13 +103,28 @@ def _unrecognised(cert: x509.Certificate) -> list[x509.Extension[x509.Unrecogniz
     return [e for e in extensions if isinstance(e.value, x509.UnrecognizedExtension)]
 
 
-def find_claims(cert: x509.Certificate, claims_oid: str | None = None) -> CertificateClaims | None:
-    """The claims of ``cert``.
+def dice_claims(cert: x509.Certificate) -> CertificateClaims | None:
+    """The claims of the certificate's TCG DICE ``MultiTcbInfo`` extension, or ``None``."""
+    wanted = x509.ObjectIdentifier(MULTI_TCB_INFO_OID)
+    for ext in _unrecognised(cert):
+        if ext.oid != wanted:
+            continue
+        try:
+            entries = decode_multi_tcb_info(ext.value.value)
+        except DiceError as e:
+            raise PeerRefused("claims", f"the DICE MultiTcbInfo extension does not parse: {e}") from e
+        return CertificateClaims(oid=MULTI_TCB_INFO_OID, values=claims_values(entries))
+    return None
 
-    With ``claims_oid`` (the Steward's configured arc): the extension under it, or ``None``
-    if the certificate has none. Without: the one non-critical extension whose value reads as
-    the Steward's claims (any extension was put there by the Steward, whose signature covers
-    it), or ``None``. Two such extensions are refused as ambiguous.
+
+def find_claims(cert: x509.Certificate, claims_oid: str | None = None) -> CertificateClaims | None:
+    """The claims of ``cert``: the JSON claims if it has them, else its DICE extension's.
+
+    With ``claims_oid`` (the Steward's configured arc): the JSON extension under it. Without:
+    the one non-critical extension whose value reads as the Steward's JSON claims (any
+    extension was put there by the Steward, whose signature covers it); two such extensions
+    are refused as ambiguous. Either way, a certificate without JSON claims is read through
+    :func:`dice_claims`; ``None`` when it has neither.
     """
     if claims_oid is not None:
         try:
@@ -119,10 +136,10 @@ def find_claims(cert: x509.Certificate, claims_oid: str | None = None) -> Certif
                 if ext.critical:
                     raise PeerRefused("claims", f"claims extension {claims_oid} is marked critical")
                 return parse_claims_value(wanted.dotted_string, ext.value.value)
-        return None
+        return dice_claims(cert)
     found: list[CertificateClaims] = []
     for ext in _unrecognised(cert):
-        if ext.critical:
+        if ext.critical or ext.oid.dotted_string == MULTI_TCB_INFO_OID:
             continue
         try:
             found.append(parse_claims_value(ext.oid.dotted_string, ext.value.value))
@@ -132,4 +149,4 @@ def find_claims(cert: x509.Certificate, claims_oid: str | None = None) -> Certif
         raise PeerRefused(
             "claims", "more than one extension reads as claims; name the Steward's claims OID", got=len(found)
         )
-    return found[0] if found else None
+    return found[0] if found else dice_claims(cert)

@@ -16,9 +16,10 @@ fail closed, each failure a :class:`PeerRefused` naming its check:
    evidence (path ``/unattested/...``) or on simulated evidence (path ``/sim/...``, claim
    ``simulated``). They are refused unless the caller opts in or names that exact ID.
 4. ``workload_digest`` — when the caller gives a digest, the certificate's claims
-   extension (:mod:`donjon.peer.claims`) must carry exactly it. The SPIFFE ID does not
-   carry the digest (the policy maps digests to paths), so without claims this check
-   cannot pass and is refused rather than skipped.
+   (:mod:`donjon.peer.claims`: the TCG DICE extension every Steward writes, or its JSON
+   claims) must carry exactly it. The SPIFFE ID does not carry the digest (the policy maps
+   digests to paths), so without claims this check cannot pass and is refused rather than
+   skipped.
 
 Pure: certificates, anchors, the expectation and the time in; :class:`PeerIdentity` out.
 :func:`check_identity` is steps 2-4 alone, for a TLS verify callback whose chain OpenSSL
@@ -35,13 +36,20 @@ from datetime import datetime
 from typing import Any, Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from donjon.peer.claims import CertificateClaims, find_claims
 from donjon.peer.errors import PeerRefused
 from donjon.tls.errors import InvalidSpiffeId, PeerIdentityMismatch
-from donjon.tls.spiffe import SpiffeId, parse_spiffe_id, spiffe_id_of
+from donjon.tls.spiffe import (
+    SIMULATED_PREFIX,
+    UNATTESTED_PREFIX,
+    SpiffeId,
+    parse_spiffe_id,
+    spiffe_id_of,
+)
 
 __all__ = [
     "MAX_PEER_CHAIN",
@@ -56,9 +64,6 @@ __all__ = [
 
 #: A Keep presents its leaf and the Steward CA, perhaps an intermediate or two.
 MAX_PEER_CHAIN = 5
-#: SPIFFE path prefixes the Steward reserves (donjon.steward.policy.Policy.decide).
-SIMULATED_PREFIX = "/sim/"
-UNATTESTED_PREFIX = "/unattested/"
 
 Role = Literal["server", "client"]
 
@@ -109,6 +114,7 @@ class PeerIdentity:
     simulated: bool
     unattested: bool
     chain: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    ip_addresses: tuple[str, ...] = ()
 
     @property
     def workload_digest(self) -> bytes | None:
@@ -118,6 +124,7 @@ class PeerIdentity:
         return {
             "spiffe_id": str(self.spiffe_id),
             "dns_names": list(self.dns_names),
+            "ip_addresses": list(self.ip_addresses),
             "serial": self.serial,
             "not_before": self.not_before.isoformat(),
             "not_after": self.not_after.isoformat(),
@@ -130,14 +137,36 @@ class PeerIdentity:
         }
 
 
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _foreign(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]) -> bool:
+    """True when nothing the peer presented was signed by an anchor: another CA issued it.
+
+    Path building then fails for whatever reason it met last (for a chain that carries its own
+    CA, "path length constraint violated"), which says nothing useful; this says what is wrong.
+    """
+    return not any(_signed_by(cert, anchor) for cert in chain for anchor in anchors)
+
+
 def verify_chain(
-    chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate], *, at: datetime
+    chain: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    *,
+    at: datetime,
+    anchors_source: str | None = None,
 ) -> tuple[x509.Certificate, ...]:
     """The validated path from ``chain[0]`` to an anchor at time ``at``, or :class:`PeerRefused`.
 
     ``chain`` is what the peer presented, leaf first; certificates after the leaf are only
     candidates for intermediates (a copy of the anchor among them is harmless). The anchors
-    are the only roots.
+    are the only roots; ``anchors_source`` names where they came from (a file) for the
+    message when another CA issued the chain: "not issued by the CA in FILE".
     """
     if not chain:
         raise PeerRefused("chain", "the peer presented no certificate")
@@ -159,6 +188,13 @@ def verify_chain(
         )
         result = verifier.verify(chain[0], list(chain[1:]))
     except verification.VerificationError as e:
+        if _foreign(chain, anchors):
+            where = f"the CA in {anchors_source}" if anchors_source else "the trusted Steward CA"
+            raise PeerRefused(
+                "chain",
+                f"the certificate was not issued by {where} (issuer: "
+                f"{chain[0].issuer.rfc4514_string() or 'empty name'})",
+            ) from e
         raise PeerRefused("chain", f"the certificate chain does not verify to the Steward CA: {e}") from e
     except ValueError as e:  # a certificate whose extensions do not parse
         raise PeerRefused("chain", f"a certificate in the chain is malformed: {e}") from e
@@ -174,12 +210,14 @@ def _eku(leaf: x509.Certificate) -> frozenset[x509.ObjectIdentifier]:
         raise PeerRefused("key_usage", f"extended key usage does not parse: {e}") from e
 
 
-def _dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
+def _names(leaf: x509.Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The DNS names and IP addresses among the leaf's subject alternative names."""
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (x509.ExtensionNotFound, ValueError):
-        return ()
-    return tuple(san.get_values_for_type(x509.DNSName))
+        return (), ()
+    addresses = tuple(str(a) for a in san.get_values_for_type(x509.IPAddress))
+    return tuple(san.get_values_for_type(x509.DNSName)), addresses
 
 
 def check_identity(leaf: x509.Certificate, expectation: PeerExpectation) -> PeerIdentity:
@@ -217,8 +255,8 @@ def check_identity(leaf: x509.Certificate, expectation: PeerExpectation) -> Peer
         if claims is None:
             raise PeerRefused(
                 "workload_digest",
-                "the certificate carries no claims extension, so its workload digest cannot be "
-                "checked (the Steward needs claims_oid; or check the SPIFFE ID instead)",
+                "the certificate carries no claims (neither the TCG DICE MultiTcbInfo extension nor "
+                "JSON claims), so its workload digest cannot be checked (check the SPIFFE ID instead)",
             )
         got = claims.workload_digest
         if got != expectation.workload_digest:
@@ -228,9 +266,11 @@ def check_identity(leaf: x509.Certificate, expectation: PeerExpectation) -> Peer
                 expected=expectation.workload_digest.hex(),
                 got=got.hex() if got is not None else None,
             )
+    dns_names, ip_addresses = _names(leaf)
     return PeerIdentity(
         spiffe_id=spiffe_id,
-        dns_names=_dns_names(leaf),
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
         serial=format(leaf.serial_number, "x"),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
@@ -248,8 +288,9 @@ def verify_peer(
     expectation: PeerExpectation,
     *,
     at: datetime,
+    anchors_source: str | None = None,
 ) -> PeerIdentity:
     """Every check of the module docstring: the chain at ``at``, then the identity."""
-    path = verify_chain(chain, anchors, at=at)
+    path = verify_chain(chain, anchors, at=at, anchors_source=anchors_source)
     identity = check_identity(path[0], expectation)
     return dataclasses.replace(identity, chain=path)

@@ -5,13 +5,17 @@ sections 4 and 5): empty subject, exactly one URI SAN ``spiffe://<trust
 domain><path>`` (plus the DNS names the policy allows), the SAN extension
 critical because the subject is empty (RFC 5280 section 4.2.1.6), KeyUsage
 digitalSignature (critical), EKU serverAuth + clientAuth, BasicConstraints
-CA=false, the subject key taken from the CSR. Normalised claims go into a
-non-critical extension only under the OID the operator configures, whose arcs
-must all be below 2**31 (:func:`donjon.oids.require_certificate_safe`).
+CA=false, the subject key taken from the CSR; DNS and IP address SANs only as
+the policy decided. The claims go, by default, into the TCG DICE
+``MultiTcbInfo`` extension (:mod:`donjon.dice`: the TEE and its measurement,
+the workload digest); as canonical JSON they also go into a non-critical
+extension under the OID the operator configures, whose arcs must all be below
+2**31 (:func:`donjon.oids.require_certificate_safe`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -28,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import char
 
+from donjon.dice import MULTI_TCB_INFO_OID, TcbInfo, encode_multi_tcb_info
 from donjon.oids import require_certificate_safe
 from donjon.steward.errors import ConfigError
 
@@ -165,13 +170,20 @@ class CertificateAuthority:
         lifetime: int,
         now: datetime,
         claims: Mapping[str, Any] | None = None,
+        ip_addresses: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+        dice: Sequence[TcbInfo] = (),
     ) -> Issued:
-        """Sign an X.509-SVID for the CSR's key. The serial is 159 random bits (RFC 5280 4.1.2.2)."""
+        """Sign an X.509-SVID for the CSR's key. The serial is 159 random bits (RFC 5280 4.1.2.2).
+
+        ``dice``: the ``MultiTcbInfo`` entries (none: no DICE extension); ``claims``: the JSON
+        claims, written only when the CA has a ``claims_oid``.
+        """
         public_key = serialization.load_der_public_key(spki_der)
         serial = secrets.randbits(159) | (1 << 158)
         not_after = min(now + timedelta(seconds=lifetime), self.cert.not_valid_after_utc)
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(self.spiffe_id(spiffe_path))]
         sans += [x509.DNSName(name) for name in dns_names]
+        sans += [x509.IPAddress(address) for address in ip_addresses]
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -189,6 +201,15 @@ class CertificateAuthority:
             )
             .add_extension(self._aki, critical=False)
         )
+        if dice:
+            # TCG DICE Attestation Architecture 1.1 section 6.1.2: non-critical, so a relying
+            # party that does not know it still accepts the certificate.
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier(MULTI_TCB_INFO_OID), encode_multi_tcb_info(dice)
+                ),
+                critical=False,
+            )
         if self.claims_oid is not None and claims is not None:
             # The claims as canonical JSON in a UTF8String: readable by any ASN.1 tool.
             text = json.dumps(claims, sort_keys=True, separators=(",", ":"))

@@ -241,8 +241,9 @@ challenge_secret = "challenge.secret" # secret (mode 0600); share it between rep
 log_key = "log-key.pem"               # secret (mode 0600): signs the log's checkpoints; share it
                                       # between replicas. Witnesses pin log-key.pub.
 policy = "policy.toml"                # reloaded on SIGHUP
-# Put the normalised claims into issued certificates under this OID (your IANA PEN arc;
-# every arc must be below 2^31). Without it, claims are only in the log.
+# Claims (TEE, measurement, workload digest) are always in the standard TCG DICE
+# extension of issued certificates. Optionally also as JSON under this OID (your IANA
+# PEN arc; every arc must be below 2^31).
 # claims_oid = "1.3.6.1.4.1.<your PEN>.1"
 nonce_lifetime = "5m"
 # HTTPS: give both (PEM). Without them the Steward speaks plain HTTP (put it behind TLS).

@@ -43,6 +43,7 @@ from donjon.attestation.verify import Collateral, TrustRoots, verify_evidence
 from donjon.csr import CsrError, LegacyCsr, NativeCsr, parse_legacy_csr, parse_native_csr
 from donjon.steward.ca import CertificateAuthority, Issued
 from donjon.steward.collateral import CollateralSet, CollateralSource, collateral_set
+from donjon.steward.dice_claims import dice_entries
 from donjon.steward.errors import Refused
 from donjon.steward.log import LogEntry, LogStore
 from donjon.steward.metrics import Metrics
@@ -87,6 +88,17 @@ def _default_options(kind: str, policy: Policy) -> object | None:
         if rule is not None and rule.allow_missing_qe_identity:
             return {"allow_missing_qe_identity": True}
         return {}
+    if kind == "cca-token":
+        # No public vendor root exists for CCA platform keys: the policy pins them. With none
+        # pinned there is nothing to verify against: refused, saying where keys go.
+        cca = policy.platforms.get("cca")
+        if cca is None or not cca.platform_keys:
+            raise Refused(
+                "evidence.cca.platform.key",
+                "no CCA platform key (CPAK) is pinned: list its PEM or JWK file in the policy's "
+                "[platform.cca] platform_keys",
+            )
+        return {"platform_keys": cca.platform_keys}
     return None
 
 
@@ -460,19 +472,25 @@ class Steward:
             "simulated": decision.simulated,
             "fresh": decision.fresh,
         }
+        digest = record.get("workload_digest")
         issued = self.ca.issue(
             spki_der,
             spiffe_path=decision.spiffe_path,
             dns_names=decision.dns_names,
+            ip_addresses=decision.ip_addresses,
             lifetime=decision.lifetime,
             now=now,
             claims=summary,
+            dice=dice_entries(
+                claims, bytes.fromhex(digest) if isinstance(digest, str) else None, decision.simulated
+            ),
         )
         record.update(
             decision="issued",
             serial=issued.serial,
             spiffe_id=self.ca.spiffe_id(decision.spiffe_path),
             dns_names=list(decision.dns_names),
+            ip_addresses=[str(a) for a in decision.ip_addresses],
             not_after=issued.certificate.not_valid_after_utc.isoformat(),
             rule=decision.rule,
             simulated=decision.simulated,

@@ -1,10 +1,17 @@
 """The Steward's policy: a TOML file, validated at load with line-numbered errors.
 
 What a policy decides (DESIGN.md "What the Steward checks"): which platforms,
-measurements, signers and TCB levels are acceptable, which workload digests
-map to which identity (SPIFFE path, DNS names) and for how long, and the three
-opt-ins that weaken it, each off by default: ``allow_simulated``,
-``allow_unattested`` (unsafe) and ``allow_legacy_enarx``. Every key is
+measurements, signers and TCB levels are acceptable (and, for Arm CCA, which
+platform keys are pinned), which workload digests map to which identity
+(SPIFFE path, DNS names, IP addresses) and for how long, and the three opt-ins
+that weaken it, each off by default: ``allow_simulated``, ``allow_unattested``
+(unsafe) and ``allow_legacy_enarx``. The first two are necessary, not
+sufficient: a workload gets a simulated or unattested certificate only if its
+own ``platforms`` list names ``simulated`` or ``unattested`` as well, so a
+switch turned on for one development workload cannot hand a production
+workload's identity to a non-TEE host. Such certificates carry only the names
+listed for that case (``sim_dns_names``..., never production names: a host-name
+check cannot see the ``/sim`` or ``/unattested`` marker). Every key is
 documented in docs/steward.md; :data:`STARTER_POLICY` is a commented example.
 
 Evaluation is pure: verified :class:`Claims` (or none, for unattested), the
@@ -15,21 +22,28 @@ workload digest and the request kind go in; a :class:`Decision` or
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from donjon.attestation.claims import Claims, TcbStatus
 from donjon.steward.errors import ConfigError, Refused
 
 __all__ = [
+    "MARKERS",
     "MAX_POLICY_BYTES",
     "PLATFORMS",
     "STARTER_POLICY",
     "Decision",
     "LegacyRule",
+    "Names",
     "PlatformRule",
     "Policy",
     "WorkloadRule",
@@ -41,6 +55,12 @@ __all__ = [
 MAX_POLICY_BYTES = 1 << 20
 #: Platform names, as ``TeeType`` values.
 PLATFORMS = ("sev-snp", "tdx", "sgx", "cca")
+#: What a workload's ``platforms`` may name besides a platform: the two kinds of issuance
+#: without a genuine TEE, each also gated by its top-level ``allow_*`` switch.
+MARKERS = ("simulated", "unattested")
+#: A policy pins a handful of CCA platform keys, each a small PEM or JWK file.
+MAX_PLATFORM_KEYS = 64
+MAX_PLATFORM_KEY_BYTES = 4096
 #: No certificate lives longer than this, whatever the policy says.
 HARD_MAX_LIFETIME = 7 * 24 * 3600
 #: A collateral grace period longer than this is refused at load.
@@ -76,6 +96,16 @@ class PlatformRule:
     allowed_advisories: frozenset[str] = frozenset()
     #: UNSAFE: accept Intel quotes without QE identity collateral (Enarx's Steward never had it).
     allow_missing_qe_identity: bool = False
+    #: Arm CCA: the pinned CPAK public keys (no public vendor root exists for them).
+    platform_keys: tuple[ec.EllipticCurvePublicKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class Names:
+    """The host names and addresses one certificate may carry besides its SPIFFE ID."""
+
+    dns: tuple[str, ...] = ()
+    ip: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,7 +114,29 @@ class WorkloadRule:
     spiffe_path: str
     dns_names: tuple[str, ...]
     lifetime: int
+    #: Platforms (and :data:`MARKERS`) the workload accepts; ``None``: any genuine TEE platform.
     platforms: frozenset[str] | None
+    ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    #: Names for ``/sim`` and ``/unattested`` certificates: never the production ones above.
+    simulated_names: Names = Names()
+    unattested_names: Names = Names()
+
+    def admits(self, platform: str | None, *, simulated: bool) -> bool:
+        """Does this rule issue for ``platform`` (``None``: no evidence), genuine or simulated?
+
+        Genuine evidence: the platform is listed (or ``platforms`` is omitted). Simulated: the
+        list names ``simulated`` and, if it names any platform, this one. No evidence: the list
+        names ``unattested``.
+        """
+        listed = self.platforms
+        if platform is None:
+            return listed is not None and "unattested" in listed
+        if simulated:
+            if listed is None or "simulated" not in listed:
+                return False
+            named = listed & set(PLATFORMS)
+            return not named or platform in named
+        return listed is None or platform in listed
 
 
 @dataclass(frozen=True)
@@ -95,11 +147,16 @@ class LegacyRule:
     spiffe_path: str
     dns_names: tuple[str, ...]
     lifetime: int
+    ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    #: Also issue (under ``/sim``) on simulated evidence with this measurement.
+    simulated: bool = False
+    simulated_names: Names = Names()
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What to issue: a SPIFFE path (already marked /sim or /unattested), DNS names, lifetime."""
+    """What to issue: a SPIFFE path (already marked /sim or /unattested), DNS names and IP
+    addresses (for a marked path, only those the rule lists for that case), lifetime."""
 
     spiffe_path: str
     dns_names: tuple[str, ...]
@@ -107,6 +164,8 @@ class Decision:
     simulated: bool
     fresh: bool
     rule: str
+    ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    unattested: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,26 +236,42 @@ class Policy:
         if workload_digest is None:
             raise Refused("policy.workload", "the CSR carries no workload digest", status=400)
         digest = workload_digest.hex()
-        for wl in self.workloads:
-            if wl.digest != digest:
-                continue
-            if claims is not None and wl.platforms is not None and claims.tee.value not in wl.platforms:
+        platform = claims.tee.value if claims is not None else None
+        simulated = claims is not None and claims.simulated
+        known = [wl for wl in self.workloads if wl.digest == digest]
+        for wl in known:
+            if not wl.admits(platform, simulated=simulated):
                 continue
             if claims is None:
-                path = "/unattested" + wl.spiffe_path
-            elif claims.simulated:
-                path = "/sim" + wl.spiffe_path
+                path, names = "/unattested" + wl.spiffe_path, wl.unattested_names
+            elif simulated:
+                path, names = "/sim" + wl.spiffe_path, wl.simulated_names
             else:
-                path = wl.spiffe_path
+                path, names = wl.spiffe_path, Names(wl.dns_names, wl.ip_addresses)
             return Decision(
                 spiffe_path=path,
-                dns_names=wl.dns_names,
+                dns_names=names.dns,
+                ip_addresses=names.ip,
                 lifetime=wl.lifetime,
-                simulated=claims is not None and claims.simulated,
+                simulated=simulated,
+                unattested=claims is None,
                 fresh=True,
                 rule=f"workload {digest}",
             )
-        raise Refused("policy.workload", f"workload digest {digest} is not in the policy")
+        if not known:
+            raise Refused("policy.workload", f"workload digest {digest} is not in the policy")
+        # The digest is known, but no rule for it accepts this kind of evidence: name which.
+        if claims is None:
+            raise Refused(
+                "policy.platforms",
+                f'workload {digest} does not list "unattested" in platforms: no certificate '
+                "without evidence for it, whatever allow_unattested says",
+            )
+        what = f"simulated {platform}" if simulated else platform
+        hint = ' (simulated evidence needs "simulated" there too)' if simulated else ""
+        raise Refused(
+            "policy.platforms", f"workload {digest} does not accept {what} evidence (platforms){hint}"
+        )
 
     def decide_legacy(self, claims: Claims) -> Decision:
         """Enarx legacy request: opt-in, platform rules, then the *measurement*'s identity."""
@@ -212,10 +287,20 @@ class Policy:
                 continue
             if rule.signer is not None and rule.signer != signer:
                 continue
-            path = ("/sim" if claims.simulated else "") + rule.spiffe_path
+            if claims.simulated and not rule.simulated:
+                raise Refused(
+                    "policy.platforms",
+                    f"the legacy rule for {claims.tee.value} measurement {measurement} does not accept "
+                    "simulated evidence (simulated = true)",
+                )
+            if claims.simulated:
+                path, names = "/sim" + rule.spiffe_path, rule.simulated_names
+            else:
+                path, names = rule.spiffe_path, Names(rule.dns_names, rule.ip_addresses)
             return Decision(
                 spiffe_path=path,
-                dns_names=rule.dns_names,
+                dns_names=names.dns,
+                ip_addresses=names.ip,
                 lifetime=rule.lifetime,
                 simulated=claims.simulated,
                 fresh=False,
@@ -341,17 +426,110 @@ def _spiffe_path(ctx: _Ctx, value: Any, table: str, index: int) -> str:
     return value
 
 
-def _dns_names(ctx: _Ctx, value: Any, table: str, index: int) -> tuple[str, ...]:
+def _dns_names(ctx: _Ctx, value: Any, table: str, key: str, index: int) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ctx.error("dns_names must be a list of host names", table, "dns_names", index)
+        raise ctx.error(f"{key} must be a list of host names", table, key, index)
     for name in value:
         labels = name.split(".")
         if len(name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-            raise ctx.error(f"dns_names: {name!r} is not a host name", table, "dns_names", index)
-    return tuple(name.lower() for name in value)
+            raise ctx.error(f"{key}: {name!r} is not a host name", table, key, index)
+    return tuple(dict.fromkeys(name.lower() for name in value))
 
 
-def _platform_rule(ctx: _Ctx, name: str, doc: Any) -> PlatformRule:
+def _names_for(ctx: _Ctx, entry: Mapping[str, Any], case: str, table: str, index: int) -> Names:
+    """``<case>_dns_names`` and ``<case>_ip``: the names of a ``/sim`` or ``/unattested`` certificate."""
+    return Names(
+        dns=_dns_names(ctx, entry.get(f"{case}_dns_names", []), table, f"{case}_dns_names", index),
+        ip=_ip_addresses(ctx, entry.get(f"{case}_ip", []), table, f"{case}_ip", index),
+    )
+
+
+def _unused(ctx: _Ctx, names: Names, case: str, needs: str, index: int, *, table: str = "workload") -> None:
+    if names.dns or names.ip:
+        key = f"{case}_dns_names" if names.dns else f"{case}_ip"
+        raise ctx.error(f"{key} is never used: the rule does not list {needs}", table, key, index)
+
+
+def _no_shared_names(ctx: _Ctx, workloads: Sequence[WorkloadRule], legacy: Sequence[LegacyRule]) -> None:
+    """A ``/sim`` or ``/unattested`` certificate never carries a name a genuine one carries.
+
+    DESIGN.md "Certificates the Steward issues": a client checking a host name cannot see the
+    marker in the SPIFFE path, so sharing a name would let a non-TEE host pass as the real one.
+    """
+    tables: tuple[tuple[str, Sequence[WorkloadRule | LegacyRule]], ...] = (
+        ("workload", workloads),
+        ("legacy", legacy),
+    )
+    production: set[object] = set()
+    for _, rules in tables:
+        for rule in rules:
+            production.update(rule.dns_names, rule.ip_addresses)
+    for table, rules in tables:
+        for i, rule in enumerate(rules):
+            marked = [("sim", rule.simulated_names)]
+            if isinstance(rule, WorkloadRule):
+                marked.append(("unattested", rule.unattested_names))
+            for case, names in marked:
+                for key, values in ((f"{case}_dns_names", names.dns), (f"{case}_ip", names.ip)):
+                    shared = [str(v) for v in values if v in production]
+                    if shared:
+                        raise ctx.error(
+                            f"{key}: {', '.join(shared)} is also a production name (dns_names/ip): "
+                            "a host-name check could not tell the non-TEE certificate from the real one",
+                            table,
+                            key,
+                            i,
+                        )
+
+
+def _ip_addresses(
+    ctx: _Ctx, value: Any, table: str, key: str, index: int
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ctx.error(f"{key} must be a list of IP addresses", table, key, index)
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for text in value:
+        try:
+            # Only the plain textual forms: no zone index, no prefix length (an IP SAN is one address).
+            address = ipaddress.ip_address(text)
+        except ValueError as e:
+            raise ctx.error(f"{key}: {text!r} is not an IPv4 or IPv6 address", table, key, index) from e
+        if address.is_unspecified or address.is_multicast:
+            raise ctx.error(f"{key}: {text!r} cannot name a server", table, key, index)
+        if address not in out:
+            out.append(address)
+    return tuple(out)
+
+
+def _platform_keys(
+    ctx: _Ctx, value: Any, table: str, read: Callable[[str], bytes]
+) -> tuple[ec.EllipticCurvePublicKey, ...]:
+    """``platform_keys``: PEM (SubjectPublicKeyInfo) or JWK files of pinned CCA platform keys."""
+    # Here, not at the top: only a policy pinning CCA keys needs the CCA verifier's key loader.
+    from donjon.attestation.cca import load_platform_key
+    from donjon.attestation.errors import AttestationError
+
+    key = "platform_keys"
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ctx.error(f"{key} must be a list of file names (PEM or JWK public keys)", table, key)
+    if len(value) > MAX_PLATFORM_KEYS:
+        raise ctx.error(f"{key} lists {len(value)} files, more than {MAX_PLATFORM_KEYS}", table, key)
+    keys = []
+    for name in value:
+        try:
+            data = read(name)
+        except OSError as e:
+            raise ctx.error(f"{key}: cannot read {name}: {e.strerror or e}", table, key) from e
+        if len(data) > MAX_PLATFORM_KEY_BYTES:
+            raise ctx.error(f"{key}: {name} is larger than {MAX_PLATFORM_KEY_BYTES} bytes", table, key)
+        try:
+            keys.append(load_platform_key(data))
+        except AttestationError as e:
+            raise ctx.error(f"{key}: {name}: {e.reason}", table, key) from e
+    return tuple(keys)
+
+
+def _platform_rule(ctx: _Ctx, name: str, doc: Any, read: Callable[[str], bytes]) -> PlatformRule:
     table = f"platform.{name}"
     if name not in PLATFORMS:
         raise ctx.error(f"unknown platform {name!r} (known: {', '.join(PLATFORMS)})", table)
@@ -370,6 +548,7 @@ def _platform_rule(ctx: _Ctx, name: str, doc: Any) -> PlatformRule:
             "allowed_tcb_statuses",
             "allowed_advisories",
             "allow_missing_qe_identity",
+            *(("platform_keys",) if name == "cca" else ()),
         },
         table,
     )
@@ -413,11 +592,29 @@ def _platform_rule(ctx: _Ctx, name: str, doc: Any) -> PlatformRule:
         allowed_tcb_statuses=frozenset(statuses),
         allowed_advisories=frozenset(advisories),
         allow_missing_qe_identity=_bool(ctx, doc, "allow_missing_qe_identity", table),
+        platform_keys=_platform_keys(ctx, doc.get("platform_keys", []), table, read),
     )
 
 
-def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
-    """Parse and validate a policy; raise :class:`ConfigError` with the line of the first problem."""
+def _reader(path: str) -> Callable[[str], bytes]:
+    """Files a policy names (``platform_keys``) are relative to the policy file's directory."""
+    base = Path(path).parent
+
+    def read(name: str) -> bytes:
+        with open(base / name, "rb") as f:
+            return f.read(MAX_PLATFORM_KEY_BYTES + 1)
+
+    return read
+
+
+def parse_policy(
+    text: str, *, path: str = "<policy>", read_file: Callable[[str], bytes] | None = None
+) -> Policy:
+    """Parse and validate a policy; raise :class:`ConfigError` with the line of the first problem.
+
+    ``read_file`` reads the files the policy names (CCA ``platform_keys``); by default they are
+    read relative to the directory of ``path``.
+    """
     raw = text.encode()
     if len(raw) > MAX_POLICY_BYTES:
         raise ConfigError(path, f"policy of {len(raw)} bytes exceeds {MAX_POLICY_BYTES}")
@@ -459,7 +656,8 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
     platforms_doc = doc.get("platform", {})
     if not isinstance(platforms_doc, dict):
         raise ctx.error("platform must be a table of [platform.<name>] tables", None, "platform")
-    platforms = {name: _platform_rule(ctx, name, sub) for name, sub in platforms_doc.items()}
+    read = read_file if read_file is not None else _reader(path)
+    platforms = {name: _platform_rule(ctx, name, sub, read) for name, sub in platforms_doc.items()}
 
     def lifetime_of(entry: Mapping[str, Any], table: str, index: int) -> int:
         value = _duration(ctx, entry, "lifetime", f"{default_lifetime}s", table, index)
@@ -473,21 +671,48 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
         raise ctx.error("workload must be an array of tables ([[workload]])", None, "workload")
     for i, entry in enumerate(wl_doc):
         _check_keys(
-            ctx, entry, {"digest", "spiffe_path", "dns_names", "lifetime", "platforms"}, "workload", i
+            ctx,
+            entry,
+            {
+                "digest",
+                "spiffe_path",
+                "dns_names",
+                "ip",
+                "lifetime",
+                "platforms",
+                "sim_dns_names",
+                "sim_ip",
+                "unattested_dns_names",
+                "unattested_ip",
+            },
+            "workload",
+            i,
         )
         digest = entry.get("digest")
         if not isinstance(digest, str) or not _HEX.match(digest.lower()) or len(digest) != 64:
             raise ctx.error("digest must be a workload digest: 64 hex characters", "workload", "digest", i)
         plats = entry.get("platforms")
-        if plats is not None and (not isinstance(plats, list) or not all(p in PLATFORMS for p in plats)):
-            raise ctx.error(f"platforms must list values from {list(PLATFORMS)}", "workload", "platforms", i)
+        choices = PLATFORMS + MARKERS
+        if plats is not None and (
+            not isinstance(plats, list) or not plats or not all(p in choices for p in plats)
+        ):
+            raise ctx.error(f"platforms must list values from {list(choices)}", "workload", "platforms", i)
+        sim_names = _names_for(ctx, entry, "sim", "workload", i)
+        unattested_names = _names_for(ctx, entry, "unattested", "workload", i)
+        if plats is None or "simulated" not in plats:
+            _unused(ctx, sim_names, "sim", '"simulated"', i)
+        if plats is None or "unattested" not in plats:
+            _unused(ctx, unattested_names, "unattested", '"unattested"', i)
         workloads.append(
             WorkloadRule(
                 digest=digest.lower(),
                 spiffe_path=_spiffe_path(ctx, entry.get("spiffe_path"), "workload", i),
-                dns_names=_dns_names(ctx, entry.get("dns_names", []), "workload", i),
+                dns_names=_dns_names(ctx, entry.get("dns_names", []), "workload", "dns_names", i),
+                ip_addresses=_ip_addresses(ctx, entry.get("ip", []), "workload", "ip", i),
                 lifetime=lifetime_of(entry, "workload", i),
                 platforms=frozenset(plats) if plats is not None else None,
+                simulated_names=sim_names,
+                unattested_names=unattested_names,
             )
         )
     legacy: list[LegacyRule] = []
@@ -498,7 +723,18 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
         _check_keys(
             ctx,
             entry,
-            {"platform", "measurement", "signer", "spiffe_path", "dns_names", "lifetime"},
+            {
+                "platform",
+                "measurement",
+                "signer",
+                "spiffe_path",
+                "dns_names",
+                "ip",
+                "lifetime",
+                "simulated",
+                "sim_dns_names",
+                "sim_ip",
+            },
             "legacy",
             i,
         )
@@ -512,18 +748,26 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
             signer = next(iter(_hexes(ctx, [signer_v], "legacy", "signer") or frozenset()), None)
         if not meas or not next(iter(meas)):
             raise ctx.error("measurement is required", "legacy", "measurement", i)
+        simulated = _bool(ctx, entry, "simulated", "legacy")
+        sim_names = _names_for(ctx, entry, "sim", "legacy", i)
+        if not simulated:
+            _unused(ctx, sim_names, "sim", "simulated = true", i, table="legacy")
         legacy.append(
             LegacyRule(
                 platform=plat,
                 measurement=next(iter(meas)),
                 signer=signer,
                 spiffe_path=_spiffe_path(ctx, entry.get("spiffe_path"), "legacy", i),
-                dns_names=_dns_names(ctx, entry.get("dns_names", []), "legacy", i),
+                dns_names=_dns_names(ctx, entry.get("dns_names", []), "legacy", "dns_names", i),
+                ip_addresses=_ip_addresses(ctx, entry.get("ip", []), "legacy", "ip", i),
                 lifetime=lifetime_of(entry, "legacy", i),
+                simulated=simulated,
+                simulated_names=sim_names,
             )
         )
+    _no_shared_names(ctx, workloads, legacy)
     return Policy(
-        digest=hashlib.sha256(raw).hexdigest(),
+        digest=_digest(raw, platforms),
         source=path,
         allow_simulated=_bool(ctx, doc, "allow_simulated"),
         allow_unattested=_bool(ctx, doc, "allow_unattested"),
@@ -534,6 +778,24 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
         workloads=tuple(workloads),
         legacy=tuple(legacy),
     )
+
+
+def _digest(raw: bytes, platforms: Mapping[str, PlatformRule]) -> str:
+    """SHA-256 of the policy text; with CCA keys pinned, of the text and the keys' SPKI hashes.
+
+    The digest names the policy in every log entry, so a key file swapped under an unchanged
+    text must change it too.
+    """
+    keys = sorted(
+        hashlib.sha256(
+            key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).digest()
+        for rule in platforms.values()
+        for key in rule.platform_keys
+    )
+    if not keys:
+        return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(raw + b"\x00donjon-policy-keys\x00" + b"".join(keys)).hexdigest()
 
 
 def load_policy(path: str) -> Policy:
@@ -564,11 +826,13 @@ version = 1
 lifetime = "4h"
 max_lifetime = "24h"
 
-# Accept evidence signed by a *simulated* vendor (sim-snp, sim-tdx). Certificates issued
-# for it carry a SPIFFE path under /sim/. Never enable this in production.
+# Accept evidence signed by a *simulated* vendor (sim-snp, sim-tdx) or a published sample
+# key (Arm CCA). Certificates issued for it carry a SPIFFE path under /sim/, and only for a
+# workload whose platforms list "simulated". Never enable this in production.
 allow_simulated = false
 
-# UNSAFE: issue to Keeps without any TEE evidence (the nil backend), under /unattested/.
+# UNSAFE: issue to Keeps without any TEE evidence (the nil backend), under /unattested/,
+# and only for a workload whose platforms list "unattested".
 allow_unattested = false
 
 # Accept CSRs from Enarx Keeps (POST /). They carry no nonce and no workload digest:
@@ -600,15 +864,31 @@ collateral_grace = "0s"
 # signers = ["<64 hex: MRSIGNER>"]
 # allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
 # allowed_advisories = ["INTEL-SA-00615"]
+#
+# [platform.cca]
+# allowed_measurements = ["<hex: realm initial measurement (RIM)>"]
+# platform_keys = ["cpak.pem", "cpak.jwk"]  # pinned CPAK public keys (PEM or JWK), relative to this file
 
 # Workloads, by workload digest (donjon prints it), and the identity each receives:
-# spiffe://<trust domain from steward.toml><spiffe_path>, plus DNS names.
+# spiffe://<trust domain from steward.toml><spiffe_path>, plus DNS names and IP addresses.
 # [[workload]]
 # digest = "<64 hex: workload digest>"
 # spiffe_path = "/frontend"
 # dns_names = ["frontend.example.org"]
+# ip = ["192.0.2.10"]
 # lifetime = "2h"
-# platforms = ["sev-snp", "tdx"]      # omit for any platform allowed above
+# platforms = ["sev-snp", "tdx"]      # omit for any genuine TEE platform allowed above
+#
+# A development workload: simulated TEEs and nil Keeps too (with allow_simulated and
+# allow_unattested above). Their certificates carry only the sim_*/unattested_* names,
+# never production ones (a client checking a host name cannot see the /sim marker).
+# [[workload]]
+# digest = "<64 hex: workload digest>"
+# spiffe_path = "/dev/frontend"
+# platforms = ["sev-snp", "simulated", "unattested"]
+# sim_dns_names = ["localhost"]
+# sim_ip = ["127.0.0.1", "::1"]
+# unattested_dns_names = ["localhost"]
 
 # Legacy Enarx Keeps, by the measurement of the Enarx runtime (needs allow_legacy_enarx).
 # [[legacy]]
@@ -616,4 +896,5 @@ collateral_grace = "0s"
 # measurement = "<MRENCLAVE hex>"
 # signer = "<MRSIGNER hex>"
 # spiffe_path = "/enarx/app"
+# simulated = false                   # true: also on simulated evidence, under /sim/
 """

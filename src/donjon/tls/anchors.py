@@ -19,12 +19,17 @@ from OpenSSL import SSL, crypto
 
 from donjon.tls.errors import TLSConfigError
 
-__all__ = ["MAX_ANCHORS", "MAX_ANCHOR_BYTES", "TrustAnchors"]
+__all__ = ["FOREIGN_ISSUER_ERRORS", "MAX_ANCHORS", "MAX_ANCHOR_BYTES", "TrustAnchors"]
 
 #: A PEM bundle of anchors larger than this is refused unread (the Debian bundle is ~220 KB).
 MAX_ANCHOR_BYTES = 1 << 20
 #: More certificates than this in one anchor set is a mistake, not a configuration.
 MAX_ANCHORS = 256
+#: OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) that mean "no anchor issued this
+#: chain": unable to get issuer certificate (2), certificate signature failure (7), self-signed
+#: (18, 19), unable to get local issuer certificate (20), unable to verify the first certificate
+#: (21), path length exceeded (25: a chain carrying its own, other, CA).
+FOREIGN_ISSUER_ERRORS = frozenset({2, 7, 18, 19, 20, 21, 25})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ Wire policy, for every socket with ``prot = "tls"``:
   :func:`donjon.peer.check_identity` (docs/keep.md "What a relying party checks"): an
   X.509-SVID, one of the named IDs if any are named, the EKU for its role, and an identity the
   Steward marked simulated (``/sim/``) or issued without evidence (``/unattested/``) only when
-  the configuration names that exact ID. Both checks run inside the handshake's verify
+  the configuration names that exact ID. A peer named by host name is refused too when its
+  certificate carries such a marked SPIFFE ID, unless the entry allows it (``allow_simulated``,
+  ``allow_unattested``): a host name cannot tell a non-TEE host from the real one, the marker
+  can (issue 9, finding 3). Both checks run inside the handshake's verify
   callback, so a mismatch aborts the handshake itself: no application byte is ever
   exchanged with the wrong peer. (The alert sent is ``internal_error``, not ``bad_certificate``:
   pyOpenSSL's callback cannot set the X.509 error code; our log line carries the real reason.)
@@ -35,11 +38,17 @@ from typing import Literal
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-from donjon.tls.anchors import TrustAnchors
-from donjon.tls.errors import PeerIdentityMismatch, TLSConfigError
+from donjon.tls.anchors import FOREIGN_ISSUER_ERRORS, TrustAnchors
+from donjon.tls.errors import InvalidSpiffeId, PeerIdentityMismatch, TLSConfigError
 from donjon.tls.hostname import check_host_name, normalise_host
 from donjon.tls.identity import Credentials, Identity
-from donjon.tls.spiffe import SpiffeId, spiffe_id_of
+from donjon.tls.spiffe import (
+    SIMULATED_PREFIX,
+    UNATTESTED_PREFIX,
+    SpiffeId,
+    parse_spiffe_id,
+    spiffe_id_of,
+)
 
 __all__ = [
     "MAX_VERIFY_DEPTH",
@@ -76,11 +85,28 @@ _X509_ERRORS = {
 }
 
 
+def _foreign_reason(errnum: int, anchors: TrustAnchors) -> str | None:
+    """'not issued by the CA in FILE' when another CA issued the peer's chain; else ``None``."""
+    if anchors.system or errnum not in FOREIGN_ISSUER_ERRORS:
+        return None
+    where = (
+        "the Steward CA this Keep pins" if anchors.source == "Steward CA" else f"the CA in {anchors.source}"
+    )
+    return f"not issued by {where} ({_X509_ERRORS[errnum]})"
+
+
 @dataclass(frozen=True)
 class HostName:
-    """Expect the peer's certificate to name this host (DNS name or IP address)."""
+    """Expect the peer's certificate to name this host (DNS name or IP address).
+
+    A certificate whose SPIFFE ID a Steward marked as issued on simulated evidence (``/sim/``)
+    or without evidence (``/unattested/``) is refused unless ``allow_simulated`` /
+    ``allow_unattested`` says otherwise.
+    """
 
     name: str
+    allow_simulated: bool = False
+    allow_unattested: bool = False
 
     def __post_init__(self) -> None:
         normalise_host(self.name)  # raises TLSConfigError on a malformed name
@@ -142,11 +168,35 @@ def _check_workload(leaf: x509.Certificate, ids: frozenset[SpiffeId], role: Role
         raise PeerIdentityMismatch(f"{e.check}: {e.reason}", expected=e.expected, got=e.got) from e
 
 
+def _check_not_marked(leaf: x509.Certificate, expected: HostName) -> None:
+    """Refuse a host-named peer whose certificate a Steward marked ``/sim/`` or ``/unattested/``."""
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        try:
+            spiffe = parse_spiffe_id(uri)
+        except InvalidSpiffeId:
+            continue  # not a SPIFFE ID, so no marker of a Steward's
+        if spiffe.path.startswith(SIMULATED_PREFIX) and not expected.allow_simulated:
+            raise PeerIdentityMismatch(
+                f"the certificate names {expected.name}, but its SPIFFE ID {spiffe} says it was issued "
+                "on SIMULATED evidence, not a TEE (allow_simulated = true on the connect entry accepts it)"
+            )
+        if spiffe.path.startswith(UNATTESTED_PREFIX) and not expected.allow_unattested:
+            raise PeerIdentityMismatch(
+                f"the certificate names {expected.name}, but its SPIFFE ID {spiffe} says it was issued "
+                "WITHOUT attestation (allow_unattested = true on the connect entry accepts it)"
+            )
+
+
 def _check_peer(expected: ExpectedPeer | ClientAuth | None, cert: crypto.X509, notes: HandshakeNotes) -> None:
     leaf = cert.to_cryptography()
     notes.peer_subject = leaf.subject.rfc4514_string() or None
     if isinstance(expected, HostName):
         check_host_name(leaf, expected.name)
+        _check_not_marked(leaf, expected)
         return
     if isinstance(expected, SpiffeIds):  # a client checking a peer Keep, the server
         notes.peer_spiffe_id = _check_workload(leaf, expected.ids, "server")
@@ -161,7 +211,7 @@ def _check_peer(expected: ExpectedPeer | ClientAuth | None, cert: crypto.X509, n
 
 
 def _verify_callback(
-    expected: ExpectedPeer | ClientAuth | None,
+    expected: ExpectedPeer | ClientAuth | None, anchors: TrustAnchors
 ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
     def callback(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
         notes = conn.get_app_data()
@@ -169,7 +219,9 @@ def _verify_callback(
             return False
         if not ok:
             if notes.failure is None:
-                reason = _X509_ERRORS.get(errnum, f"X.509 verification error {errnum}")
+                reason = _foreign_reason(errnum, anchors) or _X509_ERRORS.get(
+                    errnum, f"X.509 verification error {errnum}"
+                )
                 notes.failure = f"peer certificate at depth {depth}: {reason}"
             return False
         if depth != 0:
@@ -253,7 +305,7 @@ class ServerContext:
                 context.add_client_ca(cert)
             context.set_verify(
                 SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                _verify_callback(self.client_auth),
+                _verify_callback(self.client_auth, self.client_auth.anchors),
             )
         return context
 
@@ -295,7 +347,7 @@ class ClientContext:
             except SSL.Error as e:
                 raise TLSConfigError("client identity", f"OpenSSL refused the certificate or key: {e}") from e
         self.anchors.install(context)
-        context.set_verify(SSL.VERIFY_PEER, _verify_callback(self.peer))
+        context.set_verify(SSL.VERIFY_PEER, _verify_callback(self.peer, self.anchors))
         return context
 
     def wrap(self, sock: socket.socket) -> tuple[SSL.Connection, Credentials | None, HandshakeNotes]:

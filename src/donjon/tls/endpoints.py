@@ -9,7 +9,9 @@
 * ``connect``, ``prot = "tls"``: verify the server against ``trust`` (``"system"`` roots, the
   ``"steward"`` CA, or the PEM ``"file"`` ``trust_file``, relative to the config file) and the
   entry's ``host`` — or, with ``peer_identity`` (a peer Keep), one of those SPIFFE IDs instead of
-  the host name; present the Keep's identity if the server asks for a client certificate.
+  the host name; present the Keep's identity if the server asks for a client certificate. A
+  host-named server whose certificate a Steward marked ``/sim/`` or ``/unattested/`` is refused
+  unless the entry sets ``allow_simulated`` / ``allow_unattested``.
 
 An entry that asks for the Steward's CA when the Keep has none (an unattested Keep) is refused
 (:class:`TLSConfigError`): failing closed beats silently trusting nothing or everything.
@@ -81,7 +83,9 @@ def client_context_for(
         anchors = TrustAnchors.from_pem_file(config_dir / entry.trust_file)
     else:
         anchors = TrustAnchors.system_roots()
-    peer: ExpectedPeer = HostName(entry.host)
+    peer: ExpectedPeer = HostName(
+        entry.host, allow_simulated=entry.allow_simulated, allow_unattested=entry.allow_unattested
+    )
     if entry.peer_identity:
         try:
             peer = SpiffeIds.of(parse_spiffe_id(text) for text in entry.peer_identity)

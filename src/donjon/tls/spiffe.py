@@ -23,6 +23,8 @@ from donjon.tls.errors import InvalidSpiffeId, PeerIdentityMismatch
 
 __all__ = [
     "MAX_SPIFFE_ID_BYTES",
+    "SIMULATED_PREFIX",
+    "UNATTESTED_PREFIX",
     "SpiffeId",
     "check_spiffe_id",
     "parse_spiffe_id",
@@ -33,6 +35,10 @@ __all__ = [
 MAX_SPIFFE_ID_BYTES = 2048
 #: SPIFFE-ID section 2.1: a trust domain name is at most 255 characters.
 MAX_TRUST_DOMAIN = 255
+#: SPIFFE path prefixes a Donjon Steward reserves for identities it issued on simulated evidence
+#: and without evidence (donjon.steward.policy.Policy.decide).
+SIMULATED_PREFIX = "/sim/"
+UNATTESTED_PREFIX = "/unattested/"
 
 _SCHEME = "spiffe://"
 _TRUST_DOMAIN_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-_")

@@ -11,6 +11,10 @@
 // issued (DESIGN.md "Certificates the Steward issues"; SPIFFE X509-SVID
 // sections 4 and 5).
 //
+// A leaf's TCG DICE MultiTcbInfo extension (2.23.133.5.4.5, TCG DICE Attestation
+// Architecture 1.1 section 6.1.2), when present, must be non-critical and parse
+// as a DiceTcbInfoSeq with encoding/asn1; its entries are reported.
+//
 // One JSON line per file goes to stdout: the certificate's facts, or
 // {"file": ..., "error": ...}. Exit codes (Donjon's CLI convention): 0 every
 // certificate passed, 1 at least one was refused, 2 usage, 3 a file could not
@@ -20,6 +24,7 @@ package main
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -27,6 +32,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"time"
 )
@@ -35,25 +41,60 @@ import (
 const maxFile = 1 << 20
 
 const (
-	oidSAN      = "2.5.29.17"
-	oidKeyUsage = "2.5.29.15"
+	oidSAN           = "2.5.29.17"
+	oidKeyUsage      = "2.5.29.15"
+	oidMultiTcbInfo  = "2.23.133.5.4.5"
+	maxDiceEntries   = 16
+	maxDiceExtension = 8192
 )
+
+// fwid is TCG DICE "FWID ::= SEQUENCE { hashAlg OBJECT IDENTIFIER, digest OCTET STRING }".
+type fwid struct {
+	HashAlg asn1.ObjectIdentifier
+	Digest  []byte
+}
+
+// diceTcbInfo is TCG DICE "DiceTcbInfo": every field optional, IMPLICIT context tags [0]..[9].
+type diceTcbInfo struct {
+	Vendor     string         `asn1:"optional,tag:0,utf8"`
+	Model      string         `asn1:"optional,tag:1,utf8"`
+	Version    string         `asn1:"optional,tag:2,utf8"`
+	SVN        *big.Int       `asn1:"optional,tag:3"`
+	Layer      *big.Int       `asn1:"optional,tag:4"`
+	Index      *big.Int       `asn1:"optional,tag:5"`
+	FWIDs      []fwid         `asn1:"optional,tag:6"`
+	Flags      asn1.BitString `asn1:"optional,tag:7"`
+	VendorInfo []byte         `asn1:"optional,tag:8"`
+	Type       []byte         `asn1:"optional,tag:9"`
+}
+
+type diceEntry struct {
+	Vendor    string   `json:"vendor"`
+	Model     string   `json:"model"`
+	Version   string   `json:"version,omitempty"`
+	SVN       string   `json:"svn,omitempty"`
+	Layer     string   `json:"layer,omitempty"`
+	FWIDs     []string `json:"fwids"` // "<hash OID>:<hex digest>"
+	NotSecure bool     `json:"not_secure"`
+}
 
 // emptyName is DER SEQUENCE {}: an empty RDNSequence (RFC 5280 4.1.2.6).
 var emptyName = []byte{0x30, 0x00}
 
 type report struct {
-	File          string   `json:"file"`
-	Role          string   `json:"role"`
-	Subject       string   `json:"subject"`
-	SpiffeID      string   `json:"spiffe_id,omitempty"`
-	DNSNames      []string `json:"dns_names"`
-	Serial        string   `json:"serial"`
-	NotBefore     string   `json:"not_before"`
-	NotAfter      string   `json:"not_after"`
-	ExtensionOIDs []string `json:"extension_oids"`
-	KeyAlgorithm  string   `json:"key_algorithm"`
-	SigAlgorithm  string   `json:"signature_algorithm"`
+	File          string      `json:"file"`
+	Role          string      `json:"role"`
+	Subject       string      `json:"subject"`
+	SpiffeID      string      `json:"spiffe_id,omitempty"`
+	DNSNames      []string    `json:"dns_names"`
+	IPAddresses   []string    `json:"ip_addresses"`
+	Dice          []diceEntry `json:"dice,omitempty"`
+	Serial        string      `json:"serial"`
+	NotBefore     string      `json:"not_before"`
+	NotAfter      string      `json:"not_after"`
+	ExtensionOIDs []string    `json:"extension_oids"`
+	KeyAlgorithm  string      `json:"key_algorithm"`
+	SigAlgorithm  string      `json:"signature_algorithm"`
 }
 
 type failure struct {
@@ -102,6 +143,41 @@ func extension(cert *x509.Certificate, oid string) (critical bool, found bool) {
 	return false, false
 }
 
+// parseDice decodes a MultiTcbInfo extension value: a non-empty SEQUENCE OF DiceTcbInfo.
+func parseDice(value []byte) ([]diceEntry, error) {
+	if len(value) > maxDiceExtension {
+		return nil, fmt.Errorf("MultiTcbInfo of %d bytes", len(value))
+	}
+	var infos []diceTcbInfo
+	rest, err := asn1.Unmarshal(value, &infos)
+	if err != nil {
+		return nil, fmt.Errorf("MultiTcbInfo does not parse: %w", err)
+	}
+	if len(rest) != 0 {
+		return nil, errors.New("MultiTcbInfo: trailing data")
+	}
+	if len(infos) == 0 || len(infos) > maxDiceEntries {
+		return nil, fmt.Errorf("MultiTcbInfo with %d entries", len(infos))
+	}
+	out := make([]diceEntry, 0, len(infos))
+	for _, info := range infos {
+		e := diceEntry{Vendor: info.Vendor, Model: info.Model, Version: info.Version, FWIDs: []string{}}
+		if info.SVN != nil {
+			e.SVN = info.SVN.String()
+		}
+		if info.Layer != nil {
+			e.Layer = info.Layer.String()
+		}
+		for _, f := range info.FWIDs {
+			e.FWIDs = append(e.FWIDs, f.HashAlg.String()+":"+hex.EncodeToString(f.Digest))
+		}
+		// OperationalFlags bit 1 is notSecure.
+		e.NotSecure = info.Flags.BitLength > 1 && info.Flags.At(1) == 1
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 func describe(path, role string, cert *x509.Certificate) report {
 	r := report{
 		File:          path,
@@ -117,6 +193,10 @@ func describe(path, role string, cert *x509.Certificate) report {
 	}
 	if r.DNSNames == nil {
 		r.DNSNames = []string{}
+	}
+	r.IPAddresses = []string{}
+	for _, ip := range cert.IPAddresses {
+		r.IPAddresses = append(r.IPAddresses, ip.String())
 	}
 	if len(cert.URIs) == 1 {
 		r.SpiffeID = cert.URIs[0].String()
@@ -180,6 +260,17 @@ func checkLeaf(leaf *x509.Certificate, roots *x509.CertPool, at time.Time) error
 	}
 	if !leaf.BasicConstraintsValid || leaf.IsCA {
 		return errors.New("basicConstraints missing or CA is true")
+	}
+	for _, ext := range leaf.Extensions {
+		if ext.Id.String() != oidMultiTcbInfo {
+			continue
+		}
+		if ext.Critical {
+			return errors.New("MultiTcbInfo extension is critical")
+		}
+		if _, err := parseDice(ext.Value); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -249,7 +340,13 @@ func run(args []string) int {
 			}
 			continue
 		}
-		emit(describe(path, "leaf", leaf))
+		r := describe(path, "leaf", leaf)
+		for _, ext := range leaf.Extensions {
+			if ext.Id.String() == oidMultiTcbInfo {
+				r.Dice, _ = parseDice(ext.Value) // checkLeaf parsed it already
+			}
+		}
+		emit(r)
 	}
 	return status
 }
