@@ -20,12 +20,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -44,24 +44,33 @@ class _Unreadable(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _Usage(f"{self.prog}: {message}")
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon evidence`` and its subcommands (each with help and examples)."""
+    from donjon.cli.args import Parser, examples
 
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            print(message, file=sys.stderr, end="")
-        raise SystemExit(status)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(prog="donjon evidence", description="Verify or decode attestation evidence.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(
+        prog="donjon evidence",
+        description="Verify or decode attestation evidence offline: SEV-SNP reports, TDX and SGX\n"
+        "quotes, CCA tokens. See docs/attestation.md.",
+        epilog=examples(
+            "donjon evidence verify report.bin --collateral vcek.der --collateral ask_ark_milan.pem",
+            "donjon evidence show quote.dat --format json",
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     verify = sub.add_parser(
         "verify",
         help="verify evidence and print its claims",
-        description="Verify evidence against pinned vendor roots; print the verified claims (exit 0) "
-        "or the failing check (exit 1).",
+        description="Verify evidence against pinned vendor roots, at a given time; print the verified\n"
+        "claims (exit 0) or REFUSED and the failing check (exit 1). The evidence kind is\n"
+        "detected; certificates, CRLs, TCB info and QE identity are recognised by content.",
+        epilog=examples(
+            "donjon evidence verify report.bin --collateral vcek.der --collateral ask_ark_milan.pem \\",
+            "    --at 2026-01-01T00:00:00Z",
+            "donjon evidence verify quote.dat --collateral tcb_info.json --collateral qe_identity.json \\",
+            "    --collateral pck_chain.pem --collateral pck_crl.der --format json",
+            "donjon evidence verify token.cbor --cca-platform-key cpak.pem",
+        ),
     )
     verify.add_argument("file", help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token)")
     verify.add_argument(
@@ -113,15 +122,24 @@ def _parser() -> _Parser:
         metavar="FILE",
         help="CCA: a pinned platform (CPAK) public key, PEM/DER SPKI or JWK (repeatable)",
     )
-    verify.add_argument("--format", choices=["text", "json"], default="text")
+    verify.add_argument(
+        "--format", choices=["text", "json"], default="text", help="text, or one JSON document on stdout"
+    )
     show = sub.add_parser(
         "show",
         help="decode evidence without verifying it",
         description="Decode evidence and print every field. Nothing is verified.",
+        epilog=examples("donjon evidence show report.bin", "donjon evidence show quote.dat --format json"),
     )
-    show.add_argument("file")
-    show.add_argument("--kind", choices=["snp-report", "tdx-quote", "sgx-quote", "cca-token"])
-    show.add_argument("--format", choices=["text", "json"], default="text")
+    show.add_argument("file", help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token)")
+    show.add_argument(
+        "--kind",
+        choices=["snp-report", "tdx-quote", "sgx-quote", "cca-token"],
+        help="evidence kind (default: detected)",
+    )
+    show.add_argument(
+        "--format", choices=["text", "json"], default="text", help="text, or one JSON document on stdout"
+    )
     return parser
 
 
@@ -338,9 +356,8 @@ def _decode(kind: Any, evidence: bytes) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = _parser()
     try:
-        args = parser.parse_args(list(argv))
+        args = parser().parse_args(list(argv))
         if args.command == "verify":
             return _verify(args)
         return _show(args)
@@ -350,11 +367,12 @@ def main(argv: Sequence[str]) -> int:
     except _Unreadable as e:
         print(f"donjon evidence: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
-    except SystemExit as e:  # --help
+    except SystemExit as e:  # --help, or a usage error the parser has printed
         return e.code if isinstance(e.code, int) else EXIT_OK
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours
         sys.stderr.close()
         return EXIT_OK
     except Exception as e:  # a bug of ours: one line, never a traceback for the user
-        print(f"donjon evidence: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_OPERATIONAL
+        from donjon.cli import internal_error
+
+        return internal_error(e)

@@ -1,0 +1,47 @@
+"""The argument parser every ``donjon`` command uses, so that all of them speak alike.
+
+- A usage error is one line naming the command, then where the help is::
+
+      donjon peer verify: error: the following arguments are required: --ca
+      try 'donjon peer verify --help'
+
+  and exit code 2 (``EXIT_USAGE``), instead of argparse's usage block, which buries the error.
+- Help keeps the description's and the epilog's line breaks (``RawDescriptionHelpFormatter``), so
+  that an ``examples:`` epilog shows one command per line.
+
+Subparsers made with ``add_subparsers()`` are of the same class (argparse's default is the
+parent's class), so one class covers every level: ``donjon steward log verify`` included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+__all__ = ["Parser", "examples", "usage_error"]
+
+#: The exit code of a usage error (``donjon.cli.EXIT_USAGE``; not imported, to keep this module a leaf).
+_EXIT_USAGE = 2
+
+
+def usage_error(prog: str, message: str) -> None:
+    """Print a usage error the way every command does: the error, then where the help is."""
+    print(f"{prog}: error: {message}\ntry '{prog} --help'", file=sys.stderr, flush=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with Donjon's usage errors and raw (hand-wrapped) descriptions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(self.prog, message)
+        raise SystemExit(_EXIT_USAGE)
+
+
+def examples(*lines: str) -> str:
+    """An ``examples:`` epilog: one command (or ``# comment``) per line, indented as argparse's help is."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
