@@ -34,6 +34,7 @@ __all__ = [
     "EXIT_USAGE",
     "internal_error",
     "main",
+    "usage_error",
 ]
 
 EXIT_OK = 0
@@ -90,6 +91,12 @@ def _usage() -> str:
         *(f"  {line}" for line in _EXAMPLES),
     ]
     return "\n".join(lines)
+
+
+def usage_error(prog: str, message: str) -> None:
+    """Print a usage error the way every command does: the error, then where the help is (the help
+    itself would bury the error). ``donjon.cli.args.Parser`` calls it for argparse's errors."""
+    print(f"{prog}: error: {message}\ntry '{prog} --help'", file=sys.stderr, flush=True)
 
 
 def internal_error(error: BaseException) -> int:

@@ -16,18 +16,11 @@ parent's class), so one class covers every level: ``donjon steward log verify`` 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, NoReturn
 
+from donjon.cli import EXIT_USAGE, usage_error
+
 __all__ = ["Parser", "examples", "usage_error"]
-
-#: The exit code of a usage error (``donjon.cli.EXIT_USAGE``; not imported, to keep this module a leaf).
-_EXIT_USAGE = 2
-
-
-def usage_error(prog: str, message: str) -> None:
-    """Print a usage error the way every command does: the error, then where the help is."""
-    print(f"{prog}: error: {message}\ntry '{prog} --help'", file=sys.stderr, flush=True)
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,7 +32,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         usage_error(self.prog, message)
-        raise SystemExit(_EXIT_USAGE)
+        raise SystemExit(EXIT_USAGE)
 
 
 def examples(*lines: str) -> str:

@@ -308,8 +308,9 @@ def main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
     except UsageError as e:
-        # One line and where the help is: the help itself would bury the error.
-        print(f"donjon run: error: {e}\ntry 'donjon run --help'", file=sys.stderr, flush=True)
+        from donjon.cli import usage_error
+
+        usage_error("donjon run", str(e))
         return EXIT_USAGE
     if opts.help:
         parser().print_help()
