@@ -17,7 +17,7 @@ import pytest
 
 from donjon.cli import COMMANDS, EXIT_INTERRUPTED, EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE, main
 from donjon.cli import run as run_cli
-from donjon.cli.args import Parser
+from donjon.cli.args import HelpFormatter, Parser
 
 
 def test_help_lists_every_command(capsys):
@@ -84,6 +84,7 @@ def test_every_command_and_subcommand_is_walked():
 @pytest.mark.parametrize("parser", PARSERS, ids=lambda p: p.prog)
 def test_every_parser_has_a_description_examples_and_help_on_every_option(parser):
     assert isinstance(parser, Parser), "use donjon.cli.args.Parser: one-line usage errors"
+    assert issubclass(parser.formatter_class, HelpFormatter)
     assert parser.description and parser.description.strip()
     assert parser.epilog and "examples:" in parser.epilog
     assert list(_examples(parser)), f"{parser.prog}: no example of {parser.prog} itself"

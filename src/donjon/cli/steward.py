@@ -67,8 +67,13 @@ def parser() -> argparse.ArgumentParser:
         epilog=_INIT_EXAMPLES,
     )
     init.add_argument("--dir", default=".", help="directory to create the files in (default: .)")
-    init.add_argument("--trust-domain", default="donjon.local", help="SPIFFE trust domain")
-    init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve")
+    init.add_argument(
+        "--trust-domain",
+        default="donjon.local",
+        metavar="DOMAIN",
+        help="SPIFFE trust domain of the IDs it issues (default: donjon.local)",
+    )
+    init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve (default p256)")
     init.add_argument("--import-ca", nargs=2, metavar=("CERT", "KEY"), help="use an existing CA (PEM files)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     serve = sub.add_parser(
