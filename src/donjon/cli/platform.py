@@ -169,7 +169,7 @@ def _evidence(args: argparse.Namespace, roots: PlatformRoots) -> int:
         if len(binding) != BINDING_SIZE:
             raise _UsageError(f"--binding must be {BINDING_SIZE} bytes ({2 * BINDING_SIZE} hex digits)")
     backend = select_backend(
-        args.backend, None, roots=roots, warn=lambda m: print(f"warning: {m}", file=sys.stderr)
+        args.backend, None, roots=roots, warn=lambda m: print(f"donjon: warning: {m}", file=sys.stderr)
     )
     evidence = backend.evidence(binding)
     if args.out is not None:
