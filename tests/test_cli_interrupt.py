@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import wasmtime
 from cryptography.hazmat.primitives import serialization
@@ -27,18 +28,14 @@ READ_STDIN_WAT = """(module
     (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
 
 
-def _read_until(stream, marker: str, timeout: float = 60.0) -> list[str]:  # type: ignore[no-untyped-def]
-    """Lines of ``stream`` up to the first containing ``marker`` (bounded by the test's timeout)."""
+def _read_until(stream: IO[str], marker: str) -> list[str]:
+    """Lines of ``stream`` up to the first containing ``marker`` (pytest-timeout bounds the wait)."""
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            raise AssertionError(f"{marker!r} never came; got {lines}")
+    for line in stream:
         lines.append(line)
         if marker in line:
             return lines
-    raise AssertionError(f"{marker!r} not within {timeout} s")
+    raise AssertionError(f"{marker!r} never came; got {lines}")
 
 
 def _children(pid: int) -> list[int]:
