@@ -264,6 +264,16 @@ def test_steward_serve_speaks_donjon_lines_until_it_serves(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"donjon: cannot serve on 127.0.0.1:{port}: ") and len(err.splitlines()) == 1
 
+    # A serving certificate that cannot be loaded: before serving, not after "listening".
+    (d / "tls.pem").write_text("not PEM\n")
+    text = re.sub(r"(?m)^tls_(cert|key) *=.*$", "", (d / "steward.toml").read_text())  # (if init wrote them)
+    (d / "steward.toml").write_text(
+        text.replace("[steward]", '[steward]\ntls_cert = "tls.pem"\ntls_key = "tls.pem"')
+    )
+    assert main(["steward", "serve", "--config", config, "--port", "0"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"donjon: {config}: tls_cert ") and len(err.splitlines()) == 1
+
 
 def test_a_closed_stdout_is_not_an_error():
     # `donjon policy --help | head -1`: the reader is gone before the help is flushed.

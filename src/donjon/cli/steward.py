@@ -199,6 +199,30 @@ def _error(message: str) -> None:
     print(f"donjon: {message}", file=sys.stderr, flush=True)
 
 
+def _check_tls(config: StewardConfig) -> int:
+    """Load the serving certificate and key as the server will (stdlib ``ssl``, what uvicorn uses),
+    so that a bad pair is a config error before serving, not a failure after "listening"."""
+    if config.tls_cert is None or config.tls_key is None:
+        return EXIT_OK
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.tls_cert, config.tls_key)
+    except FileNotFoundError as e:
+        _error(f"{config.path}: tls_cert/tls_key: {e.filename}: no such file")
+        return EXIT_OPERATIONAL
+    except ssl.SSLError as e:
+        _error(
+            f"{config.path}: tls_cert {config.tls_cert} and tls_key {config.tls_key} are not a PEM "
+            f"certificate and its private key ({e.reason or e})"
+        )
+        return EXIT_USAGE
+    except OSError as e:
+        _error(f"{config.path}: tls_cert/tls_key: cannot read {e.filename}: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -225,6 +249,10 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception as e:  # database unreachable, ...
         _error(f"cannot start the Steward: {type(e).__name__}: {e}")
         return EXIT_OPERATIONAL
+    code = _check_tls(config)
+    if code != EXIT_OK:
+        steward.close()
+        return code
     setup_logging(logging.INFO)
     try:
         serve(config, steward)
