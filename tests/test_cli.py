@@ -194,7 +194,12 @@ def test_a_usage_error_is_one_line_and_a_pointer_to_help(argv, prog, capsys):
 def test_help_is_not_an_error(capsys):
     for name in COMMANDS:
         assert main([name, "--help"]) == EXIT_OK
-        assert "examples:" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "examples:" in out
+        assert main(["help", name]) == EXIT_OK
+        assert capsys.readouterr().out == out
+    assert main(["help", "steward", "init"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("usage: donjon steward init")
 
 
 # -- no traceback, whatever happens ----------------------------------------------------

@@ -128,6 +128,8 @@ def _stdout_gone() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["help"] and len(args) > 1:  # `donjon help run` is `donjon run --help`
+        args = [*args[1:], "--help"]
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return EXIT_OK if args else EXIT_USAGE
