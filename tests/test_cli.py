@@ -165,6 +165,7 @@ def test_run_help_prints_the_parser_help(capsys):
         (["run"], "donjon run"),
         (["run", "--frobnicate", "x.wasm"], "donjon run"),
         (["run", "--attest-timeout", "soon", "x.wasm"], "donjon run"),
+        (["run", "--env", "=x", "x.wasm"], "donjon run"),  # found after parsing, the same way
         (["steward"], "donjon steward"),
         (["steward", "bogus"], "donjon steward"),
         (["steward", "serve"], "donjon steward serve"),
@@ -179,6 +180,9 @@ def test_run_help_prints_the_parser_help(capsys):
         (["platform", "evidence", "--backend", "sim-tdx", "--binding", "zz"], "donjon platform evidence"),
         (["demo", "--backend", "snp"], "donjon demo"),
         (["demo", "--timeout", "soon"], "donjon demo"),
+        (["demo", "--timeout", "0"], "donjon demo"),
+        (["peer", "verify", "host:1", "--ca", "ca.pem", "--timeout", "0"], "donjon peer verify"),
+        (["steward", "serve", "--config", "s.toml", "--port", "99999"], "donjon steward serve"),
     ],
 )
 def test_a_usage_error_is_one_line_and_a_pointer_to_help(argv, prog, capsys):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from donjon.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, usage_error
 from donjon.cli.args import Parser, examples
 
 __all__ = ["main", "parser"]
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if not 0 < args.timeout <= 600:
-        print("donjon demo: --timeout must be more than 0 and at most 600 seconds", file=sys.stderr)
+        usage_error("donjon demo", "--timeout must be more than 0 and at most 600 seconds")
         return EXIT_USAGE
     from donjon.demo.run import DemoFailed, DemoOptions, run_demo
 

@@ -23,7 +23,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
 from donjon.cli.args import Parser, examples
 
 __all__ = ["main", "parser"]
@@ -201,7 +201,7 @@ def _verify(args: argparse.Namespace) -> int:
                 raise _Usage(f"--claims-oid: {e}") from e
         anchors = _anchors(args.ca)
     except _Usage as e:
-        print(f"donjon peer verify: {e}", file=sys.stderr)
+        usage_error("donjon peer verify", str(e))
         return EXIT_USAGE
     except OSError as e:
         print(f"donjon peer verify: {e}", file=sys.stderr)

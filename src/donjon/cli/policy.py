@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
 from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def _test(args: argparse.Namespace) -> int:
     try:
         at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
     except ValueError:
-        print(f"donjon policy test: --at {args.at!r} is not an RFC 3339 time", file=sys.stderr)
+        usage_error("donjon policy test", f"--at {args.at!r} is not an RFC 3339 time")
         return EXIT_USAGE
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -169,7 +169,7 @@ def _test(args: argparse.Namespace) -> int:
         try:
             digest = bytes.fromhex(args.workload_digest)
         except ValueError:
-            print("donjon policy test: --workload-digest is not hex", file=sys.stderr)
+            usage_error("donjon policy test", "--workload-digest is not hex")
             return EXIT_USAGE
     try:
         roots = TrustRoots.from_bytes(

@@ -356,7 +356,9 @@ def _run(opts: Options) -> int:
         _error(str(e))
         return EXIT_USAGE
     except UsageError as e:
-        _error(f"run: {e}")
+        from donjon.cli import usage_error
+
+        usage_error("donjon run", str(e))
         return EXIT_USAGE
 
     from donjon.runtime.keep import Workload, read_module

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
 from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
@@ -232,12 +232,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
     # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
+    if args.port is not None and not 0 <= args.port <= 65535:
+        usage_error("donjon steward serve", f"--port must be 0..65535, got {args.port}")
+        return EXIT_USAGE
     if not Path(args.config).is_file():
         _error(f"{args.config}: no such configuration file")
         return EXIT_OPERATIONAL
-    if args.port is not None and not 0 <= args.port <= 65535:
-        _error(f"--port must be 0..65535, got {args.port}")
-        return EXIT_USAGE
     try:
         config = _config(args.config)
         if args.port is not None:
