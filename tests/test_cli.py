@@ -175,6 +175,7 @@ def test_run_help_prints_the_parser_help(capsys):
         (["peer", "verify", "host:1"], "donjon peer verify"),
         (["evidence", "verify"], "donjon evidence verify"),
         (["evidence", "show", "f", "--kind", "tpm"], "donjon evidence show"),
+        (["evidence", "verify", "f", "--at", "soon"], "donjon evidence verify"),
         (["platform"], "donjon platform"),
         (["platform", "info", "--format", "xml"], "donjon platform info"),
         (["platform", "evidence", "--backend", "sim-tdx", "--binding", "zz"], "donjon platform evidence"),

@@ -160,7 +160,7 @@ def _time(text: str) -> datetime:
     try:
         at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError as e:
-        raise _Usage(f"donjon evidence: --at: not an ISO 8601 time: {text!r}") from e
+        raise _Usage(f"--at: not an ISO 8601 time: {text!r}") from e
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
@@ -208,9 +208,9 @@ def _min_tcb(text: str | None) -> Any:
     try:
         parts = [int(p, 0) for p in text.split(",")]
     except ValueError as e:
-        raise _Usage(f"donjon evidence: --min-tcb: not integers: {text!r}") from e
+        raise _Usage(f"--min-tcb: not integers: {text!r}") from e
     if len(parts) not in (4, 5) or any(not 0 <= p <= 255 for p in parts):
-        raise _Usage("donjon evidence: --min-tcb wants BL,TEE,SNP,UCODE[,FMC], each 0..255")
+        raise _Usage("--min-tcb wants BL,TEE,SNP,UCODE[,FMC], each 0..255")
     return SnpTcb(
         bootloader=parts[0],
         tee=parts[1],
@@ -232,11 +232,11 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             report_data = bytes.fromhex(args.report_data)
         except ValueError as e:
-            raise _Usage("donjon evidence: --report-data is not hex") from e
+            raise _Usage("--report-data is not hex") from e
     min_tcb = _min_tcb(args.min_tcb)
     if not 0 <= args.max_vmpl <= 3:
         # SEV-SNP ABI: VMPL is 0..3; another bound would refuse every report or mean nothing.
-        raise _Usage(f"donjon evidence: --max-vmpl must be 0..3, got {args.max_vmpl}")
+        raise _Usage(f"--max-vmpl must be 0..3, got {args.max_vmpl}")
     evidence_raw = _read(args.file)
     collateral = Collateral()
     try:
@@ -249,7 +249,7 @@ def _verify(args: argparse.Namespace) -> int:
         for path in args.trust_simulated:
             extra.extend(recognise_collateral(_read(path), source=path).certificates)
     except (CollateralError, MalformedEvidence) as e:
-        raise _Usage(f"donjon evidence: {e}") from e
+        raise _Usage(str(e)) from e
     roots = TrustRoots(certificates=tuple(root_certs), extra_trusted=tuple(extra))
     try:
         evidence = decode_evidence(evidence_raw)
@@ -268,7 +268,7 @@ def _verify(args: argparse.Namespace) -> int:
         elif kind is EvidenceKind.CCA_TOKEN:
             # No vendor root exists for CCA: the platform key (CPAK) is pinned by the caller.
             if not args.cca_platform_key:
-                raise _Usage("donjon evidence: a CCA token needs --cca-platform-key FILE (the pinned CPAK)")
+                raise _Usage("a CCA token needs --cca-platform-key FILE (the pinned CPAK)")
             from donjon.attestation.cca import load_platform_key
 
             keys = [load_platform_key(_read(path)) for path in args.cca_platform_key]
@@ -361,8 +361,10 @@ def main(argv: Sequence[str]) -> int:
         if args.command == "verify":
             return _verify(args)
         return _show(args)
-    except _Usage as e:
-        print(str(e), file=sys.stderr)
+    except _Usage as e:  # (only verify's options are checked after parsing)
+        from donjon.cli import usage_error
+
+        usage_error("donjon evidence verify", str(e))
         return EXIT_USAGE
     except _Unreadable as e:
         print(f"donjon evidence: {e}", file=sys.stderr)
