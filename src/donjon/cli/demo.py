@@ -7,33 +7,43 @@ Thin: the demo is :func:`donjon.demo.run.run_demo`. Exit codes: 0 the demo ran e
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from donjon.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, usage_error
+from donjon.cli.args import Parser, examples
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon demo`` (with help and examples)."""
+    p = Parser(
         prog="donjon demo",
-        description="Start a local Steward that trusts a SIMULATED TEE (demo only), run the http example "
-        "in a Keep it attests, and verify the Keep's certificate and claims as a client would.",
+        description="Start a local Steward that trusts a SIMULATED TEE (demo only), run the http\n"
+        "example in a Keep it attests, and verify the Keep's certificate and claims as a\n"
+        "client would. Everything on 127.0.0.1, in a temporary directory removed at the\n"
+        "end; exit 0 when it ran end to end, 1 when a step failed. See docs/demo.md.",
+        epilog=examples("donjon demo", "donjon demo --backend sim-tdx --quiet-keep"),
     )
     p.add_argument("--backend", choices=["sim-snp", "sim-tdx"], default="sim-snp", help="simulated TEE")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds each step may take (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds each step may take (default 30)",
+    )
     p.add_argument("--quiet-keep", action="store_true", help="do not show the Keep's own log lines")
     return p
 
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if not 0 < args.timeout <= 600:
-        print("donjon demo: --timeout must be more than 0 and at most 600 seconds", file=sys.stderr)
+        usage_error("donjon demo", "--timeout must be more than 0 and at most 600 seconds")
         return EXIT_USAGE
     from donjon.demo.run import DemoFailed, DemoOptions, run_demo
 
@@ -45,10 +55,6 @@ def main(argv: list[str]) -> int:
         print(f"donjon demo: FAILED: {e}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
+        # The Keep, the Steward and the temporary directory were stopped and removed on the way out.
         print("donjon demo: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # never a traceback for the user (DONJON_DEBUG=1 shows one)
-        if os.environ.get("DONJON_DEBUG"):
-            raise
-        print(f"donjon demo: FAILED: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_INTERRUPTED

@@ -20,12 +20,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -44,24 +44,33 @@ class _Unreadable(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _Usage(f"{self.prog}: {message}")
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon evidence`` and its subcommands (each with help and examples)."""
+    from donjon.cli.args import Parser, examples
 
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            print(message, file=sys.stderr, end="")
-        raise SystemExit(status)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(prog="donjon evidence", description="Verify or decode attestation evidence.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(
+        prog="donjon evidence",
+        description="Verify or decode attestation evidence offline: SEV-SNP reports, TDX and SGX\n"
+        "quotes, CCA tokens. See docs/attestation.md.",
+        epilog=examples(
+            "donjon evidence verify report.bin --collateral vcek.der --collateral ask_ark_milan.pem",
+            "donjon evidence show quote.dat --format json",
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     verify = sub.add_parser(
         "verify",
         help="verify evidence and print its claims",
-        description="Verify evidence against pinned vendor roots; print the verified claims (exit 0) "
-        "or the failing check (exit 1).",
+        description="Verify evidence against pinned vendor roots, at a given time; print the verified\n"
+        "claims (exit 0) or REFUSED and the failing check (exit 1). The evidence kind is\n"
+        "detected; certificates, CRLs, TCB info and QE identity are recognised by content.",
+        epilog=examples(
+            "donjon evidence verify report.bin --collateral vcek.der --collateral ask_ark_milan.pem \\",
+            "    --at 2026-01-01T00:00:00Z",
+            "donjon evidence verify quote.dat --collateral tcb_info.json --collateral qe_identity.json \\",
+            "    --collateral pck_chain.pem --collateral pck_crl.der --format json",
+            "donjon evidence verify token.cbor --cca-platform-key cpak.pem",
+        ),
     )
     verify.add_argument("file", help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token)")
     verify.add_argument(
@@ -113,15 +122,24 @@ def _parser() -> _Parser:
         metavar="FILE",
         help="CCA: a pinned platform (CPAK) public key, PEM/DER SPKI or JWK (repeatable)",
     )
-    verify.add_argument("--format", choices=["text", "json"], default="text")
+    verify.add_argument(
+        "--format", choices=["text", "json"], default="text", help="text, or one JSON document on stdout"
+    )
     show = sub.add_parser(
         "show",
         help="decode evidence without verifying it",
         description="Decode evidence and print every field. Nothing is verified.",
+        epilog=examples("donjon evidence show report.bin", "donjon evidence show quote.dat --format json"),
     )
-    show.add_argument("file")
-    show.add_argument("--kind", choices=["snp-report", "tdx-quote", "sgx-quote", "cca-token"])
-    show.add_argument("--format", choices=["text", "json"], default="text")
+    show.add_argument("file", help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token)")
+    show.add_argument(
+        "--kind",
+        choices=["snp-report", "tdx-quote", "sgx-quote", "cca-token"],
+        help="evidence kind (default: detected)",
+    )
+    show.add_argument(
+        "--format", choices=["text", "json"], default="text", help="text, or one JSON document on stdout"
+    )
     return parser
 
 
@@ -142,7 +160,7 @@ def _time(text: str) -> datetime:
     try:
         at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError as e:
-        raise _Usage(f"donjon evidence: --at: not an ISO 8601 time: {text!r}") from e
+        raise _Usage(f"--at: not an ISO 8601 time: {text!r}") from e
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
@@ -190,9 +208,9 @@ def _min_tcb(text: str | None) -> Any:
     try:
         parts = [int(p, 0) for p in text.split(",")]
     except ValueError as e:
-        raise _Usage(f"donjon evidence: --min-tcb: not integers: {text!r}") from e
+        raise _Usage(f"--min-tcb: not integers: {text!r}") from e
     if len(parts) not in (4, 5) or any(not 0 <= p <= 255 for p in parts):
-        raise _Usage("donjon evidence: --min-tcb wants BL,TEE,SNP,UCODE[,FMC], each 0..255")
+        raise _Usage("--min-tcb wants BL,TEE,SNP,UCODE[,FMC], each 0..255")
     return SnpTcb(
         bootloader=parts[0],
         tee=parts[1],
@@ -214,11 +232,11 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             report_data = bytes.fromhex(args.report_data)
         except ValueError as e:
-            raise _Usage("donjon evidence: --report-data is not hex") from e
+            raise _Usage("--report-data is not hex") from e
     min_tcb = _min_tcb(args.min_tcb)
     if not 0 <= args.max_vmpl <= 3:
         # SEV-SNP ABI: VMPL is 0..3; another bound would refuse every report or mean nothing.
-        raise _Usage(f"donjon evidence: --max-vmpl must be 0..3, got {args.max_vmpl}")
+        raise _Usage(f"--max-vmpl must be 0..3, got {args.max_vmpl}")
     evidence_raw = _read(args.file)
     collateral = Collateral()
     try:
@@ -231,7 +249,7 @@ def _verify(args: argparse.Namespace) -> int:
         for path in args.trust_simulated:
             extra.extend(recognise_collateral(_read(path), source=path).certificates)
     except (CollateralError, MalformedEvidence) as e:
-        raise _Usage(f"donjon evidence: {e}") from e
+        raise _Usage(str(e)) from e
     roots = TrustRoots(certificates=tuple(root_certs), extra_trusted=tuple(extra))
     try:
         evidence = decode_evidence(evidence_raw)
@@ -250,7 +268,7 @@ def _verify(args: argparse.Namespace) -> int:
         elif kind is EvidenceKind.CCA_TOKEN:
             # No vendor root exists for CCA: the platform key (CPAK) is pinned by the caller.
             if not args.cca_platform_key:
-                raise _Usage("donjon evidence: a CCA token needs --cca-platform-key FILE (the pinned CPAK)")
+                raise _Usage("a CCA token needs --cca-platform-key FILE (the pinned CPAK)")
             from donjon.attestation.cca import load_platform_key
 
             keys = [load_platform_key(_read(path)) for path in args.cca_platform_key]
@@ -338,23 +356,25 @@ def _decode(kind: Any, evidence: bytes) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = _parser()
     try:
-        args = parser.parse_args(list(argv))
+        args = parser().parse_args(list(argv))
         if args.command == "verify":
             return _verify(args)
         return _show(args)
-    except _Usage as e:
-        print(str(e), file=sys.stderr)
+    except _Usage as e:  # (only verify's options are checked after parsing)
+        from donjon.cli import usage_error
+
+        usage_error("donjon evidence verify", str(e))
         return EXIT_USAGE
     except _Unreadable as e:
         print(f"donjon evidence: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
-    except SystemExit as e:  # --help
+    except SystemExit as e:  # --help, or a usage error the parser has printed
         return e.code if isinstance(e.code, int) else EXIT_OK
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours
         sys.stderr.close()
         return EXIT_OK
     except Exception as e:  # a bug of ours: one line, never a traceback for the user
-        print(f"donjon evidence: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_OPERATIONAL
+        from donjon.cli import internal_error
+
+        return internal_error(e)

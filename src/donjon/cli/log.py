@@ -51,20 +51,31 @@ def read_vkey(path: str) -> Any:
         raise _Usage(f"--log-key {path} is not a log verifier key: {e}") from e
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="donjon log", description="Audit a Steward's transparency log.")
-    sub = p.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon log`` (each subcommand with help and examples)."""
+    from donjon.cli.args import Parser, examples
+
+    p = Parser(
+        prog="donjon log",
+        description="Audit a Steward's transparency log from outside it: a witness keeps the last\n"
+        "checkpoint it saw and refuses one that does not extend it. See docs/steward.md.",
+        epilog=examples(
+            "donjon log audit --steward https://steward.example.org:8443 --state w.json --log-key log-key.pub"
+        ),
+    )
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     a = sub.add_parser(
         "audit",
         help="witness a Steward's log: check its new checkpoint extends the one seen before",
-        description="Fetch the Steward's latest signed checkpoint, verify its signature with the log key and "
-        "its consistency with the checkpoint kept in --state; record it there only if every check passes. "
-        "Exit 1 on truncation, rewrite or a bad signature (the state file is left untouched).",
-        epilog="examples:\n"
-        "  donjon log audit --steward https://steward.example.org:8443 --state steward.witness \\\n"
-        "      --log-key log-key.pub --ca steward-tls-ca.pem      # first run: pins the key\n"
-        "  donjon log audit --steward https://steward.example.org:8443 --state steward.witness",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fetch the Steward's latest signed checkpoint, verify its signature with the log\n"
+        "key and its consistency with the checkpoint kept in --state; record it there\n"
+        "only if every check passes. Exit 1 on truncation, rewrite or a bad signature\n"
+        "(the state file is left untouched).",
+        epilog=examples(
+            "donjon log audit --steward https://steward.example.org:8443 --state steward.witness "
+            "--log-key log-key.pub --ca steward-ca.pem    # first run: pins the key",
+            "donjon log audit --steward https://steward.example.org:8443 --state steward.witness",
+        ),
     )
     a.add_argument("--steward", required=True, help="the Steward's base URL (http:// or https://)")
     a.add_argument(
@@ -161,7 +172,7 @@ def _emit(fmt: str, doc: dict[str, Any], text: str) -> None:
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     try:

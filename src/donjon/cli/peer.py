@@ -28,9 +28,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
+from donjon.cli.args import Parser, examples
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 #: A PEM file of Steward CA certificates larger than this is not one.
 MAX_CA_FILE = 1 << 20
@@ -41,34 +42,78 @@ class _Usage(Exception):
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="donjon peer", description="Verify a Keep's certificate over TLS.")
-    sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help="connect with TLS 1.3 and verify the peer's certificate and claims")
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon peer verify`` (with help and examples)."""
+    p = Parser(
+        prog="donjon peer",
+        description="Verify, as a relying party, that a service is the attested workload it should be.\n"
+        'See docs/keep.md, "What a relying party checks".',
+        epilog=examples("donjon peer verify localhost:8443 --ca steward/ca.pem"),
+    )
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    v = sub.add_parser(
+        "verify",
+        help="connect with TLS 1.3 and verify the peer's certificate and claims",
+        description="Connect to HOST:PORT with TLS 1.3, verify the certificate chain to the Steward CA,\n"
+        "the SPIFFE ID and the workload digest in its claims, and print the claims and the\n"
+        "negotiated TLS parameters. Exit 0 verified, 1 refused (the failing check is\n"
+        "printed), 2 usage, 3 unreachable.",
+        epilog=examples(
+            "donjon peer verify localhost:8443 --ca steward/ca.pem",
+            "DIGEST=$(donjon run --print-digest --config Donjon.toml app.wasm)",
+            "donjon peer verify localhost:8443 --ca steward/ca.pem \\",
+            '    --spiffe-id spiffe://example.org/web --workload-digest "$DIGEST"',
+            "donjon peer verify [::1]:8443 --ca steward/ca.pem --allow-simulated --format json",
+        ),
+    )
     v.add_argument("target", metavar="HOST[:PORT]", help=f"the peer (default port {DEFAULT_PORT}; [v6]:port)")
-    v.add_argument("--ca", required=True, help="the Steward CA certificate(s), PEM")
-    v.add_argument("--spiffe-id", action="append", default=[], help="an accepted SPIFFE ID (repeatable)")
-    v.add_argument("--workload-digest", help="the workload digest the claims must carry (64 hex)")
-    v.add_argument("--claims-oid", help="the Steward's claims extension OID (default: recognise by content)")
+    v.add_argument("--ca", required=True, metavar="FILE", help="the Steward CA certificate(s), PEM")
+    v.add_argument(
+        "--spiffe-id", action="append", default=[], metavar="ID", help="an accepted SPIFFE ID (repeatable)"
+    )
+    v.add_argument(
+        "--workload-digest", metavar="HEX", help="the workload digest the claims must carry (64 hex)"
+    )
+    v.add_argument(
+        "--claims-oid",
+        metavar="OID",
+        help="the Steward's claims extension OID (default: recognise by content)",
+    )
     v.add_argument(
         "--allow-simulated", action="store_true", help="accept identities issued on simulated TEEs"
     )
     v.add_argument(
         "--allow-unattested", action="store_true", help="UNSAFE: accept identities issued without evidence"
     )
-    v.add_argument("--server-name", help="SNI to send (default: HOST unless it is an address)")
-    v.add_argument("--timeout", type=float, default=10.0, help="seconds for connect + handshake (default 10)")
-    v.add_argument("--format", choices=["text", "json"], default="text")
+    v.add_argument(
+        "--server-name", metavar="NAME", help="SNI to send (default: HOST unless it is an address)"
+    )
+    v.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds for connect + handshake (default 10)",
+    )
+    v.add_argument(
+        "--format", choices=["text", "json"], default="text", help="text, or one JSON document on stdout"
+    )
     v.add_argument(
         "--require-logged",
         action="store_true",
         help="also require the Steward's inclusion proof for the certificate, under a signed checkpoint",
     )
-    v.add_argument("--steward", help="the Steward's base URL (with --require-logged)")
+    v.add_argument("--steward", metavar="URL", help="the Steward's base URL (with --require-logged)")
     v.add_argument(
-        "--log-key", help="file holding the Steward's log verifier key, log-key.pub (with --require-logged)"
+        "--log-key",
+        metavar="FILE",
+        help="file holding the Steward's log verifier key, log-key.pub (with --require-logged)",
     )
-    v.add_argument("--steward-ca", help="PEM trust anchors for the Steward's HTTPS (default: system roots)")
+    v.add_argument(
+        "--steward-ca",
+        metavar="FILE",
+        help="PEM trust anchors for the Steward's HTTPS (default: system roots)",
+    )
     return p
 
 
@@ -192,7 +237,7 @@ def _verify(args: argparse.Namespace) -> int:
         elif args.steward or args.log_key or args.steward_ca:
             raise _Usage("--steward, --log-key and --steward-ca go with --require-logged")
     except _Usage as e:
-        print(f"donjon peer verify: {e}", file=sys.stderr)
+        usage_error("donjon peer verify", str(e))
         return EXIT_USAGE
     except OSError as e:
         print(f"donjon peer verify: {e}", file=sys.stderr)
@@ -254,7 +299,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     try:
@@ -262,5 +307,6 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:
         return EXIT_OPERATIONAL
     except Exception as e:  # never a traceback for the user
-        print(f"donjon peer verify: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_OPERATIONAL
+        from donjon.cli import internal_error
+
+        return internal_error(e)

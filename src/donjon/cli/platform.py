@@ -41,32 +41,63 @@ from donjon.backends import (
 )
 from donjon.backends.platform import platform_hints
 from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli.args import Parser, examples, usage_error
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 
 class _UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="donjon platform", description="Which TEE backends work on this machine.")
-    parser.add_argument(
-        "--root", type=Path, default=None, help="read host paths below this directory (testing)"
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon platform`` and its subcommands (each with help and examples)."""
+    parser = Parser(
+        prog="donjon platform",
+        description="Which TEE backends work on this machine, why the others do not, and how to\n"
+        "fix them. See docs/backends.md.",
+        epilog=examples("donjon platform info", "donjon platform info --format json"),
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="list the backends, usable or not, and why")
-    info.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        metavar="BASE",
+        help="read host paths below this directory (testing)",
+    )
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    info = sub.add_parser(
+        "info",
+        help="list the backends, usable or not, and why",
+        description="List every backend: usable here or not, the reason and how to fix it, and what\n"
+        "'donjon run --backend auto' would pick. Exit 0 whatever it finds.",
+        epilog=examples(
+            "donjon platform info",
+            "donjon platform info --backend snp",
+            "donjon platform info --format json",
+        ),
+    )
+    info.add_argument(
+        "--format", choices=("text", "json"), default="text", help="text, or one JSON document on stdout"
+    )
     info.add_argument("--backend", choices=BACKEND_NAMES, default=None, help="show only this backend")
-    ev = sub.add_parser("evidence", help="obtain evidence for a binding (checks a real TEE)")
-    ev.add_argument("--backend", required=True, choices=(AUTO, *BACKEND_NAMES))
-    ev.add_argument("--binding", default=None, help=f"{BINDING_SIZE} bytes as hex (default: random)")
-    ev.add_argument("--out", type=Path, default=None, help="write the evidence bytes here")
+    ev = sub.add_parser(
+        "evidence",
+        help="obtain evidence for a binding (checks a real TEE)",
+        description="Obtain evidence from a backend for a binding (random unless given), write it to\n"
+        "--out and print a JSON summary: a quick check of a real TEE by hand.",
+        epilog=examples(
+            "donjon platform evidence --backend snp --out report.bin",
+            "donjon platform evidence --backend sim-tdx --out quote.dat",
+        ),
+    )
+    ev.add_argument(
+        "--backend", required=True, choices=(AUTO, *BACKEND_NAMES), help="the backend to ask for evidence"
+    )
+    ev.add_argument(
+        "--binding", default=None, metavar="HEX", help=f"{BINDING_SIZE} bytes as hex (default: random)"
+    )
+    ev.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the evidence bytes here")
     return parser
 
 
@@ -138,7 +169,7 @@ def _evidence(args: argparse.Namespace, roots: PlatformRoots) -> int:
         if len(binding) != BINDING_SIZE:
             raise _UsageError(f"--binding must be {BINDING_SIZE} bytes ({2 * BINDING_SIZE} hex digits)")
     backend = select_backend(
-        args.backend, None, roots=roots, warn=lambda m: print(f"warning: {m}", file=sys.stderr)
+        args.backend, None, roots=roots, warn=lambda m: print(f"donjon: warning: {m}", file=sys.stderr)
     )
     evidence = backend.evidence(binding)
     if args.out is not None:
@@ -152,9 +183,11 @@ def _evidence(args: argparse.Namespace, roots: PlatformRoots) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = _parser()
+    prog = "donjon platform"
     try:
-        args = parser.parse_args(list(argv))
+        args = parser().parse_args(list(argv))
+        if args.command is not None:
+            prog = f"donjon platform {args.command}"
         if args.command is None:
             raise _UsageError("a command is required: info or evidence")
         roots = _roots(args.root)
@@ -167,10 +200,10 @@ def main(argv: Sequence[str]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_OK
-    except SystemExit as e:  # --help
+    except SystemExit as e:  # --help, or a usage error the parser has printed
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     except _UsageError as e:
-        print(f"{parser.format_usage().rstrip()}\ndonjon platform: {e}", file=sys.stderr)
+        usage_error(prog, str(e))
         return EXIT_USAGE
     except UnknownBackend as e:
         print(f"donjon platform: {e}", file=sys.stderr)

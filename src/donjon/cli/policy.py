@@ -25,25 +25,61 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
+from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
     from donjon.steward.policy import Policy
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 _KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="donjon policy", description="Check and test a Steward policy.")
-    sub = p.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate a policy file")
-    check.add_argument("--policy", required=True)
-    test = sub.add_parser("test", help="what would the policy decide for recorded evidence, and why")
-    test.add_argument("--policy", required=True)
-    test.add_argument("--evidence", required=True, nargs="+", metavar="FILE")
-    test.add_argument("--at", help="verification time, RFC 3339 (default: now)")
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon policy`` and its subcommands (each with help and examples)."""
+    p = Parser(
+        prog="donjon policy",
+        description="Check a Steward policy file, and ask what it would decide for recorded evidence.\n"
+        "No Steward needs to run; nothing is logged or issued. See docs/steward.md.",
+        epilog=examples(
+            "donjon policy check --policy steward/policy.toml",
+            "donjon policy test --policy steward/policy.toml --evidence keep.csr",
+        ),
+    )
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    check = sub.add_parser(
+        "check",
+        help="validate a policy file",
+        description="Validate a policy file: exit 0 and its digest, or one line naming the line and\n"
+        "key that is wrong (exit 2).",
+        epilog=examples("donjon policy check --policy steward/policy.toml"),
+    )
+    check.add_argument("--policy", required=True, metavar="FILE", help="the policy file (policy.toml)")
+    test = sub.add_parser(
+        "test",
+        help="what would the policy decide for recorded evidence, and why",
+        description="Run every check a Steward makes on recorded evidence - a CSR from a Keep\n"
+        "(native or Enarx, DER or PEM), or raw evidence with --kind - except the nonce, at\n"
+        "--at, with the given roots and collateral. Prints the decision per file and the\n"
+        "check that refused; exit 0 if every file would be issued, 1 if any is refused.",
+        epilog=examples(
+            "donjon policy test --policy steward/policy.toml --evidence keep.csr",
+            "donjon policy test --policy policy.toml --evidence keep.csr --simulated-root sim-ark.pem \\",
+            "    --collateral steward/collateral --format json",
+            "donjon policy test --policy policy.toml --kind sgx-quote --evidence quote.dat \\",
+            "    --legacy --roots intel-root.der --at 2023-02-01T00:00:00Z",
+        ),
+    )
+    test.add_argument("--policy", required=True, metavar="FILE", help="the policy file (policy.toml)")
+    test.add_argument(
+        "--evidence",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="CSRs from Keeps, or raw evidence with --kind (one or more)",
+    )
+    test.add_argument("--at", metavar="TIME", help="verification time, RFC 3339 (default: now)")
     test.add_argument(
         "--roots", nargs="*", default=[], metavar="FILE", help="vendor root/intermediate certificates"
     )
@@ -55,9 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--certs", nargs="*", default=[], metavar="FILE", help="certificates sent with raw evidence"
     )
-    test.add_argument("--workload-digest", help="workload digest (hex) for raw evidence")
+    test.add_argument("--workload-digest", metavar="HEX", help="workload digest (hex) for raw evidence")
     test.add_argument("--legacy", action="store_true", help="treat raw evidence as from an Enarx Keep")
-    test.add_argument("--format", choices=["text", "json"], default="text")
+    test.add_argument(
+        "--format", choices=["text", "json"], default="text", help="one line per file, or JSON lines"
+    )
     return p
 
 
@@ -122,7 +160,7 @@ def _test(args: argparse.Namespace) -> int:
     try:
         at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
     except ValueError:
-        print(f"donjon policy test: --at {args.at!r} is not an RFC 3339 time", file=sys.stderr)
+        usage_error("donjon policy test", f"--at {args.at!r} is not an RFC 3339 time")
         return EXIT_USAGE
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -131,7 +169,7 @@ def _test(args: argparse.Namespace) -> int:
         try:
             digest = bytes.fromhex(args.workload_digest)
         except ValueError:
-            print("donjon policy test: --workload-digest is not hex", file=sys.stderr)
+            usage_error("donjon policy test", "--workload-digest is not hex")
             return EXIT_USAGE
     try:
         roots = TrustRoots.from_bytes(
@@ -204,7 +242,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if args.command == "check":

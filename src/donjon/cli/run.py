@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import argparse
+
     from donjon.backends.base import Backend
     from donjon.config.model import FileEntry, WorkloadConfig
     from donjon.keep.attest import AttestedIdentity
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from donjon.runtime.keep import Workload
     from donjon.runtime.net import BoundListeners
 
-__all__ = ["EXIT_TRAP", "USAGE", "main"]
+__all__ = ["EXIT_TRAP", "main", "parse_args", "parser"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -32,33 +34,104 @@ EXIT_OPERATIONAL = 3
 EXIT_TRAP = 134
 EXIT_INTERRUPTED = 130
 
-USAGE = """\
-usage: donjon run [OPTIONS] MODULE [--] [ARGS...]
+#: One line under the command name in ``donjon run --help``.
+DESCRIPTION = """\
+Run a wasm32-wasi command module (WASI preview 1, exported _start) in a Keep
+and exit with the guest's exit code. On an attested backend the Keep first
+attests to its Steward, and every tls socket of its config presents the
+certificate the Steward issued; on nil it runs as an ordinary process, NOT
+attested, and says so."""
 
-Run a wasm32-wasi command module (exported _start); exit with the guest's exit code.
+EPILOG = """\
+Without --config, the ARGS after MODULE are the guest's arguments (argv[0] is
+main.wasm). With --config, arguments, environment and files come from the
+config only (docs/run.md, "Workload config").
 
-options:
-  --config FILE         workload config (Donjon.toml, or any Enarx.toml)
-  --backend NAME        TEE backend: auto (default: the TEE found here, else nil, which is NOT
-                        attested), snp, tdx, cca, sgx, sim-snp, sim-tdx, nil
-  --steward URL         the Steward to attest to (default: the config's steward)
-  --steward-ca FILE     the Steward's CA certificate(s), PEM, pinned (default: the config's steward_ca)
-  --attest-timeout S    how long to retry an unreachable Steward at start (default 30)
-  --sim-vendor DIR      the simulated vendor shared with the Steward (sim-snp, sim-tdx; or $DONJON_SIM_VENDOR)
-  --dir HOST[::GUEST]   pre-open a host directory read-only (repeatable; fds from 3, in order)
-  --dir-rw HOST[::GUEST]
-                        the same, writable
-  --env KEY[=VALUE]     set a guest environment variable (repeatable; KEY alone copies the host's)
-  --no-cache            do not use the compiled-module cache
-  --cache-dir DIR       module cache directory (default $XDG_CACHE_HOME/donjon/modules)
-  --print-digest        print the workload digest (hex) and exit without running
-  -v, --verbose         report the workload digest, attestation time and cache outcome on stderr
-  -h, --help            show this help
+exit codes: the guest's own (0-255); 1 refused (allow-list, Steward); 2 usage,
+bad config or bad module; 3 missing file, unavailable backend or unreachable
+Steward; 134 the guest trapped; 130 interrupted (Ctrl-C).
 
-Without --config, ARGS after MODULE become the guest's arguments (argv[0] is main.wasm).
-With --config, arguments, environment and files come from the config only.
-Exit codes: the guest's own (0-255), 1 refused (allow-list, Steward), 2 usage/bad config/bad module,
-3 missing file, unavailable backend or unreachable Steward, 134 guest trap. See docs/run.md."""
+examples:
+  donjon run examples/hello/hello.wasm -- alice bob
+  donjon run --env GREETING_NAME=keep examples/hello/hello.wasm
+  donjon run --dir examples::/data examples/filereader/filereader.wasm \\
+      /data/hello/hello.c
+  donjon run --print-digest --config examples/http/Donjon.toml \\
+      examples/http/http.wasm
+  donjon run --backend sim-snp --sim-vendor sim-vendor \\
+      --steward https://localhost:8443 --steward-ca ca.pem \\
+      --config Donjon.toml app.wasm"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """``donjon run``'s options, for ``--help`` and for the test that every option is explained.
+
+    The command line itself is read by :func:`parse_args`: everything after MODULE belongs to the
+    guest verbatim, which argparse cannot promise, and argparse's import is not paid on every run
+    (start-up time is benchmarked). A test checks that both know the same options.
+    """
+    from donjon.cli.args import Parser
+
+    p = Parser(
+        prog="donjon run",
+        usage="donjon run [OPTIONS] MODULE [--] [ARGS...]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+    )
+    p.add_argument("module", metavar="MODULE", help="the WebAssembly module (.wasm)")
+    p.add_argument("args", metavar="ARGS", nargs="*", help="the guest's arguments (without --config)")
+    p.add_argument("--config", metavar="FILE", help="workload config (Donjon.toml, or any Enarx.toml)")
+    p.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="TEE backend: auto (default: the TEE found here, else nil, which is NOT attested), "
+        "snp, tdx, cca, sgx, sim-snp, sim-tdx, nil",
+    )
+    p.add_argument(
+        "--steward", metavar="URL", help="the Steward to attest to (default: the config's steward)"
+    )
+    p.add_argument(
+        "--steward-ca",
+        metavar="FILE",
+        help="the Steward's CA certificate(s), PEM, pinned (default: the config's steward_ca)",
+    )
+    p.add_argument(
+        "--attest-timeout",
+        metavar="S",
+        help="how long to retry an unreachable Steward at start, in seconds (default 30; 0: once)",
+    )
+    p.add_argument(
+        "--sim-vendor",
+        metavar="DIR",
+        help="the simulated vendor shared with the Steward (sim-snp, sim-tdx; or $DONJON_SIM_VENDOR)",
+    )
+    p.add_argument(
+        "--dir",
+        metavar="HOST[::GUEST]",
+        help="pre-open a host directory read-only (repeatable; fds from 3, in order)",
+    )
+    p.add_argument("--dir-rw", metavar="HOST[::GUEST]", help="the same, writable")
+    p.add_argument(
+        "--env",
+        metavar="KEY[=VALUE]",
+        help="set a guest environment variable (repeatable; KEY alone copies the host's)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not use the compiled-module cache")
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="module cache directory (default $XDG_CACHE_HOME/donjon/modules)"
+    )
+    p.add_argument(
+        "--print-digest",
+        action="store_true",
+        help="print the workload digest (hex) and exit without running",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="report the workload digest, attestation time and cache outcome on stderr",
+    )
+    return p
 
 
 class UsageError(Exception):
@@ -236,10 +309,12 @@ def main(argv: list[str]) -> int:
     try:
         opts = parse_args(argv)
     except UsageError as e:
-        _error(f"run: {e}\n\n{USAGE}")
+        from donjon.cli import usage_error
+
+        usage_error("donjon run", str(e))
         return EXIT_USAGE
     if opts.help:
-        print(USAGE)
+        parser().print_help()
         return EXIT_OK
     try:
         return _run(opts)
@@ -247,10 +322,9 @@ def main(argv: list[str]) -> int:
         _error("interrupted")
         return EXIT_INTERRUPTED
     except Exception as e:  # never a traceback for the user (set DONJON_DEBUG=1 to see one)
-        if os.environ.get("DONJON_DEBUG"):
-            raise
-        _error(f"internal error: {type(e).__name__}: {e}")
-        return EXIT_OPERATIONAL
+        from donjon.cli import internal_error
+
+        return internal_error(e)
 
 
 def _run(opts: Options) -> int:
@@ -283,7 +357,9 @@ def _run(opts: Options) -> int:
         _error(str(e))
         return EXIT_USAGE
     except UsageError as e:
-        _error(f"run: {e}")
+        from donjon.cli import usage_error
+
+        usage_error("donjon run", str(e))
         return EXIT_USAGE
 
     from donjon.runtime.keep import Workload, check_module_header, read_module

@@ -22,63 +22,121 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
+from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
     from donjon.steward.config import StewardConfig
     from donjon.tlog.checkpoint import NoteVerifier
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="donjon steward", description="Run and manage a Donjon Steward.")
-    sub = p.add_subparsers(dest="command", required=True)
-    init = sub.add_parser("init", help="create a CA, a challenge secret, steward.toml and a starter policy")
+_INIT_EXAMPLES = examples(
+    "donjon steward init --dir steward --trust-domain example.org",
+    "donjon steward init --dir steward --curve p384",
+    "donjon steward init --dir steward --import-ca ca.pem ca-key.pem",
+)
+_SERVE_EXAMPLES = examples(
+    "donjon steward serve --config steward/steward.toml",
+    "donjon steward serve --config steward/steward.toml --port 0",
+    "kill -HUP PID    # reload policy.toml without a restart",
+)
+_LOG_EXAMPLES = examples(
+    "donjon steward log verify --config steward/steward.toml",
+    "donjon steward log show --config steward/steward.toml --format json",
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon steward`` and its subcommands (each with help and examples)."""
+    p = Parser(
+        prog="donjon steward",
+        description="Create, run and audit a Steward: the attestation service that verifies a Keep's\n"
+        "evidence against its policy and issues its certificate. See docs/steward.md.",
+        epilog=examples(
+            "donjon steward init --dir steward --trust-domain example.org",
+            "donjon steward serve --config steward/steward.toml",
+            "donjon steward log verify --config steward/steward.toml",
+        ),
+    )
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    init = sub.add_parser(
+        "init",
+        help="create a CA, a challenge secret, steward.toml and a starter policy",
+        description="Create a Steward's files in a directory: its CA (ca.pem, ca-key.pem), the\n"
+        "challenge secret, steward.toml and a commented policy.toml that allows nothing\n"
+        "until edited. Secret files are mode 0600; existing files are kept unless --force.",
+        epilog=_INIT_EXAMPLES,
+    )
     init.add_argument("--dir", default=".", help="directory to create the files in (default: .)")
-    init.add_argument("--trust-domain", default="donjon.local", help="SPIFFE trust domain")
-    init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve")
+    init.add_argument(
+        "--trust-domain",
+        default="donjon.local",
+        metavar="DOMAIN",
+        help="SPIFFE trust domain of the IDs it issues (default: donjon.local)",
+    )
+    init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve (default p256)")
     init.add_argument("--import-ca", nargs=2, metavar=("CERT", "KEY"), help="use an existing CA (PEM files)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
-    serve = sub.add_parser("serve", help="run the Steward (HTTP or HTTPS)")
-    serve.add_argument("--config", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the Steward (HTTP or HTTPS)",
+        description="Run the Steward until SIGINT or SIGTERM; SIGHUP reloads the policy. While it\n"
+        "serves, its log on stderr is JSON lines (docs/steward.md); errors before it\n"
+        "serves are one 'donjon: ...' line.",
+        epilog=_SERVE_EXAMPLES,
+    )
+    serve.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
     serve.add_argument("--port", type=int, help="override the configured port (0: any free port)")
-    lg = sub.add_parser("log", help="check, list or convert the decision log (a transparency log)")
-    lsub = lg.add_subparsers(dest="log_command", required=True)
+    lg = sub.add_parser(
+        "log",
+        help="check, list or convert the decision log (a transparency log)",
+        description="Check the Steward's transparency log, list its entries, or convert a log of an\n"
+        "earlier version. See docs/steward.md, 'The transparency log'.",
+        epilog=_LOG_EXAMPLES,
+    )
+    lsub = lg.add_subparsers(dest="log_command", required=True, title="commands", metavar="COMMAND")
     verify = lsub.add_parser(
         "verify",
         help="rebuild the Merkle tree from the stored entries and check every signed checkpoint",
-        description="Rebuild the log's RFC 9162 Merkle tree from the stored entry bytes (parsed strictly), "
-        "check the look-up columns against them, every stored tree node, and every checkpoint the log key "
-        "signed. Exit 1 names the first finding and the entry where it shows.",
-        epilog="examples:\n  donjon steward log verify --config /etc/donjon-steward/steward.toml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rebuild the log's RFC 9162 Merkle tree from the stored entry bytes (parsed\n"
+        "strictly), check the look-up columns against them, every stored tree node, and\n"
+        "every checkpoint the log key signed. Exit 1 names the first finding and the\n"
+        "entry where it shows.",
+        epilog=examples("donjon steward log verify --config steward/steward.toml"),
     )
-    verify.add_argument("--config", required=True, help="the Steward's steward.toml")
+    verify.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
     show = lsub.add_parser(
         "show",
         help="list the log's entries",
-        description="List the log's entries, each checked against its hashed bytes.",
-        epilog="examples:\n  donjon steward log show --config steward.toml\n"
-        "  donjon steward log show --config steward.toml --serial 3a9f... --format json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the log's entries, issued and refused, oldest first, each checked against\n"
+        "its hashed bytes.",
+        epilog=examples(
+            "donjon steward log show --config steward/steward.toml",
+            "donjon steward log show --config steward/steward.toml --serial 5a0c31d2e9",
+            "donjon steward log show --config steward/steward.toml --format json",
+        ),
     )
-    show.add_argument("--config", required=True, help="the Steward's steward.toml")
-    show.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    show.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
+    show.add_argument(
+        "--format", choices=["text", "json"], default="text", help="one line per entry, or JSON lines"
+    )
     show.add_argument("--serial", help="only the entry for this certificate serial (hex)")
     migrate = lsub.add_parser(
         "migrate",
         help="convert a hash-chained log of an earlier version into the transparency log",
-        description="Check the hash chain of a log written by an earlier Donjon version, then convert it in "
-        "one transaction: every entry keeps its bytes and becomes a leaf, a first checkpoint is signed, "
-        "and the old table is renamed (kept, never read again). Creates the log key (log_key, with its "
-        ".pub beside it) when it does not exist. A broken chain is refused, not converted.",
-        epilog="examples:\n  donjon steward serve --config steward.toml    # refuses: says to migrate\n"
-        "  donjon steward log migrate --config steward.toml\n"
-        "  donjon steward log verify --config steward.toml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check the hash chain of a log written by an earlier Donjon version, then convert\n"
+        "it in one transaction: every entry keeps its bytes and becomes a leaf, a first\n"
+        "checkpoint is signed, and the old table is renamed (kept, never read again).\n"
+        "Creates the log key (log_key, with its .pub beside it) when it does not exist.\n"
+        "A broken chain is refused, not converted.",
+        epilog=examples(
+            "donjon steward log migrate --config steward/steward.toml",
+            "donjon steward log verify --config steward/steward.toml",
+        ),
     )
-    migrate.add_argument("--config", required=True, help="the Steward's steward.toml")
+    migrate.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
     return p
 
 
@@ -182,6 +240,34 @@ def _config(path: str) -> StewardConfig:
     return load_config(path)
 
 
+def _error(message: str) -> None:
+    print(f"donjon: {message}", file=sys.stderr, flush=True)
+
+
+def _check_tls(config: StewardConfig) -> int:
+    """Load the serving certificate and key as the server will (stdlib ``ssl``, what uvicorn uses),
+    so that a bad pair is a config error before serving, not a failure after "listening"."""
+    if config.tls_cert is None or config.tls_key is None:
+        return EXIT_OK
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.tls_cert, config.tls_key)
+    except FileNotFoundError as e:
+        _error(f"{config.path}: tls_cert/tls_key: {e.filename}: no such file")
+        return EXIT_OPERATIONAL
+    except ssl.SSLError as e:
+        _error(
+            f"{config.path}: tls_cert {config.tls_cert} and tls_key {config.tls_key} are not a PEM "
+            f"certificate and its private key ({e.reason or e})"
+        )
+        return EXIT_USAGE
+    except OSError as e:
+        _error(f"{config.path}: tls_cert/tls_key: cannot read {e.filename}: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -189,33 +275,36 @@ def _serve(args: argparse.Namespace) -> int:
     from donjon.steward.errors import ConfigError
     from donjon.steward.service import build_steward, serve
 
-    setup_logging(logging.INFO)
-    log = logging.getLogger("donjon.steward")
-    if not Path(args.config).is_file():
-        log.error("no configuration file", extra={"fields": {"event": "config_error", "path": args.config}})
-        return EXIT_OPERATIONAL
+    # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
+    # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
     if args.port is not None and not 0 <= args.port <= 65535:
-        log.error(
-            "invalid --port", extra={"fields": {"event": "config_error", "error": "--port must be 0..65535"}}
-        )
+        usage_error("donjon steward serve", f"--port must be 0..65535, got {args.port}")
         return EXIT_USAGE
+    if not Path(args.config).is_file():
+        _error(f"{args.config}: no such configuration file")
+        return EXIT_OPERATIONAL
     try:
         config = _config(args.config)
         if args.port is not None:
             config = dataclasses.replace(config, port=args.port)
         steward = build_steward(config)
     except ConfigError as e:
-        log.error("invalid configuration", extra={"fields": {"event": "config_error", "error": str(e)}})
+        _error(str(e))
         return EXIT_USAGE
     except Exception as e:  # database unreachable, ...
-        log.error(
-            "cannot start", extra={"fields": {"event": "start_error", "error": f"{type(e).__name__}: {e}"}}
-        )
+        _error(f"cannot start the Steward: {type(e).__name__}: {e}")
         return EXIT_OPERATIONAL
+    code = _check_tls(config)
+    if code != EXIT_OK:
+        steward.close()
+        return code
+    setup_logging(logging.INFO)
     try:
         serve(config, steward)
     except OSError as e:
-        log.error("cannot serve", extra={"fields": {"event": "serve_error", "error": str(e)}})
+        steward.close()  # closing twice is harmless, if serve got as far as closing it
+        host = f"[{config.listen}]" if ":" in config.listen else config.listen
+        _error(f"cannot serve on {host}:{config.port}: {e.strerror or e}")
         return EXIT_OPERATIONAL
     return EXIT_OK
 
@@ -361,7 +450,7 @@ def _migrate(config: StewardConfig) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if args.command == "init":

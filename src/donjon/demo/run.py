@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["DemoFailed", "DemoOptions", "demo_module", "run_demo"]
 
@@ -106,28 +106,68 @@ prot = "tls"
 """
 
 
+class _SigintHeld:
+    """Holds Ctrl-C back from now until :meth:`release` (in the main thread; elsewhere Python delivers
+    no signal anyway). A KeyboardInterrupt after a child process started but before the ``try``
+    whose ``finally`` stops it would leave the child running, alone in its session."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, signum: int, frame: object) -> None:
+        self.caught = True
+
+    def release(self, *, raise_caught: bool = True) -> None:
+        """Ctrl-C acts again; one that came while held is raised now (unless ``raise_caught`` is false)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if self.caught and raise_caught:
+            self.caught = False
+            raise KeyboardInterrupt
+
+
 class _KeepProcess:
-    """``donjon run`` in a child process; its stderr lines are collected by a reader thread."""
+    """``donjon run`` in a child process; its stderr lines are collected by a reader thread.
+
+    Ctrl-C is held back from the start of the child until :meth:`started` (call it first thing in
+    the ``try`` whose ``finally`` calls :meth:`stop`) or :meth:`stop`."""
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
+        self._sigint = _SigintHeld()
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
+        except BaseException:
+            self._sigint.release(raise_caught=False)
+            raise
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True),
         ]
-        for reader in self._readers:
-            reader.start()
+        try:
+            for reader in self._readers:
+                reader.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def started(self) -> None:
+        """Ctrl-C acts again; one that came while the child started is raised here."""
+        self._sigint.release()
 
     def _read(self, stream: IO[str] | None) -> None:
         assert stream is not None
@@ -160,6 +200,7 @@ class _KeepProcess:
                 return line
 
     def stop(self, timeout: float = 5.0) -> int:
+        self._sigint.release(raise_caught=False)  # stopping is what a held Ctrl-C asked for
         if self.proc.poll() is None:
             # The guest runs compiled wasm with SIGINT's default action (docs/run.md): it stops at once.
             with contextlib.suppress(ProcessLookupError):
@@ -170,7 +211,8 @@ class _KeepProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=timeout)
         for reader in self._readers:
-            reader.join(1.0)
+            if reader.is_alive():  # (one that never started is not)
+                reader.join(1.0)
         return self.proc.returncode
 
 
@@ -280,7 +322,6 @@ def run_demo(options: DemoOptions | None = None, *, out: IO[str] | None = None) 
                 f"--config Donjon.toml http.wasm"
             )
             say(f"      workload digest  {digest.hex()}")
-            keep = _KeepProcess(argv)
             shown = 0
 
             def show_keep_log() -> None:
@@ -290,7 +331,9 @@ def run_demo(options: DemoOptions | None = None, *, out: IO[str] | None = None) 
                         say(f"      keep | {_shorten(line)}")
                 shown = len(keep.log)
 
+            keep = _KeepProcess(argv)
             try:
+                keep.started()
                 try:
                     keep.wait_for("listening", options.step_timeout)
                 finally:
