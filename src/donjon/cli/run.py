@@ -43,9 +43,10 @@ certificate the Steward issued; on nil it runs as an ordinary process, NOT
 attested, and says so."""
 
 EPILOG = """\
-Without --config, the ARGS after MODULE are the guest's arguments (argv[0] is
-main.wasm). With --config, arguments, environment and files come from the
-config only (docs/run.md, "Workload config").
+Without --config, the guest gets exactly the ARGS after MODULE (argv[0] is
+main.wasm) and the --env variables, as under wasmtime. With --config, arguments,
+environment and files come from the config only, and the guest also gets
+FD_COUNT and FD_NAMES (docs/run.md, "Workload config").
 
 exit codes: the guest's own (0-255); 1 refused (allow-list, Steward); 2 usage,
 bad config or bad module; 3 missing file, unavailable backend or unreachable
