@@ -3,13 +3,16 @@
 The shapes follow DESIGN.md "Workload config" (Enarx's ``Enarx.toml`` keys) plus
 Donjon's additions, documented in docs/run.md: ``kind = "dir"`` entries,
 ``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file``/``peer_identity`` on
-``connect``, the top-level ``backends`` allow-list and ``steward_ca``.
+``connect``, the top-level ``backends`` allow-list, ``steward_ca`` and the ``[limits]`` table
+(``donjon.config.limits``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from donjon.config.limits import Limits
 
 __all__ = [
     "BACKEND_NAMES",
@@ -18,6 +21,7 @@ __all__ = [
     "ConnectEntry",
     "DirEntry",
     "FileEntry",
+    "Limits",
     "ListenEntry",
     "Protocol",
     "StdioEntry",
@@ -128,6 +132,8 @@ class WorkloadConfig:
     #: the config file's directory). Where the pin is read from, not what the workload is: it is
     #: not part of the workload digest (see docs/run.md "steward_ca").
     steward_ca: str | None = None
+    #: **Donjon**: the guest's resource bounds (``[limits]``), part of the workload digest.
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def fd_names(self) -> tuple[str, ...]:
