@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from donjon.keep.launch import KeepTls
     from donjon.runtime.keep import Workload
 
-__all__ = ["EXIT_TRAP", "USAGE", "main"]
+__all__ = ["EXIT_DEADLINE", "EXIT_TRAP", "USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -29,6 +29,8 @@ EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
 #: A guest trap exits like wasmtime's CLI does on Unix: 128 + SIGABRT.
 EXIT_TRAP = 134
+#: A guest stopped at its ``limits.deadline``: what timeout(1) returns for a command it stopped.
+EXIT_DEADLINE = 124
 EXIT_INTERRUPTED = 130
 
 USAGE = """\
@@ -57,7 +59,8 @@ options:
 Without --config, ARGS after MODULE become the guest's arguments (argv[0] is main.wasm).
 With --config, arguments, environment and files come from the config only.
 Exit codes: the guest's own (0-255), 1 refused (allow-list, Steward), 2 usage/bad config/bad module,
-3 missing file, unavailable backend or unreachable Steward, 134 guest trap. See docs/run.md."""
+3 missing file, unavailable backend or unreachable Steward, 124 past limits.deadline, 134 guest trap.
+See docs/run.md."""
 
 
 class UsageError(Exception):
@@ -386,9 +389,13 @@ def _execute(
     except (errors.MissingFile, errors.Unsupported, errors.SocketUnavailable) as e:
         _error(str(e))
         return EXIT_OPERATIONAL
-    except errors.InvalidModule as e:
+    except (errors.InvalidModule, errors.LimitExceeded) as e:
         _error(f"{opts.module}: {e}")
         return EXIT_USAGE
+    except errors.DeadlineExceeded as e:
+        sys.stdout.flush()
+        _error(str(e))
+        return EXIT_DEADLINE
     except GuestTrap as e:
         sys.stdout.flush()
         _error(f"guest trapped: {str(e).rstrip()}")

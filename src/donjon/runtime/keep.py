@@ -16,7 +16,22 @@ from donjon.config.digest import module_digest, workload_digest
 from donjon.config.model import ConnectEntry, DirEntry, ListenEntry, StdioEntry, WorkloadConfig
 from donjon.runtime.cache import CacheOutcome, ModuleCache
 from donjon.runtime.engine import EngineSettings
-from donjon.runtime.errors import BackendRefused, InvalidModule, MissingFile, Unsupported
+from donjon.runtime.errors import (
+    BackendRefused,
+    DeadlineExceeded,
+    InvalidModule,
+    LimitExceeded,
+    MissingFile,
+    Unsupported,
+)
+from donjon.runtime.limits import (
+    Deadline,
+    describe_limits,
+    engine_settings,
+    limit_exceeded,
+    limit_store,
+    refused_feature,
+)
 
 if TYPE_CHECKING:
     import wasmtime
@@ -147,10 +162,13 @@ def load_module(
         if not workload.module.startswith(b"\0asm"):
             # wasmtime also takes the text format, so its message for other bytes is about
             # parsing text ("not valid utf-8"); say first what the file is not.
+            message = _one_line(str(e))
             raise InvalidModule(
-                f"not a WebAssembly module (no \\0asm header) nor WebAssembly text: {_one_line(str(e))}"
+                "not a WebAssembly module (no \\0asm header) nor WebAssembly text: "
+                f"{message}{refused_feature(message)}"
             ) from e
-        raise InvalidModule(f"not a valid WebAssembly module: {_one_line(str(e))}") from e
+        message = _one_line(str(e))
+        raise InvalidModule(f"not a valid WebAssembly module: {message}{refused_feature(message)}") from e
 
 
 def run_workload(
@@ -168,9 +186,11 @@ def run_workload(
     """Run ``workload`` on ``backend`` and return the guest's exit code.
 
     Raises :class:`BackendRefused`, :class:`MissingFile`, :class:`Unsupported`,
-    :class:`SocketUnavailable`, :class:`InvalidModule`, or ``donjon.wasi.GuestTrap`` /
-    ``GuestLinkError``. ``before_start`` runs just before the guest does (the CLI flushes its
-    own output there); every socket is open by then.
+    :class:`SocketUnavailable`, :class:`InvalidModule`, :class:`LimitExceeded` (the module needs
+    more than the config's ``[limits]``), :class:`DeadlineExceeded` (``limits.deadline`` passed),
+    or ``donjon.wasi.GuestTrap`` / ``GuestLinkError``. The engine's features come from ``settings``
+    (default: Donjon's) and ``[limits]`` (``donjon.runtime.limits``). ``before_start`` runs just
+    before the guest does (the CLI flushes its own output there); every socket is open by then.
 
     ``identity`` is the Keep's TLS identity for ``prot = "tls"`` sockets; ``None`` means a fresh
     self-signed one, and the Keep is unattested (every TLS log line says so). ``steward_ca`` is the
@@ -187,9 +207,10 @@ def run_workload(
 
     import wasmtime
 
-    from donjon.wasi import GuestLinkError, run_module
+    from donjon.wasi import GuestLinkError, GuestTrap, run_module
 
-    settings = settings or EngineSettings()
+    limits = workload.config.limits
+    settings = engine_settings(limits, settings)
     engine = settings.make_engine()
     module, outcome = load_module(workload, engine, settings, cache)
     if report is not None:
@@ -206,9 +227,22 @@ def run_workload(
         if before_start is not None:
             before_start()
         store = wasmtime.Store(engine)
+        limit_store(store, limits)
         try:
-            code = run_module(store, module, spec)
+            if limits.deadline_ms is None:
+                code = run_module(store, module, spec)
+            else:
+                with Deadline(store, limits.deadline_ms / 1000) as deadline:
+                    try:
+                        code = run_module(store, module, spec)
+                    except GuestTrap as e:
+                        if deadline.expired and "interrupt" in e.message:
+                            raise DeadlineExceeded(limits.deadline_ms, _one_line(e.message)) from e
+                        raise
         except GuestLinkError as e:
+            if limit_exceeded(e.message):
+                reason = _one_line(e.message).removeprefix("cannot instantiate module: ")
+                raise LimitExceeded(reason, describe_limits(limits)) from e
             raise InvalidModule(_one_line(str(e))) from e
     finally:
         if opened is not None:
