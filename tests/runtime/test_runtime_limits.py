@@ -5,6 +5,7 @@ are refused before they run, and a deadline stops a guest that never ends (issue
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -207,6 +208,33 @@ def test_deadline_stops_an_infinite_loop_in_time(tmp_path: Path, capfd: pytest.C
     err = capfd.readouterr().err
     assert "donjon: guest stopped: it ran past its deadline of 0.5 s (limits.deadline)" in err
     assert not [t for t in threading.enumerate() if t.name == "donjon-deadline"]
+
+
+# poll_oneoff with one relative clock subscription of an hour: a guest asleep in a host call, where
+# no epoch check runs. witx `subscription`: userdata u64 @0, tag u8 @8 (0 = clock), clock id u32 @16
+# (1 = monotonic), timeout u64 @24 (ns), precision u64 @32, flags u16 @40; 48 bytes.
+SLEEP_AN_HOUR = """
+(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 3600000000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))
+"""
+
+
+def test_deadline_stops_a_guest_blocked_in_a_host_call(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    conf = config(tmp_path, "[limits]\ndeadline = 0.3\n")
+    handler = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    assert main(["run", "--config", conf, module(tmp_path, "sleep", SLEEP_AN_HOUR)]) == EXIT_DEADLINE
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 10  # the deadline, the 1 s grace for the epoch, then SIGALRM
+    assert "ran past its deadline of 0.3 s" in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGALRM) is handler  # the SIGALRM handler is put back
 
 
 def test_a_guest_that_finishes_in_time_is_unaffected(examples: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from donjon.runtime.errors import (
 )
 from donjon.runtime.limits import (
     Deadline,
+    DeadlineInterrupt,
     describe_limits,
     engine_settings,
     limit_exceeded,
@@ -207,7 +208,7 @@ def run_workload(
 
     import wasmtime
 
-    from donjon.wasi import GuestLinkError, GuestTrap, run_module
+    from donjon.wasi import GuestLinkError, run_module
 
     limits = workload.config.limits
     settings = engine_settings(limits, settings)
@@ -232,13 +233,7 @@ def run_workload(
             if limits.deadline_ms is None:
                 code = run_module(store, module, spec)
             else:
-                with Deadline(store, limits.deadline_ms / 1000) as deadline:
-                    try:
-                        code = run_module(store, module, spec)
-                    except GuestTrap as e:
-                        if deadline.expired and "interrupt" in e.message:
-                            raise DeadlineExceeded(limits.deadline_ms, _one_line(e.message)) from e
-                        raise
+                code = _run_with_deadline(store, module, spec, limits.deadline_ms)
         except GuestLinkError as e:
             if limit_exceeded(e.message):
                 reason = _one_line(e.message).removeprefix("cannot instantiate module: ")
@@ -250,6 +245,25 @@ def run_workload(
     if report is not None:
         report.exit_code = code
     return code
+
+
+def _run_with_deadline(
+    store: wasmtime.Store, module: wasmtime.Module, spec: GuestSpec, deadline_ms: int
+) -> int:
+    """``run_module`` under a :class:`Deadline`: its trap, or its interruption of a host call the
+    guest was blocked in, is :class:`DeadlineExceeded`."""
+    from donjon.wasi import GuestTrap, run_module
+
+    try:
+        with Deadline(store, deadline_ms / 1000) as deadline:
+            try:
+                return run_module(store, module, spec)
+            except GuestTrap as e:
+                if deadline.expired and "interrupt" in e.message:
+                    raise DeadlineExceeded(deadline_ms, _one_line(e.message)) from e
+                raise
+    except DeadlineInterrupt as e:
+        raise DeadlineExceeded(deadline_ms, "interrupted in a host call") from e
 
 
 def _one_line(text: str) -> str:
