@@ -92,6 +92,7 @@ def test_spelling_of_a_limit_does_not_change_the_digest() -> None:
     base = digest('[limits]\nmemory = "256 MiB"\ndeadline = 2\n')
     assert digest("[limits]\nmemory = 268435456\ndeadline = 2.0\n") == base
     assert digest('limits = { deadline = 2.000, memory = "262144 KiB" }\n') == base
+    assert limits("[limits]\ndeadline = 0.1\n").deadline_ms == 100  # 0.1 * 1000 is not exactly 100
     # Writing a default out is the same workload as leaving it implicit.
     assert digest(f"[limits]\nmemory = {DEFAULT_MEMORY}\ntables = 1\nmemory64 = false\n") == digest("")
 
@@ -146,7 +147,14 @@ def error(text: str) -> ConfigError:
         ("[limits]\nmemory = 1.5\n", InvalidValue, "limits.memory", 2, "got a float"),
         ("[limits]\nmemory = -1\n", InvalidValue, "limits.memory", 2, "at most"),
         ('[limits]\nmemory = "1024 TiB"\n', InvalidValue, "limits.memory", 2, "at most 256 TiB"),
-        ("[limits]\nmemory = 1000\n", InvalidValue, "limits.memory", 2, "64 KiB page"),
+        ("[limits]\nmemory = 1000\n", InvalidValue, "limits.memory", 2, "less than one 64 KiB page"),
+        (
+            '[limits]\nmulti_memory = true\nmemories = 3\nmemory = "128 KiB"\n',
+            InvalidValue,
+            "limits.memory",
+            4,
+            "for each of the 3 memories",
+        ),
         ('[limits]\nmemory64 = "yes"\n', InvalidValue, "limits.memory64", 2, "true or false"),
         ("[limits]\nmemories = 3\n", InvalidValue, "limits.memories", 2, "needs multi_memory = true"),
         ("[limits]\nmulti_memory = true\n", InvalidValue, "limits.multi_memory", 2, "memories = N"),
@@ -157,7 +165,10 @@ def error(text: str) -> ConfigError:
         ("[limits]\ndeadline = -0.5\n", InvalidValue, "limits.deadline", 2, "positive"),
         ("[limits]\ndeadline = nan\n", InvalidValue, "limits.deadline", 2, "positive"),
         ("[limits]\ndeadline = inf\n", InvalidValue, "limits.deadline", 2, "positive"),
-        ("[limits]\ndeadline = 0.0004\n", InvalidValue, "limits.deadline", 2, "millisecond"),
+        ("[limits]\ndeadline = 0.0004\n", InvalidValue, "limits.deadline", 2, "at least 0.001 seconds"),
+        ("[limits]\ndeadline = 1.0004\n", InvalidValue, "limits.deadline", 2, "millisecond precision"),
+        ("[limits]\ndeadline = 1.5000001\n", InvalidValue, "limits.deadline", 2, "millisecond precision"),
+        ("[limits]\ndeadline = 1e305\n", InvalidValue, "limits.deadline", 2, "366 days"),
         ('[limits]\ndeadline = "10 s"\n', InvalidValue, "limits.deadline", 2, "number of seconds"),
         ("[limits]\ndeadline = 40000000\n", InvalidValue, "limits.deadline", 2, "366 days"),
         ('limits = { memory = "x" }\n', InvalidValue, "limits.memory", 1, "a size"),

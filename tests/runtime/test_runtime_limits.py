@@ -196,6 +196,9 @@ def test_tables_are_bounded(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -
     assert "table count too high" in capfd.readouterr().err
 
 
+SPIN = '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
+
+
 def test_deadline_stops_an_infinite_loop_in_time(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     guest = module(
         tmp_path, "spin", '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
@@ -316,3 +319,44 @@ def test_host_memory_stays_bounded_while_the_guest_touches_all_it_can(examples: 
     assert line == "grew 47 MiB, memory.grow failed\n"
     # Donjon itself (Python, wasmtime, the compiled module) peaks well under 128 MiB here.
     assert peak_kib < (64 + 128) * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_quick_run_flags_set_the_limits(
+    examples: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    grow = str(examples / "grow" / "grow.wasm")
+    assert main(["run", "--max-memory", "32 MiB", grow, "512"]) == 0
+    assert capfd.readouterr().out == "grew 15 MiB, memory.grow failed\n"  # 16 MiB + 1 page initially
+    spin = module(
+        tmp_path, "spin", '(module (memory (export "memory") 1) (func (export "_start") (loop br 0)))'
+    )
+    assert main(["run", "--deadline=0.2", spin]) == EXIT_DEADLINE
+    capfd.readouterr()
+    # They are the quick run's [limits]: part of its digest, spelled any way.
+    assert main(["run", "--print-digest", grow]) == 0
+    default = capfd.readouterr().out
+    assert main(["run", "--print-digest", "--max-memory", "1073741824", grow]) == 0
+    assert capfd.readouterr().out == default
+    assert main(["run", "--print-digest", "--max-memory", "512 MiB", grow]) == 0
+    assert capfd.readouterr().out != default
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--max-memory", "64 MB"], "--max-memory must be a number of bytes"),
+        (
+            ["--max-memory", "1000"],
+            "--max-memory is 1000 B: less than one 64 KiB page",
+        ),
+        (["--deadline", "soon"], "--deadline 'soon': expected seconds"),
+        (["--deadline", "0"], "--deadline must be a positive number of seconds"),
+        (["--config", "Donjon.toml", "--deadline", "1"], "put limits in its [limits] table"),
+    ],
+)
+def test_bad_limit_flags_are_usage_errors(
+    examples: Path, argv: list[str], says: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", *argv, str(examples / "hello" / "hello.wasm")]) == EXIT_USAGE
+    err = capfd.readouterr().err
+    assert err.startswith("donjon: run: ") and says in err

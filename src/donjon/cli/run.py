@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from donjon.backends.base import Backend
+    from donjon.config.limits import Limits
     from donjon.config.model import FileEntry, WorkloadConfig
     from donjon.keep.attest import AttestedIdentity
     from donjon.keep.launch import KeepTls
@@ -50,6 +51,8 @@ options:
   --dir-rw HOST[::GUEST]
                         the same, writable
   --env KEY[=VALUE]     set a guest environment variable (repeatable; KEY alone copies the host's)
+  --max-memory SIZE     bound the guest's linear memory, e.g. "256 MiB" (default 1 GiB; [limits] memory)
+  --deadline SECONDS    stop the guest after this long, exit 124 (default none; [limits] deadline)
   --no-cache            do not use the compiled-module cache
   --cache-dir DIR       module cache directory (default $XDG_CACHE_HOME/donjon/modules)
   --print-digest        print the workload digest (hex) and exit without running
@@ -81,6 +84,7 @@ class Options:
         self.sim_vendor: str | None = None
         self.dirs: list[tuple[str, bool]] = []
         self.env: list[str] = []
+        self.limits: dict[str, object] = {}
         self.cache = True
         self.cache_dir: str | None = None
         self.print_digest = False
@@ -99,6 +103,8 @@ _WITH_VALUE = {
     "--steward-ca",
     "--attest-timeout",
     "--sim-vendor",
+    "--max-memory",
+    "--deadline",
 }
 
 
@@ -142,6 +148,13 @@ def parse_args(argv: list[str]) -> Options:
                 opts.steward_ca = value
             elif name == "--sim-vendor":
                 opts.sim_vendor = value
+            elif name == "--max-memory":
+                opts.limits["memory"] = value
+            elif name == "--deadline":
+                try:
+                    opts.limits["deadline"] = float(value)
+                except ValueError:
+                    raise UsageError(f"--deadline {value!r}: expected seconds") from None
             elif name == "--attest-timeout":
                 try:
                     opts.attest_timeout = float(value)
@@ -169,6 +182,8 @@ def parse_args(argv: list[str]) -> Options:
     opts.args = rest[1:] if rest[:1] == ["--"] else rest
     if opts.config is not None and (opts.dirs or opts.env or opts.args):
         raise UsageError("with --config, put args, env and directories in the config (not --dir/--env/ARGS)")
+    if opts.config is not None and opts.limits:
+        raise UsageError("with --config, put limits in its [limits] table (not --max-memory/--deadline)")
     return opts
 
 
@@ -207,7 +222,24 @@ def _flag_config(opts: Options) -> WorkloadConfig:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
             raise UsageError(f"{text!r} is not valid UTF-8") from e
-    return WorkloadConfig(args=tuple(opts.args), env=tuple(env.items()), files=tuple(files))
+    return WorkloadConfig(
+        args=tuple(opts.args), env=tuple(env.items()), files=tuple(files), limits=_flag_limits(opts)
+    )
+
+
+def _flag_limits(opts: Options) -> Limits:
+    """``--max-memory`` and ``--deadline`` as ``[limits]`` (the same rules; part of the digest)."""
+    from donjon.config.errors import ConfigError
+    from donjon.config.limits import Limits, parse_limits
+
+    if not opts.limits:
+        return Limits()
+    flags = {"memory": "--max-memory", "deadline": "--deadline"}
+
+    def fail(_kind: type[ConfigError], path: tuple[str | int, ...], reason: str) -> NoReturn:
+        raise UsageError(f"{flags.get(str(path[-1]), 'limits')} {reason}")
+
+    return parse_limits(dict(opts.limits), fail)
 
 
 def _error(message: str) -> None:

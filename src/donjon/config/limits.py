@@ -160,7 +160,8 @@ def parse_limits(value: object, fail: Fail) -> Limits:
         fail(
             InvalidValue,
             (*here, "memory"),
-            f"is {format_size(memory)}: each of the {memories} memories needs at least one 64 KiB page",
+            f"is {format_size(memory)}: less than one 64 KiB page"
+            + (f" for each of the {memories} memories" if memories > 1 else ""),
         )
     tables = _count(value, "tables", fail, defaults.tables)
     table_elements = _integer(value, "table_elements", fail, defaults.table_elements, 0, _MAX_TABLE_ELEMENTS)
@@ -236,13 +237,15 @@ def _deadline(table: Mapping[str, object], fail: Fail) -> int:
         fail(InvalidValue, path, f"must be a number of seconds, got {_type(value)}")
     if not math.isfinite(value) or value <= 0:
         fail(InvalidValue, path, f"must be a positive number of seconds, got {value}")
+    if value * 1000 > MAX_DEADLINE_MS:  # before rounding: 1e305 s must not overflow to infinity
+        fail(InvalidValue, path, f"must be at most {MAX_DEADLINE_MS // 1000} seconds (366 days), got {value}")
     millis = round(value * 1000)
-    if abs(millis - value * 1000) > 1e-6 * max(1.0, abs(value * 1000)):
+    if millis < 1:
+        fail(InvalidValue, path, f"must be at least 0.001 seconds (a millisecond), got {value}")
+    if abs(millis - value * 1000) > 1e-9 * millis:  # float error only (0.1 s is 100.00000000000001 ms)
         # The canonical form is whole milliseconds: 1.5 and 1.5000001 must not be two identities
         # that run alike.
         fail(InvalidValue, path, f"has more than millisecond precision: {value}")
-    if millis > MAX_DEADLINE_MS:
-        fail(InvalidValue, path, f"must be at most {MAX_DEADLINE_MS // 1000} seconds (366 days), got {value}")
     return millis
 
 
