@@ -360,3 +360,16 @@ def test_bad_limit_flags_are_usage_errors(
     assert main(["run", *argv, str(examples / "hello" / "hello.wasm")]) == EXIT_USAGE
     err = capfd.readouterr().err
     assert err.startswith("donjon: run: ") and says in err
+
+
+def test_gc_module_is_refused(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The GC proposal's heap lies outside [limits] memories (wasmtime enables GC by default)."""
+    gc = """
+    (module
+      (type $cell (struct (field i64)))
+      (memory (export "memory") 1)
+      (func (export "_start") (drop (struct.new $cell (i64.const 1)))))
+    """
+    assert main(["run", module(tmp_path, "gc", gc)]) == EXIT_USAGE
+    err = capfd.readouterr().err
+    assert "without the gc feature" in err and "the WebAssembly GC proposal is not supported" in err
