@@ -261,6 +261,17 @@ def test_cache_key_follows_the_engine_features() -> None:
     assert len(keys) == 4
     # Store limits are not compiled in: a different memory bound reuses the compiled module.
     assert engine_settings(Limits(memory=MIB * 64)) == default
+    assert engine_settings(Limits(memory=4 << 30, memory64=True)).memory_reservation is None
+
+
+def test_a_large_64_bit_memory_is_reserved_whole_so_it_never_moves() -> None:
+    """Growing past its reservation, wasmtime moves a memory and copies it, committing untouched
+    pages (the 5.5 GiB of finding 8); a share above the default 4 GiB is reserved in full."""
+    settings = engine_settings(Limits(memory=(6 << 30) + 1000, memory64=True))
+    assert settings.memory_reservation == (6 << 30) + 65536  # whole pages
+    assert "reservation=6442516480" in settings.fingerprint()
+    # The engine takes it (address space only; nothing is committed).
+    wasmtime.Module(settings.make_engine(), wasmtime.wat2wasm("(module (memory i64 1))"))
 
 
 def test_memory64_module_cached_with_memory64_on_is_refused_without_it(

@@ -25,7 +25,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from donjon.config.limits import Limits, format_size
+from donjon.config.limits import WASM_PAGE, Limits, format_size
 from donjon.runtime.engine import EngineSettings
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ __all__ = [
     "refused_feature",
 ]
 
+#: wasmtime's ``Config::memory_reservation`` on 64-bit hosts: what a wasm32 memory can address.
+_DEFAULT_RESERVATION = 4 << 30
+
 # wasmtime's messages when the limiter refuses an instantiation (wasmtime crates/wasmtime/src/runtime/
 # limits.rs and vm/instance/allocator.rs): "memory minimum size of N pages exceeds memory limits",
 # "table minimum size of N elements exceeds table limits", "resource limit exceeded: memory count too
@@ -49,12 +52,22 @@ _LIMIT_MARKERS = ("exceeds memory limits", "exceeds table limits", "resource lim
 
 
 def engine_settings(limits: Limits, base: EngineSettings | None = None) -> EngineSettings:
-    """``base`` (default: Donjon's) with the proposals and epoch checks that ``limits`` asks for."""
+    """``base`` (default: Donjon's) with the proposals and epoch checks that ``limits`` asks for.
+
+    A memory share beyond wasmtime's 4 GiB reservation (only a 64-bit memory can have one) gets a
+    reservation of its whole size: address space only, and the memory then never moves, so the host
+    never holds an old and a new copy of it, nor commits untouched pages by copying them.
+    """
+    share = limits.memory_share
+    reservation = None
+    if share > _DEFAULT_RESERVATION:
+        reservation = -(-share // WASM_PAGE) * WASM_PAGE
     return replace(
         base or EngineSettings(),
         wasm_memory64=limits.memory64,
         wasm_multi_memory=limits.multi_memory,
         epoch_interruption=limits.deadline_ms is not None,
+        memory_reservation=reservation,
     )
 
 
