@@ -146,7 +146,7 @@ def error(text: str) -> ConfigError:
         ('[limits]\nmemory = "lots"\n', InvalidValue, "limits.memory", 2, "a size"),
         ("[limits]\nmemory = 1.5\n", InvalidValue, "limits.memory", 2, "got a float"),
         ("[limits]\nmemory = -1\n", InvalidValue, "limits.memory", 2, "at most"),
-        ('[limits]\nmemory = "1024 TiB"\n', InvalidValue, "limits.memory", 2, "at most 256 TiB"),
+        ('[limits]\nmemory = "17 TiB"\n', InvalidValue, "limits.memory", 2, "at most 16 TiB"),
         ("[limits]\nmemory = 1000\n", InvalidValue, "limits.memory", 2, "less than one 64 KiB page"),
         (
             '[limits]\nmulti_memory = true\nmemories = 3\nmemory = "128 KiB"\n',

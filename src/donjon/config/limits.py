@@ -49,8 +49,9 @@ DEFAULT_MEMORY = 1 << 30
 #: element. LLVM's indirect-function table holds one entry per address-taken function, a few thousand
 #: in large programs.
 DEFAULT_TABLE_ELEMENTS = 1 << 20
-#: 256 TiB: past any host, and what a 48-bit virtual address space holds; only to keep numbers sane.
-MAX_MEMORY = 1 << 48
+#: 16 TiB: more RAM than any host has, and a reservation (see donjon.runtime.limits) that fits in
+#: the 128 TiB of a 47-bit user address space; only to keep numbers sane.
+MAX_MEMORY = 1 << 44
 #: wasm32 and table64 alike: a table index is at most 2^32 - 1 in any toolchain's output.
 _MAX_TABLE_ELEMENTS = 1 << 32
 #: Counts of tables, memories and instances; wasmtime's own default allows 10,000 of each.
