@@ -40,10 +40,10 @@ __all__ = [
 WASM_PAGE = 64 * 1024
 
 #: 1 GiB for all of a guest's linear memories together. A Keep is a small confidential VM (2 GiB is a
-#: common smallest size): 1 GiB of guest plus Donjon itself (about 100 MB: Python, wasmtime, the
+#: common smallest size): 1 GiB of guest plus Donjon itself (about 40 MB: Python, wasmtime, the
 #: compiled module) leaves the kernel and page cache room; it is a quarter of what wasm32 can address,
-#: more than the programs Donjon runs use (resvg renders in tens of MiB). A workload that needs more says
-#: so in its config, and that is then part of its identity.
+#: far more than the programs Donjon runs need (resvg renders a 1024x768 PNG within 8 MiB). A workload
+#: that needs more says so in its config, and that is then part of its identity.
 DEFAULT_MEMORY = 1 << 30
 #: 2^20 elements for all tables together: about 8 MiB of host memory at wasmtime's 8 bytes per
 #: element. LLVM's indirect-function table holds one entry per address-taken function, a few thousand
