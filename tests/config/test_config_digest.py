@@ -86,7 +86,10 @@ def test_digest_follows_the_design_formula() -> None:
     canonical = (
         b'{"args":[],"backends":null,"env":{},"files":['
         b'{"kind":"stdin","name":"stdin"},{"kind":"stdout","name":"stdout"},{"kind":"stderr","name":"stderr"}'
-        b'],"steward":null}'
+        b"],"
+        b'"limits":{"deadline_ms":null,"instances":1,"memories":1,"memory":1073741824,"memory64":false,'
+        b'"multi_memory":false,"table_elements":1048576,"tables":1},'
+        b'"steward":null}'
     )
     assert canonical_config(WorkloadConfig()) == canonical
     expected = hashlib.sha256(

@@ -159,7 +159,10 @@ def test_digest_of_a_config_without_peer_identity_follows_the_formula() -> None:
     config = parse_config(textwrap.dedent(connect("")).encode()).config
     expected_json = (
         b'{"args":[],"backends":null,"env":{},"files":[{"host":"127.0.0.1","kind":"connect","name":"peer",'
-        b'"port":4433,"prot":"tls","trust":"steward","trust_file":null}],"steward":null}'
+        b'"port":4433,"prot":"tls","trust":"steward","trust_file":null}],'
+        b'"limits":{"deadline_ms":null,"instances":1,"memories":1,"memory":1073741824,"memory64":false,'
+        b'"multi_memory":false,"table_elements":1048576,"tables":1},'
+        b'"steward":null}'
     )
     assert canonical_config(config) == expected_json
     inner = hashlib.sha256(MODULE).digest() + hashlib.sha256(expected_json).digest()

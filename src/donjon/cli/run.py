@@ -12,19 +12,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import argparse
 
     from donjon.backends.base import Backend
+    from donjon.config.limits import Limits
     from donjon.config.model import FileEntry, WorkloadConfig
     from donjon.keep.attest import AttestedIdentity
     from donjon.keep.launch import KeepTls
     from donjon.runtime.keep import Workload
     from donjon.runtime.net import BoundListeners
 
-__all__ = ["EXIT_TRAP", "main", "parse_args", "parser"]
+__all__ = ["EXIT_DEADLINE", "EXIT_TRAP", "main", "parse_args", "parser"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -32,6 +33,8 @@ EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
 #: A guest trap exits like wasmtime's CLI does on Unix: 128 + SIGABRT.
 EXIT_TRAP = 134
+#: A guest stopped at its ``limits.deadline``: what timeout(1) returns for a command it stopped.
+EXIT_DEADLINE = 124
 EXIT_INTERRUPTED = 130
 
 #: One line under the command name in ``donjon run --help``.
@@ -50,7 +53,8 @@ FD_COUNT and FD_NAMES (docs/run.md, "Workload config").
 
 exit codes: the guest's own (0-255); 1 refused (allow-list, Steward); 2 usage,
 bad config or bad module; 3 missing file, unavailable backend or unreachable
-Steward; 134 the guest trapped; 130 interrupted (Ctrl-C).
+Steward; 124 past limits.deadline; 134 the guest trapped; 130 interrupted
+(Ctrl-C).
 
 examples:
   donjon run examples/hello/hello.wasm -- alice bob
@@ -117,6 +121,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY[=VALUE]",
         help="set a guest environment variable (repeatable; KEY alone copies the host's)",
     )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help='bound the guest\'s linear memory, e.g. "256 MiB" (default 1 GiB; [limits] memory)',
+    )
+    p.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        help="stop the guest after this long, exit 124 (default none; [limits] deadline)",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not use the compiled-module cache")
     p.add_argument(
         "--cache-dir", metavar="DIR", help="module cache directory (default $XDG_CACHE_HOME/donjon/modules)"
@@ -153,6 +167,7 @@ class Options:
         self.sim_vendor: str | None = None
         self.dirs: list[tuple[str, bool]] = []
         self.env: list[str] = []
+        self.limits: dict[str, object] = {}
         self.cache = True
         self.cache_dir: str | None = None
         self.print_digest = False
@@ -171,6 +186,8 @@ _WITH_VALUE = {
     "--steward-ca",
     "--attest-timeout",
     "--sim-vendor",
+    "--max-memory",
+    "--deadline",
 }
 
 
@@ -214,6 +231,13 @@ def parse_args(argv: list[str]) -> Options:
                 opts.steward_ca = value
             elif name == "--sim-vendor":
                 opts.sim_vendor = value
+            elif name == "--max-memory":
+                opts.limits["memory"] = value
+            elif name == "--deadline":
+                try:
+                    opts.limits["deadline"] = float(value)
+                except ValueError:
+                    raise UsageError(f"--deadline {value!r}: expected seconds") from None
             elif name == "--attest-timeout":
                 try:
                     opts.attest_timeout = float(value)
@@ -241,6 +265,8 @@ def parse_args(argv: list[str]) -> Options:
     opts.args = rest[1:] if rest[:1] == ["--"] else rest
     if opts.config is not None and (opts.dirs or opts.env or opts.args):
         raise UsageError("with --config, put args, env and directories in the config (not --dir/--env/ARGS)")
+    if opts.config is not None and opts.limits:
+        raise UsageError("with --config, put limits in its [limits] table (not --max-memory/--deadline)")
     return opts
 
 
@@ -279,7 +305,28 @@ def _flag_config(opts: Options) -> WorkloadConfig:
             raise UsageError(f"{text!r} is not valid UTF-8") from e
     # DESIGN.md "Workload config": without a config the guest gets exactly the arguments and the
     # environment given, as under wasmtime (no FD_COUNT/FD_NAMES, which only a config implies).
-    return WorkloadConfig(args=tuple(opts.args), env=tuple(env.items()), files=tuple(files), fd_env=False)
+    return WorkloadConfig(
+        args=tuple(opts.args),
+        env=tuple(env.items()),
+        files=tuple(files),
+        fd_env=False,
+        limits=_flag_limits(opts),
+    )
+
+
+def _flag_limits(opts: Options) -> Limits:
+    """``--max-memory`` and ``--deadline`` as ``[limits]`` (the same rules; part of the digest)."""
+    from donjon.config.errors import ConfigError
+    from donjon.config.limits import Limits, parse_limits
+
+    if not opts.limits:
+        return Limits()
+    flags = {"memory": "--max-memory", "deadline": "--deadline"}
+
+    def fail(_kind: type[ConfigError], path: tuple[str | int, ...], reason: str) -> NoReturn:
+        raise UsageError(f"{flags.get(str(path[-1]), 'limits')} {reason}")
+
+    return parse_limits(dict(opts.limits), fail)
 
 
 def _error(message: str) -> None:
@@ -487,9 +534,13 @@ def _execute(
     except (errors.MissingFile, errors.Unsupported, errors.SocketUnavailable) as e:
         _error(str(e))
         return EXIT_OPERATIONAL
-    except errors.InvalidModule as e:
+    except (errors.InvalidModule, errors.LimitExceeded) as e:
         _error(f"{opts.module}: {e}")
         return EXIT_USAGE
+    except errors.DeadlineExceeded as e:
+        sys.stdout.flush()
+        _error(str(e))
+        return EXIT_DEADLINE
     except GuestTrap as e:
         sys.stdout.flush()
         _error(f"guest trapped: {str(e).rstrip()}")

@@ -18,6 +18,7 @@ from donjon.config.errors import (
     MissingKey,
     UnknownKey,
 )
+from donjon.config.limits import Limits
 from donjon.config.model import (
     BACKEND_NAMES,
     DEFAULT_FILES,
@@ -57,6 +58,7 @@ __all__ = [
     "DuplicateName",
     "FileEntry",
     "InvalidValue",
+    "Limits",
     "ListenEntry",
     "MissingKey",
     "ParsedConfig",

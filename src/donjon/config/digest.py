@@ -28,6 +28,9 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     ``backends`` is a list in the user's order or ``null`` when every backend is accepted.
     ``steward_ca`` is left out: it says where the Keep reads its pin of the Steward's CA on this
     host (like ``--steward-ca``), not what the workload is; the Steward URL is in.
+    ``limits`` (``[limits]``, docs/run.md) is always in, every default filled in, sizes in bytes
+    and the deadline in milliseconds: how much of the host the workload may take is part of what it
+    is, and a config that writes a default out has the digest of one that leaves it implicit.
     A ``connect`` entry's ``peer_identity`` (whom the workload trusts) is in, as a sorted list;
     an entry without one leaves the key out, so configs written before the key existed keep
     their digests. ``fd_env`` is in only when off (a quick run without a config, whose guest
@@ -42,6 +45,7 @@ def canonical_config(config: WorkloadConfig) -> bytes:
         "env": dict(config.env),
         "files": [_canonical_entry(entry) for entry in config.files],
         "backends": None if config.backends is None else list(config.backends),
+        "limits": config.limits.canonical(),
     }
     if not config.fd_env:
         document["fd_env"] = False

@@ -4,13 +4,16 @@ The shapes follow DESIGN.md "Workload config" (Enarx's ``Enarx.toml`` keys) plus
 Donjon's additions, documented in docs/run.md: ``kind = "dir"`` entries,
 ``client_auth``/``client_identity`` on ``listen``, ``trust``/``trust_file``/``peer_identity``/
 ``allow_simulated``/``allow_unattested`` on ``connect``, the top-level ``backends`` allow-list
-and ``steward_ca``.
+``steward_ca`` and the ``[limits]`` table
+(``donjon.config.limits``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from donjon.config.limits import Limits
 
 __all__ = [
     "BACKEND_NAMES",
@@ -19,6 +22,7 @@ __all__ = [
     "ConnectEntry",
     "DirEntry",
     "FileEntry",
+    "Limits",
     "ListenEntry",
     "Protocol",
     "StdioEntry",
@@ -138,6 +142,8 @@ class WorkloadConfig:
     #: guest gets exactly the ``--env`` variables, as under wasmtime. Part of the workload digest
     #: when ``False`` (the guest sees another environment).
     fd_env: bool = True
+    #: **Donjon**: the guest's resource bounds (``[limits]``), part of the workload digest.
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def fd_names(self) -> tuple[str, ...]:

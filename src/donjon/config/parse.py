@@ -25,6 +25,7 @@ from donjon.config.errors import (
     MissingKey,
     UnknownKey,
 )
+from donjon.config.limits import Limits, parse_limits
 from donjon.config.locate import Path, SourceMap, scan
 from donjon.config.model import (
     BACKEND_NAMES,
@@ -62,7 +63,7 @@ _MAX_HOST = 253
 #: A ``connect`` entry names a handful of acceptable peers, not a directory of them.
 MAX_PEER_IDENTITIES = 64
 
-TOP_LEVEL_KEYS = ("steward", "steward_ca", "args", "env", "files", "backends")
+TOP_LEVEL_KEYS = ("steward", "steward_ca", "args", "env", "files", "backends", "limits")
 
 _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "null": ("kind", "name"),
@@ -171,8 +172,15 @@ class _Validator:
         files = self.files(document.get("files", []))
         backends = self.backends(document["backends"]) if "backends" in document else None
         steward_ca = self.steward_ca(document["steward_ca"]) if "steward_ca" in document else None
+        limits = self.limits(document["limits"]) if "limits" in document else Limits()
         config = WorkloadConfig(
-            steward=steward, args=args, env=env, files=files, backends=backends, steward_ca=steward_ca
+            steward=steward,
+            args=args,
+            env=env,
+            files=files,
+            backends=backends,
+            steward_ca=steward_ca,
+            limits=limits,
         )
         return ParsedConfig(config, tuple(self.warnings))
 
@@ -192,6 +200,10 @@ class _Validator:
     def steward_ca(self, value: object) -> str:
         """Donjon: the Steward CA's PEM file, relative to the config file (read by the Keep)."""
         return self.string(value, ("steward_ca",), limit=4096)
+
+    def limits(self, value: object) -> Limits:
+        """Donjon: the ``[limits]`` table (``donjon.config.limits``)."""
+        return parse_limits(value, self.fail)
 
     def args(self, value: object) -> tuple[str, ...]:
         if not isinstance(value, list):

@@ -10,7 +10,9 @@ __all__ = [
     "BackendRefused",
     "BackendUnavailable",
     "CacheUnavailable",
+    "DeadlineExceeded",
     "InvalidModule",
+    "LimitExceeded",
     "MissingFile",
     "RunError",
     "SocketUnavailable",
@@ -66,3 +68,24 @@ class SocketUnavailable(RunError):
         self.what = what
         self.reason = reason
         super().__init__(f"{what}: {reason}")
+
+
+class LimitExceeded(RunError):
+    """The module needs more than the config's ``[limits]`` allow to be instantiated (a larger
+    initial memory, more memories, tables or instances); the guest never ran."""
+
+    def __init__(self, reason: str, limits: str) -> None:
+        self.reason = reason
+        self.limits = limits
+        super().__init__(f"the module needs more than [limits] allows: {reason} ({limits})")
+
+
+class DeadlineExceeded(RunError):
+    """The guest was still running at the config's ``limits.deadline`` and was stopped (a trap)."""
+
+    def __init__(self, deadline_ms: int, trap: str) -> None:
+        self.deadline_ms = deadline_ms
+        self.trap = trap
+        super().__init__(
+            f"guest stopped: it ran past its deadline of {deadline_ms / 1000:g} s (limits.deadline)"
+        )

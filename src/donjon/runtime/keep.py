@@ -16,7 +16,23 @@ from donjon.config.digest import module_digest, workload_digest
 from donjon.config.model import ConnectEntry, DirEntry, ListenEntry, StdioEntry, WorkloadConfig
 from donjon.runtime.cache import CacheOutcome, ModuleCache
 from donjon.runtime.engine import EngineSettings
-from donjon.runtime.errors import BackendRefused, InvalidModule, MissingFile, Unsupported
+from donjon.runtime.errors import (
+    BackendRefused,
+    DeadlineExceeded,
+    InvalidModule,
+    LimitExceeded,
+    MissingFile,
+    Unsupported,
+)
+from donjon.runtime.limits import (
+    Deadline,
+    DeadlineInterrupt,
+    describe_limits,
+    engine_settings,
+    limit_exceeded,
+    limit_store,
+    refused_feature,
+)
 
 if TYPE_CHECKING:
     import wasmtime
@@ -208,8 +224,10 @@ def load_module(
             # parsing text; only text that looks like WebAssembly text gets the parser's words.
             if not _looks_like_text_format(workload.module):
                 raise InvalidModule(_not_a_module(workload.module)) from e
-            raise InvalidModule(f"not valid WebAssembly text: {_one_line(str(e))}") from e
-        raise InvalidModule(f"not a valid WebAssembly module: {_one_line(str(e))}") from e
+            message = _one_line(str(e))
+            raise InvalidModule(f"not valid WebAssembly text: {message}{refused_feature(message)}") from e
+        message = _one_line(str(e))
+        raise InvalidModule(f"not a valid WebAssembly module: {message}{refused_feature(message)}") from e
 
 
 def run_workload(
@@ -228,9 +246,11 @@ def run_workload(
     """Run ``workload`` on ``backend`` and return the guest's exit code.
 
     Raises :class:`BackendRefused`, :class:`MissingFile`, :class:`Unsupported`,
-    :class:`SocketUnavailable`, :class:`InvalidModule`, or ``donjon.wasi.GuestTrap`` /
-    ``GuestLinkError``. ``before_start`` runs just before the guest does (the CLI flushes its
-    own output there); every socket is open by then.
+    :class:`SocketUnavailable`, :class:`InvalidModule`, :class:`LimitExceeded` (the module needs
+    more than the config's ``[limits]``), :class:`DeadlineExceeded` (``limits.deadline`` passed),
+    or ``donjon.wasi.GuestTrap`` / ``GuestLinkError``. The engine's features come from ``settings``
+    (default: Donjon's) and ``[limits]`` (``donjon.runtime.limits``). ``before_start`` runs just
+    before the guest does (the CLI flushes its own output there); every socket is open by then.
 
     ``identity`` is the Keep's TLS identity for ``prot = "tls"`` sockets; ``None`` means a fresh
     self-signed one, and the Keep is unattested (every TLS log line says so). ``steward_ca`` is the
@@ -251,7 +271,8 @@ def run_workload(
 
     from donjon.wasi import GuestLinkError, run_module
 
-    settings = settings or EngineSettings()
+    limits = workload.config.limits
+    settings = engine_settings(limits, settings)
     engine = settings.make_engine()
     module, outcome = load_module(workload, engine, settings, cache)
     if report is not None:
@@ -270,9 +291,16 @@ def run_workload(
         if before_start is not None:
             before_start()
         store = wasmtime.Store(engine)
+        limit_store(store, limits)
         try:
-            code = run_module(store, module, spec)
+            if limits.deadline_ms is None:
+                code = run_module(store, module, spec)
+            else:
+                code = _run_with_deadline(store, module, spec, limits.deadline_ms)
         except GuestLinkError as e:
+            if limit_exceeded(e.message):
+                reason = _one_line(e.message).removeprefix("cannot instantiate module: ")
+                raise LimitExceeded(reason, describe_limits(limits)) from e
             raise InvalidModule(_one_line(str(e))) from e
     finally:
         if opened is not None:
@@ -280,6 +308,25 @@ def run_workload(
     if report is not None:
         report.exit_code = code
     return code
+
+
+def _run_with_deadline(
+    store: wasmtime.Store, module: wasmtime.Module, spec: GuestSpec, deadline_ms: int
+) -> int:
+    """``run_module`` under a :class:`Deadline`: its trap, or its interruption of a host call the
+    guest was blocked in, is :class:`DeadlineExceeded`."""
+    from donjon.wasi import GuestTrap, run_module
+
+    try:
+        with Deadline(store, deadline_ms / 1000) as deadline:
+            try:
+                return run_module(store, module, spec)
+            except GuestTrap as e:
+                if deadline.expired and "interrupt" in e.message:
+                    raise DeadlineExceeded(deadline_ms, _one_line(e.message)) from e
+                raise
+    except DeadlineInterrupt as e:
+        raise DeadlineExceeded(deadline_ms, "interrupted in a host call") from e
 
 
 def _one_line(text: str) -> str:
