@@ -370,7 +370,7 @@ def test_bad_limit_flags_are_usage_errors(
 ) -> None:
     assert main(["run", *argv, str(examples / "hello" / "hello.wasm")]) == EXIT_USAGE
     err = capfd.readouterr().err
-    assert err.startswith("donjon: run: ") and says in err
+    assert err.startswith("donjon run: error: ") and says in err
 
 
 def test_gc_module_is_refused(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

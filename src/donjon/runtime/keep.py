@@ -25,8 +25,6 @@ from donjon.runtime.errors import (
     Unsupported,
 )
 from donjon.runtime.limits import (
-    Deadline,
-    DeadlineInterrupt,
     describe_limits,
     engine_settings,
     limit_exceeded,
@@ -315,6 +313,7 @@ def _run_with_deadline(
 ) -> int:
     """``run_module`` under a :class:`Deadline`: its trap, or its interruption of a host call the
     guest was blocked in, is :class:`DeadlineExceeded`."""
+    from donjon.runtime.deadline import Deadline, DeadlineInterrupt
     from donjon.wasi import GuestTrap, run_module
 
     try:
