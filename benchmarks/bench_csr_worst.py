@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import cryptography
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -97,6 +98,10 @@ def tlv(tag: int, content: bytes) -> bytes:
         return bytes([tag, n]) + content
     raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+def oid_der(dotted: str) -> bytes:
+    return bytes(csr.der_encoder.encode(csr.univ.ObjectIdentifier(dotted)))
 
 
 def long_arc_oid(size: int) -> bytes:
@@ -164,7 +169,7 @@ def native(nonce: bytes, *, stmt_type: bytes | None = None, statements: bytes | 
            certs: bytes | None = None, extra: list[tuple[str, bytes]] = ()) -> bytes:  # fmt: skip
     """A native CSR with a hand-made AttestationBundle."""
     if statements is None:
-        stmt_type = stmt_type or tlv(0x06, bytes.fromhex("6987f09b1a3ab8e2b0a9e888c8ebb8e98efcd2bc2a0101"))
+        stmt_type = stmt_type or oid_der(oids.EVIDENCE_SNP.dotted_string)
         statements = tlv(0x30, stmt_type + tlv(0x04, b"report"))
     bundle = tlv(0x30, tlv(0x30, statements) + (tlv(0x30, certs) if certs is not None else b""))
     return signed(
@@ -193,10 +198,10 @@ def rsa_spki(modulus_bits: int, exponent: int) -> bytes:
 
 def native_attributes(nonce: bytes) -> bytes:
     """The [0] attributes of a well-formed native CSR (an SNP statement, digest, nonce)."""
-    stmt = tlv(0x30, tlv(0x06, bytes.fromhex("6987f09b1a3ab8e2b0a9e888c8ebb8e98efcd2bc2a0101")) + tlv(0x04, b"r"))
+    stmt = tlv(0x30, oid_der(oids.EVIDENCE_SNP.dotted_string) + tlv(0x04, b"r"))
 
     def attribute(oid: str, value: bytes) -> bytes:
-        return tlv(0x30, bytes(csr.der_encoder.encode(csr.univ.ObjectIdentifier(oid))) + tlv(0x31, value))
+        return tlv(0x30, oid_der(oid) + tlv(0x31, value))
 
     return tlv(
         0xA0,
@@ -257,7 +262,8 @@ def legacy_crls(entries: bytes) -> bytes:
 
     value = tlv(0x30, tlv(0x30, tlv(0x30, b"\x30\x00") + tlv(0x30, tlv(0x30, entries))) + tlv(0x04, b"r"))
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    builder = builder.add_extension(x509.UnrecognizedExtension(oids.ENARX_SNP_EVIDENCE, value), critical=False)
+    extension = x509.UnrecognizedExtension(oids.ENARX_SNP_EVIDENCE, value)
+    builder = builder.add_extension(extension, critical=False)
     return builder.sign(KEY, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
@@ -359,7 +365,9 @@ def run_one(prepare: Callable[[bytes], Any], body: bytes) -> tuple[float, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=5, help="runs per case (median and worst are shown)")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this text")
     args = parser.parse_args()
@@ -393,7 +401,8 @@ def main() -> None:
             )
         print("-" * 96)
         print(f"worst case: {worst_all:.2f} ms CPU (goal: at most 10 ms)")
-        print(f"python {sys.version.split()[0]}; reproduce: python benchmarks/bench_csr_worst.py --repeat {args.repeat}")
+        print(f"python {sys.version.split()[0]}, cryptography {cryptography.__version__}")
+        print(f"reproduce: python benchmarks/bench_csr_worst.py --repeat {args.repeat}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def test_log_verify_and_show(env, kit, capsys):
     with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
         leaf = x509.load_pem_x509_certificates(keep.attest(client, srv.url).content)[0]
         # A logged refusal (an admitted request; junk would only be counted, docs/steward.md "Outcomes").
-        assert keep.attest(client, srv.url, report_key=ec.generate_private_key(ec.SECP256R1())).status_code == 403
+        other = ec.generate_private_key(ec.SECP256R1())
+        assert keep.attest(client, srv.url, report_key=other).status_code == 403
     assert cli_main(["steward", "log", "verify", "--config", str(env.config)]) == 0
     assert "2 entries" in capsys.readouterr().out
     assert cli_main(["steward", "log", "show", "--config", str(env.config), "--format", "json"]) == 0

@@ -635,9 +635,7 @@ def _parse(parser: Callable[[bytes], _C], body: bytes) -> _C:
 
 def _check_deadline(deadline: float | None) -> None:
     if deadline is not None and _time.monotonic() > deadline:
-        raise Refused(
-            "server.timeout", "the Steward did not finish in time; nothing was issued", status=503
-        )
+        raise Refused("server.timeout", "the Steward did not finish in time; nothing was issued", status=503)
 
 
 def _one_statement(csr: NativeCsr) -> Any:
