@@ -220,13 +220,14 @@ def unsigned_with_spki(spki: bytes, sig_alg_oid: str, sig_len: int, nonce: bytes
 
 
 def dsa_spki(p_bits: int) -> bytes:
-    """A DSA SubjectPublicKeyInfo (RFC 3279 2.3.2) with a large odd p and a 256-bit q (not a real group)."""
+    """A DSA SubjectPublicKeyInfo (RFC 3279 2.3.2) with a large odd p and a 256-bit prime q
+    (not a real group: nobody holds its key, but checking a signature costs the same)."""
 
     def integer(v: int) -> bytes:
         return tlv(0x02, v.to_bytes(v.bit_length() // 8 + 1, "big"))
 
     p = int.from_bytes(os.urandom(p_bits // 8), "big") | (1 << (p_bits - 1)) | 1
-    q = int.from_bytes(os.urandom(32), "big") | (1 << 255) | 1
+    q = 2**256 - 189  # the largest 256-bit prime: s has an inverse modulo q
     g = int.from_bytes(os.urandom(p_bits // 8 - 1), "big") | 2
     y = int.from_bytes(os.urandom(p_bits // 8 - 1), "big") | 3
     params = tlv(0x30, integer(p) + integer(q) + integer(g))
@@ -237,8 +238,9 @@ def dsa_spki(p_bits: int) -> bytes:
 def dsa_signature_csr(p_bits: int, nonce: bytes) -> bytes:
     info = tlv(0x30, tlv(0x02, b"\x00") + tlv(0x30, b"") + dsa_spki(p_bits) + native_attributes(nonce))
     alg = tlv(0x30, tlv(0x06, bytes.fromhex("608648016503040302")))  # dsa-with-sha256
-    r = int.from_bytes(os.urandom(31), "big") | 1
-    sig = tlv(0x30, tlv(0x02, r.to_bytes(32, "big")) + tlv(0x02, r.to_bytes(32, "big")))
+    # 0 < r, s < q, minimally encoded (DER): checking it costs two exponentiations modulo p.
+    r = int.from_bytes(os.urandom(31), "big") | (1 << 247)
+    sig = tlv(0x30, tlv(0x02, r.to_bytes(r.bit_length() // 8 + 1, "big")) * 2)
     return tlv(0x30, info + alg + tlv(0x03, b"\x00" + sig))
 
 
