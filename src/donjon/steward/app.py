@@ -201,6 +201,16 @@ def create_app(
                 fields["suppressed"] = suppressed
         log.log(level, "refused", extra={"fields": fields})
 
+    def _fault(fields: dict[str, Any], err: Exception, started: float) -> Response:
+        """An exception the Steward did not account for: counted, one JSON line, a JSON 500."""
+        steward.metrics.rejected("server.error")
+        fault = Refused(
+            "server.error", f"internal error ({type(err).__name__}); nothing was issued", status=500
+        )
+        fault.__cause__ = err
+        _note(fields, fault, started)
+        return _refusal(fault)
+
     async def _run(
         request: Request,
         endpoint: str,
@@ -234,6 +244,8 @@ def create_app(
             steward.metrics.rejected(e.check)
             _note(fields, e, started)
             return _refusal(e)
+        except Exception as err:
+            return _fault(fields, err, started)
         try:
             # The checks' own deadline: past it, the Steward stops working on the request.
             deadline = time.monotonic() + request_timeout
@@ -256,13 +268,7 @@ def create_app(
             return _refusal(late)
         except Exception as err:
             # A fault outside the Steward's own accounting (the server is stopping...).
-            steward.metrics.rejected("server.error")
-            fault = Refused(
-                "server.error", f"internal error ({type(err).__name__}); nothing was issued", status=500
-            )
-            fault.__cause__ = err
-            _note(fields, fault, started)
-            return _refusal(fault)
+            return _fault(fields, err, started)
         fields.update(
             decision="issued",
             serial=outcome.issued.serial,
