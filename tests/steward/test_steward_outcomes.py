@@ -152,6 +152,7 @@ def test_a_garbage_flood_does_not_grow_the_log_and_is_sampled(env, kit, caplog):
         for body in bodies:
             assert client.post("/attest", content=body, headers=PKCS10).status_code == 400
         assert client.post("/attest", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+        assert client.get("/nope").status_code == 404 and client.get("/attest").status_code == 405
         seconds = time.monotonic() - started
         metrics = client.get("/metrics").text
         assert client.post("/attest", content=valid, headers=PKCS10).status_code == 200
@@ -159,7 +160,8 @@ def test_a_garbage_flood_does_not_grow_the_log_and_is_sampled(env, kit, caplog):
     steward.close()
     counted = sum(int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                   if line.startswith("donjon_steward_rejected_total{"))  # fmt: skip
-    assert counted == len(bodies) + 1
+    assert counted == len(bodies) + 3
+    assert rejected(metrics, "request.path") == 1 and rejected(metrics, "request.method") == 1
     assert "donjon_steward_refused_total{" not in metrics
     lines = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("decision") == "refused"]
     assert all(line["logged"] is False for line in lines)
