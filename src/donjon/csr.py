@@ -439,8 +439,8 @@ def build_legacy_csr(
 #   exponent of thousands of bits, no DSA);
 # - only then the signature.
 #
-# Nothing here calls pyasn1's decoder (it is slow, and its cost grows faster than
-# the input for some shapes); pyasn1 only builds requests.
+# Nothing here calls pyasn1's decoder (it took 1.7 s of CPU for an Enarx CRL list of
+# 256 KB of tiny entries: benchmarks/bench_csr_worst.py); pyasn1 only builds requests.
 
 #: cryptography's (rust-asn1's) limit for an encoded OBJECT IDENTIFIER; every OID Donjon
 #: knows is well below it (its own arc's OIDs take 22 bytes).

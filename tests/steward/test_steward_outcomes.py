@@ -147,7 +147,12 @@ def test_a_garbage_flood_does_not_grow_the_log_and_is_sampled(env, kit, caplog):
     bodies = [os.urandom(n) for n in (0, 1, 50, 3000)] * 10
     bodies += [valid[:-1], valid + b"\x00", valid[:40] + b"\xff" + valid[41:]] * 10
     caplog.set_level("INFO", logger="donjon.steward")
+
+    def stored() -> dict[str, int]:  # the SQLite database and its write-ahead log, on disk
+        return {p.name: p.stat().st_size for p in env.dir.glob("log.db*")}
+
     with TestClient(create_app(steward, log_lines_per_second=3)) as client:
+        before = stored()
         started = time.monotonic()
         for body in bodies:
             assert client.post("/attest", content=body, headers=PKCS10).status_code == 400
@@ -155,6 +160,7 @@ def test_a_garbage_flood_does_not_grow_the_log_and_is_sampled(env, kit, caplog):
         assert client.get("/nope").status_code == 404 and client.get("/attest").status_code == 405
         seconds = time.monotonic() - started
         metrics = client.get("/metrics").text
+        assert stored() == before  # not a byte written for the flood
         assert client.post("/attest", content=valid, headers=PKCS10).status_code == 200
     assert [e.record["decision"] for e in steward.log.entries()] == ["issued"]
     steward.close()
