@@ -232,6 +232,7 @@ def test_a_fault_before_admission_is_counted_and_logged_as_a_json_line(env, kit,
     (line,) = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("check") == "server.error"]
     assert line["logged"] is False and line["exception"] == "ValueError"
     assert line["detail"] == "a bug in the parser"
+    assert line["where"].startswith("test_steward_outcomes.py:") and line["where"].endswith("in broken")
     steward.close()
 
 

@@ -26,7 +26,9 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -192,6 +194,10 @@ def create_app(
         if e.check == "server.error" and cause is not None:
             fields["exception"] = type(cause).__name__
             fields["detail"] = str(cause)[:200]
+            frames = traceback.extract_tb(cause.__traceback__)
+            if frames:  # where it was raised, for whoever fixes it
+                last = frames[-1]
+                fields["where"] = f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
         level = logging.ERROR if e.status >= 500 else logging.INFO
         if not e.logged:
             suppressed = sampler.admit(e.check)
