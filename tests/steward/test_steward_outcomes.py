@@ -214,6 +214,22 @@ def test_a_fault_after_admission_is_a_logged_server_error_naming_its_type(env, k
     steward.close()
 
 
+def test_a_fault_while_signing_is_logged_without_any_certificate_field(env, kit, monkeypatch):
+    steward = env.steward()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("no room to sign")  # (an Exception, like any resource fault)
+
+    monkeypatch.setattr(steward.ca, "issue", broken)
+    with pytest.raises(Refused) as info:
+        steward.attest(kit.Keep(env.vendor).csr(steward.challenge()[0]))
+    assert info.value.check == "server.error" and info.value.logged and "MemoryError" in info.value.reason
+    (entry,) = steward.log.entries()
+    assert entry.record["decision"] == "refused" and entry.record["claims"]
+    assert not {"serial", "spiffe_id", "certificate_sha256"} & set(entry.record)
+    steward.close()
+
+
 def test_a_fault_before_admission_is_counted_and_logged_as_a_json_line(env, kit, caplog, monkeypatch):
     from donjon.steward import issuance
 

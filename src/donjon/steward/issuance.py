@@ -346,6 +346,9 @@ class Steward:
     ) -> Prepared:
         started = _time.perf_counter()
         admitted = False
+        # The record as the checks left it; a refusal after signing began is logged from it,
+        # so that no refused entry carries a certificate's fields.
+        checked: dict[str, Any] | None = None
         try:
             _check_deadline(deadline)
             now = self.clock()
@@ -360,7 +363,7 @@ class Steward:
         except Refused as e:
             try:
                 # (``raise`` keeps the __cause__ the refusal already has.)
-                raise self._account(e, record, admitted)
+                raise self._account(e, record if checked is None else checked, admitted)
             finally:
                 self.metrics.observe(endpoint, _time.perf_counter() - started)
         except Exception as e:
@@ -371,7 +374,7 @@ class Steward:
             )
             fault.__cause__ = e
             try:
-                raise self._account(fault, record, admitted)
+                raise self._account(fault, record if checked is None else checked, admitted)
             finally:
                 self.metrics.observe(endpoint, _time.perf_counter() - started)
         except BaseException:
