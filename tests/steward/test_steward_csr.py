@@ -261,3 +261,204 @@ def test_der_reader_any_bytes_parse_or_raise_malformed(data):
         csr._bundle(data)
     with contextlib.suppress(csr.MalformedCsr):
         csr._attributes(data)
+
+
+# --- bounded decoding (issue 9, finding 2): every field read with limits, in linear time ---
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+def _signed(key, attributes):
+    """A CSR signed by ``key`` whose attributes are (OID, raw DER of the single value)."""
+    attrs = csr._Attributes()
+    for oid, value in attributes:
+        attrs.append(csr._attribute(oid, value))
+    return csr._finish(key, attrs)
+
+
+def _native(statements: bytes, certs: bytes | None = None, key=_KEY) -> bytes:
+    bundle = _tlv(0x30, _tlv(0x30, statements) + (_tlv(0x30, certs) if certs is not None else b""))
+    return _signed(
+        key,
+        [
+            (oids.ID_AA_ATTESTATION, bundle),
+            (oids.CSR_ATTR_WORKLOAD_DIGEST, _tlv(0x04, b"\1" * 32)),
+            (oids.CSR_ATTR_NONCE, _tlv(0x04, b"n" * 56)),
+        ],
+    )
+
+
+def _snp_statement(evidence: bytes = b"r") -> bytes:
+    from pyasn1.codec.der import encoder
+    from pyasn1.type import univ
+
+    oid = encoder.encode(univ.ObjectIdentifier(oids.EVIDENCE_SNP.dotted_string))
+    return _tlv(0x30, oid + _tlv(0x04, evidence))
+
+
+@pytest.mark.parametrize("arc_bytes", [60_000, 240_000])
+def test_a_statement_type_with_one_huge_arc_is_malformed_not_a_value_error(arc_bytes):
+    # Before: quadratic time (0.3 s / 5 s), then ValueError from int -> str (Python's 4300-digit limit).
+    oid = _tlv(0x06, b"\x2a" + b"\xff" * arc_bytes + b"\x7f")
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_native_csr(_native(_tlv(0x30, oid + b"\x04\x01r")))
+    assert info.value.check == "csr.parse" and "exceeds 63" in info.value.reason
+
+
+def test_oid_limits_are_cryptographys():
+    # 63 bytes with arcs < 2**128 is what cryptography can represent; beyond it, MalformedCsr.
+    longest = b"\x2a" + b"\x01" * 62
+    assert csr._oid_text(longest, "t").startswith("1.2.1.1")
+    for bad in (b"\x2a" + b"\x01" * 63, b"\x2a" + b"\x84" + b"\x80" * 18 + b"\x00"):
+        with pytest.raises(csr.MalformedCsr):
+            csr._oid_text(bad, "t")
+    assert csr._oid_text(b"\x2a" + b"\x83" + b"\xff" * 17 + b"\x7f", "t")  # 2**128 - 1: fine
+    text = csr._oid_text(b"\x2a" + b"\x83" + b"\xff" * 17 + b"\x7f", "t")
+    assert csr._object_identifier(text, "t").dotted_string == text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda: _native(_snp_statement() * (csr.MAX_STATEMENTS + 1)),
+        lambda: _native(_snp_statement(), certs=b"\x30\x00" * (csr.MAX_CERTS + 1)),
+        lambda: _native(_snp_statement() * 8_000),
+        lambda: _signed(_KEY, [(x509.ObjectIdentifier(f"1.2.3.{i}"), b"\x05\x00") for i in range(17)]),
+        lambda: _native(_snp_statement(), certs=b"\x30\x00" * 40_000),
+    ],
+    ids=["statements", "certs", "many-statements", "attributes", "many-certs"],
+)
+def test_counts_are_bounded_at_every_level(body):
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_native_csr(body())
+    assert "more than" in info.value.reason or "statements" in info.value.reason
+
+
+def test_the_reader_stops_at_the_first_element_too_many():
+    # 100,000 elements cost what 9 do: the reader never lists them all.
+    data = b"\x05\x00" * 100_000
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr._children(data, 0, len(data), "x", 8)
+    assert "more than 8" in info.value.reason
+
+
+def _csr_with_key(spki: bytes, signature: bytes, sig_alg: bytes) -> bytes:
+    info = _tlv(0x30, b"\x02\x01\x00" + b"\x30\x00" + spki + b"\xa0\x00")
+    return _tlv(0x30, info + sig_alg + _tlv(0x03, b"\x00" + signature))
+
+
+def _integer(v: int) -> bytes:
+    return _tlv(0x02, v.to_bytes(v.bit_length() // 8 + 1, "big"))
+
+
+_RSA_SHA256 = _tlv(0x30, bytes.fromhex("06092a864886f70d01010b0500"))
+
+
+def _rsa_spki(bits: int, e: int) -> bytes:
+    n = (1 << (bits - 1)) | 1 | (0xABCDEF << 8)
+    key = _tlv(0x30, _integer(n) + _integer(e))
+    return _tlv(0x30, bytes.fromhex("300d06092a864886f70d0101010500") + _tlv(0x03, b"\x00" + key))
+
+
+@pytest.mark.parametrize(
+    ("bits", "e", "why"),
+    [(16384, 65537, "bits"), (3072, (1 << 3000) + 1, "exponent"), (1024, 65537, "bits")],
+    ids=["rsa-16384", "rsa-huge-exponent", "rsa-1024"],
+)
+def test_costly_or_weak_rsa_keys_are_refused_before_their_signature(bits, e, why):
+    # The signature is garbage: had it been checked, the answer would be csr.signature (and cost
+    # a modular exponentiation as long as the key or the exponent).
+    body = _csr_with_key(_rsa_spki(bits, e), b"\x01" * (bits // 8), _RSA_SHA256)
+    with pytest.raises(csr.UnsupportedKey) as info:
+        csr._load(body)  # size, DER, key, signature: what both parsers run after the structure
+    assert info.value.check == "csr.key"
+
+
+def test_dsa_keys_are_refused_before_their_signature():
+    q = (1 << 255) | 1
+    p = (1 << 2047) | 3
+    params = _tlv(0x30, _integer(p) + _integer(q) + _integer(2))
+    spki = _tlv(
+        0x30, _tlv(0x30, bytes.fromhex("06072a8648ce380401") + params) + _tlv(0x03, b"\x00" + _integer(5))
+    )
+    sig = _tlv(0x30, _integer(1) + _integer(1))
+    body = _csr_with_key(spki, sig, _tlv(0x30, bytes.fromhex("0609608648016503040302")))
+    with pytest.raises(csr.UnsupportedKey):
+        csr._load(body)
+
+
+def test_accepted_keys_still_parse():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    for key in (ec.generate_private_key(ec.SECP521R1()), rsa.generate_private_key(65537, 2048)):
+        der = csr.build_csr(key, statements=[(oids.EVIDENCE_SNP, b"r")], workload_digest=None, nonce=None)
+        assert csr.parse_native_csr(der).statements[0].evidence == b"r"
+
+
+def test_legacy_structures_are_read_with_limits():
+    key = ec.generate_private_key(ec.SECP384R1())
+    entries = b"".join(_tlv(0x30, _tlv(0x0C, b"http://crl") + b"\x30\x00") for _ in range(csr.MAX_CRLS + 1))
+    value = _tlv(0x30, _tlv(0x30, b"\x30\x00" + _tlv(0x30, _tlv(0x30, entries))) + _tlv(0x04, REPORT))
+    ext = _tlv(0x30, _tlv(0x06, bytes.fromhex("2b0601040183c71e0103")) + _tlv(0x04, value))
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_legacy_csr(_signed(key, [(oids.PKCS9_EXTENSION_REQUEST, _tlv(0x30, ext))]))
+    assert "more than 8" in info.value.reason
+    # A URL that is not UTF-8, and an extension's critical flag that is not DER TRUE.
+    bad = csr.build_legacy_csr(
+        key, "snp-report", REPORT, certs=[b"\x30\x00"], crls=[("u\u00e9", b"\x30\x00")]
+    )
+    bad = bad.replace("u\u00e9".encode(), b"u\xff")
+    with pytest.raises(csr.CsrError):  # the signature breaks too; the structure is read first
+        csr.parse_legacy_csr(bad)
+    ext = _tlv(
+        0x30, _tlv(0x06, bytes.fromhex("2b0601040183c71e0103")) + b"\x01\x01\x01" + _tlv(0x04, b"\x30\x00")
+    )
+    body = _signed(key, [(oids.PKCS9_EXTENSION_REQUEST, _tlv(0x30, ext))])
+    with pytest.raises(csr.MalformedCsr) as info:
+        csr.parse_legacy_csr(body)
+    assert "critical" in info.value.reason
+    assert not csr.is_legacy(body)
+
+
+def _der_junk():
+    leaf = st.one_of(
+        st.builds(_tlv, st.integers(0, 255), st.binary(max_size=40)),
+        st.integers(1, 5000).map(lambda n: _tlv(0x06, b"\x2a" + b"\xff" * n + b"\x7f")),
+        st.builds(
+            lambda t, n: bytes([t, 0x84]) + n.to_bytes(4, "big"),
+            st.integers(0, 255),
+            st.integers(0, 2**32 - 1),
+        ),
+    )
+    return st.recursive(
+        leaf,
+        lambda inner: st.builds(
+            lambda tag, parts: _tlv(tag, b"".join(parts)),
+            st.sampled_from([0x30, 0x31, 0xA0]),
+            st.lists(inner, max_size=4),
+        ),
+        max_leaves=10,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_der_junk(), st.sampled_from(["statements", "certs", "attribute", "legacy"]))
+def test_signed_der_junk_anywhere_parses_or_raises_csr_error(junk, where):
+    # Rule: a signed CSR with DER-shaped junk in any field Donjon reads parses or raises CsrError.
+    if where == "statements":
+        body = _native(junk)
+    elif where == "certs":
+        body = _native(_snp_statement(), certs=junk)
+    elif where == "attribute":
+        body = _signed(_KEY, [(oids.ID_AA_ATTESTATION, junk)])
+    else:
+        body = _signed(_KEY, [(oids.PKCS9_EXTENSION_REQUEST, junk)])
+    for parser in (csr.parse_native_csr, csr.parse_legacy_csr):
+        with contextlib.suppress(csr.CsrError):
+            parser(body)

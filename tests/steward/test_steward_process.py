@@ -78,12 +78,14 @@ def test_log_verify_and_show(env, kit, capsys):
     keep = kit.Keep(env.vendor)
     with kit.ServerThread(env.steward()) as srv, httpx.Client() as client:
         leaf = x509.load_pem_x509_certificates(keep.attest(client, srv.url).content)[0]
-        client.post(f"{srv.url}/attest", content=b"junk", headers={"Content-Type": "application/pkcs10"})
+        # A logged refusal (an admitted request; junk would only be counted, docs/steward.md "Outcomes").
+        other = ec.generate_private_key(ec.SECP256R1())
+        assert keep.attest(client, srv.url, report_key=other).status_code == 403
     assert cli_main(["steward", "log", "verify", "--config", str(env.config)]) == 0
     assert "2 entries" in capsys.readouterr().out
     assert cli_main(["steward", "log", "show", "--config", str(env.config), "--format", "json"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and '"decision": "issued"' in lines[0] and '"check": "csr.parse"' in lines[1]
+    assert len(lines) == 2 and '"decision": "issued"' in lines[0] and '"check": "binding"' in lines[1]
     serial = format(leaf.serial_number, "x")
     assert cli_main(["steward", "log", "show", "--config", str(env.config), "--serial", serial]) == 0
     assert "spiffe://example.org/sim/test/web" in capsys.readouterr().out
@@ -95,7 +97,7 @@ def test_log_verify_and_show(env, kit, capsys):
     with sqlite3.connect(env.dir / "log.db") as conn:
         conn.execute(
             "UPDATE log_entries SET entry = "
-            "CAST(replace(CAST(entry AS TEXT), 'csr.parse', 'csr.other') AS BLOB) WHERE seq = 2"
+            "CAST(replace(CAST(entry AS TEXT), 'binding', 'csr.other') AS BLOB) WHERE seq = 2"
         )
     assert cli_main(["steward", "log", "verify", "--config", str(env.config)]) == 1
     out = capsys.readouterr().out

@@ -18,8 +18,11 @@ Endpoints (docs/steward.md):
   prefix of the tree of M (default: the latest checkpoint's size), and that checkpoint.
 
 Every refusal is a 4xx JSON body ``{"error": "refused", "check": ..., "reason": ...}``;
-5xx only for real server faults (the log cannot be written...). Bodies are
-limited in size and every request in time.
+5xx only for the Steward's own faults — ``server.error`` (500: the log cannot be
+written, a bug) and ``server.timeout`` (503) — never for anything a client sends.
+Bodies are limited in size and every request in time. Every ``POST`` to ``/attest``
+or ``/`` ends in exactly one accounted outcome (docs/steward.md "Outcomes"): a log
+entry, or a count in ``donjon_steward_rejected_total`` and a sampled JSON log line.
 """
 
 from __future__ import annotations
@@ -29,16 +32,18 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import re
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -46,6 +51,7 @@ from donjon.stderrlog import CurrentStderrHandler
 from donjon.steward.errors import Refused
 from donjon.steward.issuance import Outcome, Prepared, Steward
 from donjon.steward.log import LogCorrupt
+from donjon.steward.sampling import LogSampler
 from donjon.tlog.checkpoint import Checkpoint, NoteError, open_checkpoint
 
 __all__ = ["JsonFormatter", "create_app", "setup_logging"]
@@ -56,6 +62,8 @@ PKCS10 = "application/pkcs10"
 
 #: Threads waiting for log commits: enough for a full group-commit batch.
 LOG_THREADS = 64
+#: JSON log lines per second for each reason of refusals that have no log entry (a sample).
+LOG_LINES_PER_SECOND = 10
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,7 +94,10 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def _refusal(e: Refused) -> JSONResponse:
-    return JSONResponse(e.as_dict(), status_code=e.status)
+    body = e.as_dict()
+    if e.status >= 500:
+        body["error"] = "internal" if e.check == "server.error" else "timeout"
+    return JSONResponse(body, status_code=e.status)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -153,6 +164,7 @@ def create_app(
     max_request_bytes: int = 256 * 1024,
     request_timeout: float = 10.0,
     workers: int = 2,
+    log_lines_per_second: int = LOG_LINES_PER_SECOND,
 ) -> Starlette:
     """The ASGI application for one Steward.
 
@@ -183,10 +195,72 @@ def create_app(
     async def ca(request: Request) -> Response:
         return Response(steward.ca.cert_pem, media_type="application/x-pem-file")
 
+    sampler = LogSampler(log_lines_per_second)
+
+    def _submit(prepare: Callable[..., Prepared], body: bytes, deadline: float) -> Future[Outcome]:
+        """Checks on ``pool``, then the commit on ``log_pool``: a chain that runs to its end.
+
+        The request may stop waiting for it (its deadline) but the chain is never cut in
+        the middle, so each request gets its one accounted outcome from the Steward:
+        work that starts after its deadline is refused ``server.timeout`` at once, a
+        certificate signed too late is logged as that refusal instead of as issued.
+        """
+        done: Future[Outcome] = Future()
+
+        def commit(prepared: Prepared) -> None:
+            try:
+                done.set_result(steward.commit(prepared))
+            except BaseException as e:
+                done.set_exception(e)
+
+        def prepared(f: Future[Prepared]) -> None:
+            error = RuntimeError("the Steward is stopping") if f.cancelled() else f.exception()
+            if error is not None:
+                done.set_exception(error)
+                return
+            try:
+                log_pool.submit(commit, f.result())
+            except RuntimeError as e:  # the pool is shut down: the server is stopping
+                done.set_exception(e)
+
+        pool.submit(prepare, body, deadline=deadline).add_done_callback(prepared)
+        return done
+
+    def _note(fields: dict[str, Any], e: Refused, started: float) -> None:
+        """The JSON log line of a refusal: every logged one; a sample of the others."""
+        fields.update(decision="refused", check=e.check, reason=e.reason, status=e.status, logged=e.logged)
+        fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        cause = e.__cause__
+        if e.check == "server.error" and cause is not None:
+            fields["exception"] = type(cause).__name__
+            fields["detail"] = str(cause)[:200]
+            frames = traceback.extract_tb(cause.__traceback__)
+            if frames:  # where it was raised, for whoever fixes it
+                last = frames[-1]
+                fields["where"] = f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+        level = logging.ERROR if e.status >= 500 else logging.INFO
+        if not e.logged:
+            suppressed = sampler.admit(e.check)
+            if suppressed is None:
+                return
+            if suppressed:
+                fields["suppressed"] = suppressed
+        log.log(level, "refused", extra={"fields": fields})
+
+    def _fault(fields: dict[str, Any], err: Exception, started: float) -> Response:
+        """An exception the Steward did not account for: counted, one JSON line, a JSON 500."""
+        steward.metrics.rejected("server.error")
+        fault = Refused(
+            "server.error", f"internal error ({type(err).__name__}); nothing was issued", status=500
+        )
+        fault.__cause__ = err
+        _note(fields, fault, started)
+        return _refusal(fault)
+
     async def _run(
         request: Request,
         endpoint: str,
-        prepare: Callable[[bytes], Prepared],
+        prepare: Callable[..., Prepared],
         render: Callable[[Outcome], Response],
     ) -> Response:
         started = time.perf_counter()
@@ -206,39 +280,41 @@ def create_app(
                     f"the request body did not arrive within {request_timeout} s",
                     status=408,
                 ) from None
-            loop = asyncio.get_running_loop()
-            with anyio.fail_after(request_timeout):
-                prepared = await loop.run_in_executor(pool, prepare, body)
-                # The certificate is handed out only after its log entry is committed.
-                outcome = await loop.run_in_executor(log_pool, steward.commit, prepared)
+            except ClientDisconnect:
+                # Nobody will read the answer; the request is still counted.
+                raise Refused(
+                    "request.disconnected", "the client left before sending its body", status=400
+                ) from None
         except Refused as e:
-            if e.check.startswith("request."):
-                steward.metrics.refused(e.check)
-            fields.update(decision="refused", check=e.check, reason=e.reason, status=e.status)
-            fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
-            log.info("refused", extra={"fields": fields})
+            # Refused before the Steward saw the body: counted here, never logged.
+            steward.metrics.rejected(e.check)
+            _note(fields, e, started)
+            return _refusal(e)
+        except Exception as err:
+            return _fault(fields, err, started)
+        try:
+            # The checks' own deadline: past it, the Steward stops working on the request.
+            deadline = time.monotonic() + request_timeout
+            waiting = asyncio.wrap_future(_submit(prepare, body, deadline))
+            # Retrieve the result even when nobody waits any more (no "never retrieved" noise).
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            with anyio.fail_after(request_timeout):
+                # Shielded: giving up the wait must not cancel the chain (its accounting).
+                outcome = await asyncio.shield(waiting)
+        except Refused as e:
+            # Accounted by the Steward (logged or counted) before it was raised.
+            _note(fields, e, started)
             return _refusal(e)
         except TimeoutError:
-            # The Steward could not finish in time (overload, a slow database): a server fault.
-            # The work may still complete and be logged; the client received nothing.
-            steward.metrics.refused("server.timeout")
-            fields.update(decision="error", check="server.timeout", status=503)
-            log.warning("timeout", extra={"fields": fields})
-            return JSONResponse(
-                {
-                    "error": "timeout",
-                    "check": "server.timeout",
-                    "reason": "the Steward did not answer in time",
-                },
-                status_code=503,
-            )
-        except Exception:
-            fields.update(decision="error", status=500)
-            log.exception("internal error", extra={"fields": fields})
-            return JSONResponse(
-                {"error": "internal", "check": "server", "reason": "internal error; nothing was issued"},
-                status_code=500,
-            )
+            # The Steward could not finish in time (overload, a slow database): a server fault,
+            # 503. The chain goes on and accounts the request: as server.timeout, or as the
+            # decision it had already reached. The client received nothing.
+            late = Refused("server.timeout", "the Steward did not answer in time", status=503)
+            _note(fields, late, started)
+            return _refusal(late)
+        except Exception as err:
+            # A fault outside the Steward's own accounting (the server is stopping...).
+            return _fault(fields, err, started)
         fields.update(
             decision="issued",
             serial=outcome.issued.serial,
@@ -385,11 +461,13 @@ def create_app(
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
+        steward.metrics.rejected("request.path")
         return JSONResponse(
             {"error": "not_found", "check": "request.path", "reason": "no such endpoint"}, 404
         )
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
+        steward.metrics.rejected("request.method")
         return JSONResponse(
             {"error": "method", "check": "request.method", "reason": "method not allowed"}, 405
         )

@@ -19,7 +19,12 @@ class StewardError(Exception):
 
 
 class Refused(StewardError):
-    """A request was refused by one of the checks; ``status`` is the HTTP status to answer with."""
+    """A request was refused by one of the checks; ``status`` is the HTTP status to answer with.
+
+    ``logged`` is set by the Steward once the refusal has its entry in the decision
+    log (docs/steward.md "Outcomes": only requests that passed the ``csr.*`` and
+    ``nonce.*`` checks get one; the others are counted in metrics).
+    """
 
     def __init__(
         self, check: str, reason: str, *, status: int = 403, details: Mapping[str, Any] | None = None
@@ -28,6 +33,7 @@ class Refused(StewardError):
         self.reason = reason
         self.status = status
         self.details = dict(details or {})
+        self.logged = False
         super().__init__(f"{check}: {reason}")
 
     def as_dict(self) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 DESIGN.md "What the Steward checks", fail closed, each check named in the refusal:
 
-1. ``csr.*`` — size, structure, the CSR's signature by its own key;
-2. ``nonce.*`` — a valid, unexpired Steward nonce (native CSRs only);
+1. ``csr.*`` — size, structure (every field read with limits, in linear time),
+   the key (type and size), then the CSR's signature by it; native CSRs: one
+   statement of a known type (``evidence.count``, ``evidence.unknown_type``), a
+   workload digest;
+2. ``nonce.*`` — a valid, unexpired Steward nonce (native CSRs only; its MAC
+   before its times). Enarx CSRs have none: ``policy.legacy`` takes its place;
 3. ``evidence.*`` / ``collateral.*`` — the evidence, through the attestation
    library, at the current time, with the configured roots and the Steward's
    own current collateral (a Keep's collateral only if at least as new; a
@@ -13,7 +17,16 @@ DESIGN.md "What the Steward checks", fail closed, each check named in the refusa
 5. ``policy.*`` — the policy: platform rules, then the workload's identity.
 
 Only then is a certificate signed, and it is returned only after its log entry
-is committed. Refusals are logged too (with the check that refused).
+is committed.
+
+Every request ends in exactly one accounted outcome (docs/steward.md "Outcomes").
+Steps 1 and 2 are cheap and bounded (about a millisecond of CPU for any CSR up to
+the size limit); a request they refuse — malformed or unauthenticated — is counted
+in ``donjon_steward_rejected_total{reason}`` and never written to the log, so a
+flood of garbage costs no disk. A request that passed them is *admitted*: its
+decision — issued, or refused with the check — is one log entry. A fault of the
+Steward's own becomes the refusal ``server.error`` naming the exception's type,
+accounted the same way (logged if admitted and the log can be written).
 
 Issuance is two steps so that a server can run them on different threads:
 :meth:`Steward.prepare` (every check, then the signature: CPU work) and
@@ -30,10 +43,9 @@ import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from donjon import binding as _binding
 from donjon.attestation.claims import Claims, VerifiedEvidence
@@ -74,6 +86,10 @@ class EvidenceVerifier(Protocol):
         at: datetime,
         options: object | None = None,
     ) -> VerifiedEvidence: ...
+
+
+#: A parsed CSR (native or legacy) between admission and the decision.
+_C = TypeVar("_C")
 
 
 def _default_options(kind: str, policy: Policy) -> object | None:
@@ -147,6 +163,10 @@ class Prepared:
     record: dict[str, Any]
     endpoint: str
     started: float
+    #: The record as the checks left it, before the certificate's fields (for a late refusal).
+    checked: dict[str, Any]
+    #: ``time.monotonic()`` past which the certificate must not be logged as issued.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -304,43 +324,92 @@ class Steward:
         """An Enarx Keep CSR (DER) -> certificate, or :class:`Refused`."""
         return self.commit(self.prepare_legacy(body))
 
-    def prepare(self, body: bytes) -> Prepared:
-        """Every check of a native CSR, then the signed certificate (not logged yet), or :class:`Refused`
-        (logged before it is raised)."""
-        return self._prepare(body, "attest", {"path": "native"}, self.check_native)
+    def prepare(self, body: bytes, *, deadline: float | None = None) -> Prepared:
+        """Every check of a native CSR, then the signed certificate (not logged yet), or :class:`Refused`.
 
-    def prepare_legacy(self, body: bytes) -> Prepared:
+        A refusal is accounted before it is raised (see :meth:`_account`): logged when the
+        request passed the ``csr.*`` and ``nonce.*`` checks, counted in metrics otherwise.
+        ``deadline`` (``time.monotonic()``): past it, the request is refused ``server.timeout``
+        instead of being worked on (its client has been answered already).
+        """
+        return self._prepare(
+            body, "attest", {"path": "native"}, self.admit_native, self.decide_native, deadline
+        )
+
+    def prepare_legacy(self, body: bytes, *, deadline: float | None = None) -> Prepared:
         """:meth:`prepare` for an Enarx Keep CSR."""
-        return self._prepare(body, "legacy", {"path": "legacy-enarx", "fresh": False}, self.check_legacy)
+        return self._prepare(
+            body,
+            "legacy",
+            {"path": "legacy-enarx", "fresh": False},
+            self.admit_legacy,
+            self.decide_legacy,
+            deadline,
+        )
 
     def _prepare(
         self,
         body: bytes,
         endpoint: str,
         record: dict[str, Any],
-        check: Callable[[bytes, dict[str, Any], datetime], tuple[bytes, Decision, Claims | None, str]],
+        admit: Callable[[bytes, dict[str, Any], datetime, Policy], _C],
+        decide: Callable[[_C, dict[str, Any], datetime, Policy], tuple[bytes, Decision, Claims | None, str]],
+        deadline: float | None,
     ) -> Prepared:
         started = _time.perf_counter()
+        admitted = False
+        # The record as the checks left it; a refusal after signing began is logged from it,
+        # so that no refused entry carries a certificate's fields.
+        checked: dict[str, Any] | None = None
         try:
+            _check_deadline(deadline)
             now = self.clock()
-            spki, decision, claims, kind = check(body, record, now)
+            # Requests in flight keep the policy they started with (a reload swaps it).
+            policy = self.policy.current
+            parsed = admit(body, record, now, policy)
+            admitted = True
+            spki, decision, claims, kind = decide(parsed, record, now, policy)
+            _check_deadline(deadline)
+            checked = dict(record)
             issued = self._sign(spki, decision, claims, record, now)
         except Refused as e:
             try:
-                self._refuse(e, record)
+                # (``raise`` keeps the __cause__ the refusal already has.)
+                raise self._account(e, record if checked is None else checked, admitted)
             finally:
                 self.metrics.observe(endpoint, _time.perf_counter() - started)
-            raise
+        except Exception as e:
+            # A fault of the Steward's own (a bug, a resource): still one accounted outcome,
+            # named after the exception's type; the client learns nothing more.
+            fault = Refused(
+                "server.error", f"internal error ({type(e).__name__}); nothing was issued", status=500
+            )
+            fault.__cause__ = e
+            try:
+                raise self._account(fault, record if checked is None else checked, admitted)
+            finally:
+                self.metrics.observe(endpoint, _time.perf_counter() - started)
         except BaseException:
             self.metrics.observe(endpoint, _time.perf_counter() - started)
             raise
-        return Prepared(issued, decision, kind, record, endpoint, started)
+        return Prepared(issued, decision, kind, record, endpoint, started, checked, deadline)
 
     def commit(self, prepared: Prepared) -> Outcome:
-        """Log the decision; the certificate may leave only once this returns (the entry is durable)."""
+        """Log the decision; the certificate may leave only once this returns (the entry is durable).
+
+        Past the request's deadline the certificate is not logged as issued but refused
+        ``server.timeout`` (logged): its client was answered 503 and will never receive it.
+        """
         try:
-            # Every value in the record is already JSON (claims went through _jsonable).
-            entry = self.log.append(prepared.record, self.clock().isoformat())
+            try:
+                _check_deadline(prepared.deadline)
+            except Refused as e:
+                raise self._account(e, dict(prepared.checked), True)  # noqa: B904
+            try:
+                # Every value in the record is already JSON (claims went through _jsonable).
+                entry = self.log.append(prepared.record, self.clock().isoformat())
+            except Exception as e:
+                raise self._log_fault(e) from e
         finally:
             self.metrics.observe(prepared.endpoint, _time.perf_counter() - prepared.started)
         self.metrics.issued(prepared.record["path"], prepared.kind)
@@ -352,12 +421,37 @@ class Steward:
             decision=prepared.decision,
         )
 
-    def _refuse(self, e: Refused, record: dict[str, Any]) -> None:
+    def _account(self, e: Refused, record: dict[str, Any], admitted: bool) -> Refused:
+        """The one outcome of a refused request (docs/steward.md "Outcomes").
+
+        Admitted (its CSR well-formed and signed, its nonce valid — or, legacy, a signed
+        Enarx CSR the policy accepts): an entry in the decision log. Otherwise only a
+        count in ``donjon_steward_rejected_total``: a flood of garbage costs no write.
+        Returns the refusal to raise — ``server.error`` when the log cannot be written.
+        """
+        if not admitted:
+            self.metrics.rejected(e.check)
+            return e
         record.update(decision="refused", check=e.check, reason=e.reason)
         if e.details:
             record["details"] = _jsonable(e.details)
-        self.log.append(record, self.clock().isoformat())
+        try:
+            self.log.append(record, self.clock().isoformat())
+        except Exception as err:
+            fault = self._log_fault(err)
+            fault.__cause__ = err
+            return fault
+        e.logged = True
         self.metrics.refused(e.check)
+        return e
+
+    def _log_fault(self, e: BaseException) -> Refused:
+        self.metrics.rejected("server.error")
+        return Refused(
+            "server.error",
+            f"the decision log could not be written ({type(e).__name__}); nothing was issued",
+            status=500,
+        )
 
     def _common(self, record: dict[str, Any], policy: Policy, body: bytes) -> None:
         record["policy_digest"] = policy.digest
@@ -368,15 +462,27 @@ class Steward:
     ) -> tuple[bytes, Decision, Claims | None, str]:
         """Every check of a native CSR, without issuing; ``check_nonce=False`` only for ``policy test``."""
         policy = self.policy.current
+        csr = self.admit_native(body, record, now, policy, check_nonce=check_nonce)
+        return self.decide_native(csr, record, now, policy)
+
+    def admit_native(
+        self, body: bytes, record: dict[str, Any], now: datetime, policy: Policy, *, check_nonce: bool = True
+    ) -> NativeCsr:
+        """Steps 1 and 2 (``csr.*``, ``nonce.*``): cheap, bounded, and never logged when they refuse.
+
+        Everything read from the CSR is checked here, before the nonce; the nonce's MAC
+        before its times.
+        """
         self._common(record, policy, body)
         csr = _parse(parse_native_csr, body)
         record["csr_key"] = csr.key_sha256.hex()
         record["workload_digest"] = csr.workload_digest.hex() if csr.workload_digest is not None else None
         statement = _one_statement(csr)
-        kind = statement.kind
-        assert kind is not None and statement.evidence is not None
-        record["evidence_kind"] = kind
+        assert statement.kind is not None and statement.evidence is not None
+        record["evidence_kind"] = statement.kind
         record["evidence_sha256"] = hashlib.sha256(statement.evidence).hexdigest()
+        if csr.workload_digest is None:
+            raise Refused("csr.workload_digest", "the CSR carries no workload digest", status=400)
         if check_nonce:
             nonce_time = self.nonces.check(csr.nonce, now.timestamp())
             record["nonce_time"] = datetime.fromtimestamp(nonce_time, UTC).isoformat()
@@ -385,8 +491,15 @@ class Steward:
             record["nonce"] = "not checked (recorded evidence)"
             if csr.nonce is None:
                 raise Refused("nonce.missing", "the CSR carries no Steward nonce", status=400)
-        if csr.workload_digest is None:
-            raise Refused("csr.workload_digest", "the CSR carries no workload digest", status=400)
+        return csr
+
+    def decide_native(
+        self, csr: NativeCsr, record: dict[str, Any], now: datetime, policy: Policy
+    ) -> tuple[bytes, Decision, Claims | None, str]:
+        """Steps 3 to 5 (evidence, binding, policy) of an admitted native CSR: every refusal is logged."""
+        statement = _one_statement(csr)
+        kind = statement.kind
+        assert kind is not None and statement.evidence is not None and csr.workload_digest is not None
         claims: Claims | None
         if kind == "none":
             claims = None
@@ -410,6 +523,11 @@ class Steward:
     ) -> tuple[bytes, Decision, Claims | None, str]:
         """Every check of an Enarx CSR, without issuing."""
         policy = self.policy.current
+        return self.decide_legacy(self.admit_legacy(body, record, now, policy), record, now, policy)
+
+    def admit_legacy(self, body: bytes, record: dict[str, Any], now: datetime, policy: Policy) -> LegacyCsr:
+        """``csr.*`` of an Enarx CSR, and whether the policy takes them at all (``policy.legacy``):
+        an Enarx CSR has no nonce, so with legacy CSRs off it is unauthenticated and not logged."""
         self._common(record, policy, body)
         csr = _parse(parse_legacy_csr, body)
         record["csr_key"] = csr.key_sha256.hex()
@@ -420,6 +538,12 @@ class Steward:
             raise Refused(
                 "policy.legacy", "the policy does not accept legacy Enarx CSRs (allow_legacy_enarx)"
             )
+        return csr
+
+    def decide_legacy(
+        self, csr: LegacyCsr, record: dict[str, Any], now: datetime, policy: Policy
+    ) -> tuple[bytes, Decision, Claims | None, str]:
+        """Evidence, binding and policy of an admitted Enarx CSR: every refusal is logged."""
         keep = _legacy_collateral(csr)
         certs = csr.certs if csr.kind == "snp-report" else ()
         verified = self._verify(csr.kind, csr.evidence, certs, keep, now, policy, record)
@@ -523,31 +647,16 @@ def _evidence_refusal(e: AttestationError) -> Refused:
     return Refused(check, e.reason, status=status, details=e.as_dict())
 
 
-def _parse(parser: Callable[[bytes], Any], body: bytes) -> Any:
+def _parse(parser: Callable[[bytes], _C], body: bytes) -> _C:
     try:
-        parsed = parser(body)
+        return parser(body)
     except CsrError as e:
         raise Refused(e.check, e.reason, status=400) from e
-    _check_key(parsed.spki_der)
-    return parsed
 
 
-def _check_key(spki_der: bytes) -> None:
-    """Only keys fit for a TLS identity: EC P-256/P-384/P-521, Ed25519, RSA of 2048 bits or more."""
-    key = serialization.load_der_public_key(spki_der)
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in (
-        "secp256r1",
-        "secp384r1",
-        "secp521r1",
-    ):
-        return
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
-        return
-    raise Refused(
-        "csr.key", f"the CSR's key ({type(key).__name__}) is not accepted for certificates", status=400
-    )
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and _time.monotonic() > deadline:
+        raise Refused("server.timeout", "the Steward did not finish in time; nothing was issued", status=503)
 
 
 def _one_statement(csr: NativeCsr) -> Any:

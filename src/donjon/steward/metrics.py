@@ -1,8 +1,13 @@
 """Prometheus text exposition (format 0.0.4), written by hand: counters and one histogram.
 
-``donjon_steward_issued_total{path,kind}``, ``donjon_steward_refused_total{check}``,
-``donjon_steward_request_seconds`` (histogram, by endpoint). Thread-safe; values
-live in the process (each replica exposes its own).
+``donjon_steward_issued_total{path,kind}``, ``donjon_steward_refused_total{check}``
+(refusals with an entry in the decision log), ``donjon_steward_rejected_total{reason}``
+(requests refused or failed without one: malformed or unauthenticated requests,
+server faults the log could not record), ``donjon_steward_request_seconds``
+(histogram, by endpoint). Every ``POST /attest`` and ``POST /`` is counted in
+exactly one of the three counters. Label values are check names chosen by the
+code, never text from a request. Thread-safe; values live in the process (each
+replica exposes its own).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._issued: dict[tuple[str, str], int] = defaultdict(int)
         self._refused: dict[str, int] = defaultdict(int)
+        self._rejected: dict[str, int] = defaultdict(int)
         self._hist: dict[str, list[int]] = {}
         self._sum: dict[str, float] = defaultdict(float)
         self._count: dict[str, int] = defaultdict(int)
@@ -38,6 +44,10 @@ class Metrics:
     def refused(self, check: str) -> None:
         with self._lock:
             self._refused[check] += 1
+
+    def rejected(self, reason: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
 
     def policy_reload(self, result: str) -> None:
         with self._lock:
@@ -62,11 +72,19 @@ class Metrics:
                     f'donjon_steward_issued_total{{path="{_label(path)}",kind="{_label(kind)}"}} {n}'
                 )
             lines += [
-                "# HELP donjon_steward_refused_total Requests refused, by the check that refused them.",
+                "# HELP donjon_steward_refused_total Requests refused and logged,"
+                " by the check that refused them.",
                 "# TYPE donjon_steward_refused_total counter",
             ]
             for check, n in sorted(self._refused.items()):
                 lines.append(f'donjon_steward_refused_total{{check="{_label(check)}"}} {n}')
+            lines += [
+                "# HELP donjon_steward_rejected_total Requests refused without a log entry"
+                " (malformed, unauthenticated, server faults), by reason.",
+                "# TYPE donjon_steward_rejected_total counter",
+            ]
+            for reason, n in sorted(self._rejected.items()):
+                lines.append(f'donjon_steward_rejected_total{{reason="{_label(reason)}"}} {n}')
             lines += [
                 "# HELP donjon_steward_policy_reloads_total Policy reloads (SIGHUP), by result.",
                 "# TYPE donjon_steward_policy_reloads_total counter",
