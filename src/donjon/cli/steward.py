@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import secrets
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from donjon.steward.config import StewardConfig
 
 __all__ = ["main"]
+
+#: ``steward serve`` stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
-    from donjon.steward.service import build_steward, serve
+    from donjon.steward.service import ListenError, build_steward, serve
 
     setup_logging(logging.INFO)
     log = logging.getLogger("donjon.steward")
@@ -159,11 +163,20 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return EXIT_OPERATIONAL
     try:
-        serve(config, steward)
+        stopped_by = serve(config, steward)
+    except ListenError as e:
+        log.error(str(e), extra={"fields": {"event": "serve_error", "error": str(e), "address": e.address}})
+        steward.close()
+        return EXIT_OPERATIONAL
     except OSError as e:
         log.error("cannot serve", extra={"fields": {"event": "serve_error", "error": str(e)}})
+        steward.close()
         return EXIT_OPERATIONAL
-    return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signal
+        steward.close()
+        return EXIT_INTERRUPTED
+    # Ctrl-C: 128 + SIGINT, as a shell reports it; SIGTERM is how service managers stop it (0).
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK
 
 
 def _log(args: argparse.Namespace) -> int:
@@ -226,5 +239,8 @@ def main(argv: list[str]) -> int:
     if args.command == "init":
         return _init(args)
     if args.command == "serve":
-        return _serve(args)
+        try:
+            return _serve(args)
+        except KeyboardInterrupt:  # Ctrl-C while starting: no traceback
+            return EXIT_INTERRUPTED
     return _log(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 __all__ = ["BUCKETS", "Metrics"]
 
@@ -30,6 +31,11 @@ class Metrics:
         self._sum: dict[str, float] = defaultdict(float)
         self._count: dict[str, int] = defaultdict(int)
         self._reloads: dict[str, int] = defaultdict(int)
+        self._collectors: list[Callable[[], list[str]]] = []
+
+    def add_collector(self, collect: Callable[[], list[str]]) -> None:
+        """Append ``collect()``'s exposition lines to :meth:`render` (the server's connection metrics)."""
+        self._collectors.append(collect)
 
     def issued(self, path: str, kind: str) -> None:
         with self._lock:
@@ -93,4 +99,6 @@ class Metrics:
                 lines.append(
                     f'donjon_steward_request_seconds_count{{endpoint="{ep}"}} {self._count[endpoint]}'
                 )
+        for collect in self._collectors:
+            lines += collect()
         return "\n".join(lines) + "\n"
