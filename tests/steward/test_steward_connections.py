@@ -124,14 +124,14 @@ def _metric(proc, name: str) -> float:
 
 
 def test_idle_connection_after_the_tls_handshake_is_dropped(steward):
-    sock = _connect(steward.url, "127.0.0.2", tls=True)
+    sock = _connect(steward.url, "127.0.0.21", tls=True)
     with sock:
         held = _closed_after(sock, HEADER_TIMEOUT + 3)
     assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 1.5
 
 
 def test_tcp_connection_that_never_starts_tls_is_dropped(steward):
-    with _connect(steward.url, "127.0.0.2", tls=False) as sock:
+    with _connect(steward.url, "127.0.0.22", tls=False) as sock:
         held = _closed_after(sock, HEADER_TIMEOUT + 3)
     assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 1.5
 
@@ -139,7 +139,7 @@ def test_tcp_connection_that_never_starts_tls_is_dropped(steward):
 def test_slow_request_head_is_dropped_by_the_deadline_from_accept(steward):
     # Bytes keep arriving (one every 0.2 s), which resets no deadline: the head must be complete.
     head = b"POST /attest HTTP/1.1\r\nHost: steward\r\nX-Slow: " + b"a" * 200
-    with _connect(steward.url, "127.0.0.2", tls=True) as sock:
+    with _connect(steward.url, "127.0.0.23", tls=True) as sock:
         held = _closed_after(sock, HEADER_TIMEOUT + 3, trickle=head)
     assert held <= HEADER_TIMEOUT + 1.5
 
@@ -149,14 +149,14 @@ def test_slow_body_is_dropped(steward):
         b"POST /attest HTTP/1.1\r\nHost: steward\r\n"
         b"Content-Type: application/pkcs10\r\nContent-Length: 500\r\n\r\n"
     )
-    with _connect(steward.url, "127.0.0.2", tls=True) as sock:
+    with _connect(steward.url, "127.0.0.24", tls=True) as sock:
         sock.sendall(head)
         held = _closed_after(sock, BODY_TIMEOUT + 3, trickle=b"\x30" * 500)
     assert held <= BODY_TIMEOUT + 1.5
 
 
 def test_idle_keep_alive_connection_is_dropped_after_its_response(steward):
-    with _connect(steward.url, "127.0.0.2", tls=True) as sock:
+    with _connect(steward.url, "127.0.0.25", tls=True) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: steward\r\n\r\n")
         answer = sock.recv(4096)
         assert answer.startswith(b"HTTP/1.1 200")
@@ -218,6 +218,24 @@ def test_an_address_that_keeps_being_refused_gets_429_with_retry_after(steward, 
         time.sleep(int(limited.headers["retry-after"]))
         assert attacker.get(f"{steward.url}/healthz").status_code == 200
     assert _metric(steward, "donjon_steward_rate_limited_total") >= 2
+
+
+def test_an_address_whose_connections_keep_being_dropped_is_reset_at_accept(steward):
+    # Each idle connection dropped before carrying a request is a refusal of its address: after
+    # refusal_burst (3) of them, its next connection is reset at accept, before any TLS work.
+    socks = [_connect(steward.url, "127.0.0.26", tls=False) for _ in range(3)]
+    for sock in socks:
+        with sock:
+            _closed_after(sock, HEADER_TIMEOUT + 3)
+    refused_before = _metric(steward, 'donjon_steward_connections_refused_total{reason="rate"}')
+    with pytest.raises((ConnectionResetError, ssl.SSLError, OSError)):
+        _connect(steward.url, "127.0.0.26", tls=True)
+    assert _metric(steward, 'donjon_steward_connections_refused_total{reason="rate"}') == refused_before + 1
+    # An idle keep-alive connection closed after its answer is no refusal: 127.0.0.25 (the
+    # keep-alive test above) or a fresh address is served.
+    with _client(steward.env, "127.0.0.27") as client:
+        for _ in range(4):
+            assert client.get(f"{steward.url}/healthz").status_code == 200
 
 
 def test_refusal_buckets_are_bounded_and_refill():
@@ -452,14 +470,19 @@ def test_honest_keeps_succeed_while_attackers_are_connected(tmp_path, vendor, ki
             t.start()
         for t in keeps:
             t.join(30)
-        dropped = _metric_of(proc, env, 'donjon_steward_connections_dropped_total{phase="head"}')
+        counts = (
+            _metric_of(proc, env, 'donjon_steward_connections_dropped_total{phase="head"}'),
+            _metric_of(proc, env, 'donjon_steward_connections_refused_total{reason="rate"}'),
+        )
     finally:
         stop.set()
         attacker.join(HEADER_TIMEOUT + 10)
         proc.stop()
     assert len(statuses) >= 8 and set(statuses) == {200}, statuses
-    # The idle and slow connections were closed by the deadline, not held.
-    assert dropped >= 600
+    # The idle and slow connections were closed by the deadline, not held; then their
+    # addresses, refused too often, were reset at accept.
+    dropped, rate_refused = counts
+    assert dropped >= 200 and rate_refused > 0
     assert tally["held"] and max(tally["held"]) <= HEADER_TIMEOUT + 1.5
     assert tally["slow"] and max(tally["slow"]) <= HEADER_TIMEOUT + 1.5
     assert {400, 429} <= set(tally["garbage"])

@@ -42,6 +42,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from donjon.steward.limits import ConnectionLimits, address_key
+from donjon.steward.ratelimit import RefusalLimiter
 
 __all__ = ["TLS_READ_BUFFER", "ConnectionGuard", "GuardedListener", "lean_tls_buffers"]
 
@@ -82,7 +83,7 @@ class _Phase(enum.Enum):
 class _Tracked:
     """One accepted connection: its address key, its phase and the timer of its deadline."""
 
-    __slots__ = ("dropped", "key", "phase", "sock", "timer", "transport")
+    __slots__ = ("answered", "dropped", "key", "phase", "sock", "timer", "transport")
 
     def __init__(self, key: str, sock: socket.socket) -> None:
         self.key = key
@@ -91,6 +92,7 @@ class _Tracked:
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.dropped = False
+        self.answered = False  # at least one response was sent on it
 
 
 class _Connection(socket.socket):
@@ -133,12 +135,19 @@ class GuardedListener(socket.socket):
 class ConnectionGuard:
     """Enforces :class:`~donjon.steward.limits.ConnectionLimits` on one event loop's connections.
 
+    With a ``limiter`` (the one the refusal rate limit uses), a connection dropped by a
+    deadline before it carried a single request counts as a refusal of its address, and an
+    address whose bucket is empty has its new connections reset at accept: an attacker that
+    reconnects as soon as it is dropped then costs an ``accept()``, not a TLS handshake, each
+    time. Idle keep-alive connections closed after their responses are not counted.
+
     Every method runs on the event loop's thread (accept, protocol callbacks, timers, the
     metrics endpoint), so the counters need no lock.
     """
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, limiter: RefusalLimiter | None = None) -> None:
         self.limits = limits
+        self._limiter = limiter
         self._per_address: dict[str, int] = {}
         self._open: dict[int, _Tracked] = {}  # by file descriptor, until asyncio closes it
         self._waiting: OrderedDict[_Tracked, None] = OrderedDict()  # HEAD phase, oldest first
@@ -175,6 +184,7 @@ class ConnectionGuard:
             def on_response_complete(self) -> None:
                 super().on_response_complete()
                 if self._tracked is not None:
+                    self._tracked.answered = True
                     guard._follow(self._tracked, self.conn.their_state)
 
         return GuardedH11Protocol
@@ -195,7 +205,7 @@ class ConnectionGuard:
         ]
         lines += [
             f'donjon_steward_connections_refused_total{{reason="{reason}"}} {self.refused[reason]}'
-            for reason in ("per_address", "capacity")
+            for reason in ("per_address", "rate", "capacity")
         ]
         lines += [
             "# HELP donjon_steward_connections_dropped_total Connections dropped by a deadline "
@@ -215,6 +225,8 @@ class ConnectionGuard:
         limits = self.limits
         if self._per_address.get(key, 0) >= limits.max_per_address:
             return self._refuse(conn, "per_address")
+        if self._limiter is not None and self._limiter.retry_after(key) is not None:
+            return self._refuse(conn, "rate")
         if len(self._open) - self._dropping >= limits.max_connections:
             oldest = next(iter(self._waiting), None)
             if oldest is None:
@@ -302,6 +314,8 @@ class ConnectionGuard:
         self._cancel(tracked)
         self._waiting.pop(tracked, None)
         self.dropped[why] += 1
+        if self._limiter is not None and (why == "body" or (why == "head" and not tracked.answered)):
+            self._limiter.refused(tracked.key)
         with contextlib.suppress(OSError):
             tracked.sock.shutdown(socket.SHUT_RDWR)
         if tracked.transport is not None:

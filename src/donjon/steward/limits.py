@@ -51,6 +51,8 @@ def address_key(host: str | None) -> str:
     """
     if not host:
         return "unknown"
+    if ":" not in host and host.count(".") == 3 and host.replace(".", "").isdigit():
+        return host  # IPv4 as the kernel writes it: the common case, on every accept
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

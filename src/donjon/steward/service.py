@@ -281,7 +281,12 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
     sock = _listen(config)
     host, port = sock.getsockname()[:2]
     limits = _file_limit(config.connections)
-    guard = ConnectionGuard(limits)
+    # One bucket per address for both layers: 4xx answers and connections dropped before their
+    # first request both count as refusals of the address.
+    limiter = RefusalLimiter(
+        burst=limits.refusal_burst, rate=limits.refusal_rate, table_size=limits.rate_table_size
+    )
+    guard = ConnectionGuard(limits, limiter)
     listener = guard.listener(sock)
     rate_limit = RefusalRateLimit(
         create_app(
@@ -290,9 +295,7 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
             request_timeout=config.request_timeout,
             workers=config.workers,
         ),
-        RefusalLimiter(
-            burst=limits.refusal_burst, rate=limits.refusal_rate, table_size=limits.rate_table_size
-        ),
+        limiter,
     )
     steward.metrics.add_collector(guard.metrics_lines)
     steward.metrics.add_collector(rate_limit.metrics_lines)
