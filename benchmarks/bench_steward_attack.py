@@ -21,7 +21,9 @@ simulated SNP evidence, CSR, POST, chain check) on a new HTTPS connection each t
 127.0.0.1, in threads of this process; the attackers use the ``--attack-addresses`` source
 addresses 127.0.0.2, 127.0.0.3... (bound before connecting), from a process of their own.
 Latency is a whole attestation as the Keep sees it (its own crypto included). Steward RSS is
-read from /proc every 0.5 s (the peak is shown).
+read from /proc every 0.5 s (the peak is shown); CPU is the Steward process's user + system
+time over the phase's wall time (100 % = one core). The attackers, the honest Keeps and the
+Steward share this machine's CPUs: every CPU second an attacker spends is taken from the others.
 
 ``--server-src DIR`` runs the Steward from another checkout's ``src`` (e.g. the code before the
 connection defence) against the same files, for a before/after comparison.
@@ -104,15 +106,24 @@ async def _idle(host: str, port: int, source: str, tls: ssl.SSLContext | None, s
             t.refused += 1
             await asyncio.sleep(0.05)
             continue
-        t.connected += 1
         opened = time.monotonic()
         try:
             await asyncio.wait_for(reader.read(), timeout=max(0.1, stop - time.monotonic()))
+            t.connected += 1
             t.held.append(time.monotonic() - opened)
+        except TimeoutError:  # still open when the attack ended (TimeoutError is an OSError)
+            t.connected += 1
+        except ConnectionResetError:
+            # The kernel completes a TCP connect before the Steward accepts it: a connection
+            # reset at accept (per-address cap, rate limit) shows up here, at once.
+            if time.monotonic() - opened < 0.5:
+                t.refused += 1
+            else:
+                t.connected += 1
+                t.held.append(time.monotonic() - opened)
         except (OSError, ssl.SSLError):
+            t.connected += 1
             t.held.append(time.monotonic() - opened)
-        except TimeoutError:
-            pass
         with contextlib.suppress(Exception):
             writer.transport.abort()
 
@@ -259,6 +270,13 @@ class Steward:
                     return int(line.split()[1]) * 1024
         return 0
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the Steward process has used."""
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0
+
     def stop(self) -> None:
         self._watch.set()
         self.proc.terminate()
@@ -366,8 +384,10 @@ def main() -> int:
         steward = Steward(local.config_path, args.server_src)
         try:
             ca = (local.ca,)
+            cpu = steward.cpu()
             base = honest(steward.url, ca, vendor_dir, args.seconds, args.keeps)
             base["rss"] = steward.rss_peak
+            base["cpu"] = (steward.cpu() - cpu) / args.seconds
             attack_cmd = [
                 sys.executable, __file__, "--role", "attacker", "--url", steward.url,
                 "--seconds", str(args.seconds + 8), "--idle-tls", str(args.idle_tls),
@@ -378,8 +398,10 @@ def main() -> int:
             time.sleep(5)  # let the attackers connect: the honest load runs while they are there
             rss_attack = steward.rss()
             steward.rss_peak = rss_attack
+            cpu = steward.cpu()
             attacked = honest(steward.url, ca, vendor_dir, args.seconds, args.keeps)
             attacked["rss"] = steward.rss_peak
+            attacked["cpu"] = (steward.cpu() - cpu) / args.seconds
             out, _ = attacker.communicate(timeout=args.seconds + 120)
             attack = json.loads(out.strip().splitlines()[-1])
             metrics = scrape(steward.url, local.ca_path)
@@ -394,11 +416,14 @@ def main() -> int:
         f"{args.slow} slow-header, {args.garbage} garbage-CSR clients, from {args.attack_addresses} "
         "addresses 127.0.0.2..; honest Keeps from 127.0.0.1"
     )
-    print(f"{'phase':<14}{'attempts':>9}{'success':>9}{'p50 ms':>9}{'p99 ms':>9}{'att/s':>8}{'RSS MB':>8}")
+    print(
+        f"{'phase':<14}{'attempts':>9}{'success':>9}{'p50 ms':>9}{'p99 ms':>9}{'att/s':>8}{'RSS MB':>8}"
+        f"{'CPU':>7}"
+    )
     for label, r in (("no attack", base), ("under attack", attacked)):
         print(
             f"{label:<14}{r['attempts']:>9}{r['success']:>9.1%}{r['p50']:>9.0f}{r['p99']:>9.0f}"
-            f"{r['rate']:>8.1f}{r['rss'] / 2**20:>8.0f}"
+            f"{r['rate']:>8.1f}{r['rss'] / 2**20:>8.0f}{r['cpu']:>7.0%}"
         )
         for error, n in sorted(r["errors"].items(), key=lambda x: -x[1])[:3]:
             print(f"   {n} x {error}")

@@ -83,7 +83,7 @@ class _Phase(enum.Enum):
 class _Tracked:
     """One accepted connection: its address key, its phase and the timer of its deadline."""
 
-    __slots__ = ("answered", "dropped", "key", "phase", "sock", "timer", "transport")
+    __slots__ = ("answered", "dropped", "fresh", "key", "phase", "sock", "timer", "transport")
 
     def __init__(self, key: str, sock: socket.socket) -> None:
         self.key = key
@@ -93,6 +93,7 @@ class _Tracked:
         self.transport: asyncio.BaseTransport | None = None
         self.dropped = False
         self.answered = False  # at least one response was sent on it
+        self.fresh = True  # no request head received on it yet
 
 
 class _Connection(socket.socket):
@@ -136,10 +137,12 @@ class ConnectionGuard:
     """Enforces :class:`~donjon.steward.limits.ConnectionLimits` on one event loop's connections.
 
     With a ``limiter`` (the one the refusal rate limit uses), a connection dropped by a
-    deadline before it carried a single request counts as a refusal of its address, and an
-    address whose bucket is empty has its new connections reset at accept: an attacker that
-    reconnects as soon as it is dropped then costs an ``accept()``, not a TLS handshake, each
-    time. Idle keep-alive connections closed after their responses are not counted.
+    deadline before it carried a single request counts as a refusal of its address. An address
+    refused lately (it has a bucket that is not full) may have only as many connections
+    waiting for their first request head as its bucket has tokens; more are reset at accept.
+    An attacker that reconnects as soon as it is dropped then costs an ``accept()``, not a TLS
+    handshake, each time, and at most ``refusal_rate`` handshakes a second per address. Idle
+    keep-alive connections closed after their responses are not counted.
 
     Every method runs on the event loop's thread (accept, protocol callbacks, timers, the
     metrics endpoint), so the counters need no lock.
@@ -149,6 +152,7 @@ class ConnectionGuard:
         self.limits = limits
         self._limiter = limiter
         self._per_address: dict[str, int] = {}
+        self._fresh: dict[str, int] = {}  # connections with no request head yet, per address
         self._open: dict[int, _Tracked] = {}  # by file descriptor, until asyncio closes it
         self._waiting: OrderedDict[_Tracked, None] = OrderedDict()  # HEAD phase, oldest first
         self._dropping = 0
@@ -225,8 +229,10 @@ class ConnectionGuard:
         limits = self.limits
         if self._per_address.get(key, 0) >= limits.max_per_address:
             return self._refuse(conn, "per_address")
-        if self._limiter is not None and self._limiter.retry_after(key) is not None:
-            return self._refuse(conn, "rate")
+        if self._limiter is not None:
+            tokens = self._limiter.tokens(key)
+            if tokens is not None and self._fresh.get(key, 0) + 1 > tokens:
+                return self._refuse(conn, "rate")
         if len(self._open) - self._dropping >= limits.max_connections:
             oldest = next(iter(self._waiting), None)
             if oldest is None:
@@ -235,6 +241,7 @@ class ConnectionGuard:
         tracked = _Tracked(key, conn)
         conn._guard, conn._tracked = self, tracked
         self._per_address[key] = self._per_address.get(key, 0) + 1
+        self._fresh[key] = self._fresh.get(key, 0) + 1
         self._open[conn.fileno()] = tracked
         self._await_head(tracked)
         return True
@@ -257,11 +264,8 @@ class ConnectionGuard:
         if tracked.dropped:
             self._dropping -= 1
         tracked.transport = None
-        left = self._per_address.get(tracked.key, 1) - 1
-        if left > 0:
-            self._per_address[tracked.key] = left
-        else:
-            self._per_address.pop(tracked.key, None)
+        self._not_fresh(tracked)
+        _decrement(self._per_address, tracked.key)
 
     def _attach(self, transport: asyncio.BaseTransport) -> _Tracked | None:
         sock = transport.get_extra_info("socket")
@@ -279,7 +283,9 @@ class ConnectionGuard:
         if state is h11.IDLE:
             if tracked.phase is not _Phase.HEAD:
                 self._await_head(tracked)
-        elif state is h11.SEND_BODY:
+            return
+        self._not_fresh(tracked)
+        if state is h11.SEND_BODY:
             if tracked.phase is not _Phase.BODY:
                 self._waiting.pop(tracked, None)
                 self._arm(tracked, _Phase.BODY, self.limits.body_timeout)
@@ -288,6 +294,11 @@ class ConnectionGuard:
             self._waiting.pop(tracked, None)
             self._cancel(tracked)
             tracked.phase = _Phase.BUSY
+
+    def _not_fresh(self, tracked: _Tracked) -> None:
+        if tracked.fresh:
+            tracked.fresh = False
+            _decrement(self._fresh, tracked.key)
 
     def _await_head(self, tracked: _Tracked) -> None:
         self._waiting[tracked] = None
@@ -345,3 +356,11 @@ class ConnectionGuard:
                 }
             },
         )
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

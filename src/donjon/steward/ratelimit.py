@@ -73,6 +73,12 @@ class RefusalLimiter:
         tokens, then = found
         return min(float(self.burst), tokens + (now - then) * self.rate)
 
+    def tokens(self, key: str) -> float | None:
+        """Tokens ``key`` has now, or None when it has no bucket (not refused lately: a full one)."""
+        if key not in self._buckets:
+            return None
+        return self._tokens(key, self._clock())
+
     def retry_after(self, key: str) -> float | None:
         """Seconds until ``key`` may be served again, or None when it may be now."""
         if key not in self._buckets:
