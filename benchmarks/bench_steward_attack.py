@@ -14,7 +14,8 @@ One real ``donjon steward serve`` process (HTTPS on 127.0.0.1, SQLite log; its f
    handshake (the Steward serves one listener; on a plain-HTTP Steward the same connections are
    idle HTTP connections), ``--slow`` clients sending a request head one byte every 0.5 s, and
    ``--garbage`` clients posting random bytes as CSRs as fast as they can. Every attacking
-   connection is re-opened as soon as the Steward drops it (after 50 ms if it was refused).
+   connection is re-opened as soon as the Steward drops it (after ``--retry-delay`` if it was
+   refused at accept).
 
 The honest Keeps are the Keep's own attestation code (``Attestor.attest_once``: key, challenge,
 simulated SNP evidence, CSR, POST, chain check) on a new HTTPS connection each time, from
@@ -58,6 +59,8 @@ from donjon.keep.attest import Attestor
 from donjon.keep.steward_client import StewardClient, StewardEndpoint
 
 WORKLOAD = hashlib.sha256(b"bench attack workload").digest()
+#: Seconds an attacking client waits after a refused connect (--retry-delay).
+RETRY_DELAY = 0.05
 
 
 # --- the attacker (a process of its own: --role attacker)
@@ -104,7 +107,7 @@ async def _idle(host: str, port: int, source: str, tls: ssl.SSLContext | None, s
             reader, writer = await _open(host, port, source, tls)
         except (TimeoutError, OSError, ssl.SSLError):
             t.refused += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(RETRY_DELAY)
             continue
         opened = time.monotonic()
         try:
@@ -138,7 +141,7 @@ async def _slow(host: str, port: int, source: str, tls: ssl.SSLContext, stop: fl
             reader, writer = await _open(host, port, source, tls)
         except (TimeoutError, OSError, ssl.SSLError):
             t.refused += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(RETRY_DELAY)
             continue
         t.connected += 1
         opened = time.monotonic()
@@ -166,7 +169,7 @@ async def _garbage(host: str, port: int, source: str, tls: ssl.SSLContext, stop:
             reader, writer = await _open(host, port, source, tls)
         except (TimeoutError, OSError, ssl.SSLError):
             t.refused += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(RETRY_DELAY)
             continue
         t.connected += 1
         try:
@@ -197,7 +200,11 @@ async def _attack(args: argparse.Namespace) -> dict[str, Any]:
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
+    # Idle clients on 127.0.0.2.., slow ones on 127.0.0.200.., garbage posters on 127.0.0.210..:
+    # each kind is limited on its own merits, not because it shares an address with another.
     sources = [f"127.0.0.{2 + i}" for i in range(args.attack_addresses)]
+    slow_sources = [f"127.0.0.{200 + i}" for i in range(args.slow)]
+    garbage_sources = [f"127.0.0.{210 + i}" for i in range(args.garbage)]
     stop = time.monotonic() + args.seconds
     tallies = {k: Tally() for k in ("idle_tls", "idle_tcp", "slow", "garbage")}
     jobs = []
@@ -206,14 +213,16 @@ async def _attack(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.idle_tcp):
         jobs.append(_idle(host, int(port), sources[(i + 7) % len(sources)], None, stop, tallies["idle_tcp"]))
     for i in range(args.slow):
-        jobs.append(_slow(host, int(port), sources[i % len(sources)], tls, stop, tallies["slow"]))
+        jobs.append(_slow(host, int(port), slow_sources[i], tls, stop, tallies["slow"]))
     for i in range(args.garbage):
-        jobs.append(_garbage(host, int(port), sources[(i + 3) % len(sources)], tls, stop, tallies["garbage"]))
+        jobs.append(_garbage(host, int(port), garbage_sources[i], tls, stop, tallies["garbage"]))
     await asyncio.gather(*jobs)
     return {k: v.as_dict() for k, v in tallies.items()}
 
 
 def attacker_main(args: argparse.Namespace) -> int:
+    global RETRY_DELAY
+    RETRY_DELAY = args.retry_delay
     nofile = _raise_nofile()
     result = asyncio.run(_attack(args))
     result["nofile"] = nofile
@@ -363,6 +372,12 @@ def main() -> int:
     ap.add_argument("--slow", type=int, default=4, help="slow-header clients")
     ap.add_argument("--garbage", type=int, default=4, help="clients posting garbage CSRs")
     ap.add_argument("--attack-addresses", type=int, default=16, help="source addresses 127.0.0.2...")
+    ap.add_argument(
+        "--retry-delay",
+        type=float,
+        default=0.05,
+        help="seconds an attacking client waits after a refused connect (default 0.05)",
+    )
     ap.add_argument("--server-src", help="run the Steward from this src directory (PYTHONPATH)")
     ap.add_argument("--role", choices=["bench", "attacker"], default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
@@ -392,7 +407,7 @@ def main() -> int:
                 sys.executable, __file__, "--role", "attacker", "--url", steward.url,
                 "--seconds", str(args.seconds + 8), "--idle-tls", str(args.idle_tls),
                 "--idle-tcp", str(args.idle_tcp), "--slow", str(args.slow), "--garbage", str(args.garbage),
-                "--attack-addresses", str(args.attack_addresses),
+                "--attack-addresses", str(args.attack_addresses), "--retry-delay", str(args.retry_delay),
             ]  # fmt: skip
             attacker = subprocess.Popen(attack_cmd, stdout=subprocess.PIPE, text=True)
             time.sleep(5)  # let the attackers connect: the honest load runs while they are there
@@ -413,8 +428,9 @@ def main() -> int:
     )
     print(
         f"attack: {args.idle_tls} idle TLS + {args.idle_tcp} idle TCP (same HTTPS listener), "
-        f"{args.slow} slow-header, {args.garbage} garbage-CSR clients, from {args.attack_addresses} "
-        "addresses 127.0.0.2..; honest Keeps from 127.0.0.1"
+        f"{args.slow} slow-header, {args.garbage} garbage-CSR clients; idle ones from "
+        f"{args.attack_addresses} addresses 127.0.0.2.., slow from 127.0.0.200.., garbage from "
+        f"127.0.0.210..; honest Keeps from 127.0.0.1; retry delay {args.retry_delay} s"
     )
     print(
         f"{'phase':<14}{'attempts':>9}{'success':>9}{'p50 ms':>9}{'p99 ms':>9}{'att/s':>8}{'RSS MB':>8}"

@@ -3,9 +3,10 @@
 Every 4xx answer (a refusal: garbage CSRs, forged nonces, unknown paths...) takes a token from
 the client address's bucket (IPv6: its /64, :func:`donjon.steward.limits.address_key`); buckets
 refill at ``refusal_rate`` tokens a second up to ``refusal_burst``. While a bucket is empty,
-every request from that address is answered ``429`` with ``Retry-After`` before the
-application sees it — no CSR is parsed, nothing is logged row by row. Honest clients are never
-charged: only refusals take tokens.
+every request from that address is answered ``429`` with ``Retry-After`` and
+``Connection: close`` before the application sees it — no CSR is parsed, nothing is logged row
+by row — and (with the guard) its new connections are reset at accept until a token is back.
+Honest clients are never charged: only refusals take tokens.
 
 The table of buckets is bounded (``rate_table_size``): when it is full the address refused
 least recently is forgotten (it starts again with a full bucket). An attacker with more
@@ -176,6 +177,10 @@ async def _too_many(send: Send, wait: float) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"retry-after", str(seconds).encode()),
+                # Closed after the answer: while the address has no token, its next connection
+                # is reset at accept (connguard), which costs far less than a TLS handshake and
+                # an HTTP request for every 429.
+                (b"connection", b"close"),
             ],
         }
     )
