@@ -226,6 +226,8 @@ def attacker_main(args: argparse.Namespace) -> int:
     nofile = _raise_nofile()
     result = asyncio.run(_attack(args))
     result["nofile"] = nofile
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(result))
     return 0
 
@@ -344,6 +346,18 @@ def honest(
     }
 
 
+def _attacker_cmd(args: argparse.Namespace, url: str, **counts: int) -> list[str]:
+    cmd = [sys.executable, __file__, "--role", "attacker", "--url", url, "--seconds", str(args.seconds + 8)]
+    for kind in ("idle_tls", "idle_tcp", "slow", "garbage"):
+        cmd += [f"--{kind.replace('_', '-')}", str(counts.get(kind, 0))]
+    return [*cmd, "--attack-addresses", str(args.attack_addresses), "--retry-delay", str(args.retry_delay)]
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def scrape(url: str, ca_path: Path) -> dict[str, float]:
     wanted = (
         "donjon_steward_connections_refused_total",
@@ -400,25 +414,40 @@ def main() -> int:
         try:
             ca = (local.ca,)
             cpu = steward.cpu()
+            own = _own_cpu()
             base = honest(steward.url, ca, vendor_dir, args.seconds, args.keeps)
+            base["keeps_cpu"] = (_own_cpu() - own) / args.seconds
             base["rss"] = steward.rss_peak
             base["cpu"] = (steward.cpu() - cpu) / args.seconds
-            attack_cmd = [
-                sys.executable, __file__, "--role", "attacker", "--url", steward.url,
-                "--seconds", str(args.seconds + 8), "--idle-tls", str(args.idle_tls),
-                "--idle-tcp", str(args.idle_tcp), "--slow", str(args.slow), "--garbage", str(args.garbage),
-                "--attack-addresses", str(args.attack_addresses), "--retry-delay", str(args.retry_delay),
-            ]  # fmt: skip
-            attacker = subprocess.Popen(attack_cmd, stdout=subprocess.PIPE, text=True)
+            # Two attacker processes (each its own interpreter): the reconnecting idle clients
+            # must not starve the garbage posters of CPU.
+            attackers = [
+                subprocess.Popen(
+                    _attacker_cmd(args, steward.url, **counts), stdout=subprocess.PIPE, text=True
+                )
+                for counts in (
+                    {"idle_tls": args.idle_tls, "idle_tcp": args.idle_tcp},
+                    {"slow": args.slow, "garbage": args.garbage},
+                )
+            ]
             time.sleep(5)  # let the attackers connect: the honest load runs while they are there
             rss_attack = steward.rss()
             steward.rss_peak = rss_attack
             cpu = steward.cpu()
+            own = _own_cpu()
             attacked = honest(steward.url, ca, vendor_dir, args.seconds, args.keeps)
+            attacked["keeps_cpu"] = (_own_cpu() - own) / args.seconds
             attacked["rss"] = steward.rss_peak
             attacked["cpu"] = (steward.cpu() - cpu) / args.seconds
-            out, _ = attacker.communicate(timeout=args.seconds + 120)
-            attack = json.loads(out.strip().splitlines()[-1])
+            attack: dict[str, Any] = {"cpu": 0.0}
+            for proc in attackers:
+                out, _ = proc.communicate(timeout=args.seconds + 120)
+                part = json.loads(out.strip().splitlines()[-1])
+                attack["cpu"] += part.pop("cpu")
+                part.pop("nofile")
+                for kind, tally in part.items():
+                    if tally["connected"] or tally["refused"]:
+                        attack[kind] = tally
             metrics = scrape(steward.url, local.ca_path)
         finally:
             steward.stop()
@@ -434,16 +463,17 @@ def main() -> int:
     )
     print(
         f"{'phase':<14}{'attempts':>9}{'success':>9}{'p50 ms':>9}{'p99 ms':>9}{'att/s':>8}{'RSS MB':>8}"
-        f"{'CPU':>7}"
+        f"{'Steward CPU':>12}{'Keeps CPU':>10}"
     )
     for label, r in (("no attack", base), ("under attack", attacked)):
         print(
             f"{label:<14}{r['attempts']:>9}{r['success']:>9.1%}{r['p50']:>9.0f}{r['p99']:>9.0f}"
-            f"{r['rate']:>8.1f}{r['rss'] / 2**20:>8.0f}{r['cpu']:>7.0%}"
+            f"{r['rate']:>8.1f}{r['rss'] / 2**20:>8.0f}{r['cpu']:>12.0%}{r['keeps_cpu']:>10.0%}"
         )
         for error, n in sorted(r["errors"].items(), key=lambda x: -x[1])[:3]:
             print(f"   {n} x {error}")
     print(f"Steward RSS with the attackers connected, before the honest load: {rss_attack / 2**20:.0f} MB")
+    print(f"attackers' CPU: {attack.pop('cpu') / (args.seconds + 8):.0%} over the attack (100 % = one core)")
     for kind, t in attack.items():
         if not isinstance(t, dict):
             continue
