@@ -382,7 +382,8 @@ def test_http_servers_own_log_lines_are_json(env, kit):
             with socket.create_connection((host, int(port)), timeout=5) as sock:
                 sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
                 assert sock.recv(4096).startswith(b"HTTP/1.1 400")
-        assert httpx.get(f"{proc.url}/healthz").status_code == 200
+        metrics = httpx.get(f"{proc.url}/metrics").text
+        assert "donjon_steward_rate_limit_addresses 1" in metrics  # bytes that are not HTTP: refusals
     finally:
         proc.stop()
     proc._reader.join(5)

@@ -50,7 +50,8 @@ log = logging.getLogger("donjon.steward")
 
 #: Bytes asyncio's TLS protocol allocates per connection to read into. asyncio's default is
 #: 256 KiB (``SSLProtocol.max_size``), allocated and zero-filled for every accepted TLS
-#: connection: 1024 idle TLS clients cost the Steward ~260 MB of RSS for nothing (measured).
+#: connection: 1024 idle TLS clients took the Steward from 44 to 325 MB of RSS (85 MB with
+#: this size; measured, benchmarks/RESULTS.md "Steward under attack").
 #: A TLS record holds at most 16 KiB of plaintext (RFC 8446 section 5.1), and the Steward's
 #: requests are small, so one record's worth is enough.
 TLS_READ_BUFFER = 16 * 1024
@@ -83,11 +84,12 @@ class _Phase(enum.Enum):
 class _Tracked:
     """One accepted connection: its address key, its phase and the timer of its deadline."""
 
-    __slots__ = ("answered", "dropped", "fresh", "key", "phase", "sock", "timer", "transport")
+    __slots__ = ("answered", "dropped", "fd", "fresh", "key", "phase", "sock", "timer", "transport")
 
     def __init__(self, key: str, sock: socket.socket) -> None:
         self.key = key
         self.sock = sock
+        self.fd = sock.fileno()
         self.phase = _Phase.HEAD
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.BaseTransport | None = None
@@ -242,7 +244,7 @@ class ConnectionGuard:
         conn._guard, conn._tracked = self, tracked
         self._per_address[key] = self._per_address.get(key, 0) + 1
         self._fresh[key] = self._fresh.get(key, 0) + 1
-        self._open[conn.fileno()] = tracked
+        self._open[tracked.fd] = tracked
         self._await_head(tracked)
         return True
 
@@ -256,9 +258,8 @@ class ConnectionGuard:
         return False
 
     def _release(self, tracked: _Tracked) -> None:
-        fd = tracked.sock.fileno()
-        if self._open.get(fd) is tracked:
-            del self._open[fd]
+        if self._open.get(tracked.fd) is tracked:
+            del self._open[tracked.fd]
         self._cancel(tracked)
         self._waiting.pop(tracked, None)
         if tracked.dropped:
@@ -285,6 +286,9 @@ class ConnectionGuard:
                 self._await_head(tracked)
             return
         self._not_fresh(tracked)
+        if state is h11.ERROR and self._limiter is not None and tracked.phase is not _Phase.BUSY:
+            # Not HTTP (uvicorn answers 400 and closes, without the application): a refusal.
+            self._limiter.refused(tracked.key)
         if state is h11.SEND_BODY:
             if tracked.phase is not _Phase.BODY:
                 self._waiting.pop(tracked, None)
@@ -319,6 +323,11 @@ class ConnectionGuard:
 
     def _drop(self, tracked: _Tracked, why: str) -> None:
         if tracked.dropped:
+            return
+        if tracked.sock.fileno() == -1:
+            # Closed without going through asyncio's transport (it failed to start): give the
+            # slot back rather than count a connection that is gone.
+            self._release(tracked)
             return
         tracked.dropped = True
         self._dropping += 1
