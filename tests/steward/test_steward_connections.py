@@ -127,13 +127,13 @@ def test_idle_connection_after_the_tls_handshake_is_dropped(steward):
     sock = _connect(steward.url, "127.0.0.21", tls=True)
     with sock:
         held = _closed_after(sock, HEADER_TIMEOUT + 3)
-    assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 1.5
+    assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 2.5
 
 
 def test_tcp_connection_that_never_starts_tls_is_dropped(steward):
     with _connect(steward.url, "127.0.0.22", tls=False) as sock:
         held = _closed_after(sock, HEADER_TIMEOUT + 3)
-    assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 1.5
+    assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 2.5
 
 
 def test_slow_request_head_is_dropped_by_the_deadline_from_accept(steward):
@@ -141,7 +141,7 @@ def test_slow_request_head_is_dropped_by_the_deadline_from_accept(steward):
     head = b"POST /attest HTTP/1.1\r\nHost: steward\r\nX-Slow: " + b"a" * 200
     with _connect(steward.url, "127.0.0.23", tls=True) as sock:
         held = _closed_after(sock, HEADER_TIMEOUT + 3, trickle=head)
-    assert held <= HEADER_TIMEOUT + 1.5
+    assert held <= HEADER_TIMEOUT + 2.5
 
 
 def test_slow_body_is_dropped(steward):
@@ -152,7 +152,7 @@ def test_slow_body_is_dropped(steward):
     with _connect(steward.url, "127.0.0.24", tls=True) as sock:
         sock.sendall(head)
         held = _closed_after(sock, BODY_TIMEOUT + 3, trickle=b"\x30" * 500)
-    assert held <= BODY_TIMEOUT + 1.5
+    assert held <= BODY_TIMEOUT + 2.5
 
 
 def test_idle_keep_alive_connection_is_dropped_after_its_response(steward):
@@ -161,7 +161,7 @@ def test_idle_keep_alive_connection_is_dropped_after_its_response(steward):
         answer = sock.recv(4096)
         assert answer.startswith(b"HTTP/1.1 200")
         held = _closed_after(sock, HEADER_TIMEOUT + 3)
-    assert held <= HEADER_TIMEOUT + 1.5
+    assert held <= HEADER_TIMEOUT + 2.5
 
 
 def test_per_address_cap_while_another_address_is_served(steward, kit):
@@ -249,7 +249,7 @@ def test_idle_tcp_connection_on_an_http_steward_is_dropped(env, kit):
             held = _closed_after(sock, HEADER_TIMEOUT + 3)
     finally:
         proc.stop()
-    assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 1.5
+    assert HEADER_TIMEOUT - 0.5 <= held <= HEADER_TIMEOUT + 2.5
 
 
 def test_when_every_slot_is_taken_the_longest_waiting_connection_makes_room(env, kit):
@@ -516,8 +516,9 @@ def test_honest_keeps_succeed_while_attackers_are_connected(tmp_path, vendor, ki
     # addresses, refused too often, were reset at accept.
     dropped, rate_refused = counts
     assert dropped >= 200 and rate_refused > 0
-    assert tally["held"] and max(tally["held"]) <= HEADER_TIMEOUT + 1.5
-    assert tally["slow"] and max(tally["slow"]) <= HEADER_TIMEOUT + 1.5
+    # (Without deadlines they would be held until the attacker gives up, HEADER_TIMEOUT + 5 s.)
+    assert tally["held"] and max(tally["held"]) <= HEADER_TIMEOUT + 3
+    assert tally["slow"] and max(tally["slow"]) <= HEADER_TIMEOUT + 3
     assert {400, 429} <= set(tally["garbage"])
 
 

@@ -6,7 +6,8 @@
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
 
 Exit codes: 0 ok; 1 the log does not verify; 2 usage or invalid configuration;
-3 operational error (files, database).
+3 operational error (files, database, an address that cannot be bound); 130 ``serve``
+stopped by Ctrl-C (SIGINT).
 """
 
 from __future__ import annotations

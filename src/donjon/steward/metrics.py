@@ -1,7 +1,8 @@
 """Prometheus text exposition (format 0.0.4), written by hand: counters and one histogram.
 
 ``donjon_steward_issued_total{path,kind}``, ``donjon_steward_refused_total{check}``,
-``donjon_steward_request_seconds`` (histogram, by endpoint). Thread-safe; values
+``donjon_steward_request_seconds`` (histogram, by endpoint), then the lines of any
+collector added (the connection guard's and the rate limit's). Thread-safe; values
 live in the process (each replica exposes its own).
 """
 
