@@ -525,3 +525,18 @@ def test_honest_keeps_succeed_while_attackers_are_connected(tmp_path, vendor, ki
 def _metric_of(proc, env, name: str) -> float:
     proc.env = env
     return _metric(proc, name)
+
+
+def test_max_connections_is_lowered_to_fit_the_open_file_limit(monkeypatch):
+    # Running out of descriptors stops asyncio accepting anyone: the cap must fit under the limit.
+    from donjon.steward import service
+
+    limits: list[tuple[int, int]] = [(1024, 1024)]
+    monkeypatch.setattr(service.resource, "getrlimit", lambda which: limits[-1])
+    monkeypatch.setattr(service.resource, "setrlimit", lambda which, value: limits.append(value))
+    fitted = service._file_limit(ConnectionLimits(max_connections=4096))
+    assert fitted.max_connections == 1024 - 256
+    assert limits[-1] == (1024, 1024)  # the soft limit cannot go past the hard one
+    limits[:] = [(1024, 100_000)]
+    assert service._file_limit(ConnectionLimits(max_connections=4096)).max_connections == 4096
+    assert limits[-1] == (4096 + 256, 100_000)
