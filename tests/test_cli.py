@@ -272,7 +272,7 @@ def test_steward_serve_speaks_donjon_lines_until_it_serves(tmp_path, capsys):
         port = taken.getsockname()[1]
         assert main(["steward", "serve", "--config", config, "--port", str(port)]) == EXIT_OPERATIONAL
     err = capsys.readouterr().err
-    assert err.startswith(f"donjon: cannot serve on 127.0.0.1:{port}: ") and len(err.splitlines()) == 1
+    assert err.startswith(f"donjon: cannot listen on 127.0.0.1:{port}: ") and len(err.splitlines()) == 1
 
     # A serving certificate that cannot be loaded: before serving, not after "listening".
     (d / "tls.pem").write_text("not PEM\n")

@@ -7,8 +7,8 @@
 - ``donjon steward log migrate --config steward.toml``
 
 Exit codes: 0 ok; 1 the log does not verify (or an old chain to convert is broken); 2 usage or
-invalid configuration;
-3 operational error (files, database).
+invalid configuration; 3 operational error (files, database, an address that cannot be bound);
+130 ``serve`` stopped by Ctrl-C (SIGINT).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import secrets
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from donjon.tlog.checkpoint import NoteVerifier
 
 __all__ = ["main", "parser"]
+
+#: ``steward serve`` stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 _INIT_EXAMPLES = examples(
@@ -273,7 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
-    from donjon.steward.service import build_steward, serve
+    from donjon.steward.service import ListenError, build_steward, serve
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
     # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
@@ -300,13 +304,21 @@ def _serve(args: argparse.Namespace) -> int:
         return code
     setup_logging(logging.INFO)
     try:
-        serve(config, steward)
+        stopped_by = serve(config, steward)
+    except ListenError as e:  # before serving: one 'donjon:' line, like every other error then
+        steward.close()
+        _error(str(e))
+        return EXIT_OPERATIONAL
     except OSError as e:
         steward.close()  # closing twice is harmless, if serve got as far as closing it
         host = f"[{config.listen}]" if ":" in config.listen else config.listen
         _error(f"cannot serve on {host}:{config.port}: {e.strerror or e}")
         return EXIT_OPERATIONAL
-    return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signal
+        steward.close()
+        return EXIT_INTERRUPTED
+    # Ctrl-C: 128 + SIGINT, as a shell reports it; SIGTERM is how service managers stop it (0).
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK
 
 
 def _log(args: argparse.Namespace) -> int:
@@ -456,5 +468,8 @@ def main(argv: list[str]) -> int:
     if args.command == "init":
         return _init(args)
     if args.command == "serve":
-        return _serve(args)
+        try:
+            return _serve(args)
+        except KeyboardInterrupt:  # Ctrl-C while starting: no traceback
+            return EXIT_INTERRUPTED
     return _log(args)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from donjon.oids import require_certificate_safe
 from donjon.steward.errors import ConfigError
+from donjon.steward.limits import ConnectionLimits
 from donjon.steward.logkey import default_origin
 from donjon.steward.policy import parse_duration
 from donjon.tlog.checkpoint import NoteError, check_key_name
@@ -41,6 +42,15 @@ _KNOWN = {
     "log": {"backend", "path", "dsn", "origin"},
     "roots": {"files", "simulated"},
     "collateral": {"dir", "require", "fetch", "cache", "offline", "kds_url", "pcs_url", "intel_root_crl_url"},
+    "connections": {
+        "header_timeout",
+        "body_timeout",
+        "max_connections",
+        "max_per_address",
+        "refusal_burst",
+        "refusal_rate",
+        "rate_table_size",
+    },
 }
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 
@@ -87,6 +97,7 @@ class StewardConfig:
     log_key: Path | None = None
     #: The log's name: first line of its checkpoints and the log key's name.
     log_origin: str | None = None
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def _line(text: str, key: str) -> int | None:
@@ -183,6 +194,7 @@ def load_config(path: str | Path) -> StewardConfig:
     for flag in ("fetch", "offline"):
         if not isinstance(co.get(flag, False), bool):
             raise err(f"{flag} must be true or false", flag)
+    connections = _connection_limits(doc.get("connections", {}), err)
     require = co.get("require", list(_KINDS[:3]))
     if not isinstance(require, list) or not all(k in _KINDS for k in require):
         raise err(f"collateral require must list kinds from {list(_KINDS)}", "require")
@@ -222,6 +234,43 @@ def load_config(path: str | Path) -> StewardConfig:
         intel_root_crl_url=string(co, "intel_root_crl_url"),
         log_key=required(st, "log_key", "log-key.pem"),
         log_origin=origin,
+        connections=connections,
+    )
+
+
+def _connection_limits(table: dict[str, Any], err: Any) -> ConnectionLimits:
+    """``[connections]``: each value checked against a range that keeps the Steward serving."""
+    default = ConnectionLimits()
+
+    def seconds(key: str, low: int, high: int) -> float:
+        value = table.get(key)
+        if value is None:
+            return float(getattr(default, key))
+        try:
+            parsed = parse_duration(value) if isinstance(value, str) else None
+        except ValueError as e:
+            raise err(f"{key}: {e}", key) from e
+        if parsed is None or not low <= parsed <= high:
+            raise err(f'{key} must be a duration from {low}s to {high}s, such as "5s"', key)
+        return float(parsed)
+
+    def integer(key: str, low: int, high: int) -> int:
+        value = table.get(key, getattr(default, key))
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise err(f"{key} must be an integer {low}..{high}", key)
+        return value
+
+    rate = table.get("refusal_rate", default.refusal_rate)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0.01 <= rate <= 1000:
+        raise err("refusal_rate must be a number of refusals per second, 0.01..1000", "refusal_rate")
+    return ConnectionLimits(
+        header_timeout=seconds("header_timeout", 1, 60),
+        body_timeout=seconds("body_timeout", 1, 300),
+        max_connections=integer("max_connections", 16, 1_000_000),
+        max_per_address=integer("max_per_address", 1, 1_000_000),
+        refusal_burst=integer("refusal_burst", 1, 100_000),
+        refusal_rate=float(rate),
+        rate_table_size=integer("rate_table_size", 16, 10_000_000),
     )
 
 
@@ -282,4 +331,18 @@ cache = "collateral-cache"
 offline = false
 # kds_url = "https://kdsintf.amd.com"
 # pcs_url = "https://api.trustedservices.intel.com"
+
+[connections]
+# Deadlines from accept: the TLS handshake and the request head (and, after a response, the
+# next head) within header_timeout; the body within body_timeout of the head.
+header_timeout = "5s"
+body_timeout = "10s"
+# Open connections in all, and per client address (IPv6: per /64).
+max_connections = 4096
+max_per_address = 64
+# An address whose requests keep being refused (4xx) gets 429 with Retry-After: a bucket of
+# refusal_burst, refilled at refusal_rate a second; rate_table_size addresses remembered.
+refusal_burst = 20
+refusal_rate = 1.0
+rate_table_size = 16384
 """

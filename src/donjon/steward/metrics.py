@@ -7,7 +7,8 @@ server faults the log could not record), ``donjon_steward_request_seconds``
 (histogram, by endpoint). Every ``POST /attest`` and ``POST /`` is counted in
 exactly one of the three counters. Label values are check names chosen by the
 code, never text from a request. Thread-safe; values live in the process (each
-replica exposes its own).
+replica exposes its own). Then the lines of any collector added (the connection
+guard's and the rate limit's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 __all__ = ["BUCKETS", "Metrics"]
 
@@ -36,6 +38,11 @@ class Metrics:
         self._sum: dict[str, float] = defaultdict(float)
         self._count: dict[str, int] = defaultdict(int)
         self._reloads: dict[str, int] = defaultdict(int)
+        self._collectors: list[Callable[[], list[str]]] = []
+
+    def add_collector(self, collect: Callable[[], list[str]]) -> None:
+        """Append ``collect()``'s exposition lines to :meth:`render` (the server's connection metrics)."""
+        self._collectors.append(collect)
 
     def issued(self, path: str, kind: str) -> None:
         with self._lock:
@@ -111,4 +118,6 @@ class Metrics:
                 lines.append(
                     f'donjon_steward_request_seconds_count{{endpoint="{ep}"}} {self._count[endpoint]}'
                 )
+        for collect in self._collectors:
+            lines += collect()
         return "\n".join(lines) + "\n"

@@ -1,15 +1,19 @@
 """Putting a Steward together from ``steward.toml``, and serving it with uvicorn.
 
 ``serve`` binds the socket itself (so port 0 works and the bound address is
-logged), runs uvicorn (HTTPS when ``tls_cert``/``tls_key`` are set), and reloads
-the policy on SIGHUP: a new policy is parsed in full before it replaces the old
-one, requests in flight keep the policy they started with, and a bad file is
-refused and logged while the old policy stays in force.
+logged), runs uvicorn (HTTPS when ``tls_cert``/``tls_key`` are set) behind the
+connection guard and the refusal rate limit (``[connections]``: connguard.py,
+ratelimit.py), and reloads the policy on SIGHUP: a new policy is parsed in full
+before it replaces the old one, requests in flight keep the policy they started
+with, and a bad file is refused and logged while the old policy stays in force.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import resource
 import signal
 import socket
 import threading
@@ -29,18 +33,26 @@ from donjon.steward.collateral import (
     VendorCollateral,
 )
 from donjon.steward.config import StewardConfig
+from donjon.steward.connguard import ConnectionGuard, lean_tls_buffers
 from donjon.steward.errors import ConfigError
 from donjon.steward.issuance import PolicyHolder, Steward
+from donjon.steward.limits import ConnectionLimits
 from donjon.steward.log import LegacyLog
 from donjon.steward.logkey import load_log_signer
 from donjon.steward.nonce import NonceAuthority
+from donjon.steward.ratelimit import RefusalLimiter, RefusalRateLimit
 from donjon.steward.sqlite_log import SqliteLog
 from donjon.steward.treestore import TreeStore
 from donjon.tlog.checkpoint import NoteSigner
 
-__all__ = ["build_steward", "log_signer", "open_log", "serve"]
+__all__ = ["ListenError", "build_steward", "format_hostport", "log_signer", "open_log", "serve"]
 
 log = logging.getLogger("donjon.steward")
+
+#: The kernel caps it at net.core.somaxconn (4096 on current Linux).
+LISTEN_BACKLOG = 4096
+#: Open files the Steward keeps for itself beyond its connections (log, database, policy, threads).
+_FILE_RESERVE = 256
 
 
 def log_signer(config: StewardConfig) -> NoteSigner:
@@ -162,34 +174,167 @@ def reload_policy(steward: Steward) -> bool:
     return True
 
 
-def serve(config: StewardConfig, steward: Steward) -> None:
-    """Run until SIGINT/SIGTERM. The bound address is logged as ``{"event": "listening", ...}``."""
+class ListenError(OSError):
+    """The Steward cannot listen on its address (in use, not an address of this host...)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+def format_hostport(host: str, port: int) -> str:
+    """``127.0.0.1:9443``, ``[::1]:9443``: one way to write an address in logs, errors and URLs."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen(config: StewardConfig) -> socket.socket:
     family = socket.AF_INET6 if ":" in config.listen else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
     # and without it every response waits ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.listen, config.port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.listen, config.port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        sock.close()
+        where = format_hostport(config.listen, config.port)
+        reason = (e.strerror or str(e)).lower()
+        raise ListenError(where, reason) from e
     sock.set_inheritable(True)
+    return sock
+
+
+def _file_limit(limits: ConnectionLimits) -> ConnectionLimits:
+    """Raise the soft limit on open files to hold ``max_connections``; shrink it if it cannot.
+
+    Running out of descriptors is worse than refusing: asyncio then stops accepting *anyone*
+    for a second at a time. So the Steward keeps ``_FILE_RESERVE`` descriptors for itself (the
+    log, the database, the policy, threads) and caps connections below what is left.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + _FILE_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft - _FILE_RESERVE < limits.max_connections:
+        fitting = max(16, soft - _FILE_RESERVE)
+        log.warning(
+            "max_connections lowered to fit the open-file limit",
+            extra={
+                "fields": {
+                    "event": "config_warning",
+                    "max_connections": fitting,
+                    "configured": limits.max_connections,
+                    "nofile": soft,
+                }
+            },
+        )
+        limits = dataclasses.replace(limits, max_connections=fitting)
+    return limits
+
+
+class _Sampled(logging.Filter):
+    """At most ``burst`` records per message per ``window`` seconds from the HTTP server's loggers.
+
+    uvicorn logs one line per malformed request; a client sending garbage as fast as it can would
+    make the log the bottleneck. The next record let through says how many were suppressed.
+    """
+
+    def __init__(self, burst: int = 5, window: float = 10.0) -> None:
+        super().__init__()
+        self.burst, self.window = burst, window
+        self._seen: dict[tuple[str, object], list[float]] = {}  # (logger, msg) -> [start, n, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = record.created
+        seen = self._seen.get(key)
+        if seen is None or now - seen[0] >= self.window:
+            if len(self._seen) > 1024:  # messages are templates, so few; bound it anyway
+                self._seen.clear()
+            dropped = 0 if seen is None else int(seen[2])
+            self._seen[key] = [now, 1, 0]
+        else:
+            seen[1] += 1
+            if seen[1] > self.burst:
+                seen[2] += 1
+                return False
+            dropped = 0
+        fields: dict[str, object] = {"event": "http_server"}
+        if dropped:
+            fields["suppressed"] = dropped
+        record.fields = fields
+        return True
+
+
+def _server_logs() -> None:
+    """uvicorn's and asyncio's own records go out as the Steward's JSON lines (sampled)."""
+    handlers = logging.getLogger("donjon").handlers
+    sampled = _Sampled()
+    for name in ("uvicorn", "asyncio"):
+        logger = logging.getLogger(name)
+        logger.handlers = list(handlers)
+        logger.filters = [sampled]
+        logger.propagate = False
+    # uvicorn.error and uvicorn.access propagate to "uvicorn"; filters only run where a record
+    # is first logged, so the child loggers get the filter too.
+    for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logging.getLogger(name).filters = [sampled]
+
+
+def serve(config: StewardConfig, steward: Steward) -> int | None:
+    """Run until SIGINT/SIGTERM; return the signal that stopped it (None: stopped otherwise).
+
+    The bound address is logged as ``{"event": "listening", ...}``, the stop as
+    ``{"event": "stopped", ...}`` after the log is closed. Raises :class:`ListenError` when the
+    address cannot be bound.
+    """
+    sock = _listen(config)
     host, port = sock.getsockname()[:2]
-    app = create_app(
-        steward,
-        max_request_bytes=config.max_request_bytes,
-        request_timeout=config.request_timeout,
-        workers=config.workers,
+    limits = _file_limit(config.connections)
+    # One bucket per address for both layers: 4xx answers and connections dropped before their
+    # first request both count as refusals of the address.
+    limiter = RefusalLimiter(
+        burst=limits.refusal_burst, rate=limits.refusal_rate, table_size=limits.rate_table_size
     )
+    guard = ConnectionGuard(limits, limiter)
+    listener = guard.listener(sock)
+    rate_limit = RefusalRateLimit(
+        create_app(
+            steward,
+            max_request_bytes=config.max_request_bytes,
+            request_timeout=config.request_timeout,
+            workers=config.workers,
+        ),
+        limiter,
+    )
+    steward.metrics.add_collector(guard.metrics_lines)
+    steward.metrics.add_collector(rate_limit.metrics_lines)
+    if config.tls_cert:
+        lean_tls_buffers()
+    _server_logs()
     uv = uvicorn.Config(
-        app,
+        rate_limit,
         log_level="warning",
+        log_config=None,  # uvicorn's records go to the Steward's JSON handler (_server_logs)
         access_log=False,
-        # h11 whatever else is installed: it bounds the request head (below); measured,
-        # httptools was within the noise of this benchmark machine (benchmarks/RESULTS.md).
-        http="h11",
+        # uvicorn's h11 protocol, guarded (donjon.steward.connguard): it bounds the request head
+        # (below); measured, httptools was within the noise of this benchmark (benchmarks/RESULTS.md).
+        http=guard.protocol_class(),
+        ws="none",
+        # The selector loop calls accept() on the guarded listening socket; uvloop would not.
+        loop="asyncio",
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
-        timeout_keep_alive=5,
-        limit_concurrency=1024,
+        timeout_keep_alive=max(1, int(limits.header_timeout)),
+        # No limit_concurrency: at its limit uvicorn answers 503 to everyone; the guard's caps
+        # per address and its eviction of the longest-waiting connection replace it.
+        limit_concurrency=None,
+        backlog=LISTEN_BACKLOG,
         h11_max_incomplete_event_size=16 * 1024,
     )
     server = uvicorn.Server(uv)
@@ -199,26 +344,39 @@ def serve(config: StewardConfig, steward: Steward) -> None:
 
     signal.signal(signal.SIGHUP, on_hup)
     scheme = "https" if config.tls_cert else "http"
+    address = format_hostport(host, port)
     log.info(
         "listening",
         extra={
             "fields": {
                 "event": "listening",
-                "url": f"{scheme}://{host}:{port}",
+                "url": f"{scheme}://{address}",
+                "address": address,
                 "host": host,
                 "port": port,
                 "policy_digest": steward.policy.current.digest,
+                "max_connections": limits.max_connections,
+                "max_per_address": limits.max_per_address,
             }
         },
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal under the handler
-    # that was installed before it ran. Under SIG_DFL a SIGTERM would then kill the process (exit 143)
-    # before the log is closed; a no-op handler lets run() return, so the Steward closes and exits 0
-    # ("stopped normally", docs/steward.md "Exit codes").
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # that was installed before it ran. Under the default handlers SIGINT would then raise
+    # KeyboardInterrupt (a traceback) and SIGTERM kill the process (exit 143) before the log is
+    # closed; these handlers only record the signal, so run() returns and the Steward closes.
+    stopped_by: list[int] = []
+
+    def on_stop(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=[listener])
     finally:
-        signal.signal(signal.SIGTERM, previous)
         steward.close()
-        sock.close()
+        listener.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    how = signal.Signals(stopped_by[0]).name if stopped_by else None
+    log.info("stopped", extra={"fields": {"event": "stopped", "signal": how, "address": address}})
+    return stopped_by[0] if stopped_by else None
