@@ -36,6 +36,8 @@ _INIT_EXAMPLES = examples(
     "donjon steward init --dir steward --trust-domain example.org",
     "donjon steward init --dir steward --curve p384",
     "donjon steward init --dir steward --import-ca ca.pem ca-key.pem",
+    "donjon steward init --dir steward \\\n"
+    "      --pkcs11-uri 'pkcs11:token=steward;object=donjon-ca?pin-source=file:/etc/donjon/pin'",
 )
 _SERVE_EXAMPLES = examples(
     "donjon steward serve --config steward/steward.toml",
@@ -79,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve (default p256)")
     init.add_argument("--import-ca", nargs=2, metavar=("CERT", "KEY"), help="use an existing CA (PEM files)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument(
+        "--pkcs11-uri",
+        metavar="URI",
+        help="keep the CA key (object=LABEL) and the log key (LABEL-log) in this PKCS#11 token "
+        "(RFC 7512 URI; created there unless they exist; see docs/steward.md 'Keys in an HSM')",
+    )
     serve = sub.add_parser(
         "serve",
         help="run the Steward (HTTP or HTTPS)",
@@ -179,6 +187,8 @@ def _init(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.pkcs11_uri:
+        return _init_pkcs11(args, directory)
     if args.import_ca:
         try:
             cert = x509.load_pem_x509_certificate(Path(args.import_ca[0]).read_bytes())
@@ -219,6 +229,86 @@ def _init(args: argparse.Namespace) -> int:
         "log-key.pem, log-key.pub"
     )
     print(f"log verifier key (give it to witnesses and relying parties): {log_key}")
+    return EXIT_OK
+
+
+def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
+    """``init --pkcs11-uri``: the CA key and the log key in the token, the other files as ``init``."""
+    from cryptography.hazmat.primitives import serialization
+
+    from donjon.hsm import BadUri, HsmError, ObjectNotFound, parse_uri
+    from donjon.hsm.keys import create_ec_key, create_ed25519_key, open_ec_signer, open_ed25519_key
+    from donjon.steward.ca import create_ca_certificate, write_private
+    from donjon.steward.config import starter_config
+    from donjon.steward.logkey import default_origin
+    from donjon.steward.policy import STARTER_POLICY
+    from donjon.tlog.checkpoint import NoteSigner
+
+    try:
+        uri = parse_uri(args.pkcs11_uri)
+    except BadUri as e:
+        usage_error("donjon steward init", f"--pkcs11-uri: {e}")
+        return EXIT_USAGE
+    problem = (
+        "--import-ca imports a key file; it cannot go with --pkcs11-uri"
+        if args.import_ca
+        else "--pkcs11-uri must name the CA key: add object=LABEL"
+        if uri.object is None
+        else "--pkcs11-uri must not carry pin-value (steward.toml is not secret): use pin-source=file:PATH"
+        if uri.pin_value is not None
+        else None
+    )
+    if problem:
+        usage_error("donjon steward init", problem)
+        return EXIT_USAGE
+    assert uri.object is not None
+    ca_uri = uri.with_object(uri.object)
+    log_uri = uri.with_object(f"{uri.object}-log")
+    base = directory.resolve()  # a relative pin-source is relative to steward.toml, as in serve
+    try:
+        try:
+            signer = open_ec_signer(ca_uri, base=base)
+        except ObjectNotFound:
+            signer = create_ec_key(ca_uri, args.curve, base=base)
+        try:
+            try:
+                log_key = open_ed25519_key(log_uri, base=base)
+            except ObjectNotFound:
+                log_key = create_ed25519_key(log_uri, base=base)
+            vkey = NoteSigner(default_origin(args.trust_domain), log_key).verifier.vkey()
+            log_key.close()
+            cert = create_ca_certificate(
+                signer, f"Donjon Steward CA ({args.trust_domain})", now=datetime.now(UTC)
+            )
+        finally:
+            signer.close()
+    except HsmError as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL
+    text = starter_config(args.trust_domain)
+    for key, value in (("ca_key", ca_uri), ("log_key", log_uri)):
+        start = text.index(f"{key} = ")
+        end = text.index("#", start)
+        text = (
+            text[:start]
+            + f"{key} = {json.dumps(str(value))}  "
+            + text[end:].replace("secret (mode 0600)", "in the PKCS#11 token", 1)
+        )
+    try:
+        (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_private(directory / "challenge.secret", secrets.token_bytes(32))
+        (directory / "steward.toml").write_text(text)
+        (directory / "policy.toml").write_text(STARTER_POLICY)
+        (directory / "collateral").mkdir(exist_ok=True)
+        (directory / "log-key.pub").write_text(vkey + "\n")
+    except OSError as e:
+        print(f"donjon steward init: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    print(
+        f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, challenge.secret, "
+        f"log-key.pub; the CA key and the log key are in the token: {ca_uri.redacted()}, {log_uri.redacted()}"
+    )
+    print(f"log verifier key (give it to witnesses and relying parties): {vkey}")
     return EXIT_OK
 
 
@@ -271,6 +361,7 @@ def _check_tls(config: StewardConfig) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from donjon.hsm import HsmError
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
     from donjon.steward.service import build_steward, serve
@@ -291,6 +382,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _error(str(e))
         return EXIT_USAGE
+    except HsmError as e:  # the PKCS#11 token: missing, locked, wrong PIN, no such key
+        _error(f"cannot start the Steward: {e}")
+        return EXIT_OPERATIONAL
     except Exception as e:  # database unreachable, ...
         _error(f"cannot start the Steward: {type(e).__name__}: {e}")
         return EXIT_OPERATIONAL
@@ -389,7 +483,12 @@ def _log_verifier(config: StewardConfig) -> NoteVerifier:
     from donjon.tlog.checkpoint import NoteError, parse_vkey
 
     assert config.log_key is not None
-    pub = public_key_path(config.log_key)
+    # A log key in a token: its verifier key is log-key.pub beside steward.toml (init wrote it).
+    pub = (
+        public_key_path(config.log_key)
+        if isinstance(config.log_key, Path)
+        else config.path.resolve().parent / "log-key.pub"
+    )
     if pub.is_file():
         try:
             verifier = parse_vkey(pub.read_text(encoding="utf-8")[:4096])
@@ -404,6 +503,7 @@ def _log_verifier(config: StewardConfig) -> NoteVerifier:
 
 
 def _migrate(config: StewardConfig) -> int:
+    from donjon.hsm import HsmError
     from donjon.steward.errors import ConfigError
     from donjon.steward.log import LogCorrupt
     from donjon.steward.logkey import create_log_key
@@ -412,7 +512,7 @@ def _migrate(config: StewardConfig) -> int:
     assert config.log_key is not None and config.log_origin is not None
     created = False
     try:
-        if not config.log_key.exists() and not config.log_key.is_symlink():
+        if isinstance(config.log_key, Path) and not (config.log_key.exists() or config.log_key.is_symlink()):
             signer = create_log_key(config.log_key, config.log_origin)
             created = True
         else:
@@ -420,6 +520,9 @@ def _migrate(config: StewardConfig) -> int:
     except ConfigError as e:
         print(f"donjon steward log migrate: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except HsmError as e:
+        print(f"donjon steward log migrate: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
     except OSError as e:
         print(f"donjon steward log migrate: cannot create the log key: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL

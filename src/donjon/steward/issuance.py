@@ -209,6 +209,7 @@ class Steward:
     def close(self) -> None:
         """Close the log (and anything else the Steward holds); closing twice is harmless."""
         self.log.close()
+        self.ca.close()  # a CA key in a PKCS#11 token: its session
         closer = getattr(self.collateral, "close", None)
         if callable(closer):
             closer()
