@@ -26,6 +26,7 @@ from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usag
 from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
+    from donjon.hsm import Pkcs11Uri
     from donjon.steward.config import StewardConfig
     from donjon.tlog.checkpoint import NoteVerifier
 
@@ -237,12 +238,10 @@ def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
     from cryptography.hazmat.primitives import serialization
 
     from donjon.hsm import BadUri, HsmError, ObjectNotFound, parse_uri
-    from donjon.hsm.keys import create_ec_key, create_ed25519_key, open_ec_signer, open_ed25519_key
+    from donjon.hsm.keys import create_ec_key, open_ec_signer
     from donjon.steward.ca import create_ca_certificate, write_private
     from donjon.steward.config import starter_config
-    from donjon.steward.logkey import default_origin
     from donjon.steward.policy import STARTER_POLICY
-    from donjon.tlog.checkpoint import NoteSigner
 
     try:
         uri = parse_uri(args.pkcs11_uri)
@@ -271,12 +270,7 @@ def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
         except ObjectNotFound:
             signer = create_ec_key(ca_uri, args.curve, base=base)
         try:
-            try:
-                log_key = open_ed25519_key(log_uri, base=base)
-            except ObjectNotFound:
-                log_key = create_ed25519_key(log_uri, base=base)
-            vkey = NoteSigner(default_origin(args.trust_domain), log_key).verifier.vkey()
-            log_key.close()
+            vkey = _token_log_key(log_uri, base, args.trust_domain)
             cert = create_ca_certificate(
                 signer, f"Donjon Steward CA ({args.trust_domain})", now=datetime.now(UTC)
             )
@@ -285,8 +279,9 @@ def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
     except HsmError as e:
         _error(str(e))
         return EXIT_OPERATIONAL
+    in_token = [ca_uri, log_uri] if vkey else [ca_uri]
     text = starter_config(args.trust_domain)
-    for key, value in (("ca_key", ca_uri), ("log_key", log_uri)):
+    for key, value in zip(("ca_key", "log_key"), in_token, strict=False):
         start = text.index(f"{key} = ")
         end = text.index("#", start)
         text = (
@@ -300,16 +295,42 @@ def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
         (directory / "steward.toml").write_text(text)
         (directory / "policy.toml").write_text(STARTER_POLICY)
         (directory / "collateral").mkdir(exist_ok=True)
-        (directory / "log-key.pub").write_text(vkey + "\n")
+        if vkey is None:
+            vkey = _create_log_key(directory, args.trust_domain, force=args.force)
+        else:
+            (directory / "log-key.pub").write_text(vkey + "\n")
     except OSError as e:
         print(f"donjon steward init: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL
     print(
         f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, challenge.secret, "
-        f"log-key.pub; the CA key and the log key are in the token: {ca_uri.redacted()}, {log_uri.redacted()}"
+        f"log-key.pub; in the token: {', '.join(u.redacted() for u in in_token)}"
     )
     print(f"log verifier key (give it to witnesses and relying parties): {vkey}")
     return EXIT_OK
+
+
+def _token_log_key(uri: Pkcs11Uri, base: Path, trust_domain: str) -> str | None:
+    """The verifier key of the log key in the token (created there unless it exists), or None
+    when the token has no Ed25519: many HSMs lack CKM_EDDSA (PKCS#11 3.0), and then the log
+    key is a file, as without a token."""
+    from donjon.hsm import MechanismUnsupported, ObjectNotFound
+    from donjon.hsm.keys import create_ed25519_key, open_ed25519_key
+    from donjon.steward.logkey import default_origin
+    from donjon.tlog.checkpoint import NoteSigner
+
+    try:
+        try:
+            key = open_ed25519_key(uri, base=base)
+        except ObjectNotFound:
+            key = create_ed25519_key(uri, base=base)
+    except MechanismUnsupported as e:
+        print(f"donjon steward init: {e}; the log key is a file (log-key.pem)", file=sys.stderr)
+        return None
+    try:
+        return NoteSigner(default_origin(trust_domain), key).verifier.vkey()
+    finally:
+        key.close()
 
 
 def _create_log_key(directory: Path, trust_domain: str, *, force: bool) -> str:

@@ -10,6 +10,7 @@ __all__ = [
     "BadPin",
     "BadUri",
     "HsmError",
+    "MechanismUnsupported",
     "ModuleNotFound",
     "ObjectNotFound",
     "TokenError",
@@ -59,6 +60,10 @@ class BadPin(TokenError):
 
 class ObjectNotFound(TokenError):
     """The token holds no key with the URI's ``object`` / ``id`` (or more than one)."""
+
+
+class MechanismUnsupported(TokenError):
+    """The token does not offer a mechanism Donjon needs (``CKM_EDDSA`` on an older HSM)."""
 
 
 class UnwrapFailed(TokenError):

@@ -34,7 +34,7 @@ from pyasn1.type import univ
 
 from donjon.hsm.errors import HsmError, ObjectNotFound, TokenError, UnwrapFailed
 from donjon.hsm.token import TokenSession
-from donjon.hsm.uri import Pkcs11Uri
+from donjon.hsm.uri import Pkcs11Uri, parse_uri
 
 __all__ = [
     "DATA_KEY_BYTES",
@@ -301,8 +301,12 @@ class Pkcs11Kek:
         self.session.close()
 
 
-def open_pkcs11_kek(uri: Pkcs11Uri, *, base: Path | None = None) -> Pkcs11Kek:
-    """The AES key the URI names, as a KEK; HsmError if the token or key is missing or locked."""
+def open_pkcs11_kek(uri: str | Pkcs11Uri, *, base: Path | None = None) -> Pkcs11Kek:
+    """The AES key the URI names (``[secrets] kek = "pkcs11:..."``), as a KEK; BadUri, or an
+    HsmError if the token or the key is missing or the PIN is refused. ``base``: the directory
+    a relative ``pin-source`` is in (``steward.toml``'s)."""
+    if isinstance(uri, str):
+        uri = parse_uri(uri)
     session = TokenSession.open(uri, base=base)
     try:
         key = session.find_key(ObjectClass.SECRET_KEY)
@@ -314,8 +318,10 @@ def open_pkcs11_kek(uri: Pkcs11Uri, *, base: Path | None = None) -> Pkcs11Kek:
         raise
 
 
-def create_kek(uri: Pkcs11Uri, *, base: Path | None = None) -> Pkcs11Kek:
+def create_kek(uri: str | Pkcs11Uri, *, base: Path | None = None) -> Pkcs11Kek:
     """Generate an AES-256 KEK in the token (refused if one exists under the URI's label/id)."""
+    if isinstance(uri, str):
+        uri = parse_uri(uri)
     session = TokenSession.open(uri, base=base, rw=True)
     try:
         _refuse_existing(session, ObjectClass.SECRET_KEY)

@@ -26,7 +26,15 @@ from typing import Any, TypeVar
 import pkcs11
 from pkcs11 import exceptions as p11e
 
-from donjon.hsm.errors import BadPin, HsmError, ModuleNotFound, ObjectNotFound, TokenError, TokenNotFound
+from donjon.hsm.errors import (
+    BadPin,
+    HsmError,
+    MechanismUnsupported,
+    ModuleNotFound,
+    ObjectNotFound,
+    TokenError,
+    TokenNotFound,
+)
 from donjon.hsm.uri import Pkcs11Uri
 
 __all__ = ["DEFAULT_MODULES", "MAX_PIN_FILE", "TokenSession", "find_module", "read_pin"]
@@ -127,10 +135,21 @@ def _wrap(name: str, e: p11e.PKCS11Error) -> HsmError:
         return BadPin(name, "the operation needs a login: give the PIN (pin-source=file:PATH in the URI)")
     if isinstance(e, p11e.TokenNotPresent | p11e.DeviceRemoved | p11e.TokenNotRecognised):
         return TokenError(name, "the token is not present (removed or not recognised)")
+    if isinstance(e, p11e.MechanismInvalid | p11e.FunctionNotSupported):
+        return MechanismUnsupported(name, f"the token does not offer this mechanism ({type(e).__name__})")
     if isinstance(e, p11e.TokenWriteProtected):
         return TokenError(name, "the token is write-protected")
     detail = str(e) or "no detail"
     return TokenError(name, f"the token refused the operation ({type(e).__name__}: {detail})")
+
+
+_MODULE_LOCKS: dict[str, threading.Lock] = {}
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def _module_lock(module: str) -> threading.Lock:
+    with _MODULE_LOCKS_GUARD:
+        return _MODULE_LOCKS.setdefault(module, threading.Lock())
 
 
 class TokenSession:
@@ -138,14 +157,15 @@ class TokenSession:
 
     ``python-pkcs11`` calls ``C_Initialize`` without arguments, and PKCS#11 v2.40 section 5.4
     then does not promise that the module may be called from several threads at once: every
-    call goes through :meth:`run`, under one lock (the Steward signs from its worker threads).
+    call goes through :meth:`run`, under one lock per module, shared by all its sessions (the
+    Steward signs certificates from its worker threads and checkpoints from the log's).
     """
 
-    def __init__(self, uri: Pkcs11Uri, session: Any, name: str) -> None:
+    def __init__(self, uri: Pkcs11Uri, session: Any, name: str, module: str) -> None:
         self.uri = uri
         self.name = name
         self._session = session
-        self._lock = threading.Lock()
+        self._lock = _module_lock(module)
         self._closed = False
 
     @classmethod
@@ -157,6 +177,11 @@ class TokenSession:
         name = _token_name(uri)
         module = find_module(uri)
         pin = read_pin(uri, base)
+        with _module_lock(module):
+            return cls._open(uri, name, module, pin, rw)
+
+    @classmethod
+    def _open(cls, uri: Pkcs11Uri, name: str, module: str, pin: str | None, rw: bool) -> TokenSession:
         try:
             lib = pkcs11.lib(module)
         except p11e.PKCS11Error as e:
@@ -191,7 +216,7 @@ class TokenSession:
                 session = token.open(rw=rw)
         except p11e.PKCS11Error as e:
             raise _wrap(name, e) from e
-        return cls(uri, session, name)
+        return cls(uri, session, name, module)
 
     def run(self, fn: Callable[[Any], T]) -> T:
         """``fn(session)`` under the lock, the binding's errors wrapped."""
