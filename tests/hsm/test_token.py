@@ -218,3 +218,24 @@ def test_pin_locations_resolve_relative_to_the_base(softhsm, tmp_path):
     uri = parse_uri(f"pkcs11:token={softhsm.label};object={softhsm.label_for('ca')}?pin-source=file:pin")
     signer = create_ec_key(uri, base=Path(tmp_path))
     signer.close()
+
+
+def test_a_session_the_token_dropped_is_opened_again(softhsm):
+    """An HSM that restarts forgets its sessions: the next signature logs in again, once."""
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    uri = parse_uri(softhsm.uri(softhsm.label_for("drop")))
+    signer = create_ec_key(uri)
+    kek = create_kek(uri.with_object(softhsm.label_for("drop-kek")))
+    try:
+        wrapped = kek.wrap(b"k" * 32, b"aad")
+        # Close both sessions behind their owners' backs: the token logs the application out
+        # (PKCS#11 v2.40 section 5.6, the last session closed), as after a restart.
+        signer.session._session.close()
+        kek.session._session.close()
+        digest = b"\x11" * 32
+        signer.public_key().verify(signer.sign_digest(digest), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        assert kek.unwrap(wrapped, b"aad") == b"k" * 32
+    finally:
+        signer.close()
+        kek.close()

@@ -109,9 +109,8 @@ def _refuse_existing(session: TokenSession, object_class: ObjectClass) -> None:
 class TokenEcSigner:
     """The CA's EC key in the token: signs digests, shows only its public key."""
 
-    def __init__(self, session: TokenSession, private: Any, public_key: ec.EllipticCurvePublicKey) -> None:
+    def __init__(self, session: TokenSession, public_key: ec.EllipticCurvePublicKey) -> None:
         self.session = session
-        self._private = private
         self._public = public_key
 
     @property
@@ -123,7 +122,9 @@ class TokenEcSigner:
 
     def sign_digest(self, digest: bytes) -> bytes:
         """A DER ECDSA signature over ``digest`` (already hashed: CKM_ECDSA signs what it is given)."""
-        raw = bytes(self.session.run(lambda s: self._private.sign(digest, mechanism=Mechanism.ECDSA)))
+        raw = bytes(
+            self.session.use(ObjectClass.PRIVATE_KEY, lambda key: key.sign(digest, mechanism=Mechanism.ECDSA))
+        )
         half = len(raw) // 2
         if len(raw) % 2 or half * 8 < self._public.curve.key_size:
             raise TokenError(self.session.name, f"CKM_ECDSA returned {len(raw)} bytes, not r || s")
@@ -137,9 +138,9 @@ def open_ec_signer(uri: Pkcs11Uri, *, base: Path | None = None) -> TokenEcSigner
     """The EC private key (and its public half) the URI names; HsmError if absent or unusable."""
     session = TokenSession.open(uri, base=base)
     try:
-        private = session.find_key(ObjectClass.PRIVATE_KEY)
+        session.find_key(ObjectClass.PRIVATE_KEY)
         public = session.find_key(ObjectClass.PUBLIC_KEY)
-        return TokenEcSigner(session, private, _ec_public(session, public))
+        return TokenEcSigner(session, _ec_public(session, public))
     except BaseException:
         session.close()
         raise
@@ -181,7 +182,8 @@ def create_ec_key(uri: Pkcs11Uri, curve: str = "p256", *, base: Path | None = No
             )
 
         public, private = session.run(generate)
-        return TokenEcSigner(session, private, _ec_public(session, public))
+        session.remember(ObjectClass.PRIVATE_KEY, private)
+        return TokenEcSigner(session, _ec_public(session, public))
     except BaseException:
         session.close()
         raise
@@ -190,16 +192,17 @@ def create_ec_key(uri: Pkcs11Uri, curve: str = "p256", *, base: Path | None = No
 class TokenEd25519Key:
     """The log key in the token; ``sign`` and ``public_key`` as ``cryptography``'s Ed25519 key."""
 
-    def __init__(self, session: TokenSession, private: Any, public_key: ed25519.Ed25519PublicKey) -> None:
+    def __init__(self, session: TokenSession, public_key: ed25519.Ed25519PublicKey) -> None:
         self.session = session
-        self._private = private
         self._public = public_key
 
     def public_key(self) -> ed25519.Ed25519PublicKey:
         return self._public
 
     def sign(self, data: bytes) -> bytes:
-        sig = bytes(self.session.run(lambda s: self._private.sign(data, mechanism=Mechanism.EDDSA)))
+        sig = bytes(
+            self.session.use(ObjectClass.PRIVATE_KEY, lambda key: key.sign(data, mechanism=Mechanism.EDDSA))
+        )
         if len(sig) != 64:
             raise TokenError(self.session.name, f"CKM_EDDSA returned {len(sig)} bytes, not 64")
         return sig
@@ -219,9 +222,9 @@ def _ed_public(session: TokenSession, public: Any) -> ed25519.Ed25519PublicKey:
 def open_ed25519_key(uri: Pkcs11Uri, *, base: Path | None = None) -> TokenEd25519Key:
     session = TokenSession.open(uri, base=base)
     try:
-        private = session.find_key(ObjectClass.PRIVATE_KEY)
+        session.find_key(ObjectClass.PRIVATE_KEY)
         public = session.find_key(ObjectClass.PUBLIC_KEY)
-        return TokenEd25519Key(session, private, _ed_public(session, public))
+        return TokenEd25519Key(session, _ed_public(session, public))
     except BaseException:
         session.close()
         raise
@@ -243,7 +246,8 @@ def create_ed25519_key(uri: Pkcs11Uri, *, base: Path | None = None) -> TokenEd25
             )
 
         public, private = session.run(generate)
-        return TokenEd25519Key(session, private, _ed_public(session, public))
+        session.remember(ObjectClass.PRIVATE_KEY, private)
+        return TokenEd25519Key(session, _ed_public(session, public))
     except BaseException:
         session.close()
         raise
@@ -252,11 +256,10 @@ def create_ed25519_key(uri: Pkcs11Uri, *, base: Path | None = None) -> TokenEd25
 class Pkcs11Kek:
     """A key-encryption key in the token (the secret store's ``Kek`` protocol)."""
 
-    def __init__(self, session: TokenSession, key: Any) -> None:
+    def __init__(self, session: TokenSession) -> None:
         self.session = session
         #: The URI without any PIN: what names this KEK in errors and listings.
         self.name = session.uri.redacted()
-        self._key = key
 
     def __repr__(self) -> str:
         return f"Pkcs11Kek({self.name!r})"
@@ -266,8 +269,9 @@ class Pkcs11Kek:
             raise HsmError(f"a data key is {DATA_KEY_BYTES} bytes, not {len(data_key)}")
         nonce = os.urandom(_NONCE)
         params = GCMParams(nonce, aad or None, _TAG_BITS)
-        sealed = self.session.run(
-            lambda s: self._key.encrypt(data_key, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+        sealed = self.session.use(
+            ObjectClass.SECRET_KEY,
+            lambda key: key.encrypt(data_key, mechanism=Mechanism.AES_GCM, mechanism_param=params),
         )
         return _KEK_FORMAT + nonce + bytes(sealed)
 
@@ -277,9 +281,9 @@ class Pkcs11Kek:
         params = GCMParams(wrapped[1 : 1 + _NONCE], aad or None, _TAG_BITS)
         body = wrapped[1 + _NONCE :]
 
-        def decrypt(s: Any) -> bytes:
+        def decrypt(key: Any) -> bytes:
             try:
-                return bytes(self._key.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+                return bytes(key.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params))
             except (
                 p11e.EncryptedDataInvalid,
                 p11e.EncryptedDataLenRange,
@@ -292,7 +296,7 @@ class Pkcs11Kek:
                     self.session.name, "the data key does not unwrap (another KEK, or altered)"
                 ) from e
 
-        data_key = self.session.run(decrypt)
+        data_key = self.session.use(ObjectClass.SECRET_KEY, decrypt)
         if len(data_key) != DATA_KEY_BYTES:
             raise UnwrapFailed(self.session.name, "the unwrapped data key has the wrong length")
         return data_key
@@ -312,7 +316,7 @@ def open_pkcs11_kek(uri: str | Pkcs11Uri, *, base: Path | None = None) -> Pkcs11
         key = session.find_key(ObjectClass.SECRET_KEY)
         if session.run(lambda s: key[Attribute.KEY_TYPE]) != KeyType.AES:
             raise TokenError(session.name, f"{uri.redacted()} is not an AES key")
-        return Pkcs11Kek(session, key)
+        return Pkcs11Kek(session)
     except BaseException:
         session.close()
         raise
@@ -335,7 +339,8 @@ def create_kek(uri: str | Pkcs11Uri, *, base: Path | None = None) -> Pkcs11Kek:
                 template={**labels, **_KEEP_INSIDE, Attribute.ENCRYPT: True, Attribute.DECRYPT: True},
             )
 
-        return Pkcs11Kek(session, session.run(generate))
+        session.remember(ObjectClass.SECRET_KEY, session.run(generate))
+        return Pkcs11Kek(session)
     except BaseException:
         session.close()
         raise

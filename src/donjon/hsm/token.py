@@ -143,6 +143,15 @@ def _wrap(name: str, e: p11e.PKCS11Error) -> HsmError:
     return TokenError(name, f"the token refused the operation ({type(e).__name__}: {detail})")
 
 
+# What a token answers when it no longer knows the session (PKCS#11 v2.40 section 5.1).
+_SESSION_LOST = (
+    p11e.SessionHandleInvalid,
+    p11e.SessionClosed,
+    p11e.UserNotLoggedIn,
+    p11e.DeviceRemoved,
+    p11e.ObjectHandleInvalid,
+    p11e.KeyHandleInvalid,
+)
 _MODULE_LOCKS: dict[str, threading.Lock] = {}
 _MODULE_LOCKS_GUARD = threading.Lock()
 
@@ -161,11 +170,17 @@ class TokenSession:
     Steward signs certificates from its worker threads and checkpoints from the log's).
     """
 
-    def __init__(self, uri: Pkcs11Uri, session: Any, name: str, module: str) -> None:
+    def __init__(
+        self, uri: Pkcs11Uri, session: Any, name: str, module: str, pin: str | None, rw: bool
+    ) -> None:
         self.uri = uri
         self.name = name
         self._session = session
+        self._module = module
+        self._pin = pin  # kept to log in again when the token drops the session (below)
+        self._rw = rw
         self._lock = _module_lock(module)
+        self._objects: dict[pkcs11.ObjectClass, Any] = {}
         self._closed = False
 
     @classmethod
@@ -216,21 +231,65 @@ class TokenSession:
                 session = token.open(rw=rw)
         except p11e.PKCS11Error as e:
             raise _wrap(name, e) from e
-        return cls(uri, session, name, module)
+        return cls(uri, session, name, module, pin, rw)
 
     def run(self, fn: Callable[[Any], T]) -> T:
         """``fn(session)`` under the lock, the binding's errors wrapped."""
         with self._lock:
-            if self._closed:
-                raise TokenError(self.name, "the session is closed")
+            self._check_open()
             try:
                 return fn(self._session)
             except p11e.PKCS11Error as e:
                 raise _wrap(self.name, e) from e
 
-    def find_key(self, object_class: pkcs11.ObjectClass, uri: Pkcs11Uri | None = None) -> Any:
+    def use(self, object_class: pkcs11.ObjectClass, fn: Callable[[Any], T]) -> T:
+        """``fn(key)`` for the URI's object of ``object_class``, under the lock.
+
+        A session the token dropped (the HSM restarted, a network HSM reconnected: PKCS#11's
+        ``CKR_SESSION_HANDLE_INVALID``, ``CKR_USER_NOT_LOGGED_IN``, ``CKR_DEVICE_REMOVED``...)
+        is opened and logged in again once, and the object found again; a token that is gone
+        for good is a :class:`TokenError` as at start-up.
+        """
+        with self._lock:
+            for attempt in (1, 2):
+                self._check_open()
+                try:
+                    key = self._objects.get(object_class)
+                    if key is None:
+                        key = self._find(object_class)
+                    return fn(key)
+                except _SESSION_LOST as e:
+                    if attempt == 2:
+                        raise _wrap(self.name, e) from e
+                    self._reopen()
+                except p11e.PKCS11Error as e:
+                    raise _wrap(self.name, e) from e
+        raise AssertionError("unreachable")
+
+    def find_key(self, object_class: pkcs11.ObjectClass) -> Any:
         """The one object of ``object_class`` with the URI's ``object`` label and/or ``id``."""
-        uri = uri or self.uri
+        with self._lock:
+            self._check_open()
+            try:
+                return self._find(object_class)
+            except p11e.PKCS11Error as e:
+                raise _wrap(self.name, e) from e
+
+    def remember(self, object_class: pkcs11.ObjectClass, obj: Any) -> None:
+        """Use ``obj`` (just generated) as the URI's object of ``object_class``, without a search.
+
+        A search is what must not meet a dropped session: ``python-pkcs11`` 0.10 leaves a failed
+        ``C_FindObjectsInit`` marked active and reports it again from a destructor.
+        """
+        with self._lock:
+            self._objects[object_class] = obj
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TokenError(self.name, "the session is closed")
+
+    def _find(self, object_class: pkcs11.ObjectClass) -> Any:
+        uri = self.uri
         if uri.object is None and uri.id is None:
             raise ObjectNotFound(self.name, "the URI names no object: add object=LABEL (or id=)")
         what = f"object={uri.object!r}" if uri.object is not None else f"id={uri.id!r}"
@@ -239,17 +298,22 @@ class TokenSession:
             attrs[pkcs11.Attribute.LABEL] = uri.object
         if uri.id is not None:
             attrs[pkcs11.Attribute.ID] = uri.id
-
-        def find(session: Any) -> list[Any]:
-            return list(session.get_objects(attrs))
-
-        found = self.run(find)
+        found = list(self._session.get_objects(attrs))
         kind = object_class.name.lower().replace("_", " ")
         if not found:
             raise ObjectNotFound(self.name, f"no {kind} with {what}")
         if len(found) > 1:
             raise ObjectNotFound(self.name, f"{len(found)} {kind}s with {what}; add id= to the URI")
+        self._objects[object_class] = found[0]
         return found[0]
+
+    def _reopen(self) -> None:
+        """A new session in place of one the token dropped (the lock is held)."""
+        with suppress(p11e.PKCS11Error):
+            self._session.close()
+        fresh = self._open(self.uri, self.name, self._module, self._pin, self._rw)
+        self._session = fresh._session
+        self._objects.clear()
 
     def close(self) -> None:
         """End the session (the last one closed logs out); closing twice is harmless."""
