@@ -1,6 +1,7 @@
 """``donjon steward``: create, run and audit a Steward.
 
-- ``donjon steward init [--dir D] [--trust-domain T] [--curve p256|p384] [--import-ca CERT KEY]``
+- ``donjon steward init [--dir D] [--trust-domain T] [--curve p256|p384] [--import-ca CERT KEY]
+  [--pkcs11-uri URI]``
 - ``donjon steward serve --config steward.toml``
 - ``donjon steward log verify --config steward.toml``
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
