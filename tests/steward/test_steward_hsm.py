@@ -208,3 +208,47 @@ def test_the_certificate_is_der_that_cryptography_reparses_byte_for_byte(tmp_pat
         assert again == der
     finally:
         steward.close()
+
+
+def test_a_token_without_eddsa_keeps_the_log_key_in_a_file(tmp_path, softhsm, monkeypatch, capsys):
+    """Many HSMs lack CKM_EDDSA (PKCS#11 3.0): the CA key goes in the token, the log key in a file."""
+    import donjon.hsm.keys
+    from donjon.hsm import MechanismUnsupported
+    from donjon.steward.service import build_steward
+
+    def no_eddsa(*args, **kwargs):
+        raise MechanismUnsupported(
+            softhsm.label, "the token does not offer this mechanism (MechanismInvalid)"
+        )
+
+    monkeypatch.setattr(donjon.hsm.keys, "create_ed25519_key", no_eddsa)
+    d = tmp_path / "s"
+    label = softhsm.label_for("no-eddsa")
+    assert cli_main(["steward", "init", "--dir", str(d), "--pkcs11-uri", softhsm.uri(label)]) == 0
+    assert "the log key is a file (log-key.pem)" in capsys.readouterr().err
+    config = load_config(d / "steward.toml")
+    assert isinstance(config.ca_key, Pkcs11Uri) and config.ca_key.object == label
+    assert (
+        config.log_key == d.resolve() / "log-key.pem" and (d / "log-key.pem").stat().st_mode & 0o777 == 0o600
+    )
+    build_steward(config).close()
+
+
+def test_log_migrate_and_show_with_the_log_key_in_the_token(tmp_path, softhsm, vendor, kit, capsys):
+    d = _hsm_env(tmp_path, softhsm, vendor, kit, softhsm.label_for("migrate"))
+    capsys.readouterr()
+    assert cli_main(["steward", "log", "migrate", "--config", str(d / "steward.toml")]) == 0
+    assert "nothing to convert" in capsys.readouterr().out
+    wrong = tmp_path / "wrong"
+    wrong.write_text("0000")
+    wrong.chmod(0o600)
+    text = (d / "steward.toml").read_text().replace(str(softhsm.pin_file), str(wrong))
+    (d / "steward.toml").write_text(text)
+    # Another process: this one is already logged in to the token.
+    run = subprocess.run(
+        [sys.executable, "-m", "donjon", "steward", "log", "migrate", "--config", str(d / "steward.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 3 and "the token refused the PIN" in run.stderr and "Traceback" not in run.stderr
