@@ -252,3 +252,25 @@ def test_log_migrate_and_show_with_the_log_key_in_the_token(tmp_path, softhsm, v
         timeout=60,
     )
     assert run.returncode == 3 and "the token refused the PIN" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_token_that_stops_signing_while_serving_is_a_503_and_nothing_is_issued(
+    tmp_path, softhsm, vendor, kit
+):
+    from donjon.steward.service import build_steward
+
+    d = _hsm_env(tmp_path, softhsm, vendor, kit, softhsm.label_for("gone"))
+    steward = build_steward(load_config(d / "steward.toml"))
+    with kit.ServerThread(steward) as srv, httpx.Client(timeout=30) as client:
+        keep = kit.Keep(vendor)
+        assert keep.attest(client, srv.url).status_code == 200
+        size = steward.log.size()
+        steward.ca.key.close()  # the CA key's session ends (the token is gone)
+        answer = keep.attest(client, srv.url)
+        assert answer.status_code == 503
+        assert answer.json() == {
+            "error": "unavailable",
+            "check": "server.token",
+            "reason": "the Steward's key token cannot sign now; nothing was issued",
+        }
+        assert steward.log.size() == size  # no entry: the refusal was the server's, not a decision

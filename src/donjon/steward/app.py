@@ -42,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from donjon.hsm import HsmError
 from donjon.stderrlog import CurrentStderrHandler
 from donjon.steward.errors import Refused
 from donjon.steward.issuance import Outcome, Prepared, Steward
@@ -229,6 +230,19 @@ def create_app(
                     "error": "timeout",
                     "check": "server.timeout",
                     "reason": "the Steward did not answer in time",
+                },
+                status_code=503,
+            )
+        except HsmError as e:
+            # The PKCS#11 token holding the CA key or the log key cannot sign now (removed,
+            # locked, gone after a restart): the server's fault, perhaps a passing one.
+            fields.update(decision="error", check="server.token", status=503, error=str(e))
+            log.error("the key's token cannot sign", extra={"fields": fields})
+            return JSONResponse(
+                {
+                    "error": "unavailable",
+                    "check": "server.token",
+                    "reason": "the Steward's key token cannot sign now; nothing was issued",
                 },
                 status_code=503,
             )
