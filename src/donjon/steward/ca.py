@@ -11,6 +11,10 @@ the policy decided. The claims go, by default, into the TCG DICE
 the workload digest); as canonical JSON they also go into a non-critical
 extension under the OID the operator configures, whose arcs must all be below
 2**31 (:func:`donjon.oids.require_certificate_safe`).
+
+The CA key is either in memory (``ca-key.pem``) or an :class:`ExternalSigner` — a key in a
+PKCS#11 token (:mod:`donjon.hsm`) that only signs digests; :func:`sign_certificate` is the one
+place that tells them apart.
 """
 
 from __future__ import annotations
