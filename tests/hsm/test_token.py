@@ -239,3 +239,20 @@ def test_a_session_the_token_dropped_is_opened_again(softhsm):
     finally:
         signer.close()
         kek.close()
+
+
+def test_ec_points_are_read_der_wrapped_or_bare():
+    """PKCS#11 v2.40 wraps CKA_EC_POINT in an OCTET STRING; some modules give the bare point."""
+    from cryptography.hazmat.primitives import serialization
+
+    from donjon.hsm.keys import _ec_point
+
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    assert _ec_point("t", {Attribute.EC_POINT: b"\x04\x41" + point}) == point
+    assert _ec_point("t", {Attribute.EC_POINT: point}) == point
+    with pytest.raises(TokenError, match="CKA_EC_POINT"):
+        _ec_point("t", {Attribute.EC_POINT: b"\x30\x03junk"})

@@ -82,9 +82,15 @@ def _der_decode(data: bytes, spec: Any, what: str, name: str) -> Any:
 
 
 def _ec_point(name: str, public: Any) -> bytes:
-    """CKA_EC_POINT is a DER OCTET STRING holding the point (PKCS#11 v2.40 section 2.3.3)."""
+    """CKA_EC_POINT is a DER OCTET STRING holding the point (PKCS#11 v2.40 section 2.3.3); some
+    modules give the bare point (an uncompressed EC point, or 32 Ed25519 bytes), taken as is."""
     raw = bytes(public[Attribute.EC_POINT])
-    return bytes(_der_decode(raw, univ.OctetString(), "CKA_EC_POINT", name))
+    try:
+        return bytes(_der_decode(raw, univ.OctetString(), "CKA_EC_POINT", name))
+    except TokenError:
+        if len(raw) == 32 or (raw[:1] == b"\x04" and len(raw) in (65, 97)):
+            return raw
+        raise
 
 
 def _labels(uri: Pkcs11Uri) -> dict[Attribute, Any]:
