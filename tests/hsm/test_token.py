@@ -14,6 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
@@ -256,3 +258,46 @@ def test_ec_points_are_read_der_wrapped_or_bare():
     assert _ec_point("t", {Attribute.EC_POINT: point}) == point
     with pytest.raises(TokenError, match="CKA_EC_POINT"):
         _ec_point("t", {Attribute.EC_POINT: b"\x30\x03junk"})
+
+
+@pytest.fixture(scope="module")
+def module_kek(softhsm):
+    kek = create_kek(parse_uri(softhsm.uri(softhsm.label_for("prop-kek"))))
+    yield kek
+    kek.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data_key=st.binary(min_size=32, max_size=32), aad=st.binary(max_size=64), bit=st.integers(0, 61 * 8 - 1)
+)
+def test_a_flipped_bit_in_a_wrapped_key_never_unwraps(module_kek, data_key, aad, bit):
+    """Rule: any single flipped bit of a wrapped key (format, nonce, ciphertext, tag) is refused."""
+    wrapped = module_kek.wrap(data_key, aad)
+    assert module_kek.unwrap(wrapped, aad) == data_key
+    flipped = bytearray(wrapped)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(UnwrapFailed):
+        module_kek.unwrap(bytes(flipped), aad)
+
+
+def test_threads_share_the_token_safely(softhsm):
+    """The Steward signs from worker threads (CA) and the log's thread (checkpoints) at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    ca = create_ec_key(parse_uri(softhsm.uri(softhsm.label_for("threads-ca"))))
+    log = create_ed25519_key(parse_uri(softhsm.uri(softhsm.label_for("threads-log"))))
+    try:
+
+        def sign_both(i: int) -> None:
+            digest = i.to_bytes(32, "big")
+            ca.public_key().verify(ca.sign_digest(digest), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+            log.public_key().verify(log.sign(digest), digest)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(sign_both, range(200)))
+    finally:
+        ca.close()
+        log.close()
