@@ -18,8 +18,8 @@ import os
 import stat
 import sysconfig
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -329,12 +329,3 @@ class TokenSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def opened(uri: Pkcs11Uri, *, base: Path | None = None, rw: bool = False) -> Iterator[TokenSession]:
-    session = TokenSession.open(uri, base=base, rw=rw)
-    try:
-        yield session
-    finally:
-        session.close()
