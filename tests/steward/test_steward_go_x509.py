@@ -494,3 +494,43 @@ def test_go_program_refuses_garbage_and_reports_unreadable_files(
     missing = tmp_path / "missing.pem"
     run = parsecerts(missing)
     assert run.returncode == 3 and run.by_file["missing.pem"]["role"] == "ca"
+
+
+def test_go_accepts_certificates_signed_in_a_pkcs11_token(
+    parsecerts: Callable[..., GoRun], softhsm: Any, tmp_path: Path
+) -> None:
+    """A CA key in SoftHSM2 (docs/steward.md "Keys in an HSM"): the reassembled certificates
+    (the token's signature in place of the throwaway one) parse and verify in Go too."""
+    from donjon.dice import TcbInfo
+    from donjon.hsm import parse_uri
+    from donjon.hsm.keys import create_ec_key
+    from donjon.steward.ca import CertificateAuthority, create_ca_certificate
+
+    now = datetime.now(UTC)
+    for curve in ("p256", "p384"):
+        signer = create_ec_key(parse_uri(softhsm.uri(softhsm.label_for(f"go-{curve}"))), curve)
+        try:
+            ca_cert = create_ca_certificate(signer, f"Token CA {curve}", now=now)
+            ca = CertificateAuthority(signer, ca_cert, trust_domain="example.org", claims_oid=PEN_ARC)
+            leaf_key = ec.generate_private_key(ec.SECP256R1())
+            spki = leaf_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            issued = ca.issue(
+                spki,
+                spiffe_path="/token/web",
+                dns_names=["web.example.org"],
+                lifetime=3600,
+                now=now,
+                claims={"tee": "sev-snp"},
+                dice=[TcbInfo(vendor="AMD", model="SEV-SNP", svn=3)],
+            )
+        finally:
+            signer.close()
+        run = parsecerts(
+            _write(tmp_path, f"ca-{curve}.pem", ca_cert),
+            _write(tmp_path, f"leaf-{curve}.pem", issued.certificate),
+        )
+        assert run.returncode == 0, run.stderr + str(run.by_file)
+        leaf = run.by_file[f"leaf-{curve}.pem"]
+        assert "error" not in leaf and leaf["dice"][0]["vendor"] == "AMD"

@@ -1,6 +1,7 @@
 """``donjon steward``: create, run and audit a Steward.
 
-- ``donjon steward init [--dir D] [--trust-domain T] [--curve p256|p384] [--import-ca CERT KEY]``
+- ``donjon steward init [--dir D] [--trust-domain T] [--curve p256|p384] [--import-ca CERT KEY]
+  [--pkcs11-uri URI]``
 - ``donjon steward serve --config steward.toml``
 - ``donjon steward log verify --config steward.toml``
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
@@ -27,6 +28,7 @@ from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usag
 from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
+    from donjon.hsm import Pkcs11Uri
     from donjon.steward.config import StewardConfig
     from donjon.tlog.checkpoint import NoteVerifier
 
@@ -40,6 +42,8 @@ _INIT_EXAMPLES = examples(
     "donjon steward init --dir steward --trust-domain example.org",
     "donjon steward init --dir steward --curve p384",
     "donjon steward init --dir steward --import-ca ca.pem ca-key.pem",
+    "donjon steward init --dir steward \\\n"
+    "      --pkcs11-uri 'pkcs11:token=steward;object=donjon-ca?pin-source=file:/etc/donjon/pin'",
 )
 _SERVE_EXAMPLES = examples(
     "donjon steward serve --config steward/steward.toml",
@@ -83,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve (default p256)")
     init.add_argument("--import-ca", nargs=2, metavar=("CERT", "KEY"), help="use an existing CA (PEM files)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument(
+        "--pkcs11-uri",
+        metavar="URI",
+        help="keep the CA key (object=LABEL) and the log key (LABEL-log) in this PKCS#11 token "
+        "(RFC 7512 URI; created there unless they exist; see docs/steward.md 'Keys in an HSM')",
+    )
     serve = sub.add_parser(
         "serve",
         help="run the Steward (HTTP or HTTPS)",
@@ -183,6 +193,8 @@ def _init(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.pkcs11_uri:
+        return _init_pkcs11(args, directory)
     if args.import_ca:
         try:
             cert = x509.load_pem_x509_certificate(Path(args.import_ca[0]).read_bytes())
@@ -224,6 +236,106 @@ def _init(args: argparse.Namespace) -> int:
     )
     print(f"log verifier key (give it to witnesses and relying parties): {log_key}")
     return EXIT_OK
+
+
+def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
+    """``init --pkcs11-uri``: the CA key and the log key in the token, the other files as ``init``."""
+    from cryptography.hazmat.primitives import serialization
+
+    from donjon.hsm import BadUri, HsmError, ObjectNotFound, parse_uri
+    from donjon.hsm.keys import create_ec_key, open_ec_signer
+    from donjon.steward.ca import create_ca_certificate, write_private
+    from donjon.steward.config import starter_config
+    from donjon.steward.policy import STARTER_POLICY
+
+    try:
+        uri = parse_uri(args.pkcs11_uri)
+    except BadUri as e:
+        usage_error("donjon steward init", f"--pkcs11-uri: {e}")
+        return EXIT_USAGE
+    problem = (
+        "--import-ca imports a key file; it cannot go with --pkcs11-uri"
+        if args.import_ca
+        else "--pkcs11-uri must name the CA key: add object=LABEL"
+        if uri.object is None
+        else "--pkcs11-uri must not carry pin-value (steward.toml is not secret): use pin-source=file:PATH"
+        if uri.pin_value is not None
+        else None
+    )
+    if problem:
+        usage_error("donjon steward init", problem)
+        return EXIT_USAGE
+    assert uri.object is not None
+    ca_uri = uri.with_object(uri.object)
+    log_uri = uri.with_object(f"{uri.object}-log")
+    base = directory.resolve()  # a relative pin-source is relative to steward.toml, as in serve
+    try:
+        try:
+            signer = open_ec_signer(ca_uri, base=base)
+        except ObjectNotFound:
+            signer = create_ec_key(ca_uri, args.curve, base=base)
+        try:
+            vkey = _token_log_key(log_uri, base, args.trust_domain)
+            cert = create_ca_certificate(
+                signer, f"Donjon Steward CA ({args.trust_domain})", now=datetime.now(UTC)
+            )
+        finally:
+            signer.close()
+    except HsmError as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL
+    in_token = [ca_uri, log_uri] if vkey else [ca_uri]
+    text = starter_config(args.trust_domain)
+    for key, value in zip(("ca_key", "log_key"), in_token, strict=False):
+        start = text.index(f"{key} = ")
+        end = text.index("#", start)
+        text = (
+            text[:start]
+            + f"{key} = {json.dumps(str(value))}  "
+            + text[end:].replace("secret (mode 0600)", "in the PKCS#11 token", 1)
+        )
+    try:
+        (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_private(directory / "challenge.secret", secrets.token_bytes(32))
+        (directory / "steward.toml").write_text(text)
+        (directory / "policy.toml").write_text(STARTER_POLICY)
+        (directory / "collateral").mkdir(exist_ok=True)
+        if vkey is None:
+            vkey = _create_log_key(directory, args.trust_domain, force=args.force)
+        else:
+            (directory / "log-key.pub").write_text(vkey + "\n")
+    except OSError as e:
+        print(f"donjon steward init: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    print(
+        f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, challenge.secret, "
+        f"log-key.pub; in the token: {', '.join(u.redacted() for u in in_token)}"
+    )
+    print(f"log verifier key (give it to witnesses and relying parties): {vkey}")
+    return EXIT_OK
+
+
+def _token_log_key(uri: Pkcs11Uri, base: Path, trust_domain: str) -> str | None:
+    """The verifier key of the log key in the token (created there unless it exists), or None
+    when the token has no Ed25519: many HSMs lack CKM_EDDSA (PKCS#11 3.0), and then the log
+    key is a file, as without a token."""
+    from donjon.hsm import MechanismUnsupported, ObjectNotFound
+    from donjon.hsm.keys import create_ed25519_key, open_ed25519_key
+    from donjon.steward.logkey import default_origin
+    from donjon.tlog.checkpoint import NoteSigner
+
+    try:
+        try:
+            key = open_ed25519_key(uri, base=base)
+        except ObjectNotFound:
+            key = create_ed25519_key(uri, base=base)
+    except MechanismUnsupported as e:
+        print(f"donjon steward init: {e}; the log key is a file (log-key.pem)", file=sys.stderr)
+        return None
+    try:
+        return NoteSigner(default_origin(trust_domain), key).verifier.vkey()
+    finally:
+        key.close()
 
 
 def _create_log_key(directory: Path, trust_domain: str, *, force: bool) -> str:
@@ -275,6 +387,7 @@ def _check_tls(config: StewardConfig) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from donjon.hsm import HsmError
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
     from donjon.steward.service import ListenError, build_steward, serve
@@ -295,6 +408,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _error(str(e))
         return EXIT_USAGE
+    except HsmError as e:  # the PKCS#11 token: missing, locked, wrong PIN, no such key
+        _error(f"cannot start the Steward: {e}")
+        return EXIT_OPERATIONAL
     except Exception as e:  # database unreachable, ...
         _error(f"cannot start the Steward: {type(e).__name__}: {e}")
         return EXIT_OPERATIONAL
@@ -401,7 +517,12 @@ def _log_verifier(config: StewardConfig) -> NoteVerifier:
     from donjon.tlog.checkpoint import NoteError, parse_vkey
 
     assert config.log_key is not None
-    pub = public_key_path(config.log_key)
+    # A log key in a token: its verifier key is log-key.pub beside steward.toml (init wrote it).
+    pub = (
+        public_key_path(config.log_key)
+        if isinstance(config.log_key, Path)
+        else config.path.resolve().parent / "log-key.pub"
+    )
     if pub.is_file():
         try:
             verifier = parse_vkey(pub.read_text(encoding="utf-8")[:4096])
@@ -416,6 +537,7 @@ def _log_verifier(config: StewardConfig) -> NoteVerifier:
 
 
 def _migrate(config: StewardConfig) -> int:
+    from donjon.hsm import HsmError
     from donjon.steward.errors import ConfigError
     from donjon.steward.log import LogCorrupt
     from donjon.steward.logkey import create_log_key
@@ -424,7 +546,7 @@ def _migrate(config: StewardConfig) -> int:
     assert config.log_key is not None and config.log_origin is not None
     created = False
     try:
-        if not config.log_key.exists() and not config.log_key.is_symlink():
+        if isinstance(config.log_key, Path) and not (config.log_key.exists() or config.log_key.is_symlink()):
             signer = create_log_key(config.log_key, config.log_origin)
             created = True
         else:
@@ -432,6 +554,9 @@ def _migrate(config: StewardConfig) -> int:
     except ConfigError as e:
         print(f"donjon steward log migrate: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except HsmError as e:
+        print(f"donjon steward log migrate: {e}", file=sys.stderr)
+        return EXIT_OPERATIONAL
     except OSError as e:
         print(f"donjon steward log migrate: cannot create the log key: {e}", file=sys.stderr)
         return EXIT_OPERATIONAL

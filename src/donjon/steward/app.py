@@ -96,7 +96,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 def _refusal(e: Refused) -> JSONResponse:
     body = e.as_dict()
     if e.status >= 500:
-        body["error"] = "internal" if e.check == "server.error" else "timeout"
+        body["error"] = {"server.error": "internal", "server.token": "unavailable"}.get(e.check, "timeout")
     return JSONResponse(body, status_code=e.status)
 
 

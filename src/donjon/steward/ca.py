@@ -11,6 +11,10 @@ the policy decided. The claims go, by default, into the TCG DICE
 the workload digest); as canonical JSON they also go into a non-critical
 extension under the OID the operator configures, whose arcs must all be below
 2**31 (:func:`donjon.oids.require_certificate_safe`).
+
+The CA key is either in memory (``ca-key.pem``) or an :class:`ExternalSigner` — a key in a
+PKCS#11 token (:mod:`donjon.hsm`) that only signs digests; :func:`sign_certificate` is the one
+place that tells them apart.
 """
 
 from __future__ import annotations
@@ -23,20 +27,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
-from pyasn1.type import char
+from pyasn1.type import char, namedtype, univ
 
 from donjon.dice import MULTI_TCB_INFO_OID, TcbInfo, encode_multi_tcb_info
 from donjon.oids import require_certificate_safe
 from donjon.steward.errors import ConfigError
 
-__all__ = ["CertificateAuthority", "create_ca", "write_private"]
+__all__ = [
+    "CaKey",
+    "CertificateAuthority",
+    "ExternalSigner",
+    "create_ca",
+    "create_ca_certificate",
+    "sign_certificate",
+    "write_private",
+]
 
 #: How far back notBefore is set, for relying parties whose clocks lag a little.
 BACKDATE = timedelta(minutes=5)
@@ -68,16 +82,70 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
     )
 
 
-def create_ca(
-    name: str, *, curve: str = "p256", now: datetime, years: int = 10
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A new EC CA key and its self-signed certificate (path length 0: it only issues end entities)."""
-    if curve not in _CURVES:
-        raise ValueError(f"unsupported curve {curve!r} (p256 or p384)")
-    key = ec.generate_private_key(_CURVES[curve])
+class ExternalSigner(Protocol):
+    """A CA key held elsewhere (a PKCS#11 token, :mod:`donjon.hsm`): it shows its public key and
+    signs digests (DER ECDSA), and nothing else."""
+
+    def public_key(self) -> ec.EllipticCurvePublicKey: ...
+
+    def sign_digest(self, digest: bytes) -> bytes: ...
+
+
+#: The CA key: in memory (a file), or behind an :class:`ExternalSigner`.
+CaKey = ec.EllipticCurvePrivateKey | ExternalSigner
+
+
+class _Certificate(univ.Sequence):  # type: ignore[misc]
+    """RFC 5280 section 4.1 ``Certificate``, the TBS and algorithm kept as their DER bytes."""
+
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("tbsCertificate", univ.Any()),
+        namedtype.NamedType("signatureAlgorithm", univ.Any()),
+        namedtype.NamedType("signatureValue", univ.BitString()),
+    )
+
+
+def _hash_for(public_key: ec.EllipticCurvePublicKey) -> hashes.SHA256 | hashes.SHA384:
+    return hashes.SHA384() if public_key.curve.key_size >= 384 else hashes.SHA256()
+
+
+def sign_certificate(
+    builder: x509.CertificateBuilder, key: CaKey, algorithm: hashes.SHA256 | hashes.SHA384
+) -> x509.Certificate:
+    """``builder`` signed by ``key``, wherever the key is.
+
+    ``cryptography`` signs only with its own key objects. For an external key the certificate is
+    built and signed with a throwaway key of the same curve: the TBSCertificate it encodes
+    depends on the key only through the signature AlgorithmIdentifier (ecdsa-with-SHA256/384,
+    RFC 5758 section 3.2), the same for both. The external key signs the hash of those TBS
+    bytes; its signature replaces the throwaway one (RFC 5280 section 4.1.1.3), and the result is
+    parsed and verified against the external key's public key before it is returned.
+    """
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return builder.sign(key, algorithm)
+    public = key.public_key()
+    draft = builder.sign(ec.generate_private_key(public.curve), algorithm)
+    tbs = draft.tbs_certificate_bytes
+    digest = hashes.Hash(algorithm)
+    digest.update(tbs)
+    signature = key.sign_digest(digest.finalize())
+    parsed, _ = der_decoder.decode(draft.public_bytes(serialization.Encoding.DER), asn1Spec=_Certificate())
+    parsed["signatureValue"] = univ.BitString.fromOctetString(signature)
+    cert = x509.load_der_x509_certificate(bytes(der_encoder.encode(parsed)))
+    if cert.tbs_certificate_bytes != tbs:
+        raise ValueError("re-encoding the certificate changed its TBSCertificate")
+    try:
+        public.verify(cert.signature, tbs, ec.ECDSA(algorithm))
+    except InvalidSignature as e:
+        raise ValueError("the external CA key's signature does not verify") from e
+    return cert
+
+
+def create_ca_certificate(key: CaKey, name: str, *, now: datetime, years: int = 10) -> x509.Certificate:
+    """The self-signed certificate of CA key ``key`` (path length 0: it only issues end entities)."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -88,9 +156,18 @@ def create_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256() if curve == "p256" else hashes.SHA384())
     )
-    return key, cert
+    return sign_certificate(builder, key, _hash_for(key.public_key()))
+
+
+def create_ca(
+    name: str, *, curve: str = "p256", now: datetime, years: int = 10
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new EC CA key and its self-signed certificate (path length 0: it only issues end entities)."""
+    if curve not in _CURVES:
+        raise ValueError(f"unsupported curve {curve!r} (p256 or p384)")
+    key = ec.generate_private_key(_CURVES[curve])
+    return key, create_ca_certificate(key, name, now=now, years=years)
 
 
 @dataclass(frozen=True)
@@ -104,11 +181,11 @@ class Issued:
 
 
 class CertificateAuthority:
-    """Signs X.509-SVIDs with the Steward's CA key."""
+    """Signs X.509-SVIDs with the Steward's CA key (in memory, or an :class:`ExternalSigner`)."""
 
     def __init__(
         self,
-        key: ec.EllipticCurvePrivateKey,
+        key: CaKey,
         cert: x509.Certificate,
         *,
         trust_domain: str,
@@ -120,7 +197,7 @@ class CertificateAuthority:
         self.cert = cert
         self.trust_domain = trust_domain
         self.claims_oid = require_certificate_safe(claims_oid) if claims_oid else None
-        self._hash = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
+        self._hash = _hash_for(key.public_key())
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
         # Encoded once: every answer carries the CA certificate.
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
@@ -149,6 +226,28 @@ class CertificateAuthority:
             return cls(key, cert, trust_domain=trust_domain, claims_oid=claims_oid)
         except ValueError as e:
             raise ConfigError(key_path, str(e)) from e
+
+    @classmethod
+    def load_external(
+        cls, cert_path: str, key: ExternalSigner, *, trust_domain: str, claims_oid: str | None = None
+    ) -> CertificateAuthority:
+        """The CA certificate at ``cert_path`` with its key in a token; ConfigError if they differ."""
+        try:
+            cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        except OSError as e:
+            raise ConfigError(cert_path, f"cannot read CA file: {e.strerror}") from e
+        except ValueError as e:
+            raise ConfigError(cert_path, f"not a PEM certificate: {e}") from e
+        try:
+            return cls(key, cert, trust_domain=trust_domain, claims_oid=claims_oid)
+        except ValueError as e:
+            raise ConfigError(cert_path, f"{e} (the token holds another key)") from e
+
+    def close(self) -> None:
+        """Close the key's session when it is in a token; closing twice is harmless."""
+        closer = getattr(self.key, "close", None)
+        if callable(closer):
+            closer()
 
     @property
     def cert_der(self) -> bytes:
@@ -217,5 +316,5 @@ class CertificateAuthority:
             builder = builder.add_extension(
                 x509.UnrecognizedExtension(self.claims_oid, value), critical=False
             )
-        cert = builder.sign(self.key, self._hash)
+        cert = sign_certificate(builder, self.key, self._hash)
         return Issued(certificate=cert, serial=format(serial, "x"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from donjon.hsm import BadUri, Pkcs11Uri, is_pkcs11_uri, parse_uri
 from donjon.oids import require_certificate_safe
 from donjon.steward.errors import ConfigError
 from donjon.steward.limits import ConnectionLimits
@@ -70,7 +71,8 @@ class StewardConfig:
     listen: str
     port: int
     ca_cert: Path
-    ca_key: Path
+    #: A PEM file, or the key in a PKCS#11 token (docs/steward.md "Keys in an HSM").
+    ca_key: Path | Pkcs11Uri
     challenge_secret: Path
     policy: Path
     claims_oid: str | None
@@ -94,7 +96,7 @@ class StewardConfig:
     pcs_url: str | None = None
     intel_root_crl_url: str | None = None
     #: The Ed25519 key that signs the log's checkpoints (docs/steward.md "The transparency log").
-    log_key: Path | None = None
+    log_key: Path | Pkcs11Uri | None = None
     #: The log's name: first line of its checkpoints and the log key's name.
     log_origin: str | None = None
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
@@ -148,6 +150,16 @@ def load_config(path: str | Path) -> StewardConfig:
         found = path_of(table, key, default)
         assert found is not None
         return found
+
+    def key_of(table: dict[str, Any], key: str, default: str) -> Path | Pkcs11Uri:
+        """A key setting: a file name, or a ``pkcs11:`` URI (RFC 7512) naming a key in a token."""
+        value = string(table, key, default) or default
+        if not is_pkcs11_uri(value):
+            return base / value
+        try:
+            return parse_uri(value)
+        except BadUri as e:
+            raise err(f"{key}: {e.reason}", key) from e
 
     def paths(table: dict[str, Any], key: str) -> tuple[Path, ...]:
         value = table.get(key, [])
@@ -209,7 +221,7 @@ def load_config(path: str | Path) -> StewardConfig:
         listen=string(st, "listen", "127.0.0.1") or "127.0.0.1",
         port=port,
         ca_cert=required(st, "ca_cert", "ca.pem"),
-        ca_key=required(st, "ca_key", "ca-key.pem"),
+        ca_key=key_of(st, "ca_key", "ca-key.pem"),
         challenge_secret=required(st, "challenge_secret", "challenge.secret"),
         policy=required(st, "policy", "policy.toml"),
         claims_oid=claims_oid,
@@ -232,7 +244,7 @@ def load_config(path: str | Path) -> StewardConfig:
         kds_url=string(co, "kds_url"),
         pcs_url=string(co, "pcs_url"),
         intel_root_crl_url=string(co, "intel_root_crl_url"),
-        log_key=required(st, "log_key", "log-key.pem"),
+        log_key=key_of(st, "log_key", "log-key.pem"),
         log_origin=origin,
         connections=connections,
     )

@@ -53,6 +53,7 @@ from donjon.attestation.errors import AttestationError, CollateralError, Malform
 from donjon.attestation.pki import load_crl
 from donjon.attestation.verify import Collateral, TrustRoots, verify_evidence
 from donjon.csr import CsrError, LegacyCsr, NativeCsr, parse_legacy_csr, parse_native_csr
+from donjon.hsm import HsmError
 from donjon.steward.ca import CertificateAuthority, Issued
 from donjon.steward.collateral import CollateralSet, CollateralSource, collateral_set
 from donjon.steward.dice_claims import dice_entries
@@ -229,6 +230,7 @@ class Steward:
     def close(self) -> None:
         """Close the log (and anything else the Steward holds); closing twice is harmless."""
         self.log.close()
+        self.ca.close()  # a CA key in a PKCS#11 token: its session
         closer = getattr(self.collateral, "close", None)
         if callable(closer):
             closer()
@@ -381,9 +383,7 @@ class Steward:
         except Exception as e:
             # A fault of the Steward's own (a bug, a resource): still one accounted outcome,
             # named after the exception's type; the client learns nothing more.
-            fault = Refused(
-                "server.error", f"internal error ({type(e).__name__}); nothing was issued", status=500
-            )
+            fault = _fault(e)
             fault.__cause__ = e
             try:
                 raise self._account(fault, record if checked is None else checked, admitted)
@@ -446,6 +446,9 @@ class Steward:
         return e
 
     def _log_fault(self, e: BaseException) -> Refused:
+        if isinstance(e, HsmError):  # the log key's token cannot sign the checkpoint
+            self.metrics.rejected(TOKEN_CHECK)
+            return _fault(e)
         self.metrics.rejected("server.error")
         return Refused(
             "server.error",
@@ -697,3 +700,16 @@ def _legacy_collateral(csr: LegacyCsr) -> Collateral | None:
         tcb_info=(csr.tcb_info,) if csr.tcb_info else (),
         sources=("keep",),
     )
+
+
+#: The refusal when a PKCS#11 token holding the CA key or the log key cannot sign (removed,
+#: locked, its session gone): the server's fault, perhaps a passing one, so a 503.
+TOKEN_CHECK = "server.token"
+
+
+def _fault(e: BaseException) -> Refused:
+    """The refusal for a fault of the Steward's own: ``server.token`` when its key's token cannot
+    sign, else ``server.error`` naming the exception's type (the client learns nothing more)."""
+    if isinstance(e, HsmError):
+        return Refused(TOKEN_CHECK, "the Steward's key token cannot sign now; nothing was issued", status=503)
+    return Refused("server.error", f"internal error ({type(e).__name__}); nothing was issued", status=500)

@@ -7,6 +7,10 @@ parties pin — is written beside it (``log-key.pub``, mode 0644) and served at
 ``GET /log/key``. A witness must be given that line out of band: a key fetched
 from the log it audits proves nothing.
 
+The key may instead live in a PKCS#11 token (``log_key = "pkcs11:..."``, docs/steward.md "Keys
+in an HSM"): the token signs each checkpoint with ``CKM_EDDSA``, and ``log-key.pub`` beside
+``steward.toml`` holds its verifier key.
+
 The key name is the log's origin (``<trust domain>/donjon-steward-log`` unless
 ``[log] origin`` says otherwise), the first line of every checkpoint.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from donjon.hsm import Pkcs11Uri
 from donjon.steward.errors import ConfigError
 from donjon.tlog.checkpoint import NoteError, NoteSigner, check_key_name
 
@@ -76,8 +81,19 @@ def create_log_key(path: Path, origin: str) -> NoteSigner:
     return signer
 
 
-def load_log_signer(path: Path, origin: str) -> NoteSigner:
-    """The log key at ``path``, as a signer under ``origin``; :class:`ConfigError` naming the fix."""
+def load_log_signer(path: Path | Pkcs11Uri, origin: str, *, base: Path | None = None) -> NoteSigner:
+    """The log key at ``path`` (or in the token the URI names: HsmError if it cannot be used), as
+    a signer under ``origin``; :class:`ConfigError` naming the fix. ``base``: where a URI's
+    relative ``pin-source`` is."""
+    if isinstance(path, Pkcs11Uri):
+        from donjon.hsm.keys import open_ed25519_key
+
+        token_key = open_ed25519_key(path, base=base)
+        try:
+            return NoteSigner(origin, token_key)
+        except NoteError as e:
+            token_key.close()
+            raise ConfigError(path.redacted(), f"log origin: {e.reason}") from e
     try:
         # Following a link to read is fine (secret mounts are links); creating never follows one.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from donjon.attestation.verify import TrustRoots
+from donjon.hsm import Pkcs11Uri
 from donjon.steward.app import create_app
 from donjon.steward.ca import CertificateAuthority
 from donjon.steward.collateral import (
@@ -58,7 +59,7 @@ _FILE_RESERVE = 256
 def log_signer(config: StewardConfig) -> NoteSigner:
     """The log key of ``config``, under the log's origin (:class:`ConfigError` naming the fix)."""
     assert config.log_key is not None and config.log_origin is not None
-    return load_log_signer(config.log_key, config.log_origin)
+    return load_log_signer(config.log_key, config.log_origin, base=config.path.resolve().parent)
 
 
 def open_log(
@@ -81,14 +82,31 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(str(path), f"cannot read {what}: {e.strerror}") from e
 
 
-def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
-    """A :class:`Steward` from a validated configuration (``overrides`` for tests: clock, verifier...)."""
-    ca = CertificateAuthority.load(
+def _load_ca(config: StewardConfig) -> CertificateAuthority:
+    """The CA: its key from a PEM file, or in the PKCS#11 token ``ca_key`` names (HsmError if the
+    token is missing, locked or without that key)."""
+    if isinstance(config.ca_key, Pkcs11Uri):
+        from donjon.hsm.keys import open_ec_signer
+
+        signer = open_ec_signer(config.ca_key, base=config.path.resolve().parent)
+        try:
+            return CertificateAuthority.load_external(
+                str(config.ca_cert), signer, trust_domain=config.trust_domain, claims_oid=config.claims_oid
+            )
+        except BaseException:
+            signer.close()
+            raise
+    return CertificateAuthority.load(
         str(config.ca_cert),
         str(config.ca_key),
         trust_domain=config.trust_domain,
         claims_oid=config.claims_oid,
     )
+
+
+def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
+    """A :class:`Steward` from a validated configuration (``overrides`` for tests: clock, verifier...)."""
+    ca = _load_ca(config)
     secret = _read(config.challenge_secret, "the challenge secret")
     try:
         roots = TrustRoots.from_bytes(

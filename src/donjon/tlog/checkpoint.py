@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -34,6 +35,7 @@ from donjon.tlog.merkle import HASH_SIZE, MAX_TREE_SIZE
 __all__ = [
     "MAX_NOTE_BYTES",
     "Checkpoint",
+    "Ed25519Signer",
     "NoteError",
     "NoteSigner",
     "NoteVerifier",
@@ -132,10 +134,18 @@ def parse_vkey(text: str) -> NoteVerifier:
     return NoteVerifier(name, bytes.fromhex(hex_id), raw[1:])
 
 
+class Ed25519Signer(Protocol):
+    """An Ed25519 private key wherever it is: ``cryptography``'s, or one in a PKCS#11 token."""
+
+    def public_key(self) -> ed25519.Ed25519PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 class NoteSigner:
     """Signs note texts with an Ed25519 private key under a key name."""
 
-    def __init__(self, name: str, key: ed25519.Ed25519PrivateKey) -> None:
+    def __init__(self, name: str, key: Ed25519Signer) -> None:
         self.verifier = NoteVerifier.of(name, key.public_key())
         self._key = key
 
