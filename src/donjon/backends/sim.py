@@ -131,6 +131,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
+            os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask took away
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "peer": ("donjon.cli.peer", "verify a Keep's certificate and claims over TLS"),
     "platform": ("donjon.cli.platform", "which TEE backends work on this machine"),
     "demo": ("donjon.cli.demo", "a local Steward and an attested simulated Keep, end to end"),
+    "example": ("donjon.cli.example", "write an example workload (http.wasm) to try a Keep with"),
 }
 
 
