@@ -32,6 +32,30 @@ TIMEOUT = 240.0
 _BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
+def _policy_names_simulated_certificates() -> bool:
+    """Whether the policy has ``platforms = [..., "simulated"]`` and ``sim_ip`` (the tutorial's rule)."""
+    from donjon.steward.errors import ConfigError
+    from donjon.steward.policy import parse_policy
+
+    rule = f'digest = "{"00" * 32}"\nspiffe_path = "/a"\nplatforms = ["sev-snp", "simulated"]\n'
+    try:
+        parse_policy(f'allow_simulated = true\n[[workload]]\n{rule}sim_ip = ["127.0.0.1"]\n')
+    except ConfigError:
+        return False
+    return True
+
+
+#: Pages whose steps need code from a branch not merged yet: page -> (the code is here, why).
+#: Until then the page's test is a strict expected failure; once merged it runs like any other.
+PENDING = {
+    "docs/tutorial.md": (
+        _policy_names_simulated_certificates,
+        "the policy branch: sim_ip/platforms for /sim names (curl to 127.0.0.1) and DICE claims by "
+        "default (peer verify --workload-digest on a Steward fresh from init)",
+    ),
+}
+
+
 def sh_blocks(text: str) -> list[str]:
     """The ``sh`` code blocks of a Markdown page, in order."""
     return [m.group(1) for m in _BLOCK.finditer(text)]
@@ -64,7 +88,9 @@ def test_sh_blocks_are_found_in_order() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_runs_in_one_bash(page: str, tmp_path: Path) -> None:
+def test_page_runs_in_one_bash(page: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if page in PENDING and not PENDING[page][0]():
+        request.applymarker(pytest.mark.xfail(reason=f"needs {PENDING[page][1]}", strict=True))
     blocks = sh_blocks((ROOT / page).read_text(encoding="utf-8"))
     assert blocks, f"{page} has no sh blocks"
     script = tmp_path / "page.sh"
