@@ -108,6 +108,8 @@ def test_page_runs_in_one_bash(page: str, tmp_path: Path, request: pytest.Fixtur
         "STEWARD_PORT": str(steward_port),
         "KEEP_PORT": str(keep_port),
     }
+    if "PYTHONPATH" in os.environ:  # the donjon under test, when it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     proc = subprocess.Popen(
         ["bash", "-e", str(script)],
         cwd=work,

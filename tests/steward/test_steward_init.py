@@ -285,3 +285,16 @@ def test_a_simulated_steward_fresh_from_init_issues_to_a_keep_at_once(tmp_path, 
     assert identity.simulated and str(identity.spiffe_id) == "spiffe://init.test/sim/init/test"
     issued = [e for e in proc.events("attest") if e.get("decision") == "issued"]
     assert len(issued) == 1, json.dumps(proc.lines)
+
+
+def test_serve_never_creates_files_others_can_write_even_under_umask_000(tmp_path, capsys, kit, umask_000):
+    d = tmp_path / "s"
+    assert _init(d) == 0
+    proc = kit.ServerProcess(d / "steward.toml")  # inherits this process's umask, 000
+    try:
+        context = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        assert httpx.get(f"{proc.url}/healthz", verify=context).status_code == 200
+    finally:
+        proc.stop()
+    created = [p for p in d.iterdir() if p.name.startswith("log.db")]
+    assert created and all(_mode(p) & 0o022 == 0 for p in created), [oct(_mode(p)) for p in created]
