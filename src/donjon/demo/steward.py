@@ -4,12 +4,13 @@ tests and the attested-start benchmark. Never for production.
 It is the real Steward (``donjon.steward``: the same CA, nonces, verifier, policy, log and HTTP
 app as ``donjon steward serve``), configured in a private directory:
 
-- a new CA (EC P-256) and an HTTPS certificate for 127.0.0.1 / localhost signed by it, so a Keep
-  pins one CA for both the connection and the certificates it is issued;
+- a new CA (EC P-256) and an HTTPS certificate for 127.0.0.1 / localhost signed by it
+  (:mod:`donjon.steward.https`), so a Keep pins one CA for both the connection and the
+  certificates it is issued;
 - ``[roots] simulated``: the simulated AMD ARK and Intel root of the vendors saved in
-  ``sim_vendor_dir`` (:func:`donjon.backends.sim.load_or_create_sim_vendor`, the same directory a
-  Keep is given with ``--sim-vendor``), and their collateral (ARK CRL and chain; TCB info, QE
-  identity, CRLs);
+  ``sim_vendor_dir`` (the same directory a Keep is given with ``--sim-vendor``), and their
+  collateral (ARK CRL and chain; TCB info, QE identity, CRLs), put in place by
+  :func:`donjon.steward.simulated.install_simulated_vendors` as ``steward init --simulated`` does;
 - a policy that sets ``allow_simulated`` and names the workloads it issues to.
 
 Served by uvicorn in a thread on 127.0.0.1 and a free port; :meth:`LocalSteward.close` stops it

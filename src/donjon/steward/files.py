@@ -153,8 +153,9 @@ def check_secret(path: Path) -> None:
     """Refuse a key or secret that group or others may read (or write)."""
     mode = _mode(path)
     if mode is not None and mode & 0o077:
+        what = "readable" if mode & 0o044 else "writable"
         raise UnsafePermissions(
-            str(path), "a key or secret readable by others", mode=mode, fix=f"chmod 600 {path}"
+            str(path), f"a key or secret {what} by others", mode=mode, fix=f"chmod 600 {path}"
         )
 
 
