@@ -258,6 +258,11 @@ def test_tls_cert_without_https_configured_says_what_to_add(tmp_path, capsys):
     assert cli_main(["steward", "tls-cert", "--config", str(d / "steward.toml")]) == 2
     assert 'tls_cert = "tls.pem"' in capsys.readouterr().err
     assert cli_main(["steward", "tls-cert", "--config", str(tmp_path / "none.toml")]) == 3
+    (d / "ca-key.pem").unlink()
+    text = (d / "steward.toml").read_text().replace('# tls_cert = "tls.pem"', 'tls_cert = "tls.pem"')
+    (d / "steward.toml").write_text(text.replace('# tls_key = "tls-key.pem"', 'tls_key = "tls-key.pem"'))
+    assert cli_main(["steward", "tls-cert", "--config", str(d / "steward.toml")]) == 3
+    assert "ca-key.pem: no such file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backend", ["sim-snp", "sim-tdx"])

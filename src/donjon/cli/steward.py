@@ -38,9 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser(
         "init",
         help="create a CA, an HTTPS certificate, a challenge secret, steward.toml and a starter policy",
-        description="Create a Steward in a directory: its CA, an HTTPS certificate issued by that CA "
-        "(for --host and --ip), a challenge secret, steward.toml and a starter policy. Prints the "
-        "next steps, down to the exact 'donjon run' line of a Keep.",
+        description="Create a Steward in a directory: its CA, an HTTPS certificate issued by that CA\n"
+        "(for --host and --ip), a challenge secret, steward.toml and a starter policy. Prints the\n"
+        "next steps, down to the exact 'donjon run' line of a Keep (docs/steward.md).",
         epilog=INIT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,13 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="a DNS name Keeps reach the Steward by, for its HTTPS certificate (repeatable; "
-        "default: localhost)",
+        "without --host and --ip: localhost, 127.0.0.1 and ::1)",
     )
     init.add_argument(
         "--ip",
         action="append",
         metavar="ADDRESS",
-        help="an IP address Keeps reach the Steward by (repeatable; default: 127.0.0.1 and ::1)",
+        help="an IP address Keeps reach the Steward by (repeatable)",
     )
     init.add_argument(
         "--simulated",
@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     tls = sub.add_parser(
         "tls-cert",
         help="issue the Steward's HTTPS certificate again (renewal, other names)",
-        description="Issue a new HTTPS certificate for the Steward, signed by its CA, and replace "
-        "tls_cert and tls_key (atomically). Without --host/--ip the names of the current "
+        description="Issue a new HTTPS certificate for the Steward, signed by its CA, and replace\n"
+        "tls_cert and tls_key (atomically). Without --host/--ip the names of the current\n"
         "certificate are kept. Restart 'donjon steward serve' to use it.",
         epilog=TLS_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -338,6 +338,9 @@ def _tls_cert(args: argparse.Namespace) -> int:
                 'no tls_cert and tls_key: add tls_cert = "tls.pem" and tls_key = "tls-key.pem" '
                 "to [steward], then run this again",
             )
+        missing = [p for p in (config.ca_cert, config.ca_key) if not p.is_file()]
+        if missing:
+            return fail(f"{missing[0]}: no such file (the Steward's CA)", EXIT_OPERATIONAL)
         ca = CertificateAuthority.load(
             str(config.ca_cert), str(config.ca_key), trust_domain=config.trust_domain
         )
