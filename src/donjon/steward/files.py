@@ -20,6 +20,7 @@ naming the file and the ``chmod`` that fixes it.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -119,21 +120,21 @@ def make_dir(
     """
     target = Path(path)
     if target.is_symlink():
-        raise NotADirectoryError(20, "is a symbolic link, not a directory", str(target))
+        raise NotADirectoryError(errno.ENOTDIR, "is a symbolic link, not a directory", str(target))
     if not target.parent.exists():
         make_dir(target.parent, PUBLIC_DIR_MODE)
     try:
         os.mkdir(target, mode)
     except FileExistsError:
+        if not target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(target)) from None
         if not chmod_existing:
-            if not target.is_dir():
-                raise NotADirectoryError(20, "exists and is not a directory", str(target)) from None
             return
     # Opened without following a link, so the mode goes to this directory and nowhere else.
     try:
         fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)
     except OSError as e:
-        raise NotADirectoryError(20, "exists and is not a directory", str(target)) from e
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(target)) from e
     try:
         os.fchmod(fd, mode)
     finally:
