@@ -19,7 +19,7 @@ import pytest
 from donjon.backends.nil import NilBackend
 from donjon.cli import main as cli_main
 from donjon.keep import Attestor, RetryPolicy, StewardEndpoint
-from donjon.keep.errors import StewardProtocolError
+from donjon.keep.errors import StewardProtocolError, StewardUnreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = str(ROOT / "examples" / "hello" / "hello.wasm")
@@ -65,6 +65,19 @@ def test_http_urls_need_the_flag_that_the_message_names(tmp_path, kit, capfd):
         # is the Steward's own answer, so the URL was accepted and used.
         assert cli_main(["run", "--steward-insecure-http", *argv[1:], HELLO]) == 1
         assert "attestation refused by the Steward" in capfd.readouterr().err
+    finally:
+        proc.stop()
+
+
+def test_http_to_an_https_steward_suggests_https(tmp_path, kit):
+    d, proc = _steward(tmp_path, kit)
+    try:
+        http_url = proc.url.replace("https://", "http://")
+        endpoint = StewardEndpoint.from_pem(http_url, (d / "ca.pem").read_bytes(), allow_insecure_http=True)
+        attestor = Attestor(NilBackend(), bytes(32), endpoint, retry=RetryPolicy(total=0))
+        with pytest.raises(StewardUnreachable) as info:
+            attestor.attest()
+        assert "use https://" in str(info.value)
     finally:
         proc.stop()
 

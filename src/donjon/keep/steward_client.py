@@ -209,7 +209,11 @@ class StewardClient:
                     "Serve it over HTTPS (tls_cert and tls_key in its steward.toml, as 'donjon steward "
                     "init' writes them), or, UNSAFE, use an http:// URL with --steward-insecure-http",
                 ) from e
-            raise StewardBusy(url, f"{type(e).__name__}: {e}"[:300]) from e
+            reason = f"{type(e).__name__}: {e}"[:300]
+            if isinstance(e, httpx.RemoteProtocolError) and self.endpoint.base.startswith("http:"):
+                # What an HTTPS server does with a plain HTTP request: it closes without a word.
+                reason += "; if the Steward serves HTTPS (as 'donjon steward init' makes it), use https://"
+            raise StewardBusy(url, reason) from e
 
     def _failure(self, url: str, status: int, ctype: str, body: bytes) -> KeepError:
         if status in RETRY_STATUSES:
