@@ -288,6 +288,9 @@ def test_a_simulated_steward_fresh_from_init_issues_to_a_keep_at_once(tmp_path, 
     finally:
         proc.stop()
     assert identity.simulated and str(identity.spiffe_id) == "spiffe://init.test/sim/init/test"
+    # The collateral stays current for years, not Intel's month: a development Steward keeps working.
+    crl = x509.load_der_x509_crl((d / "collateral/tdx-quote/pck.crl").read_bytes())
+    assert crl.next_update_utc is not None and (crl.next_update_utc - crl.last_update_utc).days > 365
     issued = [e for e in proc.events("attest") if e.get("decision") == "issued"]
     assert len(issued) == 1, json.dumps(proc.lines)
 

@@ -13,15 +13,15 @@ for a Steward:
 - :func:`simulated_platforms`: the policy tables that accept what the simulators report by
   default (:data:`SIM_MEASUREMENT`).
 
-The SNP CRL is valid until 2049; the simulated Intel collateral is issued now and valid 30 days
-(as Intel's is, a month), after which sim-tdx Keeps are refused with ``collateral.stale`` until
-it is written again (``donjon steward init --simulated --force``, which keeps the vendor).
+The SNP CRL is valid until 2049; the simulated Intel collateral is issued at ``init`` for
+:data:`SIM_COLLATERAL_VALIDITY` (Intel's own lives a month: that realism is not worth a development
+Steward that stops working after one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +34,10 @@ __all__ = [
     "install_simulated_vendors",
     "simulated_platforms",
 ]
+
+#: How long the simulated Intel collateral that a Steward holds stays current (the simulated PCK
+#: chain lives ten years; the SNP simulator's CRL until 2049).
+SIM_COLLATERAL_VALIDITY = timedelta(days=9 * 365)
 
 #: What the simulators report when a Keep does not choose (``donjon run --backend sim-*``): 48 zero
 #: bytes for the SNP MEASUREMENT and the TDX MRTD. Real hardware never reports this.
@@ -64,6 +68,10 @@ def install_simulated_vendors(
         make_dir(folder, PUBLIC_DIR_MODE)
     write_public(snp / "ark.crl", amd.crl(), replace=True)
     write_public(snp / "cert_chain.pem", amd.cert_chain_pem(), replace=True)
+    # Intel's collateral lives a month; a development Steward should not start refusing sim-tdx
+    # Keeps after one. This vendor object was just loaded for this call (and is not saved again),
+    # so only the collateral written here lives as long as the simulated chain.
+    intel.collateral_validity = SIM_COLLATERAL_VALIDITY
     collateral = intel.collateral(issued_at=(now or datetime.now(UTC)).replace(microsecond=0))
     for name, data in (
         ("tcb_info.json", collateral.tcb_info),
