@@ -57,7 +57,17 @@ def setup(directory: Path, vendor: Any, dsn: str | None) -> Path:
     with open(os.devnull, "w") as devnull:
         sys_stdout, sys.stdout = sys.stdout, devnull
         try:
-            assert cli_main(["steward", "init", "--dir", str(directory), "--trust-domain", "bench.test"]) == 0
+            # Plain HTTP, as before HTTPS became the default: the numbers stay comparable.
+            init = [
+                "steward",
+                "init",
+                "--dir",
+                str(directory),
+                "--trust-domain",
+                "bench.test",
+                "--insecure-http",
+            ]
+            assert cli_main(init) == 0
         finally:
             sys.stdout = sys_stdout
     (directory / "sim-ark.pem").write_bytes(vendor.ark_pem())

@@ -115,7 +115,11 @@ def vendor() -> SimulatedAmd:
 
 
 def make_env(base: Path, vendor: SimulatedAmd, *, log_backend: str = "sqlite", dsn: str | None = None) -> Env:
-    assert cli_main(["steward", "init", "--dir", str(base), "--trust-domain", "example.org"]) == 0
+    # Plain HTTP: these tests drive the HTTP app itself (ServerThread, ServerProcess over http://).
+    assert (
+        cli_main(["steward", "init", "--dir", str(base), "--trust-domain", "example.org", "--insecure-http"])
+        == 0
+    )
     (base / "sim-ark.pem").write_bytes(vendor.ark_pem())
     (base / "collateral" / "snp-report").mkdir(parents=True, exist_ok=True)
     (base / "collateral" / "snp-report" / "ark.crl").write_bytes(vendor.crl())

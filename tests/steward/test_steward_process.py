@@ -122,6 +122,7 @@ def _tls_files(d):
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
+    os.chmod(d / "tls-key.pem", 0o600)  # serve refuses a key others can read
 
 
 def test_https_sighup_reload_and_structured_logs(env, kit):

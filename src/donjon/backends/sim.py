@@ -128,9 +128,10 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
     complete file, never a half-written vendor.
     """
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:
+            os.fchmod(fd, mode)  # exactly ``mode``, whatever the umask took away
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

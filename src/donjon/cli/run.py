@@ -106,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
         help="how long to retry an unreachable Steward at start, in seconds (default 30; 0: once)",
     )
     p.add_argument(
+        "--steward-insecure-http",
+        action="store_true",
+        help="UNSAFE: allow an http:// Steward URL (a Steward behind a TLS proxy on this machine; "
+        "the issued chain is still checked against --steward-ca)",
+    )
+    p.add_argument(
         "--sim-vendor",
         metavar="DIR",
         help="the simulated vendor shared with the Steward (sim-snp, sim-tdx; or $DONJON_SIM_VENDOR)",
@@ -165,6 +171,7 @@ class Options:
         self.steward_ca: str | None = None
         self.attest_timeout = 30.0
         self.sim_vendor: str | None = None
+        self.steward_insecure_http = False
         self.dirs: list[tuple[str, bool]] = []
         self.env: list[str] = []
         self.limits: dict[str, object] = {}
@@ -247,6 +254,8 @@ def parse_args(argv: list[str]) -> Options:
                     raise UsageError("--attest-timeout: between 0 and 3600 seconds")
             else:
                 opts.cache_dir = value
+        elif arg == "--steward-insecure-http":
+            opts.steward_insecure_http = True
         elif arg == "--no-cache":
             opts.cache = False
         elif arg == "--print-digest":
@@ -644,7 +653,11 @@ def _identity(
                 backend.name, 'no Steward URL (steward = "https://..." in the config, or --steward URL)'
             )
         settings = steward_settings(
-            url, ca_path, base_dir=ca_base, retry=RetryPolicy(total=opts.attest_timeout)
+            url,
+            ca_path,
+            base_dir=ca_base,
+            retry=RetryPolicy(total=opts.attest_timeout),
+            allow_insecure_http=opts.steward_insecure_http,
         )
         keep_tls = launch_identity(
             backend,
@@ -655,7 +668,7 @@ def _identity(
             on_expired=_expired,
         )
     except (LaunchError, KeepError) as e:
-        _error(describe(e))
+        _error(describe(e) + _sim_vendor_hint(e, backend))
         return exit_code(e)
     attested = keep_tls.attested
     if attested is not None:
@@ -670,6 +683,29 @@ def _identity(
             evidence_ms = keep_tls.timings.get("evidence", 0.0) * 1000
             _error(f"attestation took {attest_ms:.1f} ms (evidence {evidence_ms:.1f} ms; key, CSR, Steward)")
     return keep_tls
+
+
+def _sim_vendor_hint(error: BaseException, backend: Backend) -> str:
+    """What fixes a simulated Keep whose vendor root the Steward does not trust (or ``""``)."""
+    from donjon.keep.errors import AttestationRefused
+
+    if not (
+        backend.simulated
+        and isinstance(error, AttestationRefused)
+        and error.check.endswith(("chain.root", "root_pin", "untrusted_root"))
+    ):
+        return ""
+    where = getattr(backend, "vendor_dir", None)
+    if where is None:
+        return (
+            f". This {backend.name} Keep signed with a simulated vendor of its own: give it the one the "
+            "Steward trusts with --sim-vendor DIR (or DONJON_SIM_VENDOR=DIR), DIR being the sim-vendor "
+            "folder that 'donjon steward init --simulated' made"
+        )
+    return (
+        f". The simulated vendor in {where} is not one the Steward trusts: give --sim-vendor the "
+        "sim-vendor folder that 'donjon steward init --simulated' made for that Steward"
+    )
 
 
 def _renewed(identity: AttestedIdentity) -> None:

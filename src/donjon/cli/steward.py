@@ -1,14 +1,16 @@
 """``donjon steward``: create, run and audit a Steward.
 
 - ``donjon steward init [--dir D] [--trust-domain T] [--curve p256|p384] [--import-ca CERT KEY]
-  [--pkcs11-uri URI]``
+  [--pkcs11-uri URI] [--host NAME]... [--ip ADDRESS]... [--simulated] [--insecure-http] [--force]``
+- ``donjon steward tls-cert --config steward.toml [--host NAME]... [--ip ADDRESS]... [--days N]``
 - ``donjon steward serve --config steward.toml``
 - ``donjon steward log verify --config steward.toml``
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
 - ``donjon steward log migrate --config steward.toml``
 
 Exit codes: 0 ok; 1 the log does not verify (or an old chain to convert is broken); 2 usage or
-invalid configuration; 3 operational error (files, database, an address that cannot be bound);
+invalid configuration (``serve``: also a key or secret readable by others, or a configuration file
+writable by them); 3 operational error (files, database, an address that cannot be bound);
 130 ``serve`` stopped by Ctrl-C (SIGINT).
 """
 
@@ -17,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_REFUSED, EXIT_USAGE, usage_error
 from donjon.cli.args import Parser, examples
@@ -38,12 +41,20 @@ __all__ = ["main", "parser"]
 EXIT_INTERRUPTED = 130
 
 
+#: The serving certificate's default validity (donjon.steward.https.DEFAULT_VALIDITY_DAYS).
+DEFAULT_TLS_DAYS = 365
+
 _INIT_EXAMPLES = examples(
-    "donjon steward init --dir steward --trust-domain example.org",
+    "donjon steward init --dir steward --simulated    # development: simulated TEEs, localhost",
+    "donjon steward init --dir steward --trust-domain example.org --host steward.example.org --ip 192.0.2.7",
     "donjon steward init --dir steward --curve p384",
     "donjon steward init --dir steward --import-ca ca.pem ca-key.pem",
     "donjon steward init --dir steward \\\n"
     "      --pkcs11-uri 'pkcs11:token=steward;object=donjon-ca?pin-source=file:/etc/donjon/pin'",
+)
+_TLS_EXAMPLES = examples(
+    "donjon steward tls-cert --config steward/steward.toml    # renew, same names",
+    "donjon steward tls-cert --config steward/steward.toml --host steward.example.org --ip 192.0.2.7",
 )
 _SERVE_EXAMPLES = examples(
     "donjon steward serve --config steward/steward.toml",
@@ -71,10 +82,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     init = sub.add_parser(
         "init",
-        help="create a CA, a challenge secret, steward.toml and a starter policy",
-        description="Create a Steward's files in a directory: its CA (ca.pem, ca-key.pem), the\n"
-        "challenge secret, steward.toml and a commented policy.toml that allows nothing\n"
-        "until edited. Secret files are mode 0600; existing files are kept unless --force.",
+        help="create a CA, an HTTPS certificate, a challenge secret, steward.toml and a starter policy",
+        description="Create a Steward in a directory: its CA (ca.pem, ca-key.pem), an HTTPS\n"
+        "certificate issued by that CA (for --host and --ip), the challenge secret, the\n"
+        "log key, steward.toml and a commented policy.toml that allows nothing until\n"
+        "edited. Secret files are mode 0600; existing files are kept unless --force.\n"
+        "Prints the next steps, down to the exact 'donjon run' line of a Keep.",
         epilog=_INIT_EXAMPLES,
     )
     init.add_argument("--dir", default=".", help="directory to create the files in (default: .)")
@@ -86,16 +99,61 @@ def parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--curve", choices=["p256", "p384"], default="p256", help="CA key curve (default p256)")
     init.add_argument("--import-ca", nargs=2, metavar=("CERT", "KEY"), help="use an existing CA (PEM files)")
-    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="a DNS name Keeps reach the Steward by, for its HTTPS certificate (repeatable; "
+        "without --host and --ip: localhost, 127.0.0.1 and ::1)",
+    )
+    init.add_argument(
+        "--ip",
+        action="append",
+        metavar="ADDRESS",
+        help="an IP address Keeps reach the Steward by (repeatable)",
+    )
+    init.add_argument(
+        "--simulated",
+        action="store_true",
+        help="also create SIMULATED SEV-SNP and TDX vendors in DIR/sim-vendor and trust them "
+        "(development only: a simulated TEE proves nothing)",
+    )
+    init.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="UNSAFE: no HTTPS certificate; the Steward serves plain HTTP (only behind a TLS proxy "
+        "on the same machine; Keeps must then be run with --steward-insecure-http)",
+    )
+    init.add_argument(
+        "--force", action="store_true", help="replace existing files (a simulated vendor is kept)"
+    )
     init.add_argument(
         "--pkcs11-uri",
         metavar="URI",
         help="keep the CA key (object=LABEL) and the log key (LABEL-log) in this PKCS#11 token "
         "(RFC 7512 URI; created there unless they exist; see docs/steward.md 'Keys in an HSM')",
     )
+    tls = sub.add_parser(
+        "tls-cert",
+        help="issue the Steward's HTTPS certificate again (renewal, other names)",
+        description="Issue a new HTTPS certificate for the Steward, signed by its CA, and replace\n"
+        "tls_cert and tls_key (atomically). Without --host/--ip the names of the current\n"
+        "certificate are kept. Restart 'donjon steward serve' to use it.",
+        epilog=_TLS_EXAMPLES,
+    )
+    tls.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
+    tls.add_argument("--host", action="append", metavar="NAME", help="a DNS name (repeatable)")
+    tls.add_argument("--ip", action="append", metavar="ADDRESS", help="an IP address (repeatable)")
+    tls.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_TLS_DAYS,
+        metavar="N",
+        help=f"validity in days (default {DEFAULT_TLS_DAYS})",
+    )
     serve = sub.add_parser(
         "serve",
-        help="run the Steward (HTTP or HTTPS)",
+        help="run the Steward (HTTPS, or HTTP if so configured)",
         description="Run the Steward until SIGINT or SIGTERM; SIGHUP reloads the policy. While it\n"
         "serves, its log on stderr is JSON lines (docs/steward.md); errors before it\n"
         "serves are one 'donjon: ...' line.",
@@ -154,165 +212,199 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _names(args: argparse.Namespace) -> tuple[list[str], list[Any]] | str:
+    """The host names and addresses of ``--host``/``--ip``, or the usage error."""
+    from donjon.steward.https import parse_host, parse_ip
+
+    try:
+        hosts = [parse_host(h) for h in args.host or []]
+        ips = [parse_ip(i) for i in args.ip or []]
+    except ValueError as e:
+        return str(e)
+    return list(dict.fromkeys(hosts)), list(dict.fromkeys(ips))
+
+
 def _init(args: argparse.Namespace) -> int:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from donjon.steward.ca import create_ca, write_private
+    from donjon.steward.ca import CaKey, create_ca
     from donjon.steward.config import is_trust_domain, starter_config
-    from donjon.steward.policy import STARTER_POLICY
+    from donjon.steward.files import make_dir, write_public, write_secret
+    from donjon.steward.https import (
+        DEFAULT_HOSTS,
+        DEFAULT_IPS,
+        issue_serving_certificate,
+        write_serving_certificate,
+    )
+
+    def fail(message: str, code: int) -> int:
+        print(f"donjon steward init: {message}", file=sys.stderr)
+        return code
 
     if not is_trust_domain(args.trust_domain):
         # Refuse before writing anything: serve would refuse the steward.toml written with it.
-        print(
-            f"donjon steward init: --trust-domain {args.trust_domain!r}: "
+        return fail(
+            f"--trust-domain {args.trust_domain!r}: "
             "not a lowercase SPIFFE trust domain ([a-z0-9._-], e.g. example.org)",
-            file=sys.stderr,
+            EXIT_USAGE,
         )
+    names = _names(args)
+    if isinstance(names, str):
+        return fail(names, EXIT_USAGE)
+    https = not args.insecure_http
+    if not https and (args.host or args.ip):
+        return fail("--host and --ip name the HTTPS certificate: not with --insecure-http", EXIT_USAGE)
+    hosts = names[0] or ([] if names[1] else list(DEFAULT_HOSTS))
+    ips = names[1] or ([] if names[0] else list(DEFAULT_IPS))
+    token = _token_uris(args) if args.pkcs11_uri else None
+    if isinstance(token, str):
+        usage_error("donjon steward init", token)
         return EXIT_USAGE
     directory = Path(args.dir)
-    names = [
-        "steward.toml",
-        "policy.toml",
-        "ca.pem",
-        "ca-key.pem",
-        "challenge.secret",
-        "log-key.pem",
-        "log-key.pub",
-    ]
+    files = ["steward.toml", "policy.toml", "ca.pem", "challenge.secret", "log-key.pub"]
+    if token is None:
+        files += ["ca-key.pem", "log-key.pem"]
+    if https:
+        files += ["tls.pem", "tls-key.pem"]
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dir(directory, chmod_existing=False)
     except OSError as e:
-        print(f"donjon steward init: cannot create {directory}: {e.strerror}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    existing = [n for n in names if (directory / n).exists()]
+        return fail(f"cannot create {directory}: {e.strerror}", EXIT_OPERATIONAL)
+    existing = [n for n in files if os.path.lexists(directory / n)]
     if existing and not args.force:
-        print(
-            f"donjon steward init: {', '.join(existing)} already exist in {directory} (use --force)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if args.pkcs11_uri:
-        return _init_pkcs11(args, directory)
-    if args.import_ca:
+        return fail(f"{', '.join(existing)} already exist in {directory} (use --force)", EXIT_USAGE)
+    now = datetime.now(UTC)
+    key: CaKey
+    vkey: str | None = None
+    if token is not None:
+        from donjon.hsm import HsmError, ObjectNotFound
+        from donjon.hsm.keys import create_ec_key, open_ec_signer
+        from donjon.steward.ca import create_ca_certificate
+
+        ca_uri, log_uri = token
+        base = directory.resolve()  # a relative pin-source is relative to steward.toml, as in serve
+        try:
+            try:
+                signer = open_ec_signer(ca_uri, base=base)
+            except ObjectNotFound:
+                signer = create_ec_key(ca_uri, args.curve, base=base)
+            vkey = _token_log_key(log_uri, base, args.trust_domain)
+            cert = create_ca_certificate(signer, f"Donjon Steward CA ({args.trust_domain})", now=now)
+        except HsmError as e:
+            _error(str(e))
+            return EXIT_OPERATIONAL
+        key = signer
+    elif args.import_ca:
         try:
             cert = x509.load_pem_x509_certificate(Path(args.import_ca[0]).read_bytes())
-            key = serialization.load_pem_private_key(Path(args.import_ca[1]).read_bytes(), password=None)
+            imported = serialization.load_pem_private_key(Path(args.import_ca[1]).read_bytes(), password=None)
         except OSError as e:
-            print(f"donjon steward init: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
-            return EXIT_OPERATIONAL
+            return fail(f"cannot read {e.filename}: {e.strerror}", EXIT_OPERATIONAL)
         except (ValueError, TypeError) as e:
-            print(f"donjon steward init: --import-ca: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
-            print(
-                "donjon steward init: --import-ca needs an EC key matching the certificate", file=sys.stderr
-            )
-            return EXIT_USAGE
+            return fail(f"--import-ca: {e}", EXIT_USAGE)
+        if not isinstance(imported, ec.EllipticCurvePrivateKey) or imported.public_key() != cert.public_key():
+            return fail("--import-ca needs an EC key matching the certificate", EXIT_USAGE)
+        key = imported
     else:
-        key, cert = create_ca(
-            f"Donjon Steward CA ({args.trust_domain})", curve=args.curve, now=datetime.now(UTC)
-        )
+        key, cert = create_ca(f"Donjon Steward CA ({args.trust_domain})", curve=args.curve, now=now)
+    replace = bool(args.force)
+    sim_roots: list[str] = []
+    policy = _starter_policy(simulated=args.simulated)
     try:
-        write_private(
-            directory / "ca-key.pem",
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
-        (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_private(directory / "challenge.secret", secrets.token_bytes(32))
-        (directory / "steward.toml").write_text(starter_config(args.trust_domain))
-        (directory / "policy.toml").write_text(STARTER_POLICY)
-        (directory / "collateral").mkdir(exist_ok=True)
-        log_key = _create_log_key(directory, args.trust_domain, force=args.force)
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            write_secret(
+                directory / "ca-key.pem",
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+                replace=replace,
+            )
+        write_public(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM), replace=replace)
+        write_secret(directory / "challenge.secret", secrets.token_bytes(32), replace=replace)
+        if https:
+            tls_key, tls_cert = issue_serving_certificate(key, cert, hosts=hosts, ips=ips, now=now)
+            write_serving_certificate(
+                directory / "tls.pem", directory / "tls-key.pem", tls_key, tls_cert, replace=replace
+            )
+        make_dir(directory / "collateral")
+        if args.simulated:
+            from donjon.steward.simulated import install_simulated_vendors
+
+            sim = install_simulated_vendors(directory / "collateral", directory / SIM_VENDOR_DIR, now=now)
+            sim_roots = [str(root.relative_to(directory)) for root in sim.roots]
+        text = starter_config(args.trust_domain, https=https, simulated_roots=sim_roots)
+        if token is not None:
+            text = _in_token(text, "ca_key", token[0])
+            if vkey is not None:
+                text = _in_token(text, "log_key", token[1])
+        write_public(directory / "steward.toml", text, replace=replace)
+        write_public(directory / "policy.toml", policy, replace=replace)
+        if vkey is None:
+            vkey = _create_log_key(directory, args.trust_domain, force=args.force)
+        else:
+            write_public(directory / "log-key.pub", vkey + "\n", replace=replace)
+    except FileExistsError as e:
+        return fail(f"{e.filename} appeared while writing (use --force to replace it)", EXIT_USAGE)
     except OSError as e:
-        print(f"donjon steward init: {e}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    print(
-        f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, ca-key.pem, challenge.secret, "
-        "log-key.pem, log-key.pub"
-    )
-    print(f"log verifier key (give it to witnesses and relying parties): {log_key}")
+        return fail(f"{e.filename or directory}: {e.strerror or e}", EXIT_OPERATIONAL)
+    except Exception as e:  # a simulated vendor that cannot be loaded or saved, a token that fails
+        return fail(f"{type(e).__name__}: {e}", EXIT_OPERATIONAL)
+    finally:
+        if token is not None:
+            key.close()  # type: ignore[union-attr]
+    where = f"; in the token: {', '.join(u.redacted() for u in token)}" if token is not None else ""
+    print(f"created a Steward in {directory}: {', '.join(sorted(files))}{where}")
+    print(f"log verifier key (give it to witnesses and relying parties): {vkey}")
+    if https:
+        shown = ", ".join([*hosts, *(str(ip) for ip in ips)])
+        print(f"its HTTPS certificate names {shown}; renew it with: donjon steward tls-cert --config "
+              f"{_q(directory / 'steward.toml')}")  # fmt: skip
+    else:
+        print(
+            "donjon steward init: WARNING: --insecure-http: this Steward serves PLAIN HTTP. Anyone on "
+            "the path can read and deny its traffic; use it only behind a TLS proxy on this machine.",
+            file=sys.stderr,
+        )
+    if args.simulated:
+        print(
+            f"SIMULATED SEV-SNP and TDX vendors in {directory / SIM_VENDOR_DIR} are trusted (development "
+            "only); a Keep needs --sim-vendor " + _q(directory / SIM_VENDOR_DIR)
+        )
+    print(_next_steps(directory, hosts, ips, https=https, simulated=args.simulated))
     return EXIT_OK
 
 
-def _init_pkcs11(args: argparse.Namespace, directory: Path) -> int:
-    """``init --pkcs11-uri``: the CA key and the log key in the token, the other files as ``init``."""
-    from cryptography.hazmat.primitives import serialization
-
-    from donjon.hsm import BadUri, HsmError, ObjectNotFound, parse_uri
-    from donjon.hsm.keys import create_ec_key, open_ec_signer
-    from donjon.steward.ca import create_ca_certificate, write_private
-    from donjon.steward.config import starter_config
-    from donjon.steward.policy import STARTER_POLICY
+def _token_uris(args: argparse.Namespace) -> tuple[Pkcs11Uri, Pkcs11Uri] | str:
+    """``--pkcs11-uri``: where the CA key (``object``) and the log key (``object-log``) live in the
+    token, or the usage error."""
+    from donjon.hsm import BadUri, parse_uri
 
     try:
         uri = parse_uri(args.pkcs11_uri)
     except BadUri as e:
-        usage_error("donjon steward init", f"--pkcs11-uri: {e}")
-        return EXIT_USAGE
-    problem = (
-        "--import-ca imports a key file; it cannot go with --pkcs11-uri"
-        if args.import_ca
-        else "--pkcs11-uri must name the CA key: add object=LABEL"
-        if uri.object is None
-        else "--pkcs11-uri must not carry pin-value (steward.toml is not secret): use pin-source=file:PATH"
-        if uri.pin_value is not None
-        else None
+        return f"--pkcs11-uri: {e}"
+    if args.import_ca:
+        return "--import-ca imports a key file; it cannot go with --pkcs11-uri"
+    if uri.object is None:
+        return "--pkcs11-uri must name the CA key: add object=LABEL"
+    if uri.pin_value is not None:
+        return "--pkcs11-uri must not carry pin-value (steward.toml is not secret): use pin-source=file:PATH"
+    return uri.with_object(uri.object), uri.with_object(f"{uri.object}-log")
+
+
+def _in_token(text: str, key: str, uri: Pkcs11Uri) -> str:
+    """``steward.toml``'s ``key = "file"`` line, made to name the key in the token instead."""
+    start = text.index(f"{key} = ")
+    end = text.index("#", start)
+    return (
+        text[:start]
+        + f"{key} = {json.dumps(str(uri))}  "
+        + text[end:].replace("secret (mode 0600)", "in the PKCS#11 token", 1)
     )
-    if problem:
-        usage_error("donjon steward init", problem)
-        return EXIT_USAGE
-    assert uri.object is not None
-    ca_uri = uri.with_object(uri.object)
-    log_uri = uri.with_object(f"{uri.object}-log")
-    base = directory.resolve()  # a relative pin-source is relative to steward.toml, as in serve
-    try:
-        try:
-            signer = open_ec_signer(ca_uri, base=base)
-        except ObjectNotFound:
-            signer = create_ec_key(ca_uri, args.curve, base=base)
-        try:
-            vkey = _token_log_key(log_uri, base, args.trust_domain)
-            cert = create_ca_certificate(
-                signer, f"Donjon Steward CA ({args.trust_domain})", now=datetime.now(UTC)
-            )
-        finally:
-            signer.close()
-    except HsmError as e:
-        _error(str(e))
-        return EXIT_OPERATIONAL
-    in_token = [ca_uri, log_uri] if vkey else [ca_uri]
-    text = starter_config(args.trust_domain)
-    for key, value in zip(("ca_key", "log_key"), in_token, strict=False):
-        start = text.index(f"{key} = ")
-        end = text.index("#", start)
-        text = (
-            text[:start]
-            + f"{key} = {json.dumps(str(value))}  "
-            + text[end:].replace("secret (mode 0600)", "in the PKCS#11 token", 1)
-        )
-    try:
-        (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_private(directory / "challenge.secret", secrets.token_bytes(32))
-        (directory / "steward.toml").write_text(text)
-        (directory / "policy.toml").write_text(STARTER_POLICY)
-        (directory / "collateral").mkdir(exist_ok=True)
-        if vkey is None:
-            vkey = _create_log_key(directory, args.trust_domain, force=args.force)
-        else:
-            (directory / "log-key.pub").write_text(vkey + "\n")
-    except OSError as e:
-        print(f"donjon steward init: {e}", file=sys.stderr)
-        return EXIT_OPERATIONAL
-    print(
-        f"created a Steward in {directory}: steward.toml, policy.toml, ca.pem, challenge.secret, "
-        f"log-key.pub; in the token: {', '.join(u.redacted() for u in in_token)}"
-    )
-    print(f"log verifier key (give it to witnesses and relying parties): {vkey}")
-    return EXIT_OK
 
 
 def _token_log_key(uri: Pkcs11Uri, base: Path, trust_domain: str) -> str | None:
@@ -350,6 +442,139 @@ def _create_log_key(directory: Path, trust_domain: str, *, force: bool) -> str:
     return create_log_key(path, default_origin(trust_domain)).verifier.vkey()
 
 
+#: Where ``init --simulated`` keeps the simulated vendors (what a Keep's --sim-vendor names).
+SIM_VENDOR_DIR = "sim-vendor"
+
+
+def _q(path: Path | str) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _starter_policy(*, simulated: bool) -> str:
+    from donjon.steward.policy import STARTER_POLICY
+
+    if not simulated:
+        return STARTER_POLICY
+    from donjon.steward.simulated import simulated_platforms
+
+    switch = "allow_simulated = true  # init --simulated: development only, never in production"
+    if "allow_simulated = false" in STARTER_POLICY:
+        text = STARTER_POLICY.replace("allow_simulated = false", switch, 1)
+    else:
+        text = f"{switch}\n{STARTER_POLICY}"
+    return (
+        f"{text}\n# Written by 'donjon steward init --simulated': the measurement the simulators "
+        "report\n# unless told otherwise (48 zero bytes). Real hardware never reports it.\n"
+        f"{simulated_platforms()}"
+    )
+
+
+def _next_steps(directory: Path, hosts: list[str], ips: list[Any], *, https: bool, simulated: bool) -> str:
+    """What to do next, down to the exact ``donjon run`` line of a Keep."""
+    import ipaddress
+
+    if hosts:
+        host = hosts[0]
+    elif ips:
+        address = ipaddress.ip_address(ips[0])
+        host = f"[{address}]" if address.version == 6 else str(address)
+    else:
+        host = "127.0.0.1"
+    url = f"{'https' if https else 'http'}://{host}:8443"
+    run = ["donjon", "run"]
+    if simulated:
+        run += ["--backend", "sim-snp", "--sim-vendor", _q(directory / SIM_VENDOR_DIR)]
+    if not https:
+        run += ["--steward-insecure-http"]
+    run += ["--steward", url, "--steward-ca", _q(directory / "ca.pem"), "--config", "Donjon.toml", "app.wasm"]
+    policy = _q(directory / "policy.toml")
+    return "\n".join(
+        [
+            "",
+            "next steps:",
+            "  1. the workload digest of your Keep:",
+            "       donjon run --print-digest --config Donjon.toml app.wasm",
+            f"  2. allow it: a [[workload]] with that digest in {policy}"
+            + (' (platforms = ["sev-snp", "simulated"])' if simulated else "")
+            + ", then:",
+            f"       donjon policy check --policy {policy}",
+            "  3. serve (port 8443, see steward.toml):",
+            f"       donjon steward serve --config {_q(directory / 'steward.toml')}",
+            "  4. run the Keep:",
+            "       " + " ".join(run),
+        ]
+    )
+
+
+def _tls_cert(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from donjon.hsm import HsmError, Pkcs11Uri
+    from donjon.steward.errors import ConfigError
+    from donjon.steward.https import issue_serving_certificate, write_serving_certificate
+    from donjon.steward.service import load_ca
+
+    def fail(message: str, code: int) -> int:
+        print(f"donjon steward tls-cert: {message}", file=sys.stderr)
+        return code
+
+    names = _names(args)
+    if isinstance(names, str):
+        return fail(names, EXIT_USAGE)
+    if not Path(args.config).is_file():
+        return fail(f"{args.config}: no such file", EXIT_OPERATIONAL)
+    try:
+        config = _config(args.config)
+        if config.tls_cert is None or config.tls_key is None:
+            raise ConfigError(
+                str(config.path),
+                'no tls_cert and tls_key: add tls_cert = "tls.pem" and tls_key = "tls-key.pem" '
+                "to [steward], then run this again",
+            )
+        files = [config.ca_cert] + ([] if isinstance(config.ca_key, Pkcs11Uri) else [config.ca_key])
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            return fail(f"{missing[0]}: no such file (the Steward's CA)", EXIT_OPERATIONAL)
+        ca = load_ca(config)
+    except ConfigError as e:
+        return fail(str(e), EXIT_USAGE)
+    except HsmError as e:
+        return fail(str(e), EXIT_OPERATIONAL)
+    hosts, ips = names
+    if not hosts and not ips:  # renewal: the names of the certificate in place
+        try:
+            current = x509.load_pem_x509_certificate(config.tls_cert.read_bytes())
+            san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            hosts = san.get_values_for_type(x509.DNSName)
+            ips = san.get_values_for_type(x509.IPAddress)
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            from donjon.steward.https import DEFAULT_HOSTS, DEFAULT_IPS
+
+            hosts, ips = list(DEFAULT_HOSTS), list(DEFAULT_IPS)
+    try:
+        key, cert = issue_serving_certificate(
+            ca.key, ca.cert, hosts=hosts, ips=ips, now=datetime.now(UTC), days=args.days
+        )
+    except ValueError as e:
+        return fail(str(e), EXIT_USAGE)
+    except HsmError as e:
+        return fail(str(e), EXIT_OPERATIONAL)
+    finally:
+        ca.close()
+    try:
+        write_serving_certificate(config.tls_cert, config.tls_key, key, cert, replace=True)
+    except OSError as e:
+        return fail(f"{e.filename}: {e.strerror or e}", EXIT_OPERATIONAL)
+    shown = ", ".join([*hosts, *(str(ip) for ip in ips)])
+    print(
+        f"wrote {config.tls_cert} for {shown}, valid until {cert.not_valid_after_utc:%Y-%m-%d}; "
+        "restart 'donjon steward serve' to use it"
+    )
+    return EXIT_OK
+
+
 def _config(path: str) -> StewardConfig:
     from donjon.steward.config import load_config
 
@@ -358,6 +583,15 @@ def _config(path: str) -> StewardConfig:
 
 def _error(message: str) -> None:
     print(f"donjon: {message}", file=sys.stderr, flush=True)
+
+
+def _check_files(config: StewardConfig) -> None:
+    """Refuse to start on secrets others may read or configuration others may write (as ssh does)."""
+    from donjon.steward.files import check_steward_files
+
+    secret_files = [config.challenge_secret]
+    secret_files += [key for key in (config.ca_key, config.log_key, config.tls_key) if isinstance(key, Path)]
+    check_steward_files(secrets=secret_files, configuration=[config.path, config.policy])
 
 
 def _check_tls(config: StewardConfig) -> int:
@@ -390,6 +624,7 @@ def _serve(args: argparse.Namespace) -> int:
     from donjon.hsm import HsmError
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
+    from donjon.steward.files import UnsafePermissions
     from donjon.steward.service import ListenError, build_steward, serve
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
@@ -400,11 +635,18 @@ def _serve(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         _error(f"{args.config}: no such configuration file")
         return EXIT_OPERATIONAL
+    # Files the Steward creates (the SQLite log and its journals, the collateral cache) are never
+    # writable by group or others, whatever umask it was started under.
+    os.umask(os.umask(0o022) | 0o022)
     try:
         config = _config(args.config)
         if args.port is not None:
             config = dataclasses.replace(config, port=args.port)
+        _check_files(config)
         steward = build_steward(config)
+    except UnsafePermissions as e:
+        _error(str(e))
+        return EXIT_USAGE
     except ConfigError as e:
         _error(str(e))
         return EXIT_USAGE
@@ -419,6 +661,12 @@ def _serve(args: argparse.Namespace) -> int:
         steward.close()
         return code
     setup_logging(logging.INFO)
+    if config.tls_cert is None:
+        logging.getLogger("donjon.steward").warning(
+            "UNSAFE: serving plain HTTP (no tls_cert/tls_key in steward.toml): only behind a TLS proxy "
+            "on this machine",
+            extra={"fields": {"event": "insecure_http"}},
+        )
     try:
         stopped_by = serve(config, steward)
     except ListenError as e:  # before serving: one 'donjon:' line, like every other error then
@@ -597,4 +845,6 @@ def main(argv: list[str]) -> int:
             return _serve(args)
         except KeyboardInterrupt:  # Ctrl-C while starting: no traceback
             return EXIT_INTERRUPTED
+    if args.command == "tls-cert":
+        return _tls_cert(args)
     return _log(args)

@@ -4,12 +4,13 @@ tests and the attested-start benchmark. Never for production.
 It is the real Steward (``donjon.steward``: the same CA, nonces, verifier, policy, log and HTTP
 app as ``donjon steward serve``), configured in a private directory:
 
-- a new CA (EC P-256) and an HTTPS certificate for 127.0.0.1 / localhost signed by it, so a Keep
-  pins one CA for both the connection and the certificates it is issued;
+- a new CA (EC P-256) and an HTTPS certificate for 127.0.0.1 / localhost signed by it
+  (:mod:`donjon.steward.https`), so a Keep pins one CA for both the connection and the
+  certificates it is issued;
 - ``[roots] simulated``: the simulated AMD ARK and Intel root of the vendors saved in
-  ``sim_vendor_dir`` (:func:`donjon.backends.sim.load_or_create_sim_vendor`, the same directory a
-  Keep is given with ``--sim-vendor``), and their collateral (ARK CRL and chain; TCB info, QE
-  identity, CRLs);
+  ``sim_vendor_dir`` (the same directory a Keep is given with ``--sim-vendor``), and their
+  collateral (ARK CRL and chain; TCB info, QE identity, CRLs), put in place by
+  :func:`donjon.steward.simulated.install_simulated_vendors` as ``steward init --simulated`` does;
 - a policy that sets ``allow_simulated`` and names the workloads it issues to, each accepting
   simulated evidence only (``platforms = ["simulated"]``; ``unattested`` too when asked), with
   ``localhost`` and ``127.0.0.1`` as the names of those ``/sim`` certificates.
@@ -21,6 +22,7 @@ and closes the log. Everything lives under the given directory (the caller remov
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import socket
@@ -28,7 +30,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,10 +38,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from donjon.steward.ca import create_ca, write_private
+from donjon.steward.https import issue_serving_certificate, write_serving_certificate
 from donjon.steward.logkey import create_log_key, default_origin
+from donjon.steward.simulated import SIM_MEASUREMENT, install_simulated_vendors
 
 __all__ = [
     "DEMO_CLAIMS_OID",
@@ -54,9 +57,6 @@ __all__ = [
 #: RFC 5612: IANA's Private Enterprise Number 32473 is reserved for documentation and examples.
 DEMO_CLAIMS_OID = "1.3.6.1.4.1.32473.1"
 DEMO_TRUST_DOMAIN = "demo.donjon.local"
-#: What the simulators report when a Keep does not choose (``donjon run --backend sim-*``): 48 zero
-#: bytes for the SNP MEASUREMENT and the TDX MRTD. Real hardware never reports this.
-SIM_MEASUREMENT = bytes(48)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ def demo_policy(
     return "\n".join(lines) + "\n"
 
 
-def _steward_toml(trust_domain: str, claims_oid: str) -> str:
+def _steward_toml(trust_domain: str, claims_oid: str, simulated_roots: Sequence[Path]) -> str:
+    roots = ", ".join(json.dumps(str(root)) for root in simulated_roots)
     return f"""\
 # Written by donjon's local (demo) Steward: it trusts SIMULATED TEEs. Never use in production.
 [steward]
@@ -139,7 +140,7 @@ backend = "sqlite"
 path = "log.db"
 
 [roots]
-simulated = ["sim-snp-ark.pem", "sim-tdx-root.pem"]
+simulated = [{roots}]
 
 [collateral]
 dir = "collateral"
@@ -149,62 +150,23 @@ dir = "collateral"
 def https_certificate(
     ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, directory: Path
 ) -> tuple[Path, Path]:
-    """The Steward's HTTPS certificate for 127.0.0.1 / localhost, signed by its own CA.
+    """The Steward's HTTPS certificate for localhost / 127.0.0.1, signed by its own CA, valid a day
+    (:mod:`donjon.steward.https`, as ``donjon steward init`` makes it).
 
-    Written to ``directory`` as ``tls.pem`` and ``tls-key.pem`` (mode 0600); returns their paths.
+    Written to ``directory`` as ``tls.pem`` and ``tls-key.pem`` (mode 0600), replacing any there;
+    returns their paths.
     """
-    now = datetime.now(UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Donjon local Steward")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    key, cert = issue_serving_certificate(
+        ca_key,
+        ca,
+        hosts=["localhost"],
+        ips=[ipaddress.ip_address("127.0.0.1")],
+        now=datetime.now(UTC),
+        days=1,
     )
     cert_path, key_path = directory / "tls.pem", directory / "tls-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
+    write_serving_certificate(cert_path, key_path, key, cert, replace=True)
     return cert_path, key_path
-
-
-def _simulated_roots_and_collateral(directory: Path, sim_vendor_dir: Path) -> None:
-    """Trust the simulated vendors saved in ``sim_vendor_dir`` and hold their collateral."""
-    from donjon.backends.sim import load_or_create_sim_vendor
-
-    pem = serialization.Encoding.PEM
-    amd = load_or_create_sim_vendor("sim-snp", sim_vendor_dir)
-    (directory / "sim-snp-ark.pem").write_bytes(amd.ark_pem())
-    snp = directory / "collateral" / "snp-report"
-    snp.mkdir(parents=True, exist_ok=True)
-    (snp / "ark.crl").write_bytes(amd.crl())
-    (snp / "cert_chain.pem").write_bytes(amd.cert_chain_pem())
-    intel = load_or_create_sim_vendor("sim-tdx", sim_vendor_dir)
-    (directory / "sim-tdx-root.pem").write_bytes(intel.root.public_bytes(pem))
-    collateral = intel.collateral()
-    tdx = directory / "collateral" / "tdx-quote"
-    tdx.mkdir(parents=True, exist_ok=True)
-    (tdx / "tcb_info.json").write_bytes(collateral.tcb_info)
-    (tdx / "qe_identity.json").write_bytes(collateral.qe_identity)
-    (tdx / "tcb_chain.pem").write_bytes(collateral.tcb_info_issuer_chain)
-    (tdx / "pck.crl").write_bytes(collateral.pck_crl)
-    (tdx / "root.crl").write_bytes(collateral.root_crl)
 
 
 class LocalSteward:
@@ -245,11 +207,11 @@ class LocalSteward:
             # Kept across runs in one directory: its log's checkpoints are signed with it.
             create_log_key(self.directory / "log-key.pem", default_origin(trust_domain))
         https_certificate(ca_key, ca, self.directory)
-        _simulated_roots_and_collateral(self.directory, Path(sim_vendor_dir))
+        sim = install_simulated_vendors(self.directory / "collateral", Path(sim_vendor_dir).resolve())
         self.policy_path = self.directory / "policy.toml"
         self.policy_path.write_text(policy)
         self.config_path = self.directory / "steward.toml"
-        self.config_path.write_text(_steward_toml(trust_domain, claims_oid))
+        self.config_path.write_text(_steward_toml(trust_domain, claims_oid, sim.roots))
         self.url = ""
         self.port = 0
         self._steward: Any = None

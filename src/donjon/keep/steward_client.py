@@ -94,7 +94,8 @@ class StewardEndpoint:
             raise ValueError(f"the Steward URL must be https://host[:port][/path], not {self.url!r}")
         if parts.scheme == "http" and not self.allow_insecure_http:
             raise ValueError(
-                f"the Steward URL {self.url!r} is plain HTTP; use https (or allow_insecure_http, unsafe)"
+                f"the Steward URL {self.url!r} is plain HTTP; use https:// (or, UNSAFE, "
+                "'donjon run --steward-insecure-http'; in Python allow_insecure_http=True)"
             )
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("the Steward URL may not carry user info, a query or a fragment")
@@ -121,6 +122,23 @@ def _ssl_context(anchors: Sequence[x509.Certificate]) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_verify_locations(cadata=pem)
     return context
+
+
+#: OpenSSL's reasons when the server's first bytes are not a TLS record: "HTTP/1.1 400 ..." from
+#: a Steward serving plain HTTP (3.0: WRONG_VERSION_NUMBER; later releases may say the others).
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+def _not_tls(e: BaseException) -> ssl.SSLError | None:
+    """The :class:`ssl.SSLError` in ``e``'s chain saying the peer did not answer in TLS, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError) and getattr(current, "reason", None) in _NOT_TLS_REASONS:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _cert_verify_error(e: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -184,7 +202,20 @@ class StewardClient:
             bad = _cert_verify_error(e)
             if bad is not None:
                 raise StewardUntrusted(url, self._untrusted(bad)) from e
-            raise StewardBusy(url, f"{type(e).__name__}: {e}"[:300]) from e
+            plain = _not_tls(e)
+            if plain is not None:
+                # Not worth a retry: the Steward will answer the same way next time.
+                raise StewardProtocolError(
+                    url,
+                    f"it does not speak TLS ([SSL: {plain.reason}]): the Steward serves plain HTTP. "
+                    "Serve it over HTTPS (tls_cert and tls_key in its steward.toml, as 'donjon steward "
+                    "init' writes them), or, UNSAFE, use an http:// URL with --steward-insecure-http",
+                ) from e
+            reason = f"{type(e).__name__}: {e}"[:300]
+            if isinstance(e, httpx.RemoteProtocolError) and self.endpoint.base.startswith("http:"):
+                # What an HTTPS server does with a plain HTTP request: it closes without a word.
+                reason += "; if the Steward serves HTTPS (as 'donjon steward init' makes it), use https://"
+            raise StewardBusy(url, reason) from e
 
     def _untrusted(self, bad: ssl.SSLCertVerificationError) -> str:
         """Why the Steward's HTTPS certificate was refused, in words that say what to fix."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pyasn1.type import char, namedtype, univ
 from donjon.dice import MULTI_TCB_INFO_OID, TcbInfo, encode_multi_tcb_info
 from donjon.oids import require_certificate_safe
 from donjon.steward.errors import ConfigError
+from donjon.steward.files import write_secret
 
 __all__ = [
     "CaKey",
@@ -59,11 +59,9 @@ _CURVES: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "p384": ec.SECP3
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 (never readable by others, even briefly)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
+    """Write ``path`` with mode 0600 (never readable by others, even briefly), replacing any file
+    there atomically and never writing through a symlink (:func:`donjon.steward.files.write_secret`)."""
+    write_secret(path, data, replace=True)
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:

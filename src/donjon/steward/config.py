@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,7 +287,22 @@ def _connection_limits(table: dict[str, Any], err: Any) -> ConnectionLimits:
     )
 
 
-def starter_config(trust_domain: str) -> str:
+def starter_config(trust_domain: str, *, https: bool = True, simulated_roots: Sequence[str] = ()) -> str:
+    """The commented ``steward.toml`` that ``init`` writes: HTTPS with ``tls.pem``/``tls-key.pem``
+    (or, ``https=False``, plain HTTP and the TLS lines commented out), trusting ``simulated_roots``."""
+    if https:
+        tls = """\
+# HTTPS with a certificate issued by this Steward's CA, for the names Keeps use to reach it.
+# Renew it (or change its names) with: donjon steward tls-cert --config steward.toml --host ...
+tls_cert = "tls.pem"
+tls_key = "tls-key.pem"               # secret (mode 0600)"""
+    else:
+        tls = """\
+# UNSAFE: without tls_cert and tls_key the Steward speaks plain HTTP; Keeps refuse it unless
+# told --steward-insecure-http. Only behind a TLS proxy on the same machine.
+# tls_cert = "tls.pem"
+# tls_key = "tls-key.pem\""""
+    simulated = "[" + ", ".join(f'"{r}"' for r in simulated_roots) + "]"
     return f"""\
 # Donjon Steward configuration. Relative paths are relative to this file.
 # Every key is described in docs/steward.md.
@@ -307,9 +323,7 @@ policy = "policy.toml"                # reloaded on SIGHUP
 # PEN arc; every arc must be below 2^31).
 # claims_oid = "1.3.6.1.4.1.<your PEN>.1"
 nonce_lifetime = "5m"
-# HTTPS: give both (PEM). Without them the Steward speaks plain HTTP (put it behind TLS).
-# tls_cert = "tls.pem"
-# tls_key = "tls-key.pem"
+{tls}
 max_request_bytes = 262144
 request_timeout = "10s"
 # Threads running the checks (CPU-bound Python: more than a few only adds GIL contention).
@@ -328,7 +342,7 @@ path = "log.db"
 files = []
 # Simulated vendor roots (sim-snp, sim-tdx) to trust explicitly. Evidence under
 # them is marked simulated, and the policy must also set allow_simulated.
-simulated = []
+simulated = {simulated}
 
 [collateral]
 # The Steward's own collateral: <dir>/<kind>/ holds CRLs, TCB info, QE identity

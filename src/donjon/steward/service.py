@@ -46,7 +46,7 @@ from donjon.steward.sqlite_log import SqliteLog
 from donjon.steward.treestore import TreeStore
 from donjon.tlog.checkpoint import NoteSigner
 
-__all__ = ["ListenError", "build_steward", "format_hostport", "log_signer", "open_log", "serve"]
+__all__ = ["ListenError", "build_steward", "format_hostport", "load_ca", "log_signer", "open_log", "serve"]
 
 log = logging.getLogger("donjon.steward")
 
@@ -82,7 +82,7 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(str(path), f"cannot read {what}: {e.strerror}") from e
 
 
-def _load_ca(config: StewardConfig) -> CertificateAuthority:
+def load_ca(config: StewardConfig) -> CertificateAuthority:
     """The CA: its key from a PEM file, or in the PKCS#11 token ``ca_key`` names (HsmError if the
     token is missing, locked or without that key)."""
     if isinstance(config.ca_key, Pkcs11Uri):
@@ -106,7 +106,7 @@ def _load_ca(config: StewardConfig) -> CertificateAuthority:
 
 def build_steward(config: StewardConfig, **overrides: Any) -> Steward:
     """A :class:`Steward` from a validated configuration (``overrides`` for tests: clock, verifier...)."""
-    ca = _load_ca(config)
+    ca = load_ca(config)
     secret = _read(config.challenge_secret, "the challenge secret")
     try:
         roots = TrustRoots.from_bytes(
