@@ -276,6 +276,7 @@ def test_steward_serve_speaks_donjon_lines_until_it_serves(tmp_path, capsys):
 
     # A serving certificate that cannot be loaded: before serving, not after "listening".
     (d / "tls.pem").write_text("not PEM\n")
+    os.chmod(d / "tls.pem", 0o600)  # it stands in for the key too: a key others may read is refused first
     text = re.sub(r"(?m)^tls_(cert|key) *=.*$", "", (d / "steward.toml").read_text())  # (if init wrote them)
     (d / "steward.toml").write_text(
         text.replace("[steward]", '[steward]\ntls_cert = "tls.pem"\ntls_key = "tls.pem"')

@@ -64,7 +64,9 @@ def test_issuance_with_the_ca_and_log_keys_in_the_token(tmp_path, softhsm, vendo
 
     server = kit.ServerProcess(d / "steward.toml")
     try:
-        with httpx.Client(timeout=30) as client:
+        # HTTPS (init's default): its serving certificate was signed in the token too.
+        assert server.url.startswith("https://")
+        with httpx.Client(timeout=30, verify=str(d / "ca.pem")) as client:
             keep = kit.Keep(vendor)
             answer = keep.attest(client, server.url)
             assert answer.status_code == 200, answer.text
@@ -93,9 +95,10 @@ def test_issuance_with_the_ca_and_log_keys_in_the_token(tmp_path, softhsm, vendo
                 key[Attribute.VALUE]
         finally:
             session.close()
-    # No private key material on disk: only public and the challenge secret.
+    # No CA or log key material on disk: only public files, the challenge secret, and the HTTPS
+    # serving key (a leaf key the CA in the token certified, renewable with tls-cert).
     pems = [p.name for p in d.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
-    assert pems == []
+    assert pems == ["tls-key.pem"]
     assert softhsm.pin not in (d / "steward.toml").read_text()  # steward.toml names the PIN file
 
 

@@ -57,7 +57,7 @@ def umask_077():
         os.umask(old)
 
 
-SECRETS = ("ca-key.pem", "challenge.secret", "tls-key.pem")
+SECRETS = ("ca-key.pem", "challenge.secret", "tls-key.pem", "log-key.pem")
 
 
 def _expected_mode(d: Path, path: Path) -> int:

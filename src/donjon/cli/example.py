@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE, usage_error
 
-__all__ = ["EXAMPLES", "main"]
+__all__ = ["EXAMPLES", "main", "parser"]
 
 #: name -> what it is
 EXAMPLES = {
@@ -25,19 +25,19 @@ EXAMPLES = {
     "give it a listen socket named in its Donjon.toml",
 }
 
-EPILOG = """\
-examples:
-  donjon example http -o http.wasm
-  donjon run --print-digest --config Donjon.toml http.wasm
-"""
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``donjon example`` (with help and examples)."""
+    from donjon.cli.args import Parser, examples
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="donjon example",
-        description="Write an example WebAssembly workload shipped with Donjon to a file.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write an example WebAssembly workload shipped with Donjon to a file, to try a\n"
+        "Keep with (docs/tutorial.md).",
+        epilog=examples(
+            "donjon example http -o http.wasm",
+            "donjon example --list",
+        ),
     )
     p.add_argument("name", nargs="?", choices=sorted(EXAMPLES), help="the example to write")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write the module (.wasm)")
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     if args.list:
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
             print(f"{name}  {summary}")
         return EXIT_OK
     if args.name is None or args.output is None:
-        print("donjon example: give a NAME and -o FILE (try 'donjon example --help')", file=sys.stderr)
+        usage_error("donjon example", "give a NAME and -o FILE")
         return EXIT_USAGE
     from donjon.demo.run import DemoFailed, demo_module
 
