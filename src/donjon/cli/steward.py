@@ -5,6 +5,7 @@
 - ``donjon steward log verify --config steward.toml``
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
 - ``donjon steward log migrate --config steward.toml``
+- ``donjon steward secret put|rotate|list|prune|delete ...`` (:mod:`donjon.cli.secret`)
 
 Exit codes: 0 ok; 1 the log does not verify (or an old chain to convert is broken); 2 usage or
 invalid configuration;
@@ -137,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     migrate.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
+    from donjon.cli.secret import add_parser as add_secret_parser
+
+    add_secret_parser(sub)
     return p
 
 
@@ -273,7 +277,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
-    from donjon.steward.service import build_steward, serve
+    from donjon.steward.secrets.errors import KekError
+    from donjon.steward.service import build_steward, open_secrets, serve
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
     # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
@@ -298,9 +303,20 @@ def _serve(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         steward.close()
         return code
+    try:
+        secret_service = open_secrets(config, steward)
+    except KekError as e:
+        # A KEK that does not decrypt the store: refuse to start rather than serve refusals.
+        steward.close()
+        _error(f"{e}; serving nothing")
+        return EXIT_OPERATIONAL
+    except Exception as e:  # the database
+        steward.close()
+        _error(f"cannot open the secret store: {type(e).__name__}: {e}")
+        return EXIT_OPERATIONAL
     setup_logging(logging.INFO)
     try:
-        serve(config, steward)
+        serve(config, steward, secret_service)
     except OSError as e:
         steward.close()  # closing twice is harmless, if serve got as far as closing it
         host = f"[{config.listen}]" if ":" in config.listen else config.listen
@@ -457,4 +473,8 @@ def main(argv: list[str]) -> int:
         return _init(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "secret":
+        from donjon.cli.secret import run as run_secret
+
+        return run_secret(args)
     return _log(args)

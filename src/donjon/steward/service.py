@@ -34,11 +34,13 @@ from donjon.steward.issuance import PolicyHolder, Steward
 from donjon.steward.log import LegacyLog
 from donjon.steward.logkey import load_log_signer
 from donjon.steward.nonce import NonceAuthority
+from donjon.steward.secrets.service import SecretService
 from donjon.steward.sqlite_log import SqliteLog
+from donjon.steward.tlsscope import TlsH11Protocol, mtls_context_factory
 from donjon.steward.treestore import TreeStore
 from donjon.tlog.checkpoint import NoteSigner
 
-__all__ = ["build_steward", "log_signer", "open_log", "serve"]
+__all__ = ["build_steward", "log_signer", "open_log", "open_secrets", "serve"]
 
 log = logging.getLogger("donjon.steward")
 
@@ -136,6 +138,30 @@ def _vendor_collateral(config: StewardConfig) -> VendorCollateral:
     return VendorCollateral(kds, pcs, fetcher=fetcher)
 
 
+def open_secrets(config: StewardConfig, steward: Steward) -> SecretService:
+    """The release side of the secret store (docs/secrets.md).
+
+    No KEK file: this Steward holds no secrets (every release is ``secret.not_found``). A KEK
+    that cannot be read, or that does not unwrap the store's keys, is a :class:`KekError`: the
+    Steward must not start (nothing is served).
+    """
+    from donjon.steward.secrets.kek import kek_location, open_kek
+    from donjon.steward.secrets.store import open_store
+
+    store = None
+    location = kek_location(config)
+    if config.secrets_kek.startswith("pkcs11:") or location.exists() or location.is_symlink():
+        store = open_store(config.log_backend, path=config.log_path, dsn=config.log_dsn, kek=open_kek(config))
+    return SecretService(
+        store=store,
+        policy=steward.policy,
+        ca_cert=steward.ca.cert,
+        trust_domain=steward.ca.trust_domain,
+        log=steward.log,
+        metrics=steward.metrics,
+    )
+
+
 def reload_policy(steward: Steward) -> bool:
     """Reload the policy file; on error keep the old one. Returns whether the new one is in force."""
     try:
@@ -162,8 +188,12 @@ def reload_policy(steward: Steward) -> bool:
     return True
 
 
-def serve(config: StewardConfig, steward: Steward) -> None:
-    """Run until SIGINT/SIGTERM. The bound address is logged as ``{"event": "listening", ...}``."""
+def serve(config: StewardConfig, steward: Steward, secrets: SecretService | None = None) -> None:
+    """Run until SIGINT/SIGTERM. The bound address is logged as ``{"event": "listening", ...}``.
+
+    Over HTTPS the server asks for an optional client certificate under the Steward's CA (the
+    release endpoint's mutual TLS; :mod:`donjon.steward.tlsscope`); ``secrets`` serves releases.
+    """
     family = socket.AF_INET6 if ":" in config.listen else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
     # and without it every response waits ~40 ms for a delayed ACK (Nagle).
@@ -178,19 +208,25 @@ def serve(config: StewardConfig, steward: Steward) -> None:
         max_request_bytes=config.max_request_bytes,
         request_timeout=config.request_timeout,
         workers=config.workers,
+        secrets=secrets,
     )
+    tls: dict[str, Any] = {}
+    if config.tls_cert:
+        tls = {"ssl_context_factory": mtls_context_factory(str(config.ca_cert))}
     uv = uvicorn.Config(
         app,
         log_level="warning",
         access_log=False,
         # h11 whatever else is installed: it bounds the request head (below); measured,
         # httptools was within the noise of this benchmark machine (benchmarks/RESULTS.md).
-        http="h11",
+        # Its protocol class with the ASGI tls extension (the release endpoint's client certificate).
+        http=TlsH11Protocol,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_keep_alive=5,
         limit_concurrency=1024,
         h11_max_incomplete_event_size=16 * 1024,
+        **tls,
     )
     server = uvicorn.Server(uv)
 
@@ -220,5 +256,7 @@ def serve(config: StewardConfig, steward: Steward) -> None:
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if secrets is not None:
+            secrets.close()
         steward.close()
         sock.close()
