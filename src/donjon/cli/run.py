@@ -677,9 +677,7 @@ def _first_secrets(config: WorkloadConfig, keep_tls: KeepTls | None, secrets: Se
         _error(f"cannot fetch the workload's secrets: {e}; serving nothing")
         return EXIT_OPERATIONAL
     for name, why in refused.items():
-        _error(
-            f"warning: optional secret {name} refused ({why.check}: {why.reason}); starting without it"
-        )
+        _error(f"warning: optional secret {name} refused ({why.check}: {why.reason}); starting without it")
     secrets.replace(released)
     if released:
         _error(f"secrets fetched: {secrets.summary()}")

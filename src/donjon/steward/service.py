@@ -35,6 +35,7 @@ from donjon.steward.log import LegacyLog
 from donjon.steward.logkey import load_log_signer
 from donjon.steward.nonce import NonceAuthority
 from donjon.steward.secrets.service import SecretService
+from donjon.steward.secrets.store import SecretStore
 from donjon.steward.sqlite_log import SqliteLog
 from donjon.steward.tlsscope import TlsH11Protocol, mtls_context_factory
 from donjon.steward.treestore import TreeStore
@@ -141,19 +142,26 @@ def _vendor_collateral(config: StewardConfig) -> VendorCollateral:
 def open_secrets(config: StewardConfig, steward: Steward) -> SecretService:
     """The release side of the secret store (docs/secrets.md).
 
-    No KEK file: this Steward holds no secrets (every release is ``secret.not_found``). A KEK
+    No KEK file yet: no secrets (releases are ``secret.not_found`` until the first ``secret put``
+    creates it; the store is opened then). A KEK
     that cannot be read, or that does not unwrap the store's keys, is a :class:`KekError`: the
     Steward must not start (nothing is served).
     """
     from donjon.steward.secrets.kek import kek_location, open_kek
     from donjon.steward.secrets.store import open_store
 
-    store = None
     location = kek_location(config)
-    if config.secrets_kek.startswith("pkcs11:") or location.exists() or location.is_symlink():
-        store = open_store(config.log_backend, path=config.log_path, dsn=config.log_dsn, kek=open_kek(config))
+
+    def opener() -> SecretStore | None:
+        if config.secrets_kek.startswith("pkcs11:") or location.exists() or location.is_symlink():
+            return open_store(
+                config.log_backend, path=config.log_path, dsn=config.log_dsn, kek=open_kek(config)
+            )
+        return None
+
     return SecretService(
-        store=store,
+        store=opener(),
+        opener=opener,
         policy=steward.policy,
         ca_cert=steward.ca.cert,
         trust_domain=steward.ca.trust_domain,

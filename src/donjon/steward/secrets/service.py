@@ -9,6 +9,7 @@ never the value. The certificate serial goes under ``certificate_serial``, not `
 
 from __future__ import annotations
 
+import threading
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from donjon.steward.errors import Refused
 from donjon.steward.issuance import PolicyHolder
 from donjon.steward.log import LogEntry, LogStore
 from donjon.steward.metrics import Metrics
-from donjon.steward.secrets.errors import BadSecretName, SecretNotFound
+from donjon.steward.secrets.errors import BadSecretName, KekError, SecretNotFound
 from donjon.steward.secrets.names import check_name
 from donjon.steward.secrets.release import client_identity, decide_release
 from donjon.steward.secrets.store import SecretStore, SecretValue
@@ -40,12 +41,18 @@ def _utcnow() -> datetime:
 
 
 class SecretService:
-    """The release decision for one Steward. ``store`` None: this Steward holds no secrets (no KEK)."""
+    """The release decision for one Steward.
+
+    ``store`` None: no KEK yet; ``opener`` (if given) is tried again at each release that passes
+    the checks, so a Steward started before the first ``secret put`` serves the secret once it
+    exists. A KEK that appears but does not unwrap the store is refused (``secret.store``, 503).
+    """
 
     def __init__(
         self,
         *,
         store: SecretStore | None,
+        opener: Callable[[], SecretStore | None] | None = None,
         policy: PolicyHolder,
         ca_cert: x509.Certificate,
         trust_domain: str,
@@ -54,6 +61,8 @@ class SecretService:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.store = store
+        self._opener = opener
+        self._open_lock = threading.Lock()
         self.policy = policy
         self.ca_cert = ca_cert
         self.trust_domain = trust_domain
@@ -64,6 +73,19 @@ class SecretService:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+    def _store(self) -> SecretStore:
+        with self._open_lock:
+            if self.store is None and self._opener is not None:
+                try:
+                    self.store = self._opener()
+                except KekError as e:
+                    raise Refused(
+                        "secret.store", f"the secret store cannot be opened: {e}", status=503
+                    ) from e
+            if self.store is None:
+                raise Refused("secret.not_found", "this Steward stores no secrets (no KEK)", status=404)
+            return self.store
 
     def release(self, name: str, client_der: bytes | None) -> Released:
         """The newest version of ``name`` for the client presenting ``client_der``, or :class:`Refused`
@@ -80,10 +102,9 @@ class SecretService:
             client = client_identity(client_der, self.ca_cert, self.trust_domain, now)
             record.update(client.record())
             rule = decide_release(policy, name, client)
-            if self.store is None:
-                raise Refused("secret.not_found", "this Steward stores no secrets (no KEK)", status=404)
+            store = self._store()
             try:
-                value = self.store.get(name)
+                value = store.get(name)
             except SecretNotFound as e:
                 raise Refused("secret.not_found", f"no secret {name} is stored", status=404) from e
             record.update(
