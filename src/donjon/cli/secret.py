@@ -68,7 +68,7 @@ def add_parser(sub: Any) -> None:
         "(use rotate). The first put creates the key-encryption key file (mode 0600).",
         epilog=examples(
             "donjon steward secret put db-password --file password.txt --config steward.toml",
-            "donjon steward secret put api-token - --config steward.toml < token.txt",
+            "donjon steward secret put api-token - --config steward.toml    # the value on standard input",
         ),
     )
     _source(put)
@@ -212,6 +212,18 @@ def run(args: argparse.Namespace) -> int:
         if command == "prune" and args.keep < 1:
             _error("--keep must be at least 1 (use delete to remove a secret)")
             return EXIT_USAGE
+    from donjon.steward.secrets.kek import kek_location
+
+    location = kek_location(config)
+    if command != "put" and not config.secrets_kek.startswith("pkcs11:") and not location.exists():
+        if location.is_symlink():
+            _error(f"key-encryption key {location}: a dangling symbolic link")
+            return EXIT_OPERATIONAL
+        # No KEK file: no secret was ever stored here.
+        if command == "list":
+            return EXIT_OK
+        _error(f"no secret {args.name} (this Steward stores no secrets yet)")
+        return EXIT_REFUSED
     try:
         store = _open(config, create=command == "put")
     except KekError as e:
