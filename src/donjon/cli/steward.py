@@ -383,6 +383,13 @@ def _log(args: argparse.Namespace) -> int:
             for entry in entries:
                 r = entry.record
                 what = r.get("spiffe_id") if r.get("decision") == "issued" else r.get("check")
+                if r.get("path") in ("secret", "secret-admin"):
+                    # A release, a refusal or an operator's change: the secret, its version, who.
+                    version = f" v{r['version']}" if "version" in r else ""
+                    who = r.get("spiffe_id") or ""
+                    what = f"{r.get('secret')}{version} {who}".strip() + (
+                        f" {r['check']}" if r.get("decision") == "refused" else ""
+                    )
                 print(
                     f"{entry.seq:>6} {entry.time} {r.get('decision', '?'):<8} {r.get('path', '?'):<12} {what}"
                 )
