@@ -130,7 +130,9 @@ def create_file_kek(path: Path) -> FileKek:
         raise KekError(str(path), f"cannot create: {e.strerror}") from e
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, key)
+        view = memoryview(key)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -94,10 +94,11 @@ class SecretValue:
 class _Db:
     """The SQL the store needs, over SQLite (a connection per thread) or PostgreSQL."""
 
-    def __init__(self, connect: Callable[[], Any], mark: str, blob: str) -> None:
+    def __init__(self, connect: Callable[[], Any], mark: str, blob: str, begin: str = "BEGIN") -> None:
         self._connect = connect
         self.mark = mark
         self.blob = blob
+        self.begin = begin
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
@@ -120,7 +121,7 @@ class _Db:
 
     def transaction(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         conn = self.conn()
-        conn.execute("BEGIN")
+        conn.execute(self.begin)
         try:
             for text, params in statements:
                 conn.execute(self.sql(text), tuple(params))
@@ -146,7 +147,9 @@ def _sqlite(path: Path) -> _Db:
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 
-    return _Db(connect, "?", "BLOB")
+    # IMMEDIATE: take the write lock at once (waiting up to the busy timeout for the Steward's log
+    # appends to the same file), rather than failing to upgrade a read transaction later.
+    return _Db(connect, "?", "BLOB", "BEGIN IMMEDIATE")
 
 
 def _postgres(dsn: str) -> _Db:
