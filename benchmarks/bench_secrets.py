@@ -18,7 +18,8 @@ What is measured, in one run on this machine, against one ``donjon steward serve
 
 Clients are threads of this process (OpenSSL releases the GIL in handshakes and I/O); the server
 is its own process. Output: a table of operations/s, latency p50/p99, and the ratio of each row to
-the handshake rate.
+the handshake row measured just before it, and the server's CPU time per operation (robust to
+the load of a shared machine).
 """
 
 from __future__ import annotations
@@ -197,11 +198,19 @@ def run(
     return len(flat) / elapsed, flat, sum(failures)
 
 
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of the server process so far (proc(5): fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per row (default 5)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per row (default 4)")
+    parser.add_argument("--pairs", type=int, default=3, help="handshake/release pairs (default 3)")
     args = parser.parse_args()
+    rows: list[tuple[str, float, list[float], int, float]] = []
     with tempfile.TemporaryDirectory(prefix="donjon-bench-secrets-") as tmp:
         config, ca, cert, key = setup(Path(tmp) / "steward")
         proc, port = serve(config)
@@ -211,15 +220,16 @@ def main() -> None:
             context.load_cert_chain(str(cert), str(key))
             run("release", port, context, 2, 1.0)  # warm up
             load_before = os.getloadavg()[0]
-            rows = [
-                (kind, *run(kind, port, context, args.clients, args.seconds))
-                for kind in ("handshake", "release", "keep-alive", "handshake", "release")
-            ]
+            kinds = [*(["handshake", "release"] * args.pairs), "keep-alive"]
+            for kind in kinds:
+                cpu = server_cpu(proc.pid)
+                rate, lat, failed = run(kind, port, context, args.clients, args.seconds)
+                per_op = (server_cpu(proc.pid) - cpu) / max(1, len(lat)) * 1000
+                rows.append((kind, rate, lat, failed, per_op))
             load_after = os.getloadavg()[0]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
-    base = statistics.mean(r[1] for r in rows if r[0] == "handshake")
     print(
         f"Secret releases over mutual TLS ({os.cpu_count()} CPUs), {args.clients} clients, "
         f"{args.seconds:g} s per row"
@@ -228,21 +238,37 @@ def main() -> None:
         f"machine load (1-min average) {load_before:.1f} before, {load_after:.1f} after; "
         "server: donjon steward serve (SQLite log)"
     )
-    print(f"{'row':<26}{'ops/s':>9}{'of handshake':>14}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+    print(
+        f"{'row':<26}{'ops/s':>9}{'vs handshake':>14}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server CPU ms/op':>18}{'failed':>8}"
+    )
     names = {
         "handshake": "mTLS handshake only",
         "release": "release, new connection",
         "keep-alive": "release, keep-alive",
     }
-    for kind, rate, lat, failed in rows:
+    ratios = []
+    previous: float | None = None
+    for kind, rate, lat, failed, per_op in rows:
         p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
         p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
-        print(f"{names[kind]:<26}{rate:>9.1f}{rate / base:>13.0%}{p50:>9.1f}{p99:>9.1f}{failed:>8}")
+        ratio = ""
+        if kind == "handshake":
+            previous = rate
+        elif kind == "release" and previous:
+            ratios.append(rate / previous)
+            ratio = f"{rate / previous:.2f}"
+        print(f"{names[kind]:<26}{rate:>9.1f}{ratio:>14}{p50:>9.1f}{p99:>9.1f}{per_op:>18.2f}{failed:>8}")
+    cpu_hs = statistics.median(r[4] for r in rows if r[0] == "handshake")
+    cpu_rel = statistics.median(r[4] for r in rows if r[0] == "release")
     print(
-        "reproduce: python benchmarks/bench_secrets.py --clients",
-        args.clients,
-        "--seconds",
-        f"{args.seconds:g}",
+        f"release / handshake (rate, each release row over the handshake row just before it): "
+        f"median {statistics.median(ratios):.2f}; server CPU per op, medians: handshake {cpu_hs:.2f} ms, "
+        f"release {cpu_rel:.2f} ms ({cpu_hs / cpu_rel:.2f} of it)"
+    )
+    print(
+        f"reproduce: python benchmarks/bench_secrets.py --clients {args.clients} --seconds {args.seconds:g} "
+        f"--pairs {args.pairs}"
     )
 
 
