@@ -156,21 +156,19 @@ def test_a_sim_snp_keep_reads_its_secret_from_memory_sees_a_rotation_and_leaves_
     steward_dir = tmp_path / "steward"
     local = LocalSteward(steward_dir, sim_vendor_dir=sim_vendor_dir, policy="version = 1\n")
     ca = local.ca_path
-    steward = None
+    # The workload's digest covers the Steward's URL, known once serve has bound its port: the
+    # policy naming that digest is written then, and reloaded (SIGHUP).
+    steward = StewardProcess(local.config_path)
     keep = None
     try:
-        # The URL is known once serve has bound its port; the config only needs it at run time.
-        probe = StewardProcess(local.config_path)
-        url = probe.url
-        config, digest, port = _workload(tmp_path, url, ca)
+        config, digest, port = _workload(tmp_path, steward.url, ca)
         rule = (
             '\n[[secret]]\nname = "db-password"\nspiffe_paths = ["/secretsha"]\n'
             f'digests = ["{digest.hex()}"]\nplatforms = ["simulated"]\n'
         )
         # Short certificates: renewal (and the secrets' re-fetch) comes within seconds.
         local.policy_path.write_text(_policy([(digest, "/secretsha")], rule, lifetime="9s"))
-        probe.proc.send_signal(signal.SIGHUP)
-        steward = probe
+        steward.proc.send_signal(signal.SIGHUP)
         put = _donjon(
             "steward", "secret", "put", "db-password", "-", "--config", str(local.config_path), stdin=first
         )
@@ -214,10 +212,7 @@ def test_a_sim_snp_keep_reads_its_secret_from_memory_sees_a_rotation_and_leaves_
     finally:
         if keep is not None:
             keep.stop()
-        if steward is not None:
-            steward.stop()
-        elif "probe" in locals():
-            probe.stop()
+        steward.stop()
     released = [r for r in _log(local.config_path) if r.get("path") == "secret"]
     assert [r["version"] for r in released if r["decision"] == "released"][:2] == [1, 2]
     assert all(r["spiffe_id"].endswith("/sim/secretsha") and r["certificate_serial"] for r in released)
