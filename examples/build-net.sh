@@ -8,7 +8,7 @@ python=${PYTHON:-python3}
 # Zig writes caches; keep them out of the repository and out of $HOME.
 export ZIG_GLOBAL_CACHE_DIR=${ZIG_GLOBAL_CACHE_DIR:-${TMPDIR:-/tmp}/donjon-zigcache}
 export ZIG_LOCAL_CACHE_DIR=${ZIG_LOCAL_CACHE_DIR:-$ZIG_GLOBAL_CACHE_DIR}
-for name in echo http client; do
+for name in echo http client secretsha; do
     "$python" -m ziglang cc -target wasm32-wasi -O2 -Wall -Wextra -Werror -Wl,--strip-debug \
         -o "$here/$name/$name.wasm" "$here/$name/$name.c"
     echo "built examples/$name/$name.wasm"

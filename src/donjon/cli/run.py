@@ -16,12 +16,17 @@ from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
+
+    from cryptography import x509
 
     from donjon.backends.base import Backend
     from donjon.config.limits import Limits
     from donjon.config.model import FileEntry, WorkloadConfig
     from donjon.keep.attest import AttestedIdentity
-    from donjon.keep.launch import KeepTls
+    from donjon.keep.launch import KeepTls, StewardSettings
+    from donjon.keep.secrets import SecretSet
+    from donjon.keep.steward_client import StewardEndpoint
     from donjon.runtime.keep import Workload
     from donjon.runtime.net import BoundListeners
 
@@ -453,11 +458,20 @@ def _run(opts: Options) -> int:
         _error(str(e))
         return EXIT_OPERATIONAL
     try:
-        keep_tls = _identity(opts, config, base_dir, backend, workload)
+        secrets = None
+        if config.secrets:
+            from donjon.keep.secrets import SecretSet
+
+            secrets = SecretSet()
+        keep_tls = _identity(opts, config, base_dir, backend, workload, secrets)
         if isinstance(keep_tls, int):
             return keep_tls
         try:
-            return _execute(opts, workload, backend, auto_nil, keep_tls, bound)
+            if secrets is not None:
+                code = _first_secrets(config, keep_tls, secrets)
+                if code is not None:
+                    return code
+            return _execute(opts, workload, backend, auto_nil, keep_tls, bound, secrets)
         finally:
             if keep_tls is not None:
                 keep_tls.close()
@@ -472,6 +486,7 @@ def _execute(
     auto_nil: bool,
     keep_tls: KeepTls | None,
     bound: BoundListeners,
+    secrets: SecretSet | None = None,
 ) -> int:
     """Compile and run the guest with the Keep's identity: the guest's exit code, or Donjon's."""
     from donjon.runtime import errors
@@ -536,6 +551,7 @@ def _execute(
             identity=keep_tls.identity if keep_tls is not None else None,
             steward_ca=keep_tls.steward_ca if keep_tls is not None else (),
             bound=bound,
+            secrets=secrets,
         )
     except errors.BackendRefused as e:
         _error(str(e))
@@ -618,7 +634,12 @@ def _tee_interfaces() -> bool:
 
 
 def _identity(
-    opts: Options, config: WorkloadConfig, base_dir: Path, backend: Backend, workload: Workload
+    opts: Options,
+    config: WorkloadConfig,
+    base_dir: Path,
+    backend: Backend,
+    workload: Workload,
+    secrets: SecretSet | None = None,
 ) -> KeepTls | int | None:
     """The Keep's TLS identity (``None``: nil without a Steward, the runtime makes a self-signed
     one if a socket needs it), or the exit code of a failure (one line on stderr)."""
@@ -664,7 +685,9 @@ def _identity(
             workload.digest,
             settings,
             warn=lambda m: _error(f"warning: {m}"),
-            on_renewed=_renewed,
+            on_renewed=_renewed
+            if secrets is None or settings is None
+            else _renewed_with(config, settings, secrets),
             on_expired=_expired,
         )
     except (LaunchError, KeepError) as e:
@@ -706,6 +729,78 @@ def _sim_vendor_hint(error: BaseException, backend: Backend) -> str:
         f". The simulated vendor in {where} is not one the Steward trusts: give --sim-vendor the "
         "sim-vendor folder that 'donjon steward init --simulated' made for that Steward"
     )
+
+
+def _secret_endpoint(url: str, ca: Sequence[x509.Certificate]) -> StewardEndpoint:
+    from donjon.keep.steward_client import StewardEndpoint
+
+    return StewardEndpoint(url=url, ca=tuple(ca))
+
+
+def _first_secrets(config: WorkloadConfig, keep_tls: KeepTls | None, secrets: SecretSet) -> int | None:
+    """Fetch the config's ``[[secrets]]`` with the certificate just issued (docs/secrets.md); the exit
+    code of a failure (one line on stderr), or ``None`` when the guest may start."""
+    from donjon.keep.errors import KeepError
+    from donjon.keep.secrets import SecretRefused, SecretRequest, fetch_secrets
+
+    attested = keep_tls.attested if keep_tls is not None else None
+    if keep_tls is None or attested is None:
+        _error(
+            "the config declares [[secrets]]: they come only from a Steward, over mutual TLS with the "
+            "certificate it issued (steward = and steward_ca in the config); serving nothing"
+        )
+        return EXIT_USAGE
+    if not attested.steward_url.startswith("https:"):
+        _error("secrets need an https:// Steward (mutual TLS); serving nothing")
+        return EXIT_USAGE
+    wanted = [SecretRequest(s.name, s.optional) for s in config.secrets]
+    try:
+        released, refused = fetch_secrets(
+            _secret_endpoint(attested.steward_url, keep_tls.steward_ca), attested.credentials(), wanted
+        )
+    except SecretRefused as e:
+        _error(f"{e}; serving nothing")
+        return EXIT_REFUSED
+    except (KeepError, ValueError, OSError) as e:
+        _error(f"cannot fetch the workload's secrets: {e}; serving nothing")
+        return EXIT_OPERATIONAL
+    for name, why in refused.items():
+        _error(f"warning: optional secret {name} refused ({why.check}: {why.reason}); starting without it")
+    secrets.replace(released)
+    if released:
+        _error(f"secrets fetched: {secrets.summary()}")
+    return None
+
+
+def _renewed_with(
+    config: WorkloadConfig, settings: StewardSettings, secrets: SecretSet
+) -> Callable[[AttestedIdentity], None]:
+    """After each renewal, fetch the secrets again with the new certificate (a rotated one appears)."""
+
+    def renewed(identity: AttestedIdentity) -> None:
+        from donjon.keep.errors import KeepError
+        from donjon.keep.secrets import SecretRequest, fetch_secrets
+
+        _renewed(identity)
+        wanted = [SecretRequest(s.name, True) for s in config.secrets]
+        try:
+            released, refused = fetch_secrets(
+                _secret_endpoint(identity.steward_url, settings.ca), identity.credentials(), wanted
+            )
+        except (KeepError, ValueError, OSError) as e:
+            # The Steward is unreachable: keep the values held; the next renewal tries again.
+            _error(f"warning: secrets not refreshed ({e}); the guest keeps the values it has")
+            return
+        for name, why in refused.items():
+            # The Steward says no now (policy changed, secret deleted): the value is withdrawn.
+            _error(f"warning: secret {name} withdrawn at renewal: {why.check}: {why.reason}")
+        previous = secrets.current()
+        secrets.replace(released)
+        changed = [n for n, s in released.items() if n not in previous or previous[n].version != s.version]
+        if changed:
+            _error(f"secrets refreshed: {secrets.summary()}")
+
+    return renewed
 
 
 def _renewed(identity: AttestedIdentity) -> None:

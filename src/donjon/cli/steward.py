@@ -7,6 +7,7 @@
 - ``donjon steward log verify --config steward.toml``
 - ``donjon steward log show --config steward.toml [--format text|json] [--serial S]``
 - ``donjon steward log migrate --config steward.toml``
+- ``donjon steward secret put|rotate|list|prune|delete ...`` (:mod:`donjon.cli.secret`)
 
 Exit codes: 0 ok; 1 the log does not verify (or an old chain to convert is broken); 2 usage or
 invalid configuration (``serve``: also a key or secret readable by others, or a configuration file
@@ -209,6 +210,9 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     migrate.add_argument("--config", required=True, metavar="FILE", help="the Steward's steward.toml")
+    from donjon.cli.secret import add_parser as add_secret_parser
+
+    add_secret_parser(sub)
     return p
 
 
@@ -591,6 +595,12 @@ def _check_files(config: StewardConfig) -> None:
 
     secret_files = [config.challenge_secret]
     secret_files += [key for key in (config.ca_key, config.log_key, config.tls_key) if isinstance(key, Path)]
+    if not config.secrets_kek.startswith("pkcs11:"):
+        from donjon.steward.secrets.kek import kek_location
+
+        kek = kek_location(config)
+        if kek.exists():
+            secret_files.append(kek)
     check_steward_files(secrets=secret_files, configuration=[config.path, config.policy])
 
 
@@ -625,7 +635,8 @@ def _serve(args: argparse.Namespace) -> int:
     from donjon.steward.app import setup_logging
     from donjon.steward.errors import ConfigError
     from donjon.steward.files import UnsafePermissions
-    from donjon.steward.service import ListenError, build_steward, serve
+    from donjon.steward.secrets.errors import KekError
+    from donjon.steward.service import ListenError, build_steward, open_secrets, serve
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
     # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
@@ -660,6 +671,28 @@ def _serve(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         steward.close()
         return code
+    try:
+        secret_service = open_secrets(config, steward)
+    except KekError as e:
+        # A KEK that does not decrypt the store: refuse to start rather than serve refusals.
+        steward.close()
+        _error(f"{e}; serving nothing")
+        return EXIT_OPERATIONAL
+    except Exception as e:  # the database
+        steward.close()
+        _error(f"cannot open the secret store: {type(e).__name__}: {e}")
+        return EXIT_OPERATIONAL
+    try:
+        secret_service = open_secrets(config, steward)
+    except KekError as e:
+        # A KEK that does not decrypt the store: refuse to start rather than serve refusals.
+        steward.close()
+        _error(f"{e}; serving nothing")
+        return EXIT_OPERATIONAL
+    except Exception as e:  # the database
+        steward.close()
+        _error(f"cannot open the secret store: {type(e).__name__}: {e}")
+        return EXIT_OPERATIONAL
     setup_logging(logging.INFO)
     if config.tls_cert is None:
         logging.getLogger("donjon.steward").warning(
@@ -668,7 +701,7 @@ def _serve(args: argparse.Namespace) -> int:
             extra={"fields": {"event": "insecure_http"}},
         )
     try:
-        stopped_by = serve(config, steward)
+        stopped_by = serve(config, steward, secret_service)
     except ListenError as e:  # before serving: one 'donjon:' line, like every other error then
         steward.close()
         _error(str(e))
@@ -743,6 +776,13 @@ def _log(args: argparse.Namespace) -> int:
             for entry in entries:
                 r = entry.record
                 what = r.get("spiffe_id") if r.get("decision") == "issued" else r.get("check")
+                if r.get("path") in ("secret", "secret-admin"):
+                    # A release, a refusal or an operator's change: the secret, its version, who.
+                    version = f" v{r['version']}" if "version" in r else ""
+                    who = r.get("spiffe_id") or ""
+                    what = f"{r.get('secret')}{version} {who}".strip() + (
+                        f" {r['check']}" if r.get("decision") == "refused" else ""
+                    )
                 print(
                     f"{entry.seq:>6} {entry.time} {r.get('decision', '?'):<8} {r.get('path', '?'):<12} {what}"
                 )
@@ -847,4 +887,8 @@ def main(argv: list[str]) -> int:
             return EXIT_INTERRUPTED
     if args.command == "tls-cert":
         return _tls_cert(args)
+    if args.command == "secret":
+        from donjon.cli.secret import run as run_secret
+
+        return run_secret(args)
     return _log(args)

@@ -36,6 +36,7 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     their digests. ``fd_env`` is in only when off (a quick run without a config, whose guest
     gets no ``FD_COUNT``/``FD_NAMES``), for the same reason.
     So do ``allow_simulated`` and ``allow_unattested`` on ``connect``: in when true, out when false.
+    ``secrets`` (in file order) and ``secrets_dir`` are in only when the config declares secrets.
     """
     import json  # only when a digest is wanted: a plain ``donjon run`` should not pay for it
 
@@ -49,6 +50,11 @@ def canonical_config(config: WorkloadConfig) -> bytes:
     }
     if not config.fd_env:
         document["fd_env"] = False
+    if config.secrets:
+        # Which secrets the workload is given, and where, is part of what it is (a secret in
+        # an environment variable is another guest environment). In only when there are some.
+        document["secrets"] = [asdict(entry) for entry in config.secrets]
+        document["secrets_dir"] = config.secrets_dir
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

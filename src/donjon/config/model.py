@@ -18,6 +18,7 @@ from donjon.config.limits import Limits
 __all__ = [
     "BACKEND_NAMES",
     "DEFAULT_FILES",
+    "DEFAULT_SECRETS_DIR",
     "RESERVED_ENV",
     "ConnectEntry",
     "DirEntry",
@@ -25,6 +26,7 @@ __all__ = [
     "Limits",
     "ListenEntry",
     "Protocol",
+    "SecretEntry",
     "StdioEntry",
     "WorkloadConfig",
     "default_port",
@@ -113,6 +115,24 @@ class DirEntry:
 
 FileEntry = StdioEntry | ListenEntry | ConnectEntry | DirEntry
 
+#: Where the guest sees its secrets unless ``secrets_dir`` says otherwise (docs/secrets.md).
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class SecretEntry:
+    """``[[secrets]]`` (Donjon): a secret the Keep fetches from its Steward after attesting.
+
+    The guest reads it as the file ``<secrets_dir>/<name>``; ``env`` also puts it in that
+    environment variable (only when asked: environments leak into crash reports and child
+    processes). Without ``optional`` a refusal stops the Keep before the guest starts.
+    """
+
+    name: str
+    optional: bool = False
+    env: str | None = None
+
+
 #: With no config, or a config without ``[[files]]``: stdin, stdout, stderr (DESIGN.md).
 DEFAULT_FILES: tuple[FileEntry, ...] = (
     StdioEntry("stdin", "stdin"),
@@ -144,10 +164,33 @@ class WorkloadConfig:
     fd_env: bool = True
     #: **Donjon**: the guest's resource bounds (``[limits]``), part of the workload digest.
     limits: Limits = field(default_factory=Limits)
+    #: **Donjon**: the secrets to fetch after attesting (docs/secrets.md), and where the guest sees
+    #: them: a read-only in-memory directory, pre-opened at :attr:`secrets_fd`.
+    secrets: tuple[SecretEntry, ...] = ()
+    secrets_dir: str = DEFAULT_SECRETS_DIR
+
+    @property
+    def secrets_fd(self) -> int | None:
+        """The guest fd of the secrets directory: right after the leading stdio and ``dir`` entries.
+
+        wasi-libc finds pre-opened directories by asking fd 3, 4, ... until the first fd that is
+        not one (``__wasilibc_populate_preopens``), so the directory must come before any socket;
+        the entries after it move up by one. ``None`` without secrets.
+        """
+        if not self.secrets:
+            return None
+        index = 0
+        while index < len(self.files) and isinstance(self.files[index], StdioEntry | DirEntry):
+            index += 1
+        return index
 
     @property
     def fd_names(self) -> tuple[str, ...]:
-        return tuple(entry.name for entry in self.files)
+        names = [entry.name for entry in self.files]
+        at = self.secrets_fd
+        if at is not None:
+            names.insert(at, self.secrets_dir)
+        return tuple(names)
 
     def guest_env(self) -> tuple[tuple[str, str], ...]:
         """The guest's whole environment: ``FD_COUNT``, ``FD_NAMES`` (unless ``fd_env`` is off),

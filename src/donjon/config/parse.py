@@ -30,12 +30,14 @@ from donjon.config.locate import Path, SourceMap, scan
 from donjon.config.model import (
     BACKEND_NAMES,
     DEFAULT_FILES,
+    DEFAULT_SECRETS_DIR,
     RESERVED_ENV,
     ConnectEntry,
     DirEntry,
     FileEntry,
     ListenEntry,
     Protocol,
+    SecretEntry,
     StdioEntry,
     WorkloadConfig,
     default_port,
@@ -63,7 +65,21 @@ _MAX_HOST = 253
 #: A ``connect`` entry names a handful of acceptable peers, not a directory of them.
 MAX_PEER_IDENTITIES = 64
 
-TOP_LEVEL_KEYS = ("steward", "steward_ca", "args", "env", "files", "backends", "limits")
+TOP_LEVEL_KEYS = (
+    "steward",
+    "steward_ca",
+    "args",
+    "env",
+    "files",
+    "backends",
+    "limits",
+    "secrets",
+    "secrets_dir",
+)
+_SECRET_KEYS = ("name", "optional", "env")
+#: A workload asks for a handful of secrets.
+MAX_SECRETS = 64
+_SECRET_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 _FILE_KEYS: dict[str, tuple[str, ...]] = {
     "null": ("kind", "name"),
@@ -173,6 +189,8 @@ class _Validator:
         backends = self.backends(document["backends"]) if "backends" in document else None
         steward_ca = self.steward_ca(document["steward_ca"]) if "steward_ca" in document else None
         limits = self.limits(document["limits"]) if "limits" in document else Limits()
+        secrets = self.secrets(document.get("secrets", []), env)
+        secrets_dir = self.secrets_dir(document.get("secrets_dir", DEFAULT_SECRETS_DIR))
         config = WorkloadConfig(
             steward=steward,
             args=args,
@@ -181,8 +199,80 @@ class _Validator:
             backends=backends,
             steward_ca=steward_ca,
             limits=limits,
+            secrets=secrets,
+            secrets_dir=secrets_dir,
         )
+        if secrets:
+            at = config.secrets_fd
+            assert at is not None
+            if at < 3:
+                self.fail(
+                    InvalidValue,
+                    ("secrets",),
+                    "secrets need files[0..2] to be stdio or dir entries: the guest finds pre-opened "
+                    "directories from fd 3 on, before any socket",
+                )
+            if secrets_dir in (entry.name for entry in files):
+                self.fail(
+                    DuplicateName, ("secrets_dir",), f"{secrets_dir!r} is also the name of a [[files]] entry"
+                )
         return ParsedConfig(config, tuple(self.warnings))
+
+    def secrets(self, value: object, env: tuple[tuple[str, str], ...]) -> tuple[SecretEntry, ...]:
+        """``[[secrets]]`` (Donjon, docs/secrets.md): name, optional, env."""
+        if not isinstance(value, list):
+            self.fail(
+                InvalidValue,
+                ("secrets",),
+                f"must be an array of tables ([[secrets]]), got {_type_name(value)}",
+            )
+        if len(value) > MAX_SECRETS:
+            self.fail(InvalidValue, ("secrets",), f"has {len(value)} entries, more than {MAX_SECRETS}")
+        out: list[SecretEntry] = []
+        taken_env = {key for key, _ in env}
+        for index, item in enumerate(value):
+            here: Path = ("secrets", index)
+            if not isinstance(item, dict):
+                self.fail(InvalidValue, here, f"must be a table, got {_type_name(item)}")
+            for key in item:
+                if key not in _SECRET_KEYS:
+                    self.fail(UnknownKey, (*here, key), "unknown key" + _did_you_mean(key, _SECRET_KEYS))
+            if "name" not in item:
+                self.fail(MissingKey, here, 'needs a "name" (the secret\'s name at the Steward)')
+            name = self.string(item["name"], (*here, "name"), limit=128)
+            if not _SECRET_NAME.fullmatch(name) or not name.strip("."):
+                self.fail(
+                    InvalidValue,
+                    (*here, "name"),
+                    "must be 1 to 128 of A-Z a-z 0-9 . _ - (it is a file name in secrets_dir), not only dots",
+                )
+            if name in (e.name for e in out):
+                self.fail(DuplicateName, (*here, "name"), f"secret {name!r} is listed twice")
+            optional = item.get("optional", False)
+            if not isinstance(optional, bool):
+                self.fail(
+                    InvalidValue, (*here, "optional"), f"must be true or false, got {_type_name(optional)}"
+                )
+            variable = None
+            if "env" in item:
+                variable = self.string(item["env"], (*here, "env"), limit=255)
+                if "=" in variable or variable in RESERVED_ENV:
+                    self.fail(
+                        InvalidValue, (*here, "env"), f"{variable!r} cannot be an environment variable here"
+                    )
+                if variable in taken_env:
+                    self.fail(
+                        DuplicateName, (*here, "env"), f"{variable} is already set (env or another secret)"
+                    )
+                taken_env.add(variable)
+            out.append(SecretEntry(name, optional, variable))
+        return tuple(out)
+
+    def secrets_dir(self, value: object) -> str:
+        path = self.string(value, ("secrets_dir",), limit=4096)
+        if not path.startswith("/") or ":" in path:
+            self.fail(InvalidValue, ("secrets_dir",), "must be an absolute guest path without ':'")
+        return path
 
     def steward(self, value: object) -> str:
         url = self.string(value, ("steward",), limit=2048)

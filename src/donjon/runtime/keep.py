@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from donjon.backends.base import Backend
+    from donjon.keep.secrets import SecretSet
     from donjon.runtime.net import BoundListeners
     from donjon.tls import Identity, Listener, Stream
     from donjon.wasi import GuestFile, GuestSpec
@@ -166,15 +167,37 @@ def guest_spec(
     base_dir: Path,
     stdio_fds: tuple[int, int, int] = (0, 1, 2),
     sockets: Mapping[int, Listener | Stream] | None = None,
+    secrets: SecretSet | None = None,
 ) -> GuestSpec:
     """The guest's argv, environment and fd table; resolves and checks pre-opened directories.
 
     ``sockets`` holds the already opened socket of each ``listen``/``connect`` entry, by index
     (:func:`donjon.runtime.net.open_sockets`); a socket entry without one is :class:`Unsupported`.
+    ``secrets`` holds the values fetched for the config's ``[[secrets]]``: the guest sees them in
+    a read-only in-memory directory at ``secrets_dir`` (fd :attr:`WorkloadConfig.secrets_fd`),
+    and in the environment variables the config names.
     """
-    from donjon.wasi import ConnectedSocket, GuestSpec, ListenSocket, PreopenDir, Stdio
+    from donjon.wasi import ConnectedSocket, GuestSpec, ListenSocket, MemoryDir, PreopenDir, Stdio
 
     files: list[GuestFile] = []
+    env = list(config.guest_env())
+    if config.secrets:
+        if secrets is None:
+            raise Unsupported("the config declares [[secrets]] but none were fetched (a Steward gives them)")
+        held = secrets.current()
+        for wanted in config.secrets:
+            if wanted.env is None or wanted.name not in held:
+                continue
+            try:
+                text = held[wanted.name].value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "\0"
+            if "\0" in text:
+                raise Unsupported(
+                    f"secret {wanted.name}: env = {wanted.env!r} needs UTF-8 text without NUL; "
+                    "read it from the secrets directory instead"
+                )
+            env.append((wanted.env, text))
     for index, entry in enumerate(config.files):
         if isinstance(entry, StdioEntry):
             files.append(Stdio(entry.kind))
@@ -201,9 +224,10 @@ def guest_spec(
                 f'files[{index}] ("{entry.name}"): kind "{entry.kind}": the socket is not open '
                 "(donjon.runtime.net.open_sockets opens them)"
             )
-    return GuestSpec(
-        args=config.guest_args(), env=config.guest_env(), files=tuple(files), stdio_fds=stdio_fds
-    )
+    at = config.secrets_fd
+    if at is not None and secrets is not None:
+        files.insert(at, MemoryDir(config.secrets_dir, secrets.memory_entries))
+    return GuestSpec(args=config.guest_args(), env=tuple(env), files=tuple(files), stdio_fds=stdio_fds)
 
 
 def load_module(
@@ -240,6 +264,7 @@ def run_workload(
     identity: Identity | None = None,
     steward_ca: Sequence[x509.Certificate] = (),
     bound: BoundListeners | None = None,
+    secrets: SecretSet | None = None,
 ) -> int:
     """Run ``workload`` on ``backend`` and return the guest's exit code.
 
@@ -254,7 +279,8 @@ def run_workload(
     self-signed one, and the Keep is unattested (every TLS log line says so). ``steward_ca`` is the
     Steward's CA certificate(s), for ``client_auth``/``trust = "steward"``. ``bound`` holds the
     ``listen`` sockets the caller bound before attesting (:func:`donjon.runtime.net.bind_listeners`);
-    the caller still closes it (what was taken over is no longer in it).
+    the caller still closes it (what was taken over is no longer in it). ``secrets``: the values
+    fetched for the config's ``[[secrets]]`` (:func:`guest_spec`).
     """
     allowed = workload.config.backends
     if allowed is not None and backend.name not in allowed:
@@ -263,7 +289,7 @@ def run_workload(
 
     networked = has_sockets(workload.config)
     # Without sockets the spec is checked before compiling; with them, once they are open.
-    spec = None if networked else guest_spec(workload.config, workload.base_dir, stdio_fds)
+    spec = None if networked else guest_spec(workload.config, workload.base_dir, stdio_fds, secrets=secrets)
 
     import wasmtime
 
@@ -282,7 +308,7 @@ def run_workload(
         )
     try:
         if opened is not None:
-            spec = guest_spec(workload.config, workload.base_dir, stdio_fds, opened.by_index)
+            spec = guest_spec(workload.config, workload.base_dir, stdio_fds, opened.by_index, secrets=secrets)
         assert spec is not None
         if report is not None and opened is not None:
             report.listening = opened.addresses()

@@ -15,7 +15,10 @@ Endpoints (docs/steward.md):
 - ``GET /log/proof/inclusion?serial=HEX`` — the entry logging that certificate, its index,
   audit path and the checkpoint it leads to;
 - ``GET /log/proof/consistency?from=N[&to=M]`` — the proof that the tree of N entries is a
-  prefix of the tree of M (default: the latest checkpoint's size), and that checkpoint.
+  prefix of the tree of M (default: the latest checkpoint's size), and that checkpoint;
+- ``GET /secrets/NAME`` — mutual TLS only: the secret's newest version
+  (``application/octet-stream``, headers ``Donjon-Secret-Version`` and ``Donjon-Secret-Created``)
+  to a client certificate the policy's ``[[secret]]`` rules admit (docs/secrets.md).
 
 Every refusal is a 4xx JSON body ``{"error": "refused", "check": ..., "reason": ...}``;
 5xx only for the Steward's own faults — ``server.error`` (500: the log cannot be
@@ -52,6 +55,8 @@ from donjon.steward.errors import Refused
 from donjon.steward.issuance import Outcome, Prepared, Steward
 from donjon.steward.log import LogCorrupt
 from donjon.steward.sampling import LogSampler
+from donjon.steward.secrets.service import SecretService
+from donjon.steward.tlsscope import client_certificate
 from donjon.tlog.checkpoint import Checkpoint, NoteError, open_checkpoint
 
 __all__ = ["JsonFormatter", "create_app", "setup_logging"]
@@ -165,6 +170,7 @@ def create_app(
     request_timeout: float = 10.0,
     workers: int = 2,
     log_lines_per_second: int = LOG_LINES_PER_SECOND,
+    secrets: SecretService | None = None,
 ) -> Starlette:
     """The ASGI application for one Steward.
 
@@ -447,6 +453,61 @@ def create_app(
             return _log_error("log_consistency", e)
         return JSONResponse(doc, headers={"Cache-Control": "no-store"})
 
+    async def secret(request: Request) -> Response:
+        name = request.path_params["name"]
+        fields: dict[str, Any] = {
+            "event": "secret",
+            "secret": name[:200],
+            "client": request.client.host if request.client else None,
+        }
+        if secrets is None:
+            return _refusal(Refused("secret.not_found", "this Steward serves no secrets", status=404))
+        der = client_certificate(request.scope)
+        loop = asyncio.get_running_loop()
+        try:
+            with anyio.fail_after(request_timeout):
+                # The log append waits for the database: on the log threads, as issuance's commit.
+                released = await loop.run_in_executor(log_pool, secrets.release, name, der)
+        except Refused as e:
+            fields.update(decision="refused", check=e.check, reason=e.reason, status=e.status)
+            log.info("secret refused", extra={"fields": fields})
+            return _refusal(e)
+        except TimeoutError:
+            steward.metrics.refused("server.timeout")
+            return JSONResponse(
+                {
+                    "error": "timeout",
+                    "check": "server.timeout",
+                    "reason": "the Steward did not answer in time",
+                },
+                status_code=503,
+            )
+        except Exception:
+            fields.update(decision="error", status=500)
+            log.exception("internal error", extra={"fields": fields})
+            return JSONResponse(
+                {"error": "internal", "check": "server", "reason": "internal error; nothing was released"},
+                status_code=500,
+            )
+        value = released.value
+        fields.update(
+            decision="released",
+            version=value.version,
+            serial=released.entry.record.get("certificate_serial"),
+            spiffe_id=released.entry.record.get("spiffe_id"),
+            seq=released.entry.seq,
+        )
+        log.info("secret released", extra={"fields": fields})
+        return Response(
+            value.value,
+            media_type="application/octet-stream",
+            headers={
+                "Cache-Control": "no-store",
+                "Donjon-Secret-Version": str(value.version),
+                "Donjon-Secret-Created": value.created,
+            },
+        )
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -458,6 +519,7 @@ def create_app(
         Route("/log/key", log_key, methods=["GET"]),
         Route("/log/proof/inclusion", log_inclusion, methods=["GET"]),
         Route("/log/proof/consistency", log_consistency, methods=["GET"]),
+        Route("/secrets/{name}", secret, methods=["GET"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -43,6 +43,7 @@ _KNOWN = {
     },
     "log": {"backend", "path", "dsn", "origin"},
     "roots": {"files", "simulated"},
+    "secrets": {"kek"},
     "collateral": {"dir", "require", "fetch", "cache", "offline", "kds_url", "pcs_url", "intel_root_crl_url"},
     "connections": {
         "header_timeout",
@@ -101,6 +102,10 @@ class StewardConfig:
     #: The log's name: first line of its checkpoints and the log key's name.
     log_origin: str | None = None
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: ``[secrets] kek`` as written: a file relative to ``steward.toml`` (mode 0600) holding the
+    #: key-encryption key of the secret store (docs/secrets.md); read through
+    #: :func:`donjon.steward.secrets.kek.open_kek`, the seam for other kinds (``pkcs11:`` URIs).
+    secrets_kek: str = "kek.key"
 
 
 def _line(text: str, key: str) -> int | None:
@@ -136,6 +141,7 @@ def load_config(path: str | Path) -> StewardConfig:
     lg: dict[str, Any] = doc.get("log", {})
     rt: dict[str, Any] = doc.get("roots", {})
     co: dict[str, Any] = doc.get("collateral", {})
+    se: dict[str, Any] = doc.get("secrets", {})
 
     def string(table: dict[str, Any], key: str, default: str | None = None) -> str | None:
         value = table.get(key, default)
@@ -216,6 +222,9 @@ def load_config(path: str | Path) -> StewardConfig:
         check_key_name(origin)
     except NoteError as e:
         raise err(f"log origin: {e.reason}", "origin") from e
+    kek = string(se, "kek", "kek.key")
+    if kek is None:
+        raise err("kek must name the key-encryption key file", "kek")
     return StewardConfig(
         path=p,
         trust_domain=trust_domain,
@@ -248,6 +257,7 @@ def load_config(path: str | Path) -> StewardConfig:
         log_key=key_of(st, "log_key", "log-key.pem"),
         log_origin=origin,
         connections=connections,
+        secrets_kek=kek,
     )
 
 
@@ -335,6 +345,12 @@ path = "log.db"
 # dsn = "postgresql://steward@db.example.org/steward"
 # The log's name, first line of every signed checkpoint (default: <trust_domain>/donjon-steward-log).
 # origin = "example.org/donjon-steward-log"
+
+[secrets]
+# The key-encryption key of the secret store (docs/secrets.md): a 32-byte key, mode 0600,
+# created by 'donjon steward secret put' when missing. Secrets in the log database are
+# encrypted under data keys this key wraps; keep it apart from the database's backups.
+kek = "kek.key"                       # secret (mode 0600)
 
 [roots]
 # Vendor root and intermediate certificates (PEM/DER). The library only accepts

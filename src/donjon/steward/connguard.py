@@ -171,14 +171,15 @@ class ConnectionGuard:
         guarded._guard = self
         return guarded
 
-    def protocol_class(self) -> type[asyncio.Protocol]:
-        """uvicorn's h11 protocol, following each connection's phase for this guard."""
+    def protocol_class(self, base: type[H11Protocol] = H11Protocol) -> type[asyncio.Protocol]:
+        """uvicorn's h11 protocol (or ``base``, a subclass of it), following each connection's phase
+        for this guard."""
         guard = self
 
-        class GuardedH11Protocol(H11Protocol):
+        class GuardedH11Protocol(base):  # type: ignore[valid-type,misc]
             _tracked: _Tracked | None = None
 
-            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            def connection_made(self, transport: asyncio.Transport) -> None:
                 super().connection_made(transport)
                 self._tracked = guard._attach(transport)
 

@@ -46,6 +46,7 @@ __all__ = [
     "Names",
     "PlatformRule",
     "Policy",
+    "SecretRule",
     "WorkloadRule",
     "load_policy",
     "parse_duration",
@@ -154,6 +155,36 @@ class LegacyRule:
 
 
 @dataclass(frozen=True)
+class SecretRule:
+    """``[[secret]]``: which workloads may be released the secret ``name`` (docs/secrets.md).
+
+    A client matches when its certificate's SPIFFE path (without the ``/sim`` or ``/unattested``
+    marker) is one of ``spiffe_paths`` (if given) and its workload digest is one of ``digests``
+    (if given), and ``platforms`` admits its evidence as for a ``[[workload]]``: omitted, any
+    genuine TEE; a ``/sim`` or ``/unattested`` certificate only where ``platforms`` names
+    ``simulated`` or ``unattested`` explicitly.
+    """
+
+    name: str
+    spiffe_paths: frozenset[str] | None
+    digests: frozenset[str] | None
+    platforms: frozenset[str] | None
+
+    def admits(self, platform: str | None, *, simulated: bool, unattested: bool) -> bool:
+        listed = self.platforms
+        if unattested:
+            return listed is not None and "unattested" in listed
+        if platform is None:
+            return False
+        if simulated:
+            if listed is None or "simulated" not in listed:
+                return False
+            named = listed & set(PLATFORMS)
+            return not named or platform in named
+        return listed is None or platform in listed
+
+
+@dataclass(frozen=True)
 class Decision:
     """What to issue: a SPIFFE path (already marked /sim or /unattested), DNS names and IP
     addresses (for a marked path, only those the rule lists for that case), lifetime."""
@@ -180,6 +211,11 @@ class Policy:
     platforms: Mapping[str, PlatformRule]
     workloads: tuple[WorkloadRule, ...]
     legacy: tuple[LegacyRule, ...]
+    #: ``[[secret]]`` rules, in file order (docs/secrets.md).
+    secrets: tuple[SecretRule, ...] = ()
+
+    def secret_rules(self, name: str) -> tuple[SecretRule, ...]:
+        return tuple(rule for rule in self.secrets if rule.name == name)
 
     # --- evaluation ---
 
@@ -639,6 +675,7 @@ def parse_policy(
             "platform",
             "workload",
             "legacy",
+            "secret",
         },
         None,
     )
@@ -766,6 +803,7 @@ def parse_policy(
             )
         )
     _no_shared_names(ctx, workloads, legacy)
+    secrets = _secret_rules(ctx, doc.get("secret", []))
     return Policy(
         digest=_digest(raw, platforms),
         source=path,
@@ -777,7 +815,74 @@ def parse_policy(
         platforms=platforms,
         workloads=tuple(workloads),
         legacy=tuple(legacy),
+        secrets=secrets,
     )
+
+
+def _secret_rules(ctx: _Ctx, value: Any) -> tuple[SecretRule, ...]:
+    """``[[secret]]`` tables (docs/secrets.md "Policy")."""
+    from donjon.steward.secrets.errors import BadSecretName
+    from donjon.steward.secrets.names import check_name
+
+    if not isinstance(value, list):
+        raise ctx.error("secret must be an array of tables ([[secret]])", None, "secret")
+    rules: list[SecretRule] = []
+    for i, entry in enumerate(value):
+        _check_keys(ctx, entry, {"name", "spiffe_paths", "digests", "platforms"}, "secret", i)
+        name = entry.get("name")
+        try:
+            check_name(name)
+        except BadSecretName as e:
+            raise ctx.error(f"name: {e}", "secret", "name", i) from e
+        paths: frozenset[str] | None = None
+        if "spiffe_paths" in entry:
+            raw = entry["spiffe_paths"]
+            if not isinstance(raw, list) or not raw:
+                raise ctx.error(
+                    "spiffe_paths must be a non-empty list of SPIFFE paths", "secret", "spiffe_paths", i
+                )
+            checked = []
+            for item in raw:
+                try:
+                    checked.append(_spiffe_path(ctx, item, "secret", i))
+                except ConfigError as e:
+                    # _spiffe_path names the key spiffe_path; the error is about this list.
+                    raise ctx.error(f"spiffe_paths: {e.reason}", "secret", "spiffe_paths", i) from e
+            paths = frozenset(checked)
+        digests: frozenset[str] | None = None
+        if "digests" in entry:
+            raw = entry["digests"]
+            if (
+                not isinstance(raw, list)
+                or not raw
+                or not all(isinstance(d, str) and len(d) == 64 and _HEX.match(d.lower()) for d in raw)
+            ):
+                raise ctx.error(
+                    "digests must be a non-empty list of workload digests (64 hex characters)",
+                    "secret",
+                    "digests",
+                    i,
+                )
+            digests = frozenset(d.lower() for d in raw)
+        if paths is None and digests is None:
+            raise ctx.error(
+                f"secret {name!r} names no workload: give spiffe_paths, digests or both", "secret", None, i
+            )
+        plats = entry.get("platforms")
+        choices = PLATFORMS + MARKERS
+        if plats is not None and (
+            not isinstance(plats, list) or not plats or not all(p in choices for p in plats)
+        ):
+            raise ctx.error(f"platforms must list values from {list(choices)}", "secret", "platforms", i)
+        rules.append(
+            SecretRule(
+                name=name,
+                spiffe_paths=paths,
+                digests=digests,
+                platforms=frozenset(plats) if plats is not None else None,
+            )
+        )
+    return tuple(rules)
 
 
 def _digest(raw: bytes, platforms: Mapping[str, PlatformRule]) -> str:
@@ -889,6 +994,14 @@ collateral_grace = "0s"
 # sim_dns_names = ["localhost"]
 # sim_ip = ["127.0.0.1", "::1"]
 # unattested_dns_names = ["localhost"]
+
+# Secrets (docs/secrets.md): which workloads the Steward releases each stored secret to.
+# A /sim or /unattested certificate gets one only where platforms names "simulated" or
+# "unattested" explicitly.
+# [[secret]]
+# name = "db-password"
+# spiffe_paths = ["/frontend"]       # and/or digests = ["<64 hex: workload digest>"]
+# platforms = ["sev-snp", "tdx"]     # omit for any genuine TEE platform allowed above
 
 # Legacy Enarx Keeps, by the measurement of the Enarx runtime (needs allow_legacy_enarx).
 # [[legacy]]

@@ -42,11 +42,23 @@ from donjon.steward.log import LegacyLog
 from donjon.steward.logkey import load_log_signer
 from donjon.steward.nonce import NonceAuthority
 from donjon.steward.ratelimit import RefusalLimiter, RefusalRateLimit
+from donjon.steward.secrets.service import SecretService
+from donjon.steward.secrets.store import SecretStore
 from donjon.steward.sqlite_log import SqliteLog
+from donjon.steward.tlsscope import TlsH11Protocol, mtls_context_factory
 from donjon.steward.treestore import TreeStore
 from donjon.tlog.checkpoint import NoteSigner
 
-__all__ = ["ListenError", "build_steward", "format_hostport", "load_ca", "log_signer", "open_log", "serve"]
+__all__ = [
+    "ListenError",
+    "build_steward",
+    "format_hostport",
+    "load_ca",
+    "log_signer",
+    "open_log",
+    "open_secrets",
+    "serve",
+]
 
 log = logging.getLogger("donjon.steward")
 
@@ -164,6 +176,37 @@ def _vendor_collateral(config: StewardConfig) -> VendorCollateral:
         root_crl_url=config.intel_root_crl_url or DEFAULT_ROOT_CRL_URL,
     )
     return VendorCollateral(kds, pcs, fetcher=fetcher)
+
+
+def open_secrets(config: StewardConfig, steward: Steward) -> SecretService:
+    """The release side of the secret store (docs/secrets.md).
+
+    No KEK file yet: no secrets (releases are ``secret.not_found`` until the first ``secret put``
+    creates it; the store is opened then). A KEK
+    that cannot be read, or that does not unwrap the store's keys, is a :class:`KekError`: the
+    Steward must not start (nothing is served).
+    """
+    from donjon.steward.secrets.kek import kek_location, open_kek
+    from donjon.steward.secrets.store import open_store
+
+    location = kek_location(config)
+
+    def opener() -> SecretStore | None:
+        if config.secrets_kek.startswith("pkcs11:") or location.exists() or location.is_symlink():
+            return open_store(
+                config.log_backend, path=config.log_path, dsn=config.log_dsn, kek=open_kek(config)
+            )
+        return None
+
+    return SecretService(
+        store=opener(),
+        opener=opener,
+        policy=steward.policy,
+        ca_cert=steward.ca.cert,
+        trust_domain=steward.ca.trust_domain,
+        log=steward.log,
+        metrics=steward.metrics,
+    )
 
 
 def reload_policy(steward: Steward) -> bool:
@@ -304,8 +347,11 @@ def _server_logs() -> None:
         logging.getLogger(name).filters = [sampled]
 
 
-def serve(config: StewardConfig, steward: Steward) -> int | None:
+def serve(config: StewardConfig, steward: Steward, secrets: SecretService | None = None) -> int | None:
     """Run until SIGINT/SIGTERM; return the signal that stopped it (None: stopped otherwise).
+
+    Over HTTPS the server asks for an optional client certificate under the Steward's CA (the
+    release endpoint's mutual TLS; :mod:`donjon.steward.tlsscope`); ``secrets`` serves releases.
 
     The bound address is logged as ``{"event": "listening", ...}``, the stop as
     ``{"event": "stopped", ...}`` after the log is closed. Raises :class:`ListenError` when the
@@ -327,6 +373,7 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
             max_request_bytes=config.max_request_bytes,
             request_timeout=config.request_timeout,
             workers=config.workers,
+            secrets=secrets,
         ),
         limiter,
     )
@@ -335,6 +382,9 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
     if config.tls_cert:
         lean_tls_buffers()
     _server_logs()
+    tls: dict[str, Any] = {}
+    if config.tls_cert:
+        tls = {"ssl_context_factory": mtls_context_factory(str(config.ca_cert))}
     uv = uvicorn.Config(
         rate_limit,
         log_level="warning",
@@ -342,7 +392,8 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
         access_log=False,
         # uvicorn's h11 protocol, guarded (donjon.steward.connguard): it bounds the request head
         # (below); measured, httptools was within the noise of this benchmark (benchmarks/RESULTS.md).
-        http=guard.protocol_class(),
+        # Its base puts the ASGI tls extension in the scope (the release endpoint's client certificate).
+        http=guard.protocol_class(TlsH11Protocol),
         ws="none",
         # The selector loop calls accept() on the guarded listening socket; uvloop would not.
         loop="asyncio",
@@ -354,6 +405,7 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
         limit_concurrency=None,
         backlog=LISTEN_BACKLOG,
         h11_max_incomplete_event_size=16 * 1024,
+        **tls,
     )
     server = uvicorn.Server(uv)
 
@@ -391,6 +443,8 @@ def serve(config: StewardConfig, steward: Steward) -> int | None:
     try:
         server.run(sockets=[listener])
     finally:
+        if secrets is not None:
+            secrets.close()
         steward.close()
         listener.close()
         for sig, handler in previous.items():

@@ -21,6 +21,7 @@ already opened host sockets: ``ListenSocket`` / ``ConnectedSocket`` in the spec)
 """
 
 from .errors import GuestLinkError, GuestTrap, InvalidGuestSpec, PreopenError, WasiError
+from .memfs import MemoryEntry
 from .run import run_module
 from .spec import (
     ConnectedSocket,
@@ -29,6 +30,7 @@ from .spec import (
     HostListener,
     HostStream,
     ListenSocket,
+    MemoryDir,
     PreopenDir,
     Stdio,
 )
@@ -43,6 +45,8 @@ __all__ = [
     "HostStream",
     "InvalidGuestSpec",
     "ListenSocket",
+    "MemoryDir",
+    "MemoryEntry",
     "PreopenDir",
     "PreopenError",
     "Stdio",

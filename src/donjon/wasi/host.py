@@ -29,10 +29,11 @@ from .errno_map import wasi_error
 from .errors import Errno, InvalidGuestSpec, PreopenError, ProcExit
 from .fdtable import MAX_FDS, FdTable
 from .files import DirectoryFile, NullFile, OpenFile, RegularFile, StdioFile, filestat_of, filetype_of_mode
+from .memfs import MemoryDirectoryFile
 from .memory import GuestMemory
 from .paths import MAX_PATH, Resolved, resolve
 from .sockets import Lingering, ListenSocketFile, StreamSocketFile
-from .spec import ConnectedSocket, GuestFile, GuestSpec, ListenSocket, PreopenDir, Stdio
+from .spec import ConnectedSocket, GuestFile, GuestSpec, ListenSocket, MemoryDir, PreopenDir, Stdio
 
 MODULE = "wasi_snapshot_preview1"
 
@@ -189,6 +190,10 @@ class WasiHost:
                 raise InvalidGuestSpec("files", f"unknown stdio kind {entry.kind!r}")
             index = _STDIO_INDEX[entry.kind]
             return StdioFile(stdio_fds[index], readable=index == 0)
+        if isinstance(entry, MemoryDir):
+            if not entry.guest_path or "\0" in entry.guest_path:
+                raise InvalidGuestSpec("files", f"bad pre-open guest path {entry.guest_path!r}")
+            return MemoryDirectoryFile(entry.listing, preopen_name=entry.guest_path)
         if isinstance(entry, PreopenDir):
             host_path = Path(entry.host_path)
             if not host_path.is_absolute():
@@ -430,6 +435,10 @@ class WasiHost:
     # =========================================================================================
     def _dir(self, fd: int, right: int) -> DirectoryFile:
         f = self.fds.get(fd)
+        if isinstance(f, MemoryDirectoryFile):
+            # path_open and path_filestat_get serve an in-memory directory themselves; everything
+            # else would change it, or follow links it does not have.
+            raise Errno(abi.EPERM if right & abi.RIGHTS_WRITING else abi.ENOTCAPABLE)
         if not isinstance(f, DirectoryFile):
             raise Errno(abi.ENOTDIR)
         if right & ~f.rights_base:
@@ -456,6 +465,11 @@ class WasiHost:
                 raise wasi_error(e) from None
 
     def path_filestat_get(self, fd: int, flags: int, path: int, path_len: int, buf: int) -> None:
+        memory = self.fds.get(fd)
+        if isinstance(memory, MemoryDirectoryFile):
+            self.fds.get(fd, abi.RIGHT_PATH_FILESTAT_GET)
+            self.memory.pack(abi.FILESTAT, buf, *memory.stat_path(self._read_path(path, path_len)))
+            return
         follow = bool(flags & abi.LOOKUPFLAGS_SYMLINK_FOLLOW)
         with self._path(fd, abi.RIGHT_PATH_FILESTAT_GET, path, path_len, follow) as r:
             try:
@@ -522,6 +536,21 @@ class WasiHost:
         fdflags: int,
         opened_ptr: int,
     ) -> None:
+        memory = self.fds.get(fd)
+        if isinstance(memory, MemoryDirectoryFile):
+            self.fds.get(fd, abi.RIGHT_PATH_OPEN)
+            if oflags & ~abi.OFLAGS_ALL or fdflags & ~abi.FDFLAGS_ALL:
+                raise Errno(abi.EINVAL)
+            opened = memory.open_path(
+                self._read_path(path, path_len), oflags, rights_base & memory.rights_inheriting, fdflags
+            )
+            new_fd = self.fds.insert(opened)
+            try:
+                self.memory.set_u32(opened_ptr, new_fd)
+            except Errno:
+                self.fds.remove(new_fd).close()
+                raise
+            return
         d = self._dir(fd, abi.RIGHT_PATH_OPEN)
         if oflags & ~abi.OFLAGS_ALL or fdflags & ~abi.FDFLAGS_ALL:
             raise Errno(abi.EINVAL)

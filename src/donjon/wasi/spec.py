@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .memfs import MemoryEntry
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,19 @@ class PreopenDir:
     host_path: Path
     guest_path: str
     writable: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryDir:
+    """A read-only pre-opened directory held in the host's memory (:mod:`donjon.wasi.memfs`).
+
+    ``listing`` returns its files (name -> :class:`~donjon.wasi.memfs.MemoryEntry`) whenever the
+    guest lists or opens one, so the host may change them while the guest runs. Nothing of it is
+    ever a host file.
+    """
+
+    guest_path: str
+    listing: Callable[[], Mapping[str, MemoryEntry]]
 
 
 class HostStream(Protocol):
@@ -96,7 +112,7 @@ class ConnectedSocket:
     stream: HostStream
 
 
-GuestFile = Stdio | PreopenDir | ListenSocket | ConnectedSocket
+GuestFile = Stdio | PreopenDir | MemoryDir | ListenSocket | ConnectedSocket
 
 
 @dataclass(frozen=True)

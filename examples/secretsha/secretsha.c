@@ -1,0 +1,188 @@
+/*
+ * secretsha: reads a secret from the Keep's secrets directory and serves its SHA-256.
+ *
+ * For every connection on the listening socket named "web" (FD_NAMES), the file
+ * /run/secrets/db-password (SECRET_FILE overrides) is opened and read again, so a secret the
+ * Keep refreshed at renewal shows at the next connection; the answer is the lowercase hex
+ * SHA-256 of its bytes and a newline. The secret itself is never printed or sent.
+ *
+ * With `prot = "tls"` the Keep speaks TLS 1.3 with its attested certificate; this code sees
+ * plain bytes. SECRET_EXIT_AFTER=N: exit 0 after N connections (tests).
+ *
+ * SHA-256 as in FIPS 180-4 section 6.2 (a small, self-contained implementation).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SECRET_MAX (1024 * 1024)
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static void block(uint32_t h[8], const unsigned char *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++) {
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
+               (uint32_t)p[4 * i + 3];
+    }
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+static void sha256_hex(const unsigned char *data, size_t len, char out[65]) {
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    size_t full = len / 64;
+    for (size_t i = 0; i < full; i++) {
+        block(h, data + 64 * i);
+    }
+    unsigned char tail[128];
+    size_t rest = len - 64 * full;
+    memset(tail, 0, sizeof tail);
+    memcpy(tail, data + 64 * full, rest);
+    tail[rest] = 0x80;
+    size_t tail_len = rest < 56 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) {
+        tail[tail_len - 1 - i] = (unsigned char)(bits >> (8 * i));
+    }
+    block(h, tail);
+    if (tail_len == 128) {
+        block(h, tail + 64);
+    }
+    for (int i = 0; i < 8; i++) {
+        snprintf(out + 8 * i, 9, "%08x", h[i]);
+    }
+}
+
+static int find_fd(const char *want) {
+    const char *names = getenv("FD_NAMES");
+    const char *count_text = getenv("FD_COUNT");
+    if (names == NULL || count_text == NULL) {
+        return -1;
+    }
+    long count = strtol(count_text, NULL, 10);
+    size_t want_len = strlen(want);
+    long index = 0;
+    const char *start = names;
+    for (;;) {
+        const char *end = strchr(start, ':');
+        size_t len = end ? (size_t)(end - start) : strlen(start);
+        if (index < count && len == want_len && memcmp(start, want, len) == 0) {
+            return (int)index;
+        }
+        if (end == NULL) {
+            return -1;
+        }
+        start = end + 1;
+        index++;
+    }
+}
+
+static unsigned char secret[SECRET_MAX + 1];
+
+/* The answer for one connection: the digest line, or an error line. */
+static int answer(const char *path, char *line, size_t size) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return snprintf(line, size, "error: %s: %s\n", path, strerror(errno));
+    }
+    size_t len = fread(secret, 1, sizeof secret, f);
+    fclose(f);
+    if (len > SECRET_MAX) {
+        return snprintf(line, size, "error: %s is larger than %d bytes\n", path, SECRET_MAX);
+    }
+    char hex[65];
+    sha256_hex(secret, len, hex);
+    memset(secret, 0, len); /* no copy left behind in linear memory */
+    return snprintf(line, size, "%s\n", hex);
+}
+
+static int send_all(int fd, const char *data, size_t len) {
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, data + off, len - off, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                struct pollfd p = {.fd = fd, .events = POLLOUT};
+                poll(&p, 1, 1000);
+                continue;
+            }
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+int main(void) {
+    const char *path = getenv("SECRET_FILE");
+    if (path == NULL || *path == '\0') {
+        path = "/run/secrets/db-password";
+    }
+    int listen_fd = find_fd("web");
+    if (listen_fd < 0) {
+        fprintf(stderr, "secretsha: no pre-opened socket named \"web\" in FD_NAMES\n");
+        return 1;
+    }
+    const char *exit_text = getenv("SECRET_EXIT_AFTER");
+    long exit_after = exit_text ? strtol(exit_text, NULL, 10) : 0;
+    fprintf(stderr, "secretsha: serving the SHA-256 of %s on fd %d\n", path, listen_fd);
+    for (long served = 0; exit_after <= 0 || served < exit_after;) {
+        struct pollfd p = {.fd = listen_fd, .events = POLLIN};
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fprintf(stderr, "secretsha: poll: %s\n", strerror(errno));
+            return 2;
+        }
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK);
+        if (fd < 0) {
+            continue;
+        }
+        char line[512];
+        int n = answer(path, line, sizeof line);
+        if (n > 0 && (size_t)n < sizeof line) {
+            send_all(fd, line, (size_t)n);
+        }
+        shutdown(fd, SHUT_WR);
+        close(fd);
+        served++;
+    }
+    fprintf(stderr, "secretsha: served %ld connections, exiting\n", exit_after);
+    return 0;
+}
