@@ -256,6 +256,10 @@ def parse_runtime_claims(raw: bytes) -> RuntimeClaims:
     Duplicate members are refused (two parsers could pick different ones);
     exactly one ``HCLAkPub`` key must be present.
     """
+    if len(raw) > MAX_CLAIMS_BYTES:
+        raise MalformedEvidence(
+            "hcl.size", "runtime claims are too large", expected=f"<= {MAX_CLAIMS_BYTES}", got=len(raw)
+        )
     try:
         text = raw.decode("utf-8")
         doc = json.loads(text, object_pairs_hook=_no_duplicates)
