@@ -58,7 +58,7 @@ from donjon.attestation.hcl import (
     parse_hcl_report,
     parse_runtime_claims,
 )
-from donjon.attestation.pki import load_certificates, require_aware
+from donjon.attestation.pki import require_aware
 from donjon.attestation.verify import Collateral, EvidenceKind, TrustRoots, verify_evidence
 
 __all__ = [
@@ -313,11 +313,11 @@ def _hardware(
         if snp.report_data is not None:
             raise TypeError("AzureOptions.snp.report_data must be unset: the runtime claims decide it")
         assert evidence.vcek is not None
-        vcek = load_certificates(evidence.vcek, what="VCEK")
+        # As bytes: the dispatcher parses them once per distinct VCEK (a chip sends the same one).
         return verify_evidence(
             EvidenceKind.SNP_REPORT,
             hcl.hw_report,
-            certs=[*vcek, *certs],
+            certs=[evidence.vcek, *certs],
             collateral=collateral,
             roots=roots,
             at=at,

@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -82,8 +84,6 @@ MAX_HCL_BYTES = 8192
 MAX_CLAIMS_BYTES = 4096
 #: The AK is RSA; anything outside these sizes is not a TPM's key.
 _RSA_BITS = (2048, 4096)
-#: JSON nesting the runtime claims need (object -> keys -> key -> key_ops).
-_MAX_DEPTH = 6
 
 
 @dataclass(frozen=True)
@@ -230,16 +230,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _depth(value: Any, limit: int) -> int:
-    if limit < 0:
-        raise ValueError("nested too deeply")
-    if isinstance(value, dict):
-        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
-    return 0
-
-
 def _b64url_int(text: Any, what: str) -> int:
     if not isinstance(text, str) or not text or len(text) > 1024:
         raise MalformedEvidence("hcl.claims.ak", f"AK {what} is not a base64url string", field=what)
@@ -254,16 +244,24 @@ def parse_runtime_claims(raw: bytes) -> RuntimeClaims:
     """Decode the runtime claims JSON and the AK (JWK ``kid`` ``HCLAkPub``, RSA) in it.
 
     Duplicate members are refused (two parsers could pick different ones);
-    exactly one ``HCLAkPub`` key must be present.
+    exactly one ``HCLAkPub`` key must be present. A VM's claims are the same
+    bytes in every report until its user data changes: the decoding (and the
+    AK's construction) is remembered by the bytes, like the SNP verifier's
+    parsed certificates.
     """
+    return _parse_runtime_claims(bytes(raw))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_runtime_claims(raw: bytes) -> RuntimeClaims:
     if len(raw) > MAX_CLAIMS_BYTES:
         raise MalformedEvidence(
             "hcl.size", "runtime claims are too large", expected=f"<= {MAX_CLAIMS_BYTES}", got=len(raw)
         )
     try:
         text = raw.decode("utf-8")
+        # The size bound above bounds the nesting too (deeper input fails as RecursionError).
         doc = json.loads(text, object_pairs_hook=_no_duplicates)
-        _depth(doc, _MAX_DEPTH)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise MalformedEvidence("hcl.claims", f"runtime claims are not JSON: {e}") from e
     if not isinstance(doc, dict):
@@ -307,8 +305,8 @@ def parse_runtime_claims(raw: bytes) -> RuntimeClaims:
     return RuntimeClaims(
         raw=raw,
         ak_public=public,
-        ak_jwk=dict(ak),
-        vm_configuration=dict(config),
+        ak_jwk=MappingProxyType(dict(ak)),
+        vm_configuration=MappingProxyType(dict(config)),
         user_data=user_data,
         key_ids=kids,
     )
