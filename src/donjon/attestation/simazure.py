@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from donjon.attestation import hcl, tpm
 
-__all__ = ["DEFAULT_PCRS", "SimulatedVtpm"]
+__all__ = ["DEFAULT_PCRS", "SimulatedVtpm", "runtime_claims"]
 
 #: 24 distinct, recognisable PCR values (SHA-256 of "pcr<i>").
 DEFAULT_PCRS = tuple(hashlib.sha256(f"pcr{i}".encode()).digest() for i in range(24))
@@ -39,6 +39,22 @@ def _b64url(data: bytes) -> str:
 
 def _uint(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def runtime_claims(
+    ak: rsa.RSAPublicKey, vm_configuration: Mapping[str, Any], user_data: bytes = bytes(64)
+) -> bytes:
+    """Runtime claims as the paravisor writes them, for the AK ``ak`` (e.g. a software TPM's)."""
+    numbers = ak.public_numbers()
+    jwk = {
+        "kid": "HCLAkPub",
+        "key_ops": ["sign"],
+        "kty": "RSA",
+        "e": _b64url(_uint(numbers.e)),
+        "n": _b64url(_uint(numbers.n)),
+    }
+    doc = {"keys": [jwk], "vm-configuration": dict(vm_configuration), "user-data": user_data.hex().upper()}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 class SimulatedVtpm:
@@ -67,16 +83,7 @@ class SimulatedVtpm:
 
     def runtime_claims(self, user_data: bytes = bytes(64)) -> bytes:
         """The runtime claims JSON: the AK as JWK ``HCLAkPub``, the VM configuration, user data."""
-        numbers = self.ak.public_key().public_numbers()
-        ak = {
-            "kid": "HCLAkPub",
-            "key_ops": ["sign"],
-            "kty": "RSA",
-            "e": _b64url(_uint(numbers.e)),
-            "n": _b64url(_uint(numbers.n)),
-        }
-        doc = {"keys": [ak], "vm-configuration": self.vm_configuration, "user-data": user_data.hex().upper()}
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return runtime_claims(self.ak.public_key(), self.vm_configuration, user_data)
 
     @staticmethod
     def report_data(claims: bytes) -> bytes:
@@ -84,14 +91,16 @@ class SimulatedVtpm:
         return hashlib.sha256(claims).digest() + bytes(32)
 
     @staticmethod
-    def hcl_report(hw_report: bytes, claims: bytes, *, tdx: bool = False) -> bytes:
-        """An HCL report (padded to the NV index's size) around ``hw_report`` and ``claims``."""
+    def hcl_report(
+        hw_report: bytes, claims: bytes, *, tdx: bool = False, nv_size: int = _NV_INDEX_SIZE
+    ) -> bytes:
+        """An HCL report around ``hw_report`` and ``claims``, zero-padded to ``nv_size`` (Azure's NV size)."""
         report_type = hcl.REPORT_TYPE_TDX if tdx else hcl.REPORT_TYPE_SNP
         size = hcl.CLAIMS_OFFSET + len(claims)
         header = hcl.HCL_SIGNATURE + struct.pack("<4I", 2 if tdx else 1, size, 2, 0) + bytes(12)
         area = hw_report.ljust(hcl.HW_REPORT_SIZE, b"\x00")
         request = struct.pack("<5I", hcl.REQUEST_HEADER_SIZE + len(claims), 1, report_type, 1, len(claims))
-        return (header + area + request + claims).ljust(max(_NV_INDEX_SIZE, size), b"\x00")
+        return (header + area + request + claims).ljust(max(nv_size, size), b"\x00")
 
     def quote(self, qualifying_data: bytes, pcr_indices: Sequence[int] = range(24)) -> tuple[bytes, bytes]:
         """A marshalled TPMS_ATTEST (quote over ``pcr_indices`` of the SHA-256 bank) and its signature."""

@@ -45,6 +45,9 @@ class PlatformRoots:
     proc: Path = Path("/proc")
     gramine: Path = Path("/dev/attestation")
     tsm_report: Path = field(default=Path("/sys/kernel/config/tsm/report"))
+    #: the TPM (TSS2 TCTI string) and Azure's instance metadata service, for azure-snp/azure-tdx
+    tpm_tcti: str = "device:/dev/tpmrm0"
+    azure_imds: str = "http://169.254.169.254"
 
     @classmethod
     def under(cls, base: str | os.PathLike[str]) -> PlatformRoots:
@@ -57,6 +60,7 @@ class PlatformRoots:
             proc=b / "proc",
             gramine=b / "dev/attestation",
             tsm_report=configfs / "tsm/report",
+            tpm_tcti=f"device:{b / 'dev/tpmrm0'}",
         )
 
 
