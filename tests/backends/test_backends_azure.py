@@ -7,10 +7,7 @@ import base64
 import hashlib
 import json
 import shutil
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,15 +16,14 @@ from typing import Any, ClassVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from donjon import binding as _binding
 from donjon.attestation.azure import AzureOptions
 from donjon.attestation.detect import recognise_collateral
-from donjon.attestation.simazure import SimulatedVtpm, runtime_claims
 from donjon.attestation.simsnp import default_vendor
 from donjon.attestation.verify import Collateral, EvidenceKind, TrustRoots, verify_evidence
-from donjon.backends.azure import AK_HANDLE, HCL_NV_INDEX, AzureVtpmBackend
+from donjon.backends.azure import AzureVtpmBackend
+from donjon.backends.azure_sim import SoftwareTpm, provision
 from donjon.backends.platform import PlatformRoots
 from donjon.backends.registry import create_backend
 
@@ -36,107 +32,13 @@ BINDING = hashlib.sha512(b"a Keep's binding").digest()
 PCR7 = hashlib.sha256(b"secure boot policy").digest()
 
 
-def _free_pair() -> int:
-    """A free loopback port whose successor is free too (the swtpm TCTI's control port is port + 1)."""
-    for _ in range(50):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 @pytest.fixture
 def swtpm(tmp_path: Path) -> Iterator[str]:
     """A fresh swtpm on loopback; yields its TCTI string."""
     if shutil.which("swtpm") is None:
         pytest.fail("swtpm is not installed (scripts/test installs Debian's swtpm)")
-    state = tmp_path / "tpm"
-    state.mkdir()
-    port = _free_pair()
-    ctrl = port + 1
-    proc = subprocess.Popen(
-        [
-            "swtpm",
-            "socket",
-            "--tpm2",
-            "--tpmstate",
-            f"dir={state}",
-            "--server",
-            f"type=tcp,port={port},bindaddr=127.0.0.1",
-            "--ctrl",
-            f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
-            "--flags",
-            "not-need-init,startup-clear",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # wait until it accepts connections (its own readiness signal)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("swtpm did not start")
-                time.sleep(0.02)
-        yield f"swtpm:host=127.0.0.1,port={port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def provision(tcti: str, hw_for: Any, *, tdx: bool = False) -> rsa.RSAPublicKey:
-    """Azure's layout in the TPM: an AK at 0x81000003, the HCL report (binding it) at 0x01400001."""
-    from tpm2_pytss import (
-        ESAPI,
-        ESYS_TR,
-        TPM2_ALG,
-        TPM2B_NV_PUBLIC,
-        TPM2B_PUBLIC,
-        TPML_DIGEST_VALUES,
-        TPMS_NV_PUBLIC,
-        TPMT_HA,
-    )
-    from tpm2_pytss.constants import TPMA_NV, TPMA_OBJECT
-
-    attrs = (
-        TPMA_OBJECT.RESTRICTED
-        | TPMA_OBJECT.SIGN_ENCRYPT
-        | TPMA_OBJECT.FIXEDTPM
-        | TPMA_OBJECT.FIXEDPARENT
-        | TPMA_OBJECT.SENSITIVEDATAORIGIN
-        | TPMA_OBJECT.USERWITHAUTH
-    )
-    with ESAPI(tcti) as e:
-        template = TPM2B_PUBLIC.parse("rsa2048:rsassa-sha256:null", objectAttributes=attrs)
-        handle, public, *_ = e.create_primary(None, template, ESYS_TR.ENDORSEMENT)
-        e.evict_control(ESYS_TR.OWNER, handle, AK_HANDLE)
-        n = int.from_bytes(bytes(public.publicArea.unique.rsa), "big")
-        ak = rsa.RSAPublicNumbers(65537, n).public_key()
-        claims = runtime_claims(ak, {"secure-boot": True, "tpm-enabled": True, "vmUniqueId": "swtpm"})
-        report = SimulatedVtpm.hcl_report(hw_for(claims), claims, tdx=tdx, nv_size=0)
-        nv_public = TPM2B_NV_PUBLIC(
-            nvPublic=TPMS_NV_PUBLIC(
-                nvIndex=HCL_NV_INDEX,
-                nameAlg=TPM2_ALG.SHA256,
-                attributes=TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHREAD | TPMA_NV.AUTHWRITE,
-                dataSize=len(report),
-            )
-        )
-        index = e.nv_define_space(None, nv_public, ESYS_TR.OWNER)
-        for offset in range(0, len(report), 1024):
-            e.nv_write(index, report[offset : offset + 1024], offset, ESYS_TR.OWNER)
-        digest = TPMT_HA(hashAlg=TPM2_ALG.SHA256)
-        digest.digest.sha256 = PCR7
-        e.pcr_extend(ESYS_TR.PCR7, TPML_DIGEST_VALUES([digest]))
-    return ak
+    with SoftwareTpm(tmp_path / "tpm") as tpm:
+        yield tpm.tcti
 
 
 class _Imds(BaseHTTPRequestHandler):
@@ -189,12 +91,12 @@ def test_azure_snp_evidence_from_a_software_vtpm_verifies(swtpm: str, imds: tupl
     vendor = default_vendor("Milan")
     evidence = {}
 
-    def snp_report(claims: bytes) -> bytes:
-        ev = vendor.evidence(SimulatedVtpm.report_data(claims), measurement=b"\x42" * 48)
+    def snp_report(report_data: bytes) -> bytes:
+        ev = vendor.evidence(report_data, measurement=b"\x42" * 48)
         evidence["certs"] = ev.certs
         return ev.report
 
-    provision(swtpm, snp_report)
+    provision(swtpm, snp_report, extend={7: PCR7})
     pem = serialization.Encoding.PEM
     from cryptography import x509
 
@@ -232,10 +134,10 @@ def test_azure_tdx_evidence_asks_imds_for_the_td_quote(swtpm: str, imds: tuple[s
     sim = simtdx.SimulatedTdx(issued_at=issued)
     td = {}
 
-    def td_report(claims: bytes) -> bytes:
+    def td_report(report_data: bytes) -> bytes:
         report = bytearray(1024)
         report[0] = 0x81  # REPORTMACSTRUCT.REPORTTYPE: TDX
-        report[0x80:0xC0] = SimulatedVtpm.report_data(claims)
+        report[0x80:0xC0] = report_data
         td["quote"] = sim.quote(bytes(report[0x80:0xC0]))
         return bytes(report)
 
