@@ -920,6 +920,10 @@ collateral_grace = "0s"
 # min_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}
 # allowed_tcb_statuses = ["UpToDate"]
 #
+# [platform.sev-snp.vtpm]             # Azure CVMs: SEV-SNP behind the paravisor's vTPM (docs/azure.md)
+# allowed_measurements = ["<96 hex: the paravisor's (HCL's) MEASUREMENT>"]
+# pcrs = {{ 7 = ["<64 hex: SHA-256 PCR 7, Secure Boot policy>"] }}
+#
 # [platform.tdx]
 # allowed_measurements = ["<96 hex: MRTD>"]
 # registers = {{ rtmr0 = ["<hex>"], rtmr1 = ["<hex>"], rtmr2 = ["<hex>"], mrconfigid = ["<hex>"] }}
