@@ -72,6 +72,7 @@ def test_an_azure_keep_gets_its_identity_from_the_steward(
     assert str(result.spiffe_id) == h.SIM_SPIFFE_ID and result.simulated
     assert result.claims is not None and result.claims["tee"] == "sev-snp"
     assert result.claims["measurement"] == PARAVISOR.hex()
+    assert result.claims["vtpm"] is True  # in the certificate: not bare SEV-SNP
     # The same log as every issuance, with the vTPM's PCRs among the verified claims.
     entry = steward.steward.log.find_serial(result.serial)
     assert entry is not None and entry.record["evidence_kind"] == "azure-snp-vtpm"

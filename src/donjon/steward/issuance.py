@@ -508,6 +508,10 @@ class Steward:
             "simulated": decision.simulated,
             "fresh": decision.fresh,
         }
+        if claims is not None and "vtpm" in claims.raw:
+            # Behind a paravisor's vTPM (Azure): the measurement is the paravisor's, the guest's
+            # boot is in PCRs. Relying parties must be able to tell this from bare SEV-SNP/TDX.
+            summary["vtpm"] = True
         digest = record.get("workload_digest")
         issued = self.ca.issue(
             spki_der,
