@@ -73,6 +73,11 @@ def test_an_azure_keep_gets_its_identity_from_the_steward(
     assert result.claims is not None and result.claims["tee"] == "sev-snp"
     assert result.claims["measurement"] == PARAVISOR.hex()
     assert result.claims["vtpm"] is True  # in the certificate: not bare SEV-SNP
+    # The DICE extension says it too, with the quote's PCR digest as the vTPM entry's FWID.
+    from donjon.peer.claims import dice_claims
+
+    dice = dice_claims(result.leaf)
+    assert dice is not None and dice.values["vtpm"] is True and dice.values["tee"] == "sev-snp"
     # The same log as every issuance, with the vTPM's PCRs among the verified claims.
     entry = steward.steward.log.find_serial(result.serial)
     assert entry is not None and entry.record["evidence_kind"] == "azure-snp-vtpm"

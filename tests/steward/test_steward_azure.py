@@ -160,6 +160,7 @@ def test_policy_test_on_azure_evidence(
     assert json.loads(capsys.readouterr().out)["check"] == "policy.pcr"
 
 
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")  # AMD's VCEKs: serial 0
 def test_policy_test_on_the_recorded_azure_evidence(env: Any, vectors: Path, capsys: Any) -> None:
     # The real evidence verifies (tests/attestation_azure), but a Steward verifies SEV-SNP only with
     # AMD's ARK-signed CRL, and none is among the vectors: refused for that, by name, not by the chain.
@@ -177,3 +178,30 @@ def test_policy_test_on_the_recorded_azure_evidence(env: Any, vectors: Path, cap
     args += ["--at", "2026-11-29T00:00:00Z", "--format", "json"]
     assert cli_main(args) == 1
     assert json.loads(capsys.readouterr().out)["check"] == "collateral.missing"
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")  # AMD's VCEKs: serial 0
+def test_dice_entries_carry_the_vtpm_pcr_digest(vectors: Path) -> None:
+    # The recorded evidence's claims: the vTPM entry's FWID is the TPM quote's own PCR digest.
+    from datetime import UTC, datetime
+
+    from donjon.attestation import tpm
+    from donjon.attestation.azure import AzureOptions, parse_azure_evidence
+    from donjon.attestation.verify import TrustRoots, verify_evidence
+    from donjon.dice import VTPM_MODEL, claims_values
+    from donjon.steward.dice_claims import dice_entries
+
+    data = (vectors / "snp" / "trustee_azure" / "evidence-v1.json").read_bytes()
+    roots = TrustRoots.from_bytes((vectors / "roots/amd/trustee_milan_ask_ark_asvk.pem").read_bytes())
+    claims = verify_evidence(
+        "azure-snp-vtpm",
+        data,
+        roots=roots,
+        at=datetime(2026, 11, 29, tzinfo=UTC),
+        options=AzureOptions(qualifying_data=b"challenge"),
+    ).claims
+    entries = dice_entries(claims, WORKLOAD, simulated=False)
+    (vtpm,) = [e for e in entries if e.model == VTPM_MODEL]
+    quote = tpm.parse_quote(parse_azure_evidence(data, "sev-snp").quote)
+    assert vtpm.fwids[0].digest == quote.pcr_digest and not vtpm.not_secure
+    assert claims_values(entries)["vtpm"] is True
