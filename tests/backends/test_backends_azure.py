@@ -170,3 +170,19 @@ def test_probe_without_a_tpm_or_without_an_hcl_report(tmp_path: Path, swtpm: str
     # A TPM, but not Azure's: no HCL report in NV.
     bare = AzureVtpmBackend("azure-snp", tcti=swtpm).probe()
     assert not bare.usable and "HCL report" in bare.reason
+
+
+def test_an_imds_that_cannot_answer_is_an_evidence_error(swtpm: str, imds: tuple[str, Any]) -> None:
+    from donjon.backends.errors import EvidenceError
+
+    url, handler = imds
+    vendor = default_vendor("Milan")
+    provision(swtpm, lambda report_data: vendor.evidence(report_data).report)
+    # Nothing at that path (404), then an answer that is not the VCEK document.
+    with pytest.raises(EvidenceError) as e:
+        AzureVtpmBackend("azure-snp", tcti=swtpm, imds=url).evidence(BINDING)
+    assert "unreachable" in e.value.reason and "404" in e.value.reason
+    handler.answers[("GET", "/metadata/THIM/amd/certification")] = b'{"vcekCert": 1}'
+    with pytest.raises(EvidenceError) as e:
+        AzureVtpmBackend("azure-snp", tcti=swtpm, imds=url).evidence(BINDING)
+    assert "no usable endorsement" in e.value.reason

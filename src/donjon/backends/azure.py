@@ -53,7 +53,7 @@ _ATTEMPTS = 3
 #: An IMDS answer is a few KiB (a VCEK chain, a TD quote).
 _MAX_IMDS_BYTES = 64 * 1024
 
-#: fetch(method, url, json body or None) -> response body; raises OSError-like errors on failure
+#: fetch(method, url, json body or None) -> response body; raises OSError when IMDS cannot answer
 Fetch = Callable[[str, str, dict[str, Any] | None], bytes]
 
 
@@ -66,12 +66,20 @@ def _httpx_fetch(timeout: float) -> Fetch:
         import httpx
 
         # IMDS answers only requests that carry "Metadata: true" and no proxy (Azure IMDS docs).
-        with httpx.Client(timeout=timeout, trust_env=False) as client:
-            r = client.request(method, url, json=body, headers={"Metadata": "true"})
-            r.raise_for_status()
-            if len(r.content) > _MAX_IMDS_BYTES:
-                raise ValueError(f"IMDS answer larger than {_MAX_IMDS_BYTES} bytes")
-            return r.content
+        try:
+            with (
+                httpx.Client(timeout=timeout, trust_env=False) as client,
+                client.stream(method, url, json=body, headers={"Metadata": "true"}) as r,
+            ):
+                r.raise_for_status()
+                data = b""
+                for chunk in r.iter_bytes():
+                    data += chunk
+                    if len(data) > _MAX_IMDS_BYTES:
+                        raise ValueError(f"IMDS answer larger than {_MAX_IMDS_BYTES} bytes")
+                return data
+        except httpx.HTTPError as e:
+            raise OSError(f"{method} {url}: {e}") from e
 
     return fetch
 
@@ -231,13 +239,11 @@ class AzureVtpmBackend:
             )
             text = answer["quote"]
             return "td_quote", base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), ()
-        except (OSError, ValueError, KeyError, TypeError, AttestationError) as e:
+        except OSError as e:  # unreachable, or an HTTP error status
+            raise EvidenceError(self.name, f"Azure IMDS ({self.imds}) unreachable: {e}", fix="retry") from e
+        except (ValueError, KeyError, TypeError, AttestationError) as e:
             raise EvidenceError(
                 self.name, f"Azure IMDS ({self.imds}) gave no usable endorsement: {e}", fix="retry"
-            ) from e
-        except Exception as e:  # httpx's errors (connection, status) without importing httpx here
-            raise EvidenceError(
-                self.name, f"Azure IMDS ({self.imds}) is unreachable: {e}", fix="retry"
             ) from e
 
     # --- the Backend protocol --------------------------------------------------------------------------
