@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import shutil
 import threading
@@ -27,7 +28,6 @@ from donjon.backends.azure_sim import SoftwareTpm, provision
 from donjon.backends.platform import PlatformRoots
 from donjon.backends.registry import create_backend
 
-tpm2_pytss = pytest.importorskip("tpm2_pytss")
 BINDING = hashlib.sha512(b"a Keep's binding").digest()
 PCR7 = hashlib.sha256(b"secure boot policy").digest()
 
@@ -35,6 +35,10 @@ PCR7 = hashlib.sha256(b"secure boot policy").digest()
 @pytest.fixture
 def swtpm(tmp_path: Path) -> Iterator[str]:
     """A fresh swtpm on loopback; yields its TCTI string."""
+    if importlib.util.find_spec("tpm2_pytss") is None:
+        pytest.fail(
+            "tpm2-pytss is not installed (pip install -e '.[test]' after apt-get install libtss2-dev)"
+        )
     if shutil.which("swtpm") is None:
         pytest.fail("swtpm is not installed (scripts/test installs Debian's swtpm)")
     with SoftwareTpm(tmp_path / "tpm") as tpm:

@@ -8,6 +8,7 @@ IMDS by $DONJON_TPM_TCTI and $DONJON_AZURE_IMDS; everything between is what runs
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import threading
@@ -23,8 +24,6 @@ from cryptography.hazmat.primitives import serialization
 
 from donjon.peer import PeerExpectation, fetch_peer_chain, verify_peer
 
-pytest.importorskip("tpm2_pytss")
-
 SPIFFE_PATH = "/e2e/azure"
 PARAVISOR = b"\x42" * 48
 PCR7_EVENT = hashlib.sha256(b"secure boot policy").digest()
@@ -37,6 +36,10 @@ def azure_vm(tmp_path: Path, sim_vendor_dir: Path) -> Iterator[dict[str, str]]:
     from donjon.backends.azure_sim import SoftwareTpm, provision
     from donjon.backends.sim import load_or_create_sim_vendor
 
+    if importlib.util.find_spec("tpm2_pytss") is None:
+        pytest.fail(
+            "tpm2-pytss is not installed (pip install -e '.[test]' after apt-get install libtss2-dev)"
+        )
     if shutil.which("swtpm") is None:
         pytest.fail("swtpm is not installed (scripts/test installs Debian's swtpm)")
     vendor = load_or_create_sim_vendor("sim-snp", sim_vendor_dir)

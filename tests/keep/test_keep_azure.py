@@ -4,6 +4,7 @@ a software TPM laid out like Azure's vTPM (swtpm), the paravisor's SNP report fr
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from collections.abc import Iterator
@@ -16,8 +17,6 @@ from cryptography.hazmat.primitives import serialization
 
 from donjon.keep import AttestationRefused, attest
 
-pytest.importorskip("tpm2_pytss")
-
 PARAVISOR = b"\x42" * 48
 PCR7_EVENT = hashlib.sha256(b"secure boot policy").digest()
 PCR7 = hashlib.sha256(bytes(32) + PCR7_EVENT).digest()  # extended once from zero
@@ -29,6 +28,10 @@ def vtpm(tmp_path: Path, steward_env: Any) -> Iterator[Any]:
     from donjon.backends.azure import AzureVtpmBackend
     from donjon.backends.azure_sim import SoftwareTpm, provision
 
+    if importlib.util.find_spec("tpm2_pytss") is None:
+        pytest.fail(
+            "tpm2-pytss is not installed (pip install -e '.[test]' after apt-get install libtss2-dev)"
+        )
     if shutil.which("swtpm") is None:
         pytest.fail("swtpm is not installed (scripts/test installs Debian's swtpm)")
     vendor = steward_env.vendor
