@@ -8,6 +8,13 @@ It goes into SNP ``REPORT_DATA``, TDX/SGX ``REPORTDATA`` (64 bytes each). The
 nonce comes from the Steward's challenge, so a report cannot be replayed under
 another key, for another workload, or after the nonce expires.
 
+Behind a vTPM (Azure confidential VMs) the binding goes into a TPM2 quote's
+qualifying data (TPM2B_DATA), whose buffer is ``sizeof(TPMT_HA)``: 2 bytes plus
+the largest digest the TPM implements, so 34 bytes on a SHA-256-only TPM and 50
+with SHA-384 (TCG TPM 2.0 Part 2, 10.4.3). The 64 bytes do not fit every TPM,
+so the qualifying data is ``SHA-256(binding)`` (32 bytes, which every TPM 2.0
+accepts); SHA-256 keeps the binding's collision resistance at 128 bits.
+
 Legacy Enarx bindings (enarx/enarx ``src/backend/*/attestation``): SNP
 ``report_data[0:48] = SHA-384(SPKI DER)`` and SGX ``reportdata[0:32] =
 SHA-256(SPKI DER)``, the rest zero. They bind the key only: no workload, no
@@ -26,8 +33,10 @@ __all__ = [
     "BindingMismatch",
     "check_binding",
     "check_legacy_binding",
+    "check_vtpm_binding",
     "keep_binding",
     "legacy_binding",
+    "vtpm_qualifying_data",
 ]
 
 BINDING_DOMAIN = b"donjon-keep-v1"
@@ -76,6 +85,24 @@ def check_binding(report_data: bytes, spki_der: bytes, workload_digest: bytes, n
             "report data is not the binding of this key, workload and nonce",
             expected=expected,
             got=bytes(report_data),
+        )
+
+
+def vtpm_qualifying_data(binding: bytes) -> bytes:
+    """The TPM2 quote's qualifying data for a 64-byte ``binding``: SHA-256 of it (see the module doc)."""
+    if len(binding) != BINDING_SIZE:
+        raise ValueError(f"binding must be {BINDING_SIZE} bytes, got {len(binding)}")
+    return hashlib.sha256(binding).digest()
+
+
+def check_vtpm_binding(qualifying_data: bytes, spki_der: bytes, workload_digest: bytes, nonce: bytes) -> None:
+    """Raise :class:`BindingMismatch` unless a vTPM quote's qualifying data carries the native binding."""
+    expected = vtpm_qualifying_data(keep_binding(spki_der, workload_digest, nonce))
+    if not hmac.compare_digest(bytes(qualifying_data), expected):
+        raise BindingMismatch(
+            "qualifying data is not the vTPM binding of this key, workload and nonce",
+            expected=expected,
+            got=bytes(qualifying_data),
         )
 
 

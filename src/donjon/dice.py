@@ -55,6 +55,8 @@ __all__ = [
     "MULTI_TCB_INFO_OID",
     "SIMULATED_SUFFIX",
     "TEE_NAMES",
+    "VTPM_MODEL",
+    "VTPM_VENDOR",
     "WORKLOAD_MODEL",
     "WORKLOAD_VENDOR",
     "DiceError",
@@ -70,6 +72,10 @@ __all__ = [
 MULTI_TCB_INFO_OID = "2.23.133.5.4.5"
 WORKLOAD_VENDOR = "Donjon"
 WORKLOAD_MODEL = "workload"
+#: The entry for evidence behind a paravisor's vTPM (Azure CVMs): its FWID is the TPM quote's PCR
+#: digest (SHA-256 of the quoted PCR values); the TEE entry's measurement is then the paravisor's.
+VTPM_VENDOR = "Donjon"
+VTPM_MODEL = "paravisor vTPM"
 #: Two entries of a few hundred bytes each; anything far larger is not a Steward's.
 MAX_DICE_BYTES = 8192
 MAX_ENTRIES = 16
@@ -338,7 +344,8 @@ def workload_digest_of(entries: Sequence[TcbInfo]) -> bytes | None:
 def claims_values(entries: Sequence[TcbInfo]) -> dict[str, object]:
     """What a relying party reads from a Steward's entries, with the JSON claims' key names:
     ``tee``, ``measurement``, ``svn``, ``tcb_version``, ``workload_digest``, ``simulated`` (the
-    TEE's model is marked simulated) and ``not_secure`` (the flag on any entry: simulated, or no
+    TEE's model is marked simulated), ``vtpm`` (behind a paravisor's vTPM; absent otherwise) and
+    ``not_secure`` (the flag on any entry: simulated, or no
     evidence at all — which the SPIFFE path ``/unattested/`` says too)."""
     out: dict[str, object] = {}
     digest = workload_digest_of(entries)
@@ -347,6 +354,9 @@ def claims_values(entries: Sequence[TcbInfo]) -> dict[str, object]:
     simulated = False
     for entry in entries:
         if entry.vendor == WORKLOAD_VENDOR and entry.model == WORKLOAD_MODEL:
+            continue
+        if entry.vendor == VTPM_VENDOR and entry.model == VTPM_MODEL:
+            out["vtpm"] = True
             continue
         model = entry.model or ""
         base = model.removesuffix(SIMULATED_SUFFIX)

@@ -21,6 +21,9 @@ Layout of the arc (``DONJON_ARC`` below):
   - ``.1.2`` Intel TDX quote (OCTET STRING);
   - ``.1.3`` Intel SGX DCAP quote (OCTET STRING);
   - ``.1.4`` Arm CCA token (OCTET STRING, CBOR);
+  - ``.1.5`` Azure SEV-SNP behind the paravisor's vTPM (OCTET STRING: the evidence JSON,
+    docs/attestation.md "Azure vTPM evidence");
+  - ``.1.6`` Azure TDX behind the paravisor's vTPM (OCTET STRING: the evidence JSON);
 - ``.2`` PKCS#10 attributes of a Keep's CSR
 
   - ``.2.1`` workload digest (single value: OCTET STRING, 32 bytes);
@@ -37,6 +40,8 @@ __all__ = [
     "DONJON_ARC",
     "ENARX_SGX_EVIDENCE",
     "ENARX_SNP_EVIDENCE",
+    "EVIDENCE_AZURE_SNP_VTPM",
+    "EVIDENCE_AZURE_TDX_VTPM",
     "EVIDENCE_CCA",
     "EVIDENCE_KIND_BY_OID",
     "EVIDENCE_NONE",
@@ -58,6 +63,8 @@ EVIDENCE_SNP = ObjectIdentifier(DONJON_ARC + ".1.1")
 EVIDENCE_TDX = ObjectIdentifier(DONJON_ARC + ".1.2")
 EVIDENCE_SGX = ObjectIdentifier(DONJON_ARC + ".1.3")
 EVIDENCE_CCA = ObjectIdentifier(DONJON_ARC + ".1.4")
+EVIDENCE_AZURE_SNP_VTPM = ObjectIdentifier(DONJON_ARC + ".1.5")
+EVIDENCE_AZURE_TDX_VTPM = ObjectIdentifier(DONJON_ARC + ".1.6")
 
 CSR_ATTR_WORKLOAD_DIGEST = ObjectIdentifier(DONJON_ARC + ".2.1")
 CSR_ATTR_NONCE = ObjectIdentifier(DONJON_ARC + ".2.2")
@@ -68,6 +75,8 @@ EVIDENCE_OID_BY_KIND: dict[str, ObjectIdentifier] = {
     "tdx-quote": EVIDENCE_TDX,
     "sgx-quote": EVIDENCE_SGX,
     "cca-token": EVIDENCE_CCA,
+    "azure-snp-vtpm": EVIDENCE_AZURE_SNP_VTPM,
+    "azure-tdx-vtpm": EVIDENCE_AZURE_TDX_VTPM,
     "none": EVIDENCE_NONE,
 }
 EVIDENCE_KIND_BY_OID: dict[ObjectIdentifier, str] = {v: k for k, v in EVIDENCE_OID_BY_KIND.items()}

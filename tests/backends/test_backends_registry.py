@@ -50,7 +50,7 @@ def factory_for(usable=(), made=None):
 
 
 def test_auto_order_is_documented():
-    assert AUTO_ORDER == ("snp", "tdx", "cca", "sgx")
+    assert AUTO_ORDER == ("snp", "tdx", "cca", "sgx", "azure-snp", "azure-tdx")
 
 
 def test_auto_picks_the_first_usable_attested_backend():

@@ -71,6 +71,11 @@ def detect_evidence_kind(evidence: bytes) -> EvidenceKind:
     """Which kind of evidence ``evidence`` is, from its header (not a verification)."""
     if evidence.startswith(_CCA_TAG):
         return EvidenceKind.CCA_TOKEN
+    if evidence.lstrip().startswith(b"{"):
+        # Azure vTPM evidence is a JSON document; its hardware member names the TEE.
+        azure = _azure_kind(evidence)
+        if azure is not None:
+            return azure
     if len(evidence) >= 48:
         version, key_type, tee_type = struct.unpack_from("<HHI", evidence, 0)
         # DCAP quote header: version 3 (SGX only) or 4/5 (TEE type at offset 4),
@@ -89,6 +94,19 @@ def detect_evidence_kind(evidence: bytes) -> EvidenceKind:
         f"not a recognised SEV-SNP report, DCAP quote or CCA token ({len(evidence)} bytes, "
         f"starting {evidence[:8].hex()})",
     )
+
+
+def _azure_kind(evidence: bytes) -> EvidenceKind | None:
+    try:
+        doc = json.loads(evidence)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(doc, dict) and ("hcl_report" in doc or "report" in doc):
+        if "vcek" in doc:
+            return EvidenceKind.AZURE_SNP_VTPM
+        if "td_quote" in doc:
+            return EvidenceKind.AZURE_TDX_VTPM
+    return None
 
 
 def _pem(data: bytes, source: str) -> Collateral:

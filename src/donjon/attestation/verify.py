@@ -15,7 +15,8 @@ the Intel code and a build without a vendor module says so with a clear
 for TDX/SGX a mapping of the keyword arguments of
 :func:`donjon.attestation.dcap_verify.verify_tdx_quote` (``allow_debug``,
 ``allowed_statuses``, ``report_data``...); for CCA a mapping with
-``platform_keys`` (pinned CPAK public keys) and ``expected_challenge``.
+``platform_keys`` (pinned CPAK public keys) and ``expected_challenge``; for the Azure vTPM kinds
+:class:`donjon.attestation.azure.AzureOptions`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class EvidenceKind(enum.StrEnum):
     TDX_QUOTE = "tdx-quote"  # Intel TDX DCAP quote, version 4 or 5
     SGX_QUOTE = "sgx-quote"  # Intel SGX DCAP quote, version 3 (or 4/5 where they occur)
     CCA_TOKEN = "cca-token"  # Arm CCA attestation token (CBOR tag 399: platform + realm token)
+    # Azure confidential VMs: the paravisor's HCL report + a vTPM quote, as a JSON document (v0/v1/v2)
+    AZURE_SNP_VTPM = "azure-snp-vtpm"
+    AZURE_TDX_VTPM = "azure-tdx-vtpm"
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,12 @@ def verify_evidence(
         result = _verify_snp(data, tuple(parsed), bundle, roots, at, options)
     elif which is EvidenceKind.CCA_TOKEN:
         result = _verify_cca(data, at, options)
+    elif which in (EvidenceKind.AZURE_SNP_VTPM, EvidenceKind.AZURE_TDX_VTPM):
+        from donjon.attestation.azure import verify_azure_vtpm
+
+        result = verify_azure_vtpm(
+            which, data, certs=tuple(parsed), collateral=bundle, roots=roots, at=at, options=options
+        )
     else:
         result = _verify_intel(which, data, tuple(parsed), bundle, roots, at, options)
     if not isinstance(result, VerifiedEvidence):  # pragma: no cover - a vendor module's bug

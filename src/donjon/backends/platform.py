@@ -36,6 +36,10 @@ __all__ = [
 _MAX_PROC = 1 << 20
 
 
+TPM_TCTI_ENV = "DONJON_TPM_TCTI"
+AZURE_IMDS_ENV = "DONJON_AZURE_IMDS"
+
+
 @dataclass(frozen=True)
 class PlatformRoots:
     """Every host path the backends and their detection read; tests point them at a temp tree."""
@@ -45,6 +49,12 @@ class PlatformRoots:
     proc: Path = Path("/proc")
     gramine: Path = Path("/dev/attestation")
     tsm_report: Path = field(default=Path("/sys/kernel/config/tsm/report"))
+    #: the TPM (TSS2 TCTI string) and Azure's instance metadata service, for azure-snp/azure-tdx;
+    #: $DONJON_TPM_TCTI / $DONJON_AZURE_IMDS override them (a software TPM and a local IMDS in tests)
+    tpm_tcti: str = field(default_factory=lambda: os.environ.get(TPM_TCTI_ENV) or "device:/dev/tpmrm0")
+    azure_imds: str = field(
+        default_factory=lambda: os.environ.get(AZURE_IMDS_ENV) or "http://169.254.169.254"
+    )
 
     @classmethod
     def under(cls, base: str | os.PathLike[str]) -> PlatformRoots:
@@ -57,6 +67,7 @@ class PlatformRoots:
             proc=b / "proc",
             gramine=b / "dev/attestation",
             tsm_report=configfs / "tsm/report",
+            tpm_tcti=f"device:{b / 'dev/tpmrm0'}",
         )
 
 

@@ -1,10 +1,12 @@
 """Backend names, construction, and selection under the workload's allow-list.
 
 ``auto`` picks the first *usable attested, non-simulated* backend in
-:data:`AUTO_ORDER` (``snp``, ``tdx``, ``cca``, ``sgx``): a confidential VM has
-exactly one configfs-tsm provider, so the order among the first three only
-decides what is probed first; Gramine comes last because an enclave inside a
-confidential VM is the rarer case. Simulators are never chosen automatically:
+:data:`AUTO_ORDER` (``snp``, ``tdx``, ``cca``, ``sgx``, ``azure-snp``,
+``azure-tdx``): a confidential VM has exactly one configfs-tsm provider, so the
+order among the first three only decides what is probed first; Gramine comes
+next because an enclave inside a confidential VM is the rarer case; the Azure
+backends last, as they are usable only where configfs-tsm is not (the vTPM holds
+an HCL report). Simulators are never chosen automatically:
 simulated evidence must be asked for by name. When nothing attested works,
 ``auto`` falls back to ``nil`` with a warning — unless the allow-list excludes
 ``nil``, in which case it refuses to start and says why each backend failed.
@@ -34,9 +36,19 @@ log = logging.getLogger(__name__)
 
 #: Every backend name, in the order ``platform info`` lists them (the same set as the
 #: workload config's ``backends`` allow-list accepts: donjon.config.model.BACKEND_NAMES).
-BACKEND_NAMES: tuple[str, ...] = ("snp", "tdx", "cca", "sgx", "sim-snp", "sim-tdx", "nil")
+BACKEND_NAMES: tuple[str, ...] = (
+    "snp",
+    "tdx",
+    "cca",
+    "sgx",
+    "azure-snp",
+    "azure-tdx",
+    "sim-snp",
+    "sim-tdx",
+    "nil",
+)
 AUTO = "auto"
-AUTO_ORDER: tuple[str, ...] = ("snp", "tdx", "cca", "sgx")
+AUTO_ORDER: tuple[str, ...] = ("snp", "tdx", "cca", "sgx", "azure-snp", "azure-tdx")
 
 
 def create_backend(
@@ -67,6 +79,10 @@ def create_backend(
         from donjon.backends.gramine import GramineBackend
 
         return GramineBackend(root=roots.gramine)
+    if name in ("azure-snp", "azure-tdx"):
+        from donjon.backends.azure import AzureVtpmBackend
+
+        return AzureVtpmBackend(name, tcti=roots.tpm_tcti, imds=roots.azure_imds)
     if name in ("sim-snp", "sim-tdx"):
         from donjon.backends.sim import SimBackend
 

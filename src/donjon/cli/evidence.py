@@ -32,6 +32,9 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
 
+#: The evidence kinds (EvidenceKind's values; spelled out so --help needs no attestation import).
+KINDS = ["snp-report", "tdx-quote", "sgx-quote", "cca-token", "azure-snp-vtpm", "azure-tdx-vtpm"]
+
 #: Largest file the command reads (evidence, collateral or roots).
 MAX_FILE_BYTES = 4 << 20
 
@@ -51,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="donjon evidence",
         description="Verify or decode attestation evidence offline: SEV-SNP reports, TDX and SGX\n"
-        "quotes, CCA tokens. See docs/attestation.md.",
+        "quotes, CCA tokens, Azure vTPM evidence (SEV-SNP or TDX). See docs/attestation.md.",
         epilog=examples(
             "donjon evidence verify report.bin --collateral vcek.der --collateral ask_ark_milan.pem",
             "donjon evidence show quote.dat --format json",
@@ -70,9 +73,14 @@ def parser() -> argparse.ArgumentParser:
             "donjon evidence verify quote.dat --collateral tcb_info.json --collateral qe_identity.json \\",
             "    --collateral pck_chain.pem --collateral pck_crl.der --format json",
             "donjon evidence verify token.cbor --cca-platform-key cpak.pem",
+            "donjon evidence verify azure-evidence.json --kind azure-snp-vtpm --roots ask_ark_milan.pem \\",
+            "    --report-data 6368616c6c656e6765",
         ),
     )
-    verify.add_argument("file", help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token)")
+    verify.add_argument(
+        "file",
+        help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token), or Azure vTPM JSON",
+    )
     verify.add_argument(
         "--collateral",
         action="append",
@@ -99,11 +107,15 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--kind",
-        choices=["snp-report", "tdx-quote", "sgx-quote", "cca-token"],
+        choices=KINDS,
         help="evidence kind (default: detected)",
     )
     verify.add_argument("--allow-debug", action="store_true", help="accept a debuggable guest/enclave")
-    verify.add_argument("--report-data", metavar="HEX", help="the expected 64-byte report data, in hex")
+    verify.add_argument(
+        "--report-data",
+        metavar="HEX",
+        help="the expected 64-byte report data, in hex; for azure-*-vtpm the TPM quote's qualifying data",
+    )
     verify.add_argument("--max-vmpl", type=int, default=0, metavar="N", help="SNP: highest VMPL accepted (0)")
     verify.add_argument("--product", choices=["Milan", "Genoa", "Turin"], help="SNP: required product line")
     verify.add_argument("--allow-migration-agent", action="store_true", help="SNP: accept MIGRATE_MA")
@@ -131,10 +143,13 @@ def parser() -> argparse.ArgumentParser:
         description="Decode evidence and print every field. Nothing is verified.",
         epilog=examples("donjon evidence show report.bin", "donjon evidence show quote.dat --format json"),
     )
-    show.add_argument("file", help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token)")
+    show.add_argument(
+        "file",
+        help="evidence: raw binary or hex (SNP report, TDX/SGX quote, CCA token), or Azure vTPM JSON",
+    )
     show.add_argument(
         "--kind",
-        choices=["snp-report", "tdx-quote", "sgx-quote", "cca-token"],
+        choices=KINDS,
         help="evidence kind (default: detected)",
     )
     show.add_argument(
@@ -255,7 +270,27 @@ def _verify(args: argparse.Namespace) -> int:
         evidence = decode_evidence(evidence_raw)
         kind = EvidenceKind(args.kind) if args.kind else detect_evidence_kind(evidence)
         options: object | None
-        if kind is EvidenceKind.SNP_REPORT:
+        if kind in (EvidenceKind.AZURE_SNP_VTPM, EvidenceKind.AZURE_TDX_VTPM):
+            from donjon.attestation.azure import AzureOptions
+
+            # The binding is in the vTPM quote; the hardware report's REPORT_DATA is the runtime claims'.
+            options = AzureOptions(
+                qualifying_data=report_data,
+                snp=SnpOptions(
+                    allow_debug=args.allow_debug,
+                    max_vmpl=args.max_vmpl,
+                    product=args.product,
+                    allow_migration_agent=args.allow_migration_agent,
+                    require_crl=args.require_crl,
+                    min_tcb=min_tcb,
+                ),
+                tdx={
+                    "allow_debug": args.allow_debug,
+                    "allow_missing_crls": args.allow_missing_crls,
+                    "allow_missing_qe_identity": args.allow_missing_qe_identity,
+                },
+            )
+        elif kind is EvidenceKind.SNP_REPORT:
             options = SnpOptions(
                 allow_debug=args.allow_debug,
                 max_vmpl=args.max_vmpl,
@@ -343,6 +378,8 @@ def _decode(kind: Any, evidence: bytes) -> dict[str, Any]:
         for name in ("current_tcb", "reported_tcb", "committed_tcb", "launch_tcb"):
             doc[f"{name}_decoded"] = decode_tcb(getattr(report, name), product).components()
         return doc
+    if kind in (EvidenceKind.AZURE_SNP_VTPM, EvidenceKind.AZURE_TDX_VTPM):
+        return _decode_azure(kind, evidence)
     try:
         if kind is EvidenceKind.CCA_TOKEN:
             from donjon.attestation.cca import parse_cca_token
@@ -353,6 +390,39 @@ def _decode(kind: Any, evidence: bytes) -> dict[str, Any]:
         return {"quote": _jsonable(parse_quote(evidence))}
     except ModuleNotFoundError as e:
         raise MalformedEvidence("evidence.unsupported", f"this build cannot decode {kind.value}") from e
+
+
+def _decode_azure(kind: Any, evidence: bytes) -> dict[str, Any]:
+    from donjon.attestation import hcl, tpm
+    from donjon.attestation.azure import parse_azure_evidence
+    from donjon.attestation.verify import EvidenceKind
+
+    tee = "sev-snp" if kind is EvidenceKind.AZURE_SNP_VTPM else "tdx"
+    parsed = parse_azure_evidence(evidence, tee)
+    report = hcl.parse_hcl_report(parsed.hcl_report)
+    quote = tpm.parse_quote(parsed.quote)
+    runtime = hcl.parse_runtime_claims(report.runtime_claims)
+    hardware = (
+        _decode(EvidenceKind.SNP_REPORT, report.hw_report)
+        if tee == "sev-snp"
+        else _decode(EvidenceKind.TDX_QUOTE, parsed.td_quote or b"")
+    )
+    doc: dict[str, Any] = _jsonable(
+        {
+            "evidence_version": parsed.version,
+            "hcl_report": _jsonable(report),
+            "runtime_claims": {
+                "sha256": report.claims_digest(),
+                "key_ids": list(runtime.key_ids),
+                "vm_configuration": _jsonable(runtime.vm_configuration),
+                "user_data": _jsonable(runtime.user_data),
+            },
+            "tpm_quote": _jsonable(quote),
+            "pcrs": {str(i): v.hex() for (_alg, i), v in zip(quote.selected, parsed.pcrs, strict=False)},
+            "hardware": hardware,
+        }
+    )
+    return doc
 
 
 def main(argv: Sequence[str]) -> int:

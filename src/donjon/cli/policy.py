@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "parser"]
 
-_KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token")
+_KINDS = ("snp-report", "tdx-quote", "sgx-quote", "cca-token", "azure-snp-vtpm", "azure-tdx-vtpm")
 
 
 def parser() -> argparse.ArgumentParser:

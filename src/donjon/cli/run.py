@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         "--backend",
         metavar="NAME",
         help="TEE backend: auto (default: the TEE found here, else nil, which is NOT attested), "
-        "snp, tdx, cca, sgx, sim-snp, sim-tdx, nil",
+        "snp, tdx, cca, sgx, azure-snp, azure-tdx, sim-snp, sim-tdx, nil",
     )
     p.add_argument(
         "--steward", metavar="URL", help="the Steward to attest to (default: the config's steward)"

@@ -39,7 +39,17 @@ StdioKind = Literal["null", "stdin", "stdout", "stderr"]
 RESERVED_ENV: tuple[str, ...] = ("FD_COUNT", "FD_NAMES")
 
 #: Every backend name a ``backends`` allow-list may hold (DESIGN.md "Parts", TEE backends).
-BACKEND_NAMES: tuple[str, ...] = ("nil", "sim-snp", "sim-tdx", "snp", "tdx", "sgx", "cca")
+BACKEND_NAMES: tuple[str, ...] = (
+    "nil",
+    "sim-snp",
+    "sim-tdx",
+    "snp",
+    "tdx",
+    "sgx",
+    "cca",
+    "azure-snp",
+    "azure-tdx",
+)
 
 
 def default_port(prot: Protocol) -> int:

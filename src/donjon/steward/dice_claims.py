@@ -1,7 +1,9 @@
 """What a Steward-issued certificate says about its evidence: the TCG DICE ``MultiTcbInfo`` entries.
 
 DESIGN.md "Certificates the Steward issues": one entry for the TEE (layer 0: vendor and model,
-the launch measurement as an FWID with its hash, the TCB as ``version``/``svn``) and one for
+the launch measurement as an FWID with its hash, the TCB as ``version``/``svn``), behind a
+paravisor's vTPM one more (layer 0: ``Donjon`` ``paravisor vTPM``, the quote's PCR digest as a
+SHA-256 FWID), and one for
 the workload (layer 1: vendor ``Donjon``, model ``workload``, the workload digest as a SHA-256
 FWID). The format is :mod:`donjon.dice`'s; this module only maps verified claims onto it.
 Pure: claims in, entries out.
@@ -9,12 +11,15 @@ Pure: claims in, entries out.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from donjon.attestation.claims import Claims
 from donjon.dice import (
     SIMULATED_SUFFIX,
     TEE_NAMES,
+    VTPM_MODEL,
+    VTPM_VENDOR,
     WORKLOAD_MODEL,
     WORKLOAD_VENDOR,
     DiceError,
@@ -46,6 +51,17 @@ def _tcb_version(claims: Claims) -> tuple[str | None, int | None]:
     return None, None
 
 
+def _vtpm_pcr_digest(claims: Claims) -> bytes | None:
+    """SHA-256 of the quoted PCR values in index order (the quote's pcrDigest), behind a vTPM."""
+    vtpm = claims.raw.get("vtpm")
+    if not isinstance(vtpm, Mapping):
+        return None
+    pcrs = vtpm.get("pcrs")
+    if not isinstance(pcrs, Mapping) or not all(isinstance(v, bytes) for v in pcrs.values()):
+        return None
+    return hashlib.sha256(b"".join(pcrs[k] for k in sorted(pcrs, key=int))).digest()
+
+
 def dice_entries(
     claims: Claims | None, workload_digest: bytes | None, simulated: bool
 ) -> tuple[TcbInfo, ...]:
@@ -73,6 +89,17 @@ def dice_entries(
                 not_secure=not_secure,
             )
         )
+        pcr_digest = _vtpm_pcr_digest(claims)
+        if pcr_digest is not None:
+            entries.append(
+                TcbInfo(
+                    vendor=VTPM_VENDOR,
+                    model=VTPM_MODEL,
+                    layer=0,
+                    fwids=(Fwid("sha256", pcr_digest),),
+                    not_secure=not_secure,
+                )
+            )
     if workload_digest is not None:
         entries.append(
             TcbInfo(

@@ -92,9 +92,36 @@ class EvidenceVerifier(Protocol):
 #: A parsed CSR (native or legacy) between admission and the decision.
 _C = TypeVar("_C")
 
+#: Evidence kinds whose binding is a vTPM quote's qualifying data, not the hardware report's data.
+_VTPM_KINDS = ("azure-snp-vtpm", "azure-tdx-vtpm")
+
+
+def _hardware_kind(kind: str, evidence: bytes) -> tuple[str, bytes | None]:
+    """The kind whose collateral verifies ``kind``, and the hardware evidence as a (untrusted) hint."""
+    if kind not in _VTPM_KINDS:
+        return kind, evidence
+    from donjon.attestation.azure import parse_azure_evidence
+    from donjon.attestation.hcl import parse_hcl_report
+
+    tee = "sev-snp" if kind == "azure-snp-vtpm" else "tdx"
+    try:
+        parsed = parse_azure_evidence(evidence, tee)
+        hint = parse_hcl_report(parsed.hcl_report).hw_report if tee == "sev-snp" else parsed.td_quote
+    except AttestationError:
+        hint = None  # the verifier refuses it below, with the precise reason
+    return ("snp-report" if tee == "sev-snp" else "tdx-quote"), hint
+
 
 def _default_options(kind: str, policy: Policy) -> object | None:
     """Strict verifier options; the policy may only relax what it names (and docs call unsafe)."""
+    if kind in _VTPM_KINDS:
+        from donjon.attestation.azure import AzureOptions
+
+        hardware = "snp-report" if kind == "azure-snp-vtpm" else "tdx-quote"
+        inner = _default_options(hardware, policy)
+        if kind == "azure-snp-vtpm":
+            return AzureOptions(snp=inner)
+        return AzureOptions(tdx=inner if isinstance(inner, dict) else {})
     if kind == "snp-report":
         from donjon.attestation.snp import SnpOptions
 
@@ -254,7 +281,9 @@ class Steward:
         policy: Policy,
         record: dict[str, Any],
     ) -> VerifiedEvidence:
-        own = self.collateral.current(kind, evidence)
+        # Azure vTPM evidence is verified with its hardware kind's collateral (AMD's CRL, Intel's TCB info).
+        hardware, hint = _hardware_kind(kind, evidence)
+        own = self.collateral.current(hardware, hint)
         # Certificates alone (a cert_chain) are not revocation or TCB collateral.
         dated = own is not None and own.issued_at is not None
         keep_set: CollateralSet | None = collateral_set(keep) if keep is not None else None
@@ -280,12 +309,12 @@ class Steward:
                 # the policy grants, bounded and recorded in the log entry.
                 candidates.append(("steward-grace", own.collateral, own.next_update))
         if not candidates:
-            if kind in self.require_collateral:
+            if hardware in self.require_collateral:
                 check = "collateral.missing" if own is None or not dated else "collateral.stale"
                 reason = (
-                    f"the Steward holds no current CRL or TCB collateral for {kind}"
+                    f"the Steward holds no current CRL or TCB collateral for {hardware}"
                     if own is None or not dated
-                    else f"the Steward's collateral for {kind} is not current (next update "
+                    else f"the Steward's collateral for {hardware} is not current (next update "
                     f"{own.next_update.isoformat() if own.next_update else '?'})"
                 )
                 raise Refused(check, reason)
@@ -513,7 +542,13 @@ class Steward:
             record["claims"] = _jsonable(claims.as_dict())
             assert csr.nonce is not None
             try:
-                _binding.check_binding(claims.report_data, csr.spki_der, csr.workload_digest, csr.nonce)
+                if kind in _VTPM_KINDS:
+                    # Behind a vTPM the binding is in the TPM quote's qualifying data (binding.py).
+                    _binding.check_vtpm_binding(
+                        claims.report_data, csr.spki_der, csr.workload_digest, csr.nonce
+                    )
+                else:
+                    _binding.check_binding(claims.report_data, csr.spki_der, csr.workload_digest, csr.nonce)
             except _binding.BindingMismatch as e:
                 raise Refused(
                     "binding", "the evidence does not bind this CSR's key, workload digest and nonce"
@@ -599,6 +634,10 @@ class Steward:
             "simulated": decision.simulated,
             "fresh": decision.fresh,
         }
+        if claims is not None and "vtpm" in claims.raw:
+            # Behind a paravisor's vTPM (Azure): the measurement is the paravisor's, the guest's
+            # boot is in PCRs. Relying parties must be able to tell this from bare SEV-SNP/TDX.
+            summary["vtpm"] = True
         digest = record.get("workload_digest")
         issued = self.ca.issue(
             spki_der,

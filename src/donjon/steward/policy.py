@@ -47,6 +47,7 @@ __all__ = [
     "PlatformRule",
     "Policy",
     "SecretRule",
+    "VtpmRule",
     "WorkloadRule",
     "load_policy",
     "parse_duration",
@@ -84,6 +85,19 @@ def parse_duration(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class VtpmRule:
+    """``[platform.sev-snp.vtpm]`` / ``[platform.tdx.vtpm]``: evidence behind a paravisor's vTPM (Azure).
+
+    ``allowed_measurements`` pins the launch measurement of the paravisor (Azure's HCL: SNP
+    MEASUREMENT or TDX MRTD), ``None`` for any; ``pcrs`` maps a PCR index to the SHA-256 values
+    allowed for it (the guest's measured boot, from the vTPM quote).
+    """
+
+    allowed_measurements: frozenset[str] | None
+    pcrs: Mapping[int, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PlatformRule:
     platform: str
     #: lowercase hex; ``None`` means any measurement (``["*"]`` in the file)
@@ -99,6 +113,8 @@ class PlatformRule:
     allow_missing_qe_identity: bool = False
     #: Arm CCA: the pinned CPAK public keys (no public vendor root exists for them).
     platform_keys: tuple[ec.EllipticCurvePublicKey, ...] = ()
+    #: SEV-SNP/TDX behind a vTPM (Azure); ``None``: such evidence is refused.
+    vtpm: VtpmRule | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +250,11 @@ class Policy:
         measurement = claims.measurement.hex()
         if measurement in rule.denied_measurements:
             raise Refused("policy.measurement_denied", f"measurement {measurement} is denied")
-        if rule.allowed_measurements is not None and measurement not in rule.allowed_measurements:
+        vtpm = claims.raw.get("vtpm")
+        if vtpm is not None:
+            # Behind a paravisor the hardware measures the paravisor; the guest is in the PCRs.
+            _check_vtpm(rule, measurement, vtpm)
+        elif rule.allowed_measurements is not None and measurement not in rule.allowed_measurements:
             raise Refused("policy.measurement", f"measurement {measurement} is not allowed")
         if rule.signers is not None:
             signer = claims.signer.hex() if claims.signer is not None else None
@@ -345,6 +365,24 @@ class Policy:
         raise Refused(
             "policy.legacy_identity", f"no legacy identity for {claims.tee.value} measurement {measurement}"
         )
+
+
+def _check_vtpm(rule: PlatformRule, measurement: str, vtpm: Mapping[str, Any]) -> None:
+    if rule.vtpm is None:
+        raise Refused(
+            "policy.vtpm",
+            f"the policy allows no {rule.platform} evidence behind a vTPM "
+            f"(no [platform.{rule.platform}.vtpm])",
+        )
+    allowed = rule.vtpm.allowed_measurements
+    if allowed is not None and measurement not in allowed:
+        raise Refused("policy.measurement", f"paravisor measurement {measurement} is not allowed")
+    pcrs = vtpm.get("pcrs", {})
+    for index, values in sorted(rule.vtpm.pcrs.items()):
+        value = pcrs.get(str(index))
+        shown = value.hex() if isinstance(value, bytes) else None
+        if shown not in values:
+            raise Refused("policy.pcr", f"PCR {index} = {shown} is not allowed")
 
 
 def _tcb_value(raw: Mapping[str, Any], name: str) -> int | None:
@@ -585,6 +623,7 @@ def _platform_rule(ctx: _Ctx, name: str, doc: Any, read: Callable[[str], bytes])
             "allowed_advisories",
             "allow_missing_qe_identity",
             *(("platform_keys",) if name == "cca" else ()),
+            *(("vtpm",) if name in ("sev-snp", "tdx") else ()),
         },
         table,
     )
@@ -629,7 +668,35 @@ def _platform_rule(ctx: _Ctx, name: str, doc: Any, read: Callable[[str], bytes])
         allowed_advisories=frozenset(advisories),
         allow_missing_qe_identity=_bool(ctx, doc, "allow_missing_qe_identity", table),
         platform_keys=_platform_keys(ctx, doc.get("platform_keys", []), table, read),
+        vtpm=_vtpm_rule(ctx, doc["vtpm"], f"{table}.vtpm") if "vtpm" in doc else None,
     )
+
+
+#: A TPM has 24 PCRs (TCG PC Client Platform TPM Profile); values are SHA-256 (the bank quoted).
+_PCR_COUNT = 24
+
+
+def _vtpm_rule(ctx: _Ctx, doc: Any, table: str) -> VtpmRule:
+    if not isinstance(doc, dict):
+        raise ctx.error(f"[{table}] must be a table", table)
+    _check_keys(ctx, doc, {"allowed_measurements", "pcrs"}, table)
+    if "allowed_measurements" not in doc:
+        raise ctx.error('allowed_measurements is required (the paravisor\'s, or ["*"] for any)', table)
+    allowed = _hexes(ctx, doc["allowed_measurements"], table, "allowed_measurements", wildcard=True)
+    if allowed is not None and not allowed:
+        raise ctx.error("allowed_measurements is empty: nothing could ever be issued", table)
+    pcrs_doc = doc.get("pcrs", {})
+    if not isinstance(pcrs_doc, dict):
+        raise ctx.error("pcrs must be a table of index = [hex...], e.g. pcrs = { 7 = [...] }", table, "pcrs")
+    pcrs: dict[int, frozenset[str]] = {}
+    for key, values in pcrs_doc.items():
+        if not (key.isdigit() and int(key) < _PCR_COUNT):
+            raise ctx.error(f"pcrs: {key!r} is not a PCR index 0..{_PCR_COUNT - 1}", table, "pcrs")
+        hexes = _hexes(ctx, values, table, f"pcrs.{key}") or frozenset()
+        if not hexes or any(len(h) != 64 for h in hexes):
+            raise ctx.error(f"pcrs.{key} must list SHA-256 values (64 hex digits)", table, "pcrs")
+        pcrs[int(key)] = hexes
+    return VtpmRule(allowed_measurements=allowed, pcrs=pcrs)
 
 
 def _reader(path: str) -> Callable[[str], bytes]:
@@ -957,6 +1024,10 @@ collateral_grace = "0s"
 # registers = {{ host_data = ["<hex>"] }}   # pins of other registers in the claims
 # min_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}
 # allowed_tcb_statuses = ["UpToDate"]
+#
+# [platform.sev-snp.vtpm]             # Azure CVMs: SEV-SNP behind the paravisor's vTPM (docs/azure.md)
+# allowed_measurements = ["<96 hex: the paravisor's (HCL's) MEASUREMENT>"]
+# pcrs = {{ 7 = ["<64 hex: SHA-256 PCR 7, Secure Boot policy>"] }}
 #
 # [platform.tdx]
 # allowed_measurements = ["<96 hex: MRTD>"]
