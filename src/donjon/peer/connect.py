@@ -26,6 +26,7 @@ from OpenSSL import SSL
 from donjon.peer.errors import PeerUnreachable
 from donjon.peer.verify import MAX_PEER_CHAIN
 from donjon.tls.identity import Credentials
+from donjon.tls.stream import format_peer
 
 __all__ = ["TlsSession", "fetch_peer_chain", "format_address"]
 
@@ -45,7 +46,8 @@ class TlsSession:
 
 
 def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """``host:port`` (``[v6]:port``): the one formatting in :func:`donjon.tls.stream.format_peer`."""
+    return format_peer((host, port))
 
 
 def _is_address(host: str) -> bool:

@@ -48,6 +48,7 @@ from donjon.steward.sqlite_log import SqliteLog
 from donjon.steward.tlsscope import TlsH11Protocol, mtls_context_factory
 from donjon.steward.treestore import TreeStore
 from donjon.tlog.checkpoint import NoteSigner
+from donjon.tls.stream import format_peer
 
 __all__ = [
     "ListenError",
@@ -246,7 +247,7 @@ class ListenError(OSError):
 
 def format_hostport(host: str, port: int) -> str:
     """``127.0.0.1:9443``, ``[::1]:9443``: one way to write an address in logs, errors and URLs."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_peer((host, port))
 
 
 def _listen(config: StewardConfig) -> socket.socket:
