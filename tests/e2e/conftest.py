@@ -299,6 +299,7 @@ class Registry:
         if binary is None or htpasswd is None:
             pytest.fail("docker-registry and htpasswd are needed (scripts/test installs them)")
         directory.mkdir(parents=True, exist_ok=True)
+        self.root = directory
         self.ca, cert, key = _registry_pki(directory)
         users = directory / "htpasswd"
         hashed = subprocess.run(

@@ -149,7 +149,10 @@ def _error(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_OK if e.code == 0 else EXIT_USAGE
     from donjon.oci.errors import OciError, exit_code
 
     try:
@@ -160,16 +163,22 @@ def main(argv: list[str]) -> int:
         return exit_code(e)
 
 
-def registry_client(ref: Reference, args: argparse.Namespace) -> RegistryClient:
+def registry_client(
+    ref: Reference, *, ca: str | None, user: str | None, password_file: str | None
+) -> RegistryClient:
     """A client for ``ref``'s registry with the CA and credentials the options and environment give."""
     from donjon.oci.auth import find_credentials
     from donjon.oci.registry import RegistryClient
 
-    credentials = find_credentials(
-        ref.registry, username=args.registry_user, password_file=args.registry_password_file
-    )
-    ca = args.registry_ca or os.environ.get(REGISTRY_CA_ENV) or None
+    credentials = find_credentials(ref.registry, username=user, password_file=password_file)
+    ca = ca or os.environ.get(REGISTRY_CA_ENV) or None
     return RegistryClient(ref.registry, credentials=credentials, ca_file=ca)
+
+
+def _client(ref: Reference, args: argparse.Namespace) -> RegistryClient:
+    return registry_client(
+        ref, ca=args.registry_ca, user=args.registry_user, password_file=args.registry_password_file
+    )
 
 
 def trusted_keys(paths: list[str]) -> list[PublicKey]:
@@ -234,7 +243,7 @@ def _push(args: argparse.Namespace) -> int:
         _error(f"{args.reference}: push to a tag (REGISTRY/REPO:TAG)")
         return EXIT_USAGE
     manifest, blobs = read_layout(Path(args.layout), limit=Limits().layer)
-    with registry_client(ref, args) as client:
+    with _client(ref, args) as client:
         for digest, data in blobs.items():
             client.push_blob(ref, digest, data)
         digest = client.push_manifest(ref, ref.tag, manifest.raw, MANIFEST_MEDIA_TYPE)
@@ -262,7 +271,7 @@ def _sign(args: argparse.Namespace) -> int:
         key = load_private_key(Path(args.key).read_bytes(), what=args.key)
     except OSError as e:
         raise MalformedPackage(args.key, f"cannot read: {e.strerror or e}") from e
-    with registry_client(ref, args) as client:
+    with _client(ref, args) as client:
         # Sign only what is a Donjon package (and exists): the digest is checked on the way.
         parse_manifest(client.get_manifest(ref, ref.digest), expected_digest=ref.digest)
         payload = make_payload(ref.name, ref.digest)
@@ -285,7 +294,7 @@ def _verify(args: argparse.Namespace) -> int:
     if not args.trust_signer and not args.allow_unsigned:
         _error("name the trusted signers (--trust-signer KEY.pub), or --allow-unsigned")
         return EXIT_USAGE
-    with registry_client(ref, args) as client:
+    with _client(ref, args) as client:
         pulled = pull(
             client,
             ref,

@@ -60,7 +60,10 @@ examples:
       examples/http/http.wasm
   donjon run --backend sim-snp --sim-vendor sim-vendor \\
       --steward https://localhost:8443 --steward-ca ca.pem \\
-      --config Donjon.toml app.wasm"""
+      --config Donjon.toml app.wasm
+  donjon run --backend sim-snp --steward https://localhost:8443 \\
+      --steward-ca ca.pem --trust-signer signer.pub \\
+      oci://registry.example:5000/team/app:v1"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,7 +81,11 @@ def parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
     )
-    p.add_argument("module", metavar="MODULE", help="the WebAssembly module (.wasm)")
+    p.add_argument(
+        "module",
+        metavar="MODULE",
+        help="the WebAssembly module (.wasm), or a package: oci://REGISTRY/REPO:TAG or @sha256:...",
+    )
     p.add_argument("args", metavar="ARGS", nargs="*", help="the guest's arguments (without --config)")
     p.add_argument("--config", metavar="FILE", help="workload config (Donjon.toml, or any Enarx.toml)")
     p.add_argument(
@@ -126,6 +133,25 @@ def parser() -> argparse.ArgumentParser:
         help="print the workload digest (hex) and exit without running",
     )
     p.add_argument(
+        "--trust-signer",
+        metavar="PUB",
+        help="oci://: a trusted package signer's public key, PEM (repeatable; docs/deploy.md)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="oci://: run a package that no trusted signer signed (UNSAFE, said loudly)",
+    )
+    p.add_argument(
+        "--package-cache",
+        metavar="DIR",
+        help="oci://: where pulled blobs are cached by digest (default $XDG_CACHE_HOME/donjon/blobs)",
+    )
+    p.add_argument("--no-package-cache", action="store_true", help="oci://: pull every blob afresh")
+    from donjon.cli.package import add_registry_options
+
+    add_registry_options(p)
+    p.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -157,6 +183,13 @@ class Options:
         self.print_digest = False
         self.verbose = False
         self.help = False
+        self.trust_signers: list[str] = []
+        self.allow_unsigned = False
+        self.package_cache: str | None = None
+        self.use_package_cache = True
+        self.registry_ca: str | None = None
+        self.registry_user: str | None = None
+        self.registry_password_file: str | None = None
 
 
 _WITH_VALUE = {
@@ -170,6 +203,11 @@ _WITH_VALUE = {
     "--steward-ca",
     "--attest-timeout",
     "--sim-vendor",
+    "--trust-signer",
+    "--package-cache",
+    "--registry-ca",
+    "--registry-user",
+    "--registry-password-file",
 }
 
 
@@ -213,6 +251,16 @@ def parse_args(argv: list[str]) -> Options:
                 opts.steward_ca = value
             elif name == "--sim-vendor":
                 opts.sim_vendor = value
+            elif name == "--trust-signer":
+                opts.trust_signers.append(value)
+            elif name == "--package-cache":
+                opts.package_cache = value
+            elif name == "--registry-ca":
+                opts.registry_ca = value
+            elif name == "--registry-user":
+                opts.registry_user = value
+            elif name == "--registry-password-file":
+                opts.registry_password_file = value
             elif name == "--attest-timeout":
                 try:
                     opts.attest_timeout = float(value)
@@ -224,6 +272,10 @@ def parse_args(argv: list[str]) -> Options:
                 opts.cache_dir = value
         elif arg == "--no-cache":
             opts.cache = False
+        elif arg == "--allow-unsigned":
+            opts.allow_unsigned = True
+        elif arg == "--no-package-cache":
+            opts.use_package_cache = False
         elif arg == "--print-digest":
             opts.print_digest = True
         elif arg in ("-v", "--verbose"):
@@ -240,6 +292,11 @@ def parse_args(argv: list[str]) -> Options:
     opts.args = rest[1:] if rest[:1] == ["--"] else rest
     if opts.config is not None and (opts.dirs or opts.env or opts.args):
         raise UsageError("with --config, put args, env and directories in the config (not --dir/--env/ARGS)")
+    if opts.module.startswith("oci://"):
+        if opts.config is not None or opts.dirs or opts.env or opts.args:
+            raise UsageError("a package (oci://) brings its own config: no --config, --dir, --env or ARGS")
+        if not opts.trust_signers and not opts.allow_unsigned:
+            raise UsageError("oci://: name the trusted signers (--trust-signer KEY.pub), or --allow-unsigned")
     return opts
 
 
@@ -328,6 +385,15 @@ def main(argv: list[str]) -> int:
 
 
 def _run(opts: Options) -> int:
+    if opts.module.startswith("oci://"):
+        import tempfile
+
+        # The package's files are unpacked here for the run's duration (removed after it).
+        with tempfile.TemporaryDirectory(prefix="donjon-package-") as unpacked:
+            pulled = _pull_package(opts, Path(unpacked))
+            if isinstance(pulled, int):
+                return pulled
+            return _run_workload(opts, pulled)
     from donjon.config.errors import ConfigError
     from donjon.runtime import errors
 
@@ -374,7 +440,62 @@ def _run(opts: Options) -> int:
     except errors.InvalidModule as e:
         _error(f"{opts.module}: {e}")
         return EXIT_USAGE
-    workload = Workload(module=module, config=config, base_dir=base_dir)
+    return _run_workload(opts, Workload(module=module, config=config, base_dir=base_dir))
+
+
+def _pull_package(opts: Options, root: Path) -> Workload | int:
+    """The workload of the package ``opts.module`` names, pulled, verified and unpacked under ``root``;
+    or the exit code of a failure (docs/deploy.md, "What donjon run oci:// checks")."""
+    from donjon.cli.package import registry_client, trusted_keys
+    from donjon.oci.errors import OciError, exit_code
+    from donjon.oci.pull import Limits, pull
+    from donjon.oci.reference import parse_reference
+    from donjon.oci.unpack import check_within, package_config, unpack_trees
+    from donjon.runtime.keep import Workload, check_module_header
+
+    try:
+        ref = parse_reference(opts.module)
+        cache = None
+        if opts.use_package_cache:
+            from donjon.oci.cache import BlobCache, default_cache_dir
+
+            cache = BlobCache(Path(opts.package_cache) if opts.package_cache else default_cache_dir())
+        limits = Limits()
+        with registry_client(
+            ref, ca=opts.registry_ca, user=opts.registry_user, password_file=opts.registry_password_file
+        ) as client:
+            pulled = pull(
+                client,
+                ref,
+                trusted=trusted_keys(opts.trust_signers),
+                allow_unsigned=opts.allow_unsigned,
+                cache=cache,
+                limits=limits,
+                warn=lambda m: _error(f"warning: {m}"),
+            )
+        config = package_config(pulled)
+        check_within(config, opts.backend)
+        unpack_trees(config, pulled.trees, root, limit=limits.total)
+    except OciError as e:
+        _error(str(e))
+        return exit_code(e)
+    from donjon.runtime import errors
+
+    try:
+        check_module_header(pulled.module)
+    except errors.InvalidModule as e:
+        _error(f"{opts.module}: {e}")
+        return EXIT_REFUSED
+    signer = pulled.signature.signer if pulled.signature is not None else "NOBODY (unsigned)"
+    _error(f"package {pulled.reference.name}@{pulled.reference.digest}, signed by {signer}")
+    return Workload(module=pulled.module, config=config, base_dir=root)
+
+
+def _run_workload(opts: Options, workload: Workload) -> int:
+    """Select the backend, bind, attest and run ``workload`` (from a file or a package)."""
+    from donjon.runtime import errors
+
+    config, base_dir = workload.config, workload.base_dir
     if opts.print_digest:  # needs no backend: e.g. to write a Steward policy on another machine
         print(workload.digest.hex())
         return EXIT_OK
@@ -383,6 +504,10 @@ def _run(opts: Options) -> int:
     if isinstance(selected, int):
         return selected
     backend, auto_nil = selected
+    if opts.module.startswith("oci://") and not backend.attested and opts.backend != "nil":
+        # A package from a registry never falls back to an unattested run by itself.
+        _error("refused: a package runs on nil only with --backend nil (no TEE was found here)")
+        return EXIT_REFUSED
     if opts.verbose:
         _error(f"workload digest {workload.digest.hex()}")
 
