@@ -24,7 +24,9 @@ Layout of the arc (``DONJON_ARC`` below):
 - ``.2`` PKCS#10 attributes of a Keep's CSR
 
   - ``.2.1`` workload digest (single value: OCTET STRING, 32 bytes);
-  - ``.2.2`` Steward nonce (single value: OCTET STRING).
+  - ``.2.2`` Steward nonce (single value: OCTET STRING);
+  - ``.2.3`` package evidence: the signed package the Keep runs (single value:
+    ``PackageEvidence``, :mod:`donjon.oci.admission`), for policies that admit by signer.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cryptography.x509 import ObjectIdentifier
 
 __all__ = [
     "CSR_ATTR_NONCE",
+    "CSR_ATTR_PACKAGE",
     "CSR_ATTR_WORKLOAD_DIGEST",
     "DONJON_ARC",
     "ENARX_SGX_EVIDENCE",
@@ -61,6 +64,7 @@ EVIDENCE_CCA = ObjectIdentifier(DONJON_ARC + ".1.4")
 
 CSR_ATTR_WORKLOAD_DIGEST = ObjectIdentifier(DONJON_ARC + ".2.1")
 CSR_ATTR_NONCE = ObjectIdentifier(DONJON_ARC + ".2.2")
+CSR_ATTR_PACKAGE = ObjectIdentifier(DONJON_ARC + ".2.3")
 
 #: Evidence kind (``donjon.attestation.verify.EvidenceKind`` values, and ``"none"``) <-> statement type.
 EVIDENCE_OID_BY_KIND: dict[str, ObjectIdentifier] = {

@@ -358,3 +358,76 @@ def test_a_layer_longer_than_its_descriptor_is_cut_at_the_declared_size(e2e, reg
     blob.write_bytes(blob.read_bytes() + b"\x00" * 4096)
     with _client(registry) as client, pytest.raises(TooLarge):
         pull(client, parse_reference(pinned), trusted=[load_public_key(pub.read_bytes())])
+
+
+# -- admission by signer: no digest in the policy ------------------------------------------------
+
+
+def _signer_policy(e2e, signer: str, package: str | None = None) -> str:
+    lines = [
+        e2e.policy([]),
+        "[[workload]]",
+        f'signer = "{signer}"',
+        *([f'package = "{package}"'] if package else []),
+        f'spiffe_path = "{SPIFFE_PATH}"',
+        'platforms = ["simulated"]',
+        'sim_dns_names = ["localhost"]',
+        'sim_ip = ["127.0.0.1"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_policy_admits_a_signed_update_by_its_signer_and_the_certificate_names_it(e2e, registry, pkg):
+    from cryptography import x509
+
+    from donjon.dice import decode_multi_tcb_info
+    from donjon.oci.signature import fingerprint
+    from donjon.peer import fetch_peer_chain
+
+    steward = e2e.steward()
+    key, pub = pkg.keygen("signer")
+    fp = fingerprint(load_public_key(pub.read_bytes()))
+    # The policy names the signer and the package, never a digest: each signed update deploys.
+    steward.set_policy(_signer_policy(e2e, fp, f"{registry.host}/e2e/by-signer"))
+    for version in ("1", "2"):
+        w = _workload(e2e, steward, f"by-signer-{version}")
+        pinned = pkg.publish(w, "e2e/by-signer", key=key)
+        keep = _run(e2e, registry, steward, pinned, "--trust-signer", str(pub))
+        keep.wait_for("listening on")
+        pkg.donjon(
+            "peer", "verify", f"127.0.0.1:{w.port}", "--ca", str(steward.ca_path), "--allow-simulated",
+            "--workload-digest", w.digest.hex(),
+        )  # fmt: skip
+        issued = [r for r in steward.log_entries() if r.get("decision") == "issued"][-1]
+        assert issued["package"] == {
+            "digest": pinned.split("@")[1], "signer": fp, "name": f"{registry.host}/e2e/by-signer"
+        }  # fmt: skip
+        assert issued["rule"] == f"signer {fp} (workload {w.digest.hex()})"
+        # The certificate names the package and its signer (DICE entries, layer 2).
+        leaf = fetch_peer_chain("127.0.0.1", w.port, timeout=10).chain[0]
+        der = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier("2.23.133.5.4.5")).value.value
+        layer2 = {e.model: e.fwids[0].digest.hex() for e in decode_multi_tcb_info(der) if e.layer == 2}
+        assert layer2 == {"package": pinned.split(":")[-1], "package-signer": fp.removeprefix("sha256:")}
+        keep.stop()
+
+
+def test_a_signer_rule_refuses_another_signer_and_another_package_name(e2e, registry, pkg):
+    from donjon.oci.signature import fingerprint
+
+    steward = e2e.steward()
+    key, pub = pkg.keygen("signer")
+    other_key, other_pub = pkg.keygen("other")
+    fp = fingerprint(load_public_key(pub.read_bytes()))
+    steward.set_policy(_signer_policy(e2e, fp, f"{registry.host}/e2e/named"))
+    # Signed by another key (which the Keep trusts, the Steward does not).
+    w = _workload(e2e, steward, "other-signer")
+    pinned = pkg.publish(w, "e2e/named", key=other_key)
+    code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(other_pub))
+    assert code == 1 and "nor is its package's signer" in err
+    # Signed by the right key, under another name.
+    w = _workload(e2e, steward, "other-name")
+    pinned = pkg.publish(w, "e2e/renamed", key=key)
+    code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
+    assert code == 1 and "nor is its package's signer" in err
+    refused = [r for r in steward.log_entries() if r.get("decision") == "refused"]
+    assert refused[-1]["package"]["name"] == f"{registry.host}/e2e/renamed"

@@ -190,6 +190,8 @@ class Options:
         self.registry_ca: str | None = None
         self.registry_user: str | None = None
         self.registry_password_file: str | None = None
+        #: Set by the pull: the signed package's evidence for the CSR (docs/deploy.md "By signer").
+        self.package_evidence: bytes | None = None
 
 
 _WITH_VALUE = {
@@ -486,7 +488,14 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
     except errors.InvalidModule as e:
         _error(f"{opts.module}: {e}")
         return EXIT_REFUSED
-    signer = pulled.signature.signer if pulled.signature is not None else "NOBODY (unsigned)"
+    signature = pulled.signature
+    if signature is not None and signature.key is not None:
+        from donjon.oci.admission import encode_package_evidence
+
+        opts.package_evidence = encode_package_evidence(
+            pulled.manifest.raw, signature.payload, signature.signature, signature.key
+        )
+    signer = signature.signer if signature is not None else "NOBODY (unsigned)"
     _error(f"package {pulled.reference.name}@{pulled.reference.digest}, signed by {signer}")
     return Workload(module=pulled.module, config=config, base_dir=root)
 
@@ -726,6 +735,7 @@ def _identity(
             warn=lambda m: _error(f"warning: {m}"),
             on_renewed=_renewed,
             on_expired=_expired,
+            attestor_options={"package": opts.package_evidence} if opts.package_evidence else None,
         )
     except (LaunchError, KeepError) as e:
         _error(describe(e))

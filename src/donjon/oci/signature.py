@@ -89,6 +89,10 @@ class VerifiedSignature:
     signer: str
     docker_reference: str
     manifest_digest: str
+    #: What verified: a Keep forwards them to its Steward (:mod:`donjon.oci.admission`).
+    payload: bytes = b""
+    signature: bytes = b""
+    key: PublicKey | None = None
 
 
 def fingerprint(key: PublicKey) -> str:
@@ -240,7 +244,12 @@ def verify_signatures(
             reasons.append(f"a trusted signature for another manifest ({signed_digest!r})")
         else:
             return VerifiedSignature(
-                fingerprint(signer), reference if isinstance(reference, str) else "", manifest_digest
+                fingerprint(signer),
+                reference if isinstance(reference, str) else "",
+                manifest_digest,
+                payload,
+                signature.signature,
+                signer,
             )
     raise SignatureError(manifest_digest, "; ".join(sorted(set(reasons))))
 
