@@ -89,6 +89,11 @@ class Descriptor:
     def title(self) -> str | None:
         return dict(self.annotations).get(TITLE_ANNOTATION)
 
+    @property
+    def tree_kind(self) -> TreeKind:
+        """``"dir"`` for a directory tar layer, else ``"file"`` (for the layers after the config)."""
+        return "dir" if self.media_type == DIR_MEDIA_TYPE else "file"
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
         if self.annotations:

@@ -134,6 +134,5 @@ def pull(
     trees = []
     for tree in manifest.trees:
         assert tree.title is not None  # parse_manifest checked it
-        kind = "dir" if tree.media_type.endswith(".dir.v1.tar") else "file"
-        trees.append(TreeEntry(tree.title, kind, fetch(tree)))  # type: ignore[arg-type]
+        trees.append(TreeEntry(tree.title, tree.tree_kind, fetch(tree)))
     return PulledPackage(pinned, manifest, module, config_source, tuple(trees), signature)
