@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import re
-import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -187,6 +186,8 @@ def tar_tree(files: Iterable[tuple[str, bytes | None, bool]]) -> bytes:
     Entries sorted by path; times, owners and names of owners zeroed; modes 0755/0644 only
     (PAX format, so long names need no GNU extension). The same tree always gives the same bytes.
     """
+    import tarfile  # only builds need it (its import costs a few ms of every run's start)
+
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for path, data, executable in sorted(files, key=lambda item: item[0]):

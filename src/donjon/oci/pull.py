@@ -65,16 +65,28 @@ def resolve(client: RegistryClient, ref: Reference, *, limits: Limits = Limits()
     return ref.pinned(digest_of(raw)), raw
 
 
-def fetch_signatures(client: RegistryClient, ref: Reference, digest: str) -> list[tuple[Signature, bytes]]:
-    """Every cosign signature of ``digest`` with its payload (payload digests checked)."""
+def fetch_signatures(
+    client: RegistryClient, ref: Reference, digest: str, *, cache: BlobCache | None = None
+) -> list[tuple[Signature, bytes]]:
+    """Every cosign signature of ``digest`` with its payload (payload digests checked).
+
+    The ``.sig`` manifest is a tag (signatures come and go): always fetched. Payloads are
+    named by digest and may come from ``cache``.
+    """
     try:
         raw = client.get_manifest(ref, signature_tag(digest), limit=MAX_MANIFEST_BYTES)
     except NotFound:
         return []
-    return [
-        (signature, client.get_blob(ref, signature.payload.digest, limit=MAX_PAYLOAD_BYTES))
-        for signature in parse_signatures(raw)
-    ]
+    out = []
+    for signature in parse_signatures(raw):
+        wanted = signature.payload.digest
+        payload = cache.get(wanted, limit=MAX_PAYLOAD_BYTES) if cache is not None else None
+        if payload is None:
+            payload = client.get_blob(ref, wanted, limit=MAX_PAYLOAD_BYTES)
+            if cache is not None:
+                cache.put(wanted, payload)
+        out.append((signature, payload))
+    return out
 
 
 def pull(
@@ -104,7 +116,7 @@ def pull(
         raise TooLarge("package", total, limits.total)
 
     signature: VerifiedSignature | None = None
-    found = fetch_signatures(client, pinned, pinned.digest)
+    found = fetch_signatures(client, pinned, pinned.digest, cache=cache)
     if allow_unsigned and not trusted:
         warn(f"package {pinned.digest} is NOT signature-checked (--allow-unsigned)")
     else:

@@ -75,6 +75,10 @@ class RegistryClient:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
+            if self.credentials is not None:
+                # Sent from the first request, as docker does after a login: a round trip (and
+                # the registry's password hash) less per pull. Only to this host, over TLS.
+                self._authorization = _basic(self.credentials)
             try:
                 verify: ssl.SSLContext | bool = (
                     ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
