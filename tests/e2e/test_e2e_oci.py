@@ -431,3 +431,63 @@ def test_a_signer_rule_refuses_another_signer_and_another_package_name(e2e, regi
     assert code == 1 and "nor is its package's signer" in err
     refused = [r for r in steward.log_entries() if r.get("decision") == "refused"]
     assert refused[-1]["package"]["name"] == f"{registry.host}/e2e/renamed"
+
+
+# -- encrypted packages (the key from issue 11's secret store) ------------------------------------
+
+
+def _publish_sealed(pkg, w, repo: str, key: Path) -> str:
+    layout = pkg.tmp / f"{repo.replace('/', '-')}.oci"
+    pkg.donjon(
+        "package", "build", "--config", str(w.config), str(w.wasm), "-o", str(layout),
+        "--encrypt-to", "steward:app-key", "--key-out", str(pkg.tmp / "app.key"),
+    )  # fmt: skip
+    assert "donjon steward secret put app-key" in pkg.err
+    assert (pkg.tmp / "app.key").stat().st_mode & 0o777 == 0o600
+    pinned = pkg.donjon("package", "push", str(layout), f"{pkg.registry.host}/{repo}:v1")
+    pkg.donjon("package", "sign", pinned, "--key", str(key))
+    return pinned
+
+
+def test_an_encrypted_package_on_a_keep_the_steward_refuses_decrypts_nothing(e2e, registry, pkg):
+    steward = e2e.steward()  # its policy admits no workload
+    w = _workload(e2e, steward, "sealed-refused")
+    key, pub = pkg.keygen("signer")
+    pinned = _publish_sealed(pkg, w, "e2e/sealed-refused", key)
+    # The registry holds ciphertext only: the module's bytes are nowhere in its storage.
+    stored = b"".join(p.read_bytes() for p in (registry.root / "data").rglob("data"))
+    assert w.wasm.read_bytes()[64:4096] not in stored
+    code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
+    assert code == 1 and "attestation refused by the Steward" in err
+    assert "encrypted (the key is Steward secret app-key" in err and "decrypted in memory" not in err
+
+
+def test_an_attested_keep_without_the_key_decrypts_nothing(e2e, registry, pkg):
+    """Admitted, attested, but no secret released (no [[secret]] rule; or, before issue 11's client
+    is merged, no client to ask with): the run stops before the guest, nothing decrypted."""
+    steward = e2e.steward()
+    w = _workload(e2e, steward, "sealed-no-key")
+    steward.set_policy(e2e.policy([e2e.rule(w.digest, SPIFFE_PATH)]))
+    key, pub = pkg.keygen("signer")
+    pinned = _publish_sealed(pkg, w, "e2e/sealed-no-key", key)
+    code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
+    assert "attested by the Steward" in err
+    assert code in (1, 3) and "decrypted in memory" not in err and "listening on" not in err
+    assert "nothing decrypted" in err or "cannot open an encrypted package" in err
+
+
+def test_encrypt_to_needs_a_key_file_and_reuses_it(pkg, tmp_path):
+    w_config = tmp_path / "Donjon.toml"
+    w_config.write_text('[[files]]\nkind = "stdout"\n')
+    wasm = str(Path(__file__).resolve().parents[2] / "examples" / "hello" / "hello.wasm")
+    pkg.donjon("package", "build", "--config", str(w_config), wasm, "-o", str(tmp_path / "a.oci"),
+               "--encrypt-to", "steward:k", expect=2)  # fmt: skip
+    pkg.donjon("package", "build", "--config", str(w_config), wasm, "-o", str(tmp_path / "a.oci"),
+               "--encrypt-to", "age:k", "--key-out", str(tmp_path / "k"), expect=2)  # fmt: skip
+    keys = []
+    for _ in range(2):
+        pkg.donjon("package", "build", "--config", str(w_config), wasm, "-o", str(tmp_path / "a.oci"),
+                   "--encrypt-to", "steward:k", "--key-out", str(tmp_path / "k"))  # fmt: skip
+        keys.append((tmp_path / "k").read_bytes())
+    first = keys[0]
+    assert len(first) == 32 and keys[1] == first

@@ -70,10 +70,23 @@ def parser() -> argparse.ArgumentParser:
         epilog=examples(
             "donjon package build --config Donjon.toml app.wasm -o app.oci",
             "donjon package build --config examples/http/Donjon.toml examples/http/http.wasm -o http.oci",
+            "donjon package build --config Donjon.toml app.wasm -o app.oci \\",
+            "    --encrypt-to steward:app-key --key-out app.key",
         ),
     )
     b.add_argument("module", metavar="MODULE", help="the WebAssembly module (.wasm)")
     b.add_argument("--config", required=True, metavar="FILE", help="the workload config (Donjon.toml)")
+    b.add_argument(
+        "--encrypt-to",
+        metavar="steward:NAME",
+        help="encrypt the module and files (AES-256-GCM) to a content key the Steward keeps as secret NAME",
+    )
+    b.add_argument(
+        "--key-out",
+        metavar="FILE",
+        help="with --encrypt-to: the content key file (32 bytes, 0600; reused if it exists) to store "
+        "with 'donjon steward secret put NAME --file FILE'",
+    )
     b.add_argument(
         "-o", "--output", required=True, metavar="DIR", help="the OCI image layout directory to write"
     )
@@ -222,14 +235,61 @@ def _build(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _error(str(e))
         return EXIT_USAGE
-    built = build_package(module, config, source, config_path.resolve().parent)
+    seal = None
+    if args.encrypt_to is not None or args.key_out is not None:
+        if args.encrypt_to is None or args.key_out is None:
+            _error("--encrypt-to and --key-out go together")
+            return EXIT_USAGE
+        from donjon.oci.encryption import parse_key_target
+
+        parse_key_target(args.encrypt_to)
+        key = _content_key(Path(args.key_out))
+        if isinstance(key, int):
+            return key
+        seal = (args.encrypt_to, key)
+    built = build_package(module, config, source, config_path.resolve().parent, seal=seal)
     try:
         write_layout(Path(args.output), built.manifest, built.blobs)
     except OSError as e:
         _error(f"{args.output}: cannot write: {e.strerror or e}")
         return EXIT_OPERATIONAL
     print(built.manifest.digest)
+    if seal is not None:
+        name = seal[0].removeprefix("steward:")
+        _error(
+            f"encrypted to steward:{name}: store the content key with 'donjon steward secret put {name} "
+            f"--file {args.key_out} --config steward.toml' (then remove {args.key_out}), and give the "
+            "workload a [[secret]] rule"
+        )
     return EXIT_OK
+
+
+def _content_key(path: Path) -> bytes | int:
+    """The content key in ``path`` (32 bytes), or a new one written there (0600, never over a link)."""
+    from donjon.oci.encryption import KEY_BYTES, new_content_key
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as stream:
+            key = stream.read(KEY_BYTES + 1)
+        if len(key) != KEY_BYTES:
+            _error(f"{path}: not a content key ({KEY_BYTES} bytes)")
+            return EXIT_USAGE
+        return key
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        _error(f"{path}: cannot read the content key: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    key = new_content_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(key)
+    except OSError as e:
+        _error(f"{path}: cannot write the content key: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    return key
 
 
 def _push(args: argparse.Namespace) -> int:

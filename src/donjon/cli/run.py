@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
+
+    from cryptography import x509
 
     from donjon.backends.base import Backend
     from donjon.config.model import FileEntry, WorkloadConfig
     from donjon.keep.attest import AttestedIdentity
     from donjon.keep.launch import KeepTls
+    from donjon.oci.pull import PulledPackage
     from donjon.runtime.keep import Workload
     from donjon.runtime.net import BoundListeners
 
@@ -192,6 +196,9 @@ class Options:
         self.registry_password_file: str | None = None
         #: Set by the pull: the signed package's evidence for the CSR (docs/deploy.md "By signer").
         self.package_evidence: bytes | None = None
+        #: Set by the pull of an encrypted package: opened after attestation (_unseal).
+        self.sealed: PulledPackage | None = None
+        self.unpack_root: Path | None = None
 
 
 _WITH_VALUE = {
@@ -477,17 +484,19 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
             )
         config = package_config(pulled)
         check_within(config, opts.backend)
-        unpack_trees(config, pulled.trees, root, limit=limits.total)
+        if pulled.manifest.sealed_to is None:
+            unpack_trees(config, pulled.trees, root, limit=limits.total)
     except OciError as e:
         _error(str(e))
         return exit_code(e)
     from donjon.runtime import errors
 
-    try:
-        check_module_header(pulled.module)
-    except errors.InvalidModule as e:
-        _error(f"{opts.module}: {e}")
-        return EXIT_REFUSED
+    if pulled.manifest.sealed_to is None:
+        try:
+            check_module_header(pulled.module)
+        except errors.InvalidModule as e:
+            _error(f"{opts.module}: {e}")
+            return EXIT_REFUSED
     signature = pulled.signature
     if signature is not None and signature.key is not None:
         from donjon.oci.admission import encode_package_evidence
@@ -496,8 +505,90 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
             pulled.manifest.raw, signature.payload, signature.signature, signature.key
         )
     signer = signature.signer if signature is not None else "NOBODY (unsigned)"
-    _error(f"package {pulled.reference.name}@{pulled.reference.digest}, signed by {signer}")
+    sealed = pulled.manifest.sealed_to
+    _error(
+        f"package {pulled.reference.name}@{pulled.reference.digest}, signed by {signer}"
+        + (f", encrypted (the key is Steward secret {sealed}, released after attestation)" if sealed else "")
+    )
+    if sealed is not None:
+        # Attest with the workload digest of the plaintext (package_config checked it against the
+        # manifest); the module itself is opened only after the Steward releases the key.
+        opts.sealed, opts.unpack_root = pulled, root
+        module_sha256 = bytes.fromhex(pulled.manifest.module.plaintext_digest.removeprefix("sha256:"))
+        return Workload(module=b"", config=config, base_dir=root, module_sha256=module_sha256)
     return Workload(module=pulled.module, config=config, base_dir=root)
+
+
+def _unseal(opts: Options, workload: Workload, keep_tls: KeepTls | None) -> Workload | int:
+    """Open an encrypted package with the content key the Steward releases to this attested Keep
+    (docs/deploy.md "Encrypted packages"): the workload to run, or the exit code of a failure."""
+    import dataclasses
+
+    from donjon.oci.errors import OciError, exit_code
+    from donjon.oci.unpack import unpack_trees, unseal
+    from donjon.runtime import errors
+    from donjon.runtime.keep import check_module_header
+
+    pulled, root = opts.sealed, opts.unpack_root
+    assert pulled is not None and root is not None and pulled.manifest.sealed_to is not None
+    attested = keep_tls.attested if keep_tls is not None else None
+    if keep_tls is None or attested is None:
+        _error(
+            "an encrypted package needs a Steward to release its key to an attested Keep "
+            "(--steward and --steward-ca); nothing decrypted, serving nothing"
+        )
+        return EXIT_REFUSED
+    key = _content_key(pulled.manifest.sealed_to, attested, keep_tls.steward_ca)
+    if isinstance(key, int):
+        return key
+    try:
+        opened = unseal(pulled, key)
+        unpack_trees(workload.config, opened.trees, root, limit=sum(len(t.blob) for t in opened.trees) + 1)
+        check_module_header(opened.module)
+    except OciError as e:
+        _error(f"{e}; serving nothing")
+        return exit_code(e)
+    except errors.InvalidModule as e:
+        _error(f"{opts.module}: {e}; serving nothing")
+        return EXIT_REFUSED
+    _error(f"package decrypted in memory with Steward secret {pulled.manifest.sealed_to}")
+    return dataclasses.replace(workload, module=opened.module)
+
+
+def _content_key(
+    name: str, attested: AttestedIdentity, steward_ca: Sequence[x509.Certificate]
+) -> bytes | int:
+    """Steward secret ``name`` (the content key), fetched over mutual TLS with the certificate just
+    issued, through issue 11's secret client (``donjon.keep.secrets``)."""
+    import importlib
+
+    try:
+        # Issue 11's client (the Steward's secret store), on its own branch until merged.
+        secret_client = importlib.import_module("donjon.keep.secrets")
+    except ImportError:
+        _error("this build has no secret client (donjon.keep.secrets): cannot open an encrypted package")
+        return EXIT_OPERATIONAL
+    from donjon.keep.errors import KeepError
+    from donjon.keep.steward_client import StewardEndpoint
+
+    if not attested.steward_url.startswith("https:"):
+        _error("an encrypted package needs an https:// Steward (mutual TLS); nothing decrypted")
+        return EXIT_USAGE
+    try:
+        endpoint = StewardEndpoint(url=attested.steward_url, ca=tuple(steward_ca))
+        released, _ = secret_client.fetch_secrets(endpoint, attested.credentials(), [name])
+    except secret_client.SecretRefused as e:
+        _error(f"{e}; nothing decrypted, serving nothing")
+        return EXIT_REFUSED
+    except (KeepError, ValueError, OSError) as e:
+        _error(f"cannot fetch the package key: {e}; nothing decrypted, serving nothing")
+        return EXIT_OPERATIONAL
+    secret = released.get(name)
+    if secret is None:
+        _error(f"the Steward did not release secret {name}; nothing decrypted, serving nothing")
+        return EXIT_REFUSED
+    value: bytes = secret.value
+    return value
 
 
 def _run_workload(opts: Options, workload: Workload) -> int:
@@ -534,6 +625,11 @@ def _run_workload(opts: Options, workload: Workload) -> int:
         if isinstance(keep_tls, int):
             return keep_tls
         try:
+            if opts.sealed is not None:
+                opened = _unseal(opts, workload, keep_tls)
+                if isinstance(opened, int):
+                    return opened
+                workload = opened
             return _execute(opts, workload, backend, auto_nil, keep_tls, bound)
         finally:
             if keep_tls is not None:

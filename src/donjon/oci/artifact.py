@@ -27,6 +27,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from donjon.oci.encryption import (
+    ENCRYPTED_SUFFIX,
+    ENCRYPTION_KEY_ANNOTATION,
+    PLAINTEXT_DIGEST_ANNOTATION,
+    PLAINTEXT_SIZE_ANNOTATION,
+    parse_key_target,
+    seal_layer,
+)
 from donjon.oci.errors import DigestMismatch, MalformedPackage, TooLarge
 
 __all__ = [
@@ -89,9 +97,23 @@ class Descriptor:
         return dict(self.annotations).get(TITLE_ANNOTATION)
 
     @property
+    def sealed(self) -> bool:
+        """Whether the layer is encrypted (docs/deploy.md "Encrypted packages")."""
+        return self.media_type.endswith(ENCRYPTED_SUFFIX)
+
+    @property
+    def plain_media_type(self) -> str:
+        return self.media_type.removesuffix(ENCRYPTED_SUFFIX)
+
+    @property
+    def plaintext_digest(self) -> str:
+        """The digest of the plaintext: the blob's own, or for a sealed layer its annotation's."""
+        return dict(self.annotations).get(PLAINTEXT_DIGEST_ANNOTATION, "") if self.sealed else self.digest
+
+    @property
     def tree_kind(self) -> TreeKind:
         """``"dir"`` for a directory tar layer, else ``"file"`` (for the layers after the config)."""
-        return "dir" if self.media_type == DIR_MEDIA_TYPE else "file"
+        return "dir" if self.plain_media_type == DIR_MEDIA_TYPE else "file"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -120,6 +142,8 @@ class Manifest:
     trees: tuple[Descriptor, ...]
     workload_digest: str
     annotations: tuple[tuple[str, str], ...]
+    #: The secret holding the content key of an encrypted package (``steward:NAME`` -> ``NAME``).
+    sealed_to: str | None = None
 
     @property
     def layers(self) -> tuple[Descriptor, ...]:
@@ -208,31 +232,50 @@ def tar_tree(files: Iterable[tuple[str, bytes | None, bool]]) -> bytes:
 
 
 def build_manifest(
-    module: bytes, config_source: bytes, trees: Sequence[TreeEntry], workload_digest: bytes
+    module: bytes,
+    config_source: bytes,
+    trees: Sequence[TreeEntry],
+    workload_digest: bytes,
+    *,
+    seal: tuple[str, bytes] | None = None,
 ) -> tuple[Manifest, dict[str, bytes]]:
-    """The manifest of a package and its blobs by digest (the empty config included)."""
+    """The manifest of a package and its blobs by digest (the empty config included).
+
+    ``seal`` = (``steward:NAME``, content key) encrypts the module and every tree layer
+    (:mod:`donjon.oci.encryption`); the config stays readable.
+    """
     blobs: dict[str, bytes] = {digest_of(EMPTY_CONFIG): EMPTY_CONFIG}
 
-    def add(media_type: str, data: bytes, title: str | None = None) -> Descriptor:
+    def add(media_type: str, data: bytes, title: str | None = None, *, sealed: bool = False) -> Descriptor:
+        annotations = [(TITLE_ANNOTATION, title)] if title is not None else []
+        if sealed and seal is not None:
+            plain, size = digest_of(data), len(data)
+            data = seal_layer(seal[1], media_type, title, data, plain)
+            media_type += ENCRYPTED_SUFFIX
+            annotations += [(PLAINTEXT_DIGEST_ANNOTATION, plain), (PLAINTEXT_SIZE_ANNOTATION, str(size))]
         digest = digest_of(data)
         blobs[digest] = data
-        annotations = ((TITLE_ANNOTATION, title),) if title is not None else ()
-        return Descriptor(media_type, digest, len(data), annotations)
+        return Descriptor(media_type, digest, len(data), tuple(sorted(annotations)))
 
     titles = [entry.path for entry in trees]
     if len(set(titles)) != len(titles):
         raise MalformedPackage("package", "the same path is packaged twice")
-    layers = [add(MODULE_MEDIA_TYPE, module), add(CONFIG_MEDIA_TYPE, config_source)]
+    sealed = seal is not None
+    layers = [add(MODULE_MEDIA_TYPE, module, sealed=sealed), add(CONFIG_MEDIA_TYPE, config_source)]
     for entry in trees:
         media = DIR_MEDIA_TYPE if entry.kind == "dir" else FILE_MEDIA_TYPE
-        layers.append(add(media, entry.blob, safe_relative_path(entry.path)))
+        layers.append(add(media, entry.blob, safe_relative_path(entry.path), sealed=sealed))
+    annotations = {WORKLOAD_DIGEST_ANNOTATION: workload_digest.hex()}
+    if seal is not None:
+        parse_key_target(seal[0])
+        annotations[ENCRYPTION_KEY_ANNOTATION] = seal[0]
     document = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "artifactType": ARTIFACT_TYPE,
         "config": Descriptor(EMPTY_MEDIA_TYPE, digest_of(EMPTY_CONFIG), len(EMPTY_CONFIG)).to_json(),
         "layers": [layer.to_json() for layer in layers],
-        "annotations": {WORKLOAD_DIGEST_ANNOTATION: workload_digest.hex()},
+        "annotations": annotations,
     }
     return parse_manifest(canonical_json(document)), blobs
 
@@ -263,13 +306,23 @@ def parse_manifest(raw: bytes, *, expected_digest: str | None = None) -> Manifes
     _descriptor(doc.get("config"), "config")  # checked, then ignored: Donjon packages carry none
     layers = [_descriptor(item, f"layer {i}") for i, item in enumerate(layers_raw)]
     module, config, *trees = layers
-    if module.media_type != MODULE_MEDIA_TYPE:
+    target = dict(annotations).get(ENCRYPTION_KEY_ANNOTATION)
+    sealed_to = parse_key_target(target) if target is not None else None
+    if module.plain_media_type != MODULE_MEDIA_TYPE:
         raise MalformedPackage("layer 0", f"expected the module ({MODULE_MEDIA_TYPE})")
     if config.media_type != CONFIG_MEDIA_TYPE:
-        raise MalformedPackage("layer 1", f"expected the config ({CONFIG_MEDIA_TYPE})")
+        raise MalformedPackage("layer 1", f"expected the config ({CONFIG_MEDIA_TYPE}, never encrypted)")
     seen: set[str] = set()
+    for i, layer in enumerate(layers):
+        # All or nothing: an encrypted package seals the module and every tree, and says with what.
+        if layer is not config and layer.sealed != (sealed_to is not None):
+            raise MalformedPackage(
+                f"layer {i}", f"encrypted and plain layers mixed ({ENCRYPTION_KEY_ANNOTATION} names the key)"
+            )
+        if layer.sealed and not _DIGEST.fullmatch(layer.plaintext_digest):
+            raise MalformedPackage(f"layer {i}", f"encrypted without a {PLAINTEXT_DIGEST_ANNOTATION}")
     for i, tree in enumerate(trees, start=2):
-        if tree.media_type not in (DIR_MEDIA_TYPE, FILE_MEDIA_TYPE):
+        if tree.plain_media_type not in (DIR_MEDIA_TYPE, FILE_MEDIA_TYPE):
             raise MalformedPackage(f"layer {i}", f"unknown media type {tree.media_type!r}")
         title = tree.title
         if title is None:
@@ -278,7 +331,7 @@ def parse_manifest(raw: bytes, *, expected_digest: str | None = None) -> Manifes
         if title in seen:
             raise MalformedPackage(f"layer {i}", f"path {title!r} packaged twice")
         seen.add(title)
-    return Manifest(raw, digest, module, config, tuple(trees), workload, annotations)
+    return Manifest(raw, digest, module, config, tuple(trees), workload, annotations, sealed_to)
 
 
 def _annotations(value: object, what: str) -> tuple[tuple[str, str], ...]:

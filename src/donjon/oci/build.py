@@ -32,9 +32,15 @@ class BuiltPackage:
 
 
 def build_package(
-    module: bytes, config: WorkloadConfig, config_source: bytes, base_dir: Path
+    module: bytes,
+    config: WorkloadConfig,
+    config_source: bytes,
+    base_dir: Path,
+    *,
+    seal: tuple[str, bytes] | None = None,
 ) -> BuiltPackage:
-    """The package of ``module`` with ``config`` (parsed from ``config_source``, read in ``base_dir``)."""
+    """The package of ``module`` with ``config`` (parsed from ``config_source``, read in ``base_dir``);
+    ``seal`` = (``steward:NAME``, content key) encrypts it (:mod:`donjon.oci.encryption`)."""
     budget = [MAX_TREE_BYTES, MAX_TREE_ENTRIES]
     trees: list[TreeEntry] = []
     for path, kind in sorted(packaged_paths(config).items()):
@@ -44,7 +50,7 @@ def build_package(
             trees.append(TreeEntry(path, "file", _read_file(host, path, budget)))
         else:
             trees.append(TreeEntry(path, "dir", tar_tree(_walk(host, path, budget))))
-    manifest, blobs = build_manifest(module, config_source, trees, workload_digest(module, config))
+    manifest, blobs = build_manifest(module, config_source, trees, workload_digest(module, config), seal=seal)
     return BuiltPackage(manifest, blobs)
 
 

@@ -33,7 +33,11 @@ MAX_TREE_ENTRIES = 10_000
 
 
 def package_config(pulled: PulledPackage) -> WorkloadConfig:
-    """The package's config, after checking the workload digest the manifest claims."""
+    """The package's config, after checking the workload digest the manifest claims.
+
+    For an encrypted package the module's plaintext digest comes from its annotation (the
+    module is still sealed); :func:`unseal` checks the plaintext against it later.
+    """
     from donjon.config.digest import workload_digest
     from donjon.config.parse import parse_config
 
@@ -41,10 +45,31 @@ def package_config(pulled: PulledPackage) -> WorkloadConfig:
         config = parse_config(pulled.config_source, origin="package config").config
     except ConfigError as e:
         raise MalformedPackage("package config", str(e)) from e
-    computed = workload_digest(pulled.module, config).hex()
+    module_sha256 = bytes.fromhex(pulled.manifest.module.plaintext_digest.removeprefix("sha256:"))
+    computed = workload_digest(pulled.module, config, module_sha256=module_sha256).hex()
     if computed != pulled.manifest.workload_digest:
         raise DigestMismatch("workload digest annotation", pulled.manifest.workload_digest, computed)
     return dataclasses.replace(config, steward_ca=None)
+
+
+def unseal(pulled: PulledPackage, key: bytes) -> PulledPackage:
+    """The package with its sealed layers opened under the content ``key`` (each plaintext checked
+    against its digest, so the module is the one the attested workload digest names)."""
+    from donjon.oci.encryption import open_layer
+
+    if pulled.manifest.sealed_to is None:
+        return pulled
+    manifest = pulled.manifest
+    module = open_layer(
+        key, manifest.module.plain_media_type, None, pulled.module, manifest.module.plaintext_digest, "module"
+    )
+    trees = []
+    for descriptor, tree in zip(manifest.trees, pulled.trees, strict=True):
+        plain = open_layer(
+            key, descriptor.plain_media_type, tree.path, tree.blob, descriptor.plaintext_digest, tree.path
+        )
+        trees.append(TreeEntry(tree.path, tree.kind, plain))
+    return dataclasses.replace(pulled, module=module, trees=tuple(trees))
 
 
 def packaged_paths(config: WorkloadConfig) -> dict[str, str]:
