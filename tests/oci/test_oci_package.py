@@ -376,3 +376,19 @@ def test_an_unreadable_auth_file_names_the_file_not_its_content(tmp_path):
     with pytest.raises(AuthFailed) as e:
         find_credentials("r.example", environ={"REGISTRY_AUTH_FILE": str(auth)})
     assert "hunter2" not in str(e.value) and str(auth) in str(e.value)
+
+
+def test_a_tar_with_the_same_file_twice_is_refused(tmp_path):
+    one, two = _member("same"), _member("same")
+    with pytest.raises(MalformedPackage, match="twice"):
+        unpack_trees(_DIR_CONFIG, [TreeEntry("d", "dir", _tar(one, two))], tmp_path, limit=1 << 20)
+
+
+def test_a_tar_with_a_directory_under_a_file_is_refused(tmp_path):
+    with pytest.raises(MalformedPackage, match="cannot be unpacked"):
+        unpack_trees(
+            _DIR_CONFIG,
+            [TreeEntry("d", "dir", _tar(_member("x"), _member("x/y", tarfile.DIRTYPE)))],
+            tmp_path,
+            limit=1 << 20,
+        )

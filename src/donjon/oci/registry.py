@@ -198,7 +198,9 @@ class RegistryClient:
                 sent["Authorization"] = self._authorization
             try:
                 request = self._http().build_request(method, target, headers=sent, content=content)
-                response = self._http().send(request, stream=stream)
+                # Registries on object storage answer blob GETs with a redirect to another host
+                # (S3, a CDN): followed for GET only; httpx drops Authorization off the origin.
+                response = self._http().send(request, stream=stream, follow_redirects=method == "GET")
             except httpx.TransportError as e:
                 if _is_tls_failure(e):  # a wrong CA does not get better with retries
                     raise RegistryUnavailable(self.registry, _describe(e)) from e

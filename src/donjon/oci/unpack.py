@@ -156,7 +156,10 @@ def _mkdirs(root: Path, relative: str) -> None:
         path = path / part
         if path.is_symlink():  # never: only this code writes here; checked anyway
             raise MalformedPackage(relative, "is a link")
-        path.mkdir(mode=0o755, exist_ok=True)
+        try:
+            path.mkdir(mode=0o755, exist_ok=True)
+        except OSError as e:  # e.g. a file of that name came first
+            raise MalformedPackage(relative, f"cannot be unpacked: {e.strerror or e}") from e
 
 
 def _write(root: Path, relative: str, data: bytes, *, executable: bool, budget: list[int]) -> None:
@@ -168,6 +171,13 @@ def _write(root: Path, relative: str, data: bytes, *, executable: bool, budget: 
         _mkdirs(root, parent)
     path = root / relative
     # O_EXCL and O_NOFOLLOW: a second entry of the same name, or a link, is refused, not followed.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if executable else 0o644)
-    with os.fdopen(fd, "wb") as stream:
-        stream.write(data)
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if executable else 0o644
+        )
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+    except FileExistsError:
+        raise MalformedPackage(relative, "appears twice in the package") from None
+    except OSError as e:
+        raise MalformedPackage(relative, f"cannot be unpacked: {e.strerror or e}") from e
