@@ -19,7 +19,9 @@ What is measured, in one run on this machine, interleaved (file, cold, cached, f
   htpasswd basic auth, as in the tests;
 - the client tries a TLS 1.3 handshake every 2 ms from the moment the child is spawned.
 
-``nil`` keeps the Steward out of it: attestation costs the same for both (bench_attested_start.py).
+By default the Keeps run on ``nil``, keeping the Steward out of it. ``--attested`` runs all three
+on ``sim-snp`` attested by a local Steward (``donjon.demo.steward.LocalSteward``, in this
+process): the realistic case, where the Keep imports its HTTP client for the Steward anyway.
 Goal (issue 12): under 150 ms extra for a 5 MB module cold, under 30 ms cached.
 """
 
@@ -152,10 +154,14 @@ def _first_handshake(port: int, deadline: float) -> float:
 _BYTECODE: dict[str, str] = {}
 
 
+#: ``donjon run`` options choosing the backend (and the Steward): nil unless --attested.
+_BACKEND: list[str] = ["--backend", "nil"]
+
+
 def _one(argv: list[str], port: int, env: dict[str, str]) -> float:
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "donjon", "run", "--backend", "nil", "--no-cache", *argv],
+        [sys.executable, "-m", "donjon", "run", *_BACKEND, "--no-cache", *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -173,6 +179,22 @@ def _one(argv: list[str], port: int, env: dict[str, str]) -> float:
     return (first - started) * 1000
 
 
+def _steward(base: Path, module: bytes, config: Path):  # -> LocalSteward
+    """A local Steward trusting a simulated SEV-SNP vendor, admitting the workload by digest."""
+    from donjon.backends.sim import load_or_create_sim_vendor
+    from donjon.config import parse_config, workload_digest
+    from donjon.demo.steward import LocalSteward, WorkloadRule, demo_policy
+
+    vendor = base / "vendor"
+    load_or_create_sim_vendor("sim-snp", vendor)
+    steward = LocalSteward(base / "steward", sim_vendor_dir=vendor, policy=demo_policy([])).start()
+    digest = workload_digest(module, parse_config(config.read_bytes()).config)
+    steward.set_policy(demo_policy([WorkloadRule(digest, "/bench/http")]))
+    _BACKEND[:] = ["--backend", "sim-snp", "--sim-vendor", str(vendor), "--steward", steward.url,
+                   "--steward-ca", str(steward.ca_path)]  # fmt: skip
+    return steward
+
+
 def _donjon(*argv: str, env: dict[str, str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "donjon", *argv], capture_output=True, text=True, env={**os.environ, **env}
@@ -186,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--size-mb", type=float, default=5.0)
+    parser.add_argument("--attested", action="store_true", help="sim-snp with a local Steward, not nil")
     args = parser.parse_args(argv)
     if shutil.which("docker-registry") is None or shutil.which("htpasswd") is None:
         print(
@@ -212,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             pinned = _donjon("package", "push", str(base / "app.oci"), f"{host}/bench/http:v1", env=env)
             _donjon("package", "keygen", str(base / "signer"), env=env)
             _donjon("package", "sign", pinned, "--key", str(base / "signer.key"), env=env)
+            if args.attested:
+                steward = _steward(base, module, base / "Donjon.toml")
             local = ["--config", str(base / "Donjon.toml"), str(base / "http.wasm")]
             package = ["--trust-signer", str(base / "signer.pub"), f"oci://{host}/bench/http:v1"]
             warm = base / "warm-cache"
@@ -225,9 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             registry.terminate()
             registry.wait(10)
+            if args.attested:
+                steward.close()
 
     med = {name: statistics.median(values) for name, values in results.items()}
-    print(f"module {len(module) / 1e6:.1f} MB, {args.runs} runs each, interleaved; medians")
+    how = "sim-snp, attested by a local Steward" if args.attested else "nil"
+    print(f"module {len(module) / 1e6:.1f} MB, {how}, {args.runs} runs each, interleaved; medians")
     print("| start | to first TLS connection (ms) | extra vs file (ms) | goal |")
     print("|---|---:|---:|---|")
     print(f"| file | {med['file']:.0f} | - | - |")

@@ -347,8 +347,13 @@ class Registry:
 
     @property
     def env(self) -> dict[str, str]:
-        """What a ``donjon`` child process needs: the CA and the credentials file."""
-        return {"DONJON_REGISTRY_CA": str(self.ca), "REGISTRY_AUTH_FILE": str(self.auth_file)}
+        """What a ``donjon`` child process needs: the CA, the credentials file, a package cache of
+        the test's own (never the user's ``~/.cache``)."""
+        return {
+            "DONJON_REGISTRY_CA": str(self.ca),
+            "REGISTRY_AUTH_FILE": str(self.auth_file),
+            "XDG_CACHE_HOME": str(self.root / "xdg-cache"),
+        }
 
     def close(self) -> None:
         if self.proc.poll() is None:

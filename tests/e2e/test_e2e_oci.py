@@ -50,6 +50,7 @@ class Packager:
         self.capsys = capsys
         monkeypatch.setenv("REGISTRY_AUTH_FILE", str(registry.auth_file))
         monkeypatch.setenv("DONJON_REGISTRY_CA", str(registry.ca))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
     def donjon(self, *argv: str, expect: int = 0) -> str:
         code = main(list(argv))
@@ -491,3 +492,25 @@ def test_encrypt_to_needs_a_key_file_and_reuses_it(pkg, tmp_path):
         keys.append((tmp_path / "k").read_bytes())
     first = keys[0]
     assert len(first) == 32 and keys[1] == first
+
+
+def test_a_package_never_falls_back_to_nil_by_itself(e2e, registry, pkg):
+    steward = e2e.steward()
+    w = _workload(e2e, steward, "auto-nil", backends=None)
+    key, pub = pkg.keygen("signer")
+    pinned = pkg.publish(w, "e2e/auto-nil", key=key)
+    keep = e2e.keep(["--backend", "auto", "--trust-signer", str(pub), f"oci://{pinned}"], env=registry.env)
+    assert keep.wait() == 1
+    assert "a package runs on nil only with --backend nil" in keep.err
+
+
+def test_print_digest_of_a_package_is_its_workload_digest_even_encrypted(e2e, registry, pkg, capsys):
+    steward = e2e.steward()
+    w = _workload(e2e, steward, "print-digest")
+    key, pub = pkg.keygen("signer")
+    for pinned in (
+        pkg.publish(w, "e2e/print-digest", key=key),
+        _publish_sealed(pkg, w, "e2e/print-sealed", key),
+    ):
+        out = pkg.donjon("run", "--print-digest", "--trust-signer", str(pub), f"oci://{pinned}")
+        assert out == w.digest.hex()
