@@ -190,3 +190,35 @@ def test_a_bad_signer_rule_is_a_policy_error(body, match):
 
     with pytest.raises(ConfigError, match=match):
         _policy(body)
+
+
+def test_signatures_interoperate_with_openssl_as_cosigns_examples_show(tmp_path):
+    """cosign's EXAMPLES.md "Sign With OpenSSL, Verify With Cosign": an ECDSA P-256 key from
+    ``openssl ecparam``, ``openssl dgst -sha256 -sign`` over the payload, base64. Donjon verifies
+    such a signature, and ``openssl dgst -sha256 -verify`` verifies Donjon's."""
+    import shutil
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    from donjon.oci.signature import load_private_key, load_public_key
+
+    openssl = shutil.which("openssl")
+    assert openssl is not None
+    run = lambda *a: subprocess.run([openssl, *a], check=True, capture_output=True, cwd=tmp_path)  # noqa: E731
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "openssl.key")
+    run("ec", "-in", "openssl.key", "-pubout", "-out", "openssl.pub")
+    payload = make_payload("r.example/app", DIGEST)
+    (tmp_path / "payload.json").write_bytes(payload)
+    run("dgst", "-sha256", "-sign", "openssl.key", "-out", "payload.sig", "payload.json")
+    raw, blobs = signature_manifest([(payload, (tmp_path / "payload.sig").read_bytes())])
+    pairs = [(s, blobs[s.payload.digest]) for s in parse_signatures(raw)]
+    public = load_public_key((tmp_path / "openssl.pub").read_bytes())
+    assert verify_signatures(DIGEST, pairs, [public]).signer == fingerprint(public)
+
+    key = load_private_key((tmp_path / "openssl.key").read_bytes())
+    (tmp_path / "donjon.sig").write_bytes(sign_payload(key, payload))
+    run("dgst", "-sha256", "-verify", "openssl.pub", "-signature", "donjon.sig", "payload.json")
+    assert key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
