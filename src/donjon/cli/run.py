@@ -510,13 +510,15 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
         f"package {pulled.reference.name}@{pulled.reference.digest}, signed by {signer}"
         + (f", encrypted (the key is Steward secret {sealed}, released after attestation)" if sealed else "")
     )
+    # The module's SHA-256 is known: its layer digest (checked on the pull) or, sealed, the plaintext
+    # digest package_config checked against the manifest. Not hashing 5 MB again is measurable.
+    module_sha256 = bytes.fromhex(pulled.manifest.module.plaintext_digest.removeprefix("sha256:"))
     if sealed is not None:
-        # Attest with the workload digest of the plaintext (package_config checked it against the
-        # manifest); the module itself is opened only after the Steward releases the key.
+        # Attest with the workload digest of the plaintext; the module itself is opened only
+        # after the Steward releases the key (_unseal checks it against this digest).
         opts.sealed, opts.unpack_root = pulled, root
-        module_sha256 = bytes.fromhex(pulled.manifest.module.plaintext_digest.removeprefix("sha256:"))
         return Workload(module=b"", config=config, base_dir=root, module_sha256=module_sha256)
-    return Workload(module=pulled.module, config=config, base_dir=root)
+    return Workload(module=pulled.module, config=config, base_dir=root, module_sha256=module_sha256)
 
 
 def _unseal(opts: Options, workload: Workload, keep_tls: KeepTls | None) -> Workload | int:
