@@ -517,3 +517,21 @@ def test_print_digest_of_a_package_is_its_workload_digest_even_encrypted(e2e, re
     ):
         out = pkg.donjon("run", "--print-digest", "--trust-signer", str(pub), f"oci://{pinned}")
         assert out == w.digest.hex()
+
+
+def test_a_download_slower_than_the_total_budget_is_abandoned(e2e, registry, pkg):
+    """The whole download is bounded in time, not only each read (a trickling registry)."""
+    from donjon.oci.errors import RegistryUnavailable
+    from donjon.oci.registry import RetryPolicy
+
+    steward = e2e.steward()
+    w = _workload(e2e, steward, "slow")
+    pinned = parse_reference(pkg.publish(w, "e2e/slow", key=None))
+    client = RegistryClient(
+        registry.host,
+        credentials=Credentials(REGISTRY_USER, REGISTRY_PASSWORD),
+        ca_file=str(registry.ca),
+        retry=RetryPolicy(total=0.0),
+    )
+    with client, pytest.raises(RegistryUnavailable, match="not received within"):
+        client.get_blob(pinned, digest_of(w.wasm.read_bytes()), limit=1 << 24)

@@ -41,11 +41,14 @@ _MAX_TOKEN_BODY = 64 * 1024
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded: ``attempts`` tries with ``backoff`` seconds between them, each request ``timeout`` s."""
+    """Bounded: ``attempts`` tries with ``backoff`` seconds between them, each network operation
+    ``timeout`` s, and one download (a manifest or a blob, retries included) ``total`` s at most -
+    a registry trickling a byte every few seconds cannot hold a Keep for longer."""
 
     attempts: int = 3
     backoff: tuple[float, ...] = (0.2, 0.5)
     timeout: float = 10.0
+    total: float = 300.0
 
 
 @dataclass
@@ -153,6 +156,7 @@ class RegistryClient:
     # -- HTTP, auth and retries ------------------------------------------------------------
 
     def _get(self, ref: Reference, path: str, headers: Mapping[str, str], limit: int, what: str) -> bytes:
+        deadline = time.monotonic() + self.retry.total
         for attempt in range(self.retry.attempts):
             response = self._request("GET", ref, path, headers=headers, stream=True)
             try:
@@ -166,10 +170,14 @@ class RegistryClient:
                     size += len(chunk)
                     if size > limit:
                         raise TooLarge(what, size, limit)
+                    if time.monotonic() > deadline:
+                        raise RegistryUnavailable(
+                            self.registry, f"{what}: not received within {self.retry.total:.0f} s"
+                        )
                     chunks.append(chunk)
                 return b"".join(chunks)
             except (httpx.TransportError, httpx.StreamError) as e:
-                if attempt + 1 >= self.retry.attempts:
+                if attempt + 1 >= self.retry.attempts or time.monotonic() > deadline:
                     raise RegistryUnavailable(self.registry, f"{what}: {_describe(e)}") from e
                 self._pause(attempt)
             finally:
