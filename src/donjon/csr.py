@@ -238,6 +238,9 @@ class NativeCsr:
     certs: tuple[bytes, ...]
     workload_digest: bytes | None
     nonce: bytes | None
+    #: The DER ``PackageEvidence`` of a signed package (``oids.CSR_ATTR_PACKAGE``), unchecked:
+    #: the Steward verifies it (:func:`donjon.oci.admission.verify_package_evidence`).
+    package: bytes | None = None
 
     @property
     def key_sha256(self) -> bytes:
@@ -318,6 +321,7 @@ def build_csr(
     workload_digest: bytes | None,
     nonce: bytes | None,
     certs: Sequence[bytes] = (),
+    package: bytes | None = None,
 ) -> bytes:
     """A native Donjon CSR (DER), signed by ``key``.
 
@@ -347,6 +351,8 @@ def build_csr(
         attrs.append(_attribute(oids.CSR_ATTR_WORKLOAD_DIGEST, _octets(workload_digest)))
     if nonce is not None:
         attrs.append(_attribute(oids.CSR_ATTR_NONCE, _octets(nonce)))
+    if package is not None:  # already DER (PackageEvidence)
+        attrs.append(_attribute(oids.CSR_ATTR_PACKAGE, package))
     return _finish(key, attrs)
 
 
@@ -766,6 +772,7 @@ def parse_native_csr(der: bytes) -> NativeCsr:
         certs=tuple(certs),
         workload_digest=digest,
         nonce=nonce,
+        package=_single(attrs, oids.CSR_ATTR_PACKAGE, "package evidence"),
     )
 
 

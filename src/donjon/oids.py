@@ -27,7 +27,9 @@ Layout of the arc (``DONJON_ARC`` below):
 - ``.2`` PKCS#10 attributes of a Keep's CSR
 
   - ``.2.1`` workload digest (single value: OCTET STRING, 32 bytes);
-  - ``.2.2`` Steward nonce (single value: OCTET STRING).
+  - ``.2.2`` Steward nonce (single value: OCTET STRING);
+  - ``.2.3`` package evidence: the signed package the Keep runs (single value:
+    ``PackageEvidence``, :mod:`donjon.oci.admission`), for policies that admit by signer.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cryptography.x509 import ObjectIdentifier
 
 __all__ = [
     "CSR_ATTR_NONCE",
+    "CSR_ATTR_PACKAGE",
     "CSR_ATTR_WORKLOAD_DIGEST",
     "DONJON_ARC",
     "ENARX_SGX_EVIDENCE",
@@ -68,6 +71,7 @@ EVIDENCE_AZURE_TDX_VTPM = ObjectIdentifier(DONJON_ARC + ".1.6")
 
 CSR_ATTR_WORKLOAD_DIGEST = ObjectIdentifier(DONJON_ARC + ".2.1")
 CSR_ATTR_NONCE = ObjectIdentifier(DONJON_ARC + ".2.2")
+CSR_ATTR_PACKAGE = ObjectIdentifier(DONJON_ARC + ".2.3")
 
 #: Evidence kind (``donjon.attestation.verify.EvidenceKind`` values, and ``"none"``) <-> statement type.
 EVIDENCE_OID_BY_KIND: dict[str, ObjectIdentifier] = {

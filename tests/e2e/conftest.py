@@ -7,6 +7,7 @@ given the same directory with ``--sim-vendor``. Every wait is bounded; every por
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -227,3 +228,148 @@ def refuses_connections(port: int) -> bool:
 @pytest.fixture(scope="session")
 def helpers() -> SimpleNamespace:
     return SimpleNamespace(refuses_connections=refuses_connections, free_port=free_port)
+
+
+# -- a real OCI registry (Debian's docker-registry, distribution 2.8) for docs/deploy.md's tests ---
+
+REGISTRY_USER = "donjon"
+REGISTRY_PASSWORD = "registry-test-password"
+
+
+def _registry_pki(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost: (ca.pem, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "donjon test registry CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "registry.pem", directory / "registry.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+class Registry:
+    """``docker-registry serve`` on 127.0.0.1 with TLS (a throwaway CA) and htpasswd basic auth."""
+
+    def __init__(self, directory: Path) -> None:
+        import shutil
+
+        binary = shutil.which("docker-registry")
+        htpasswd = shutil.which("htpasswd")
+        if binary is None or htpasswd is None:
+            pytest.fail("docker-registry and htpasswd are needed (scripts/test installs them)")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.root = directory
+        self.ca, cert, key = _registry_pki(directory)
+        users = directory / "htpasswd"
+        hashed = subprocess.run(
+            [htpasswd, "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], check=True, capture_output=True, text=True
+        ).stdout
+        users.write_text(hashed)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        config = directory / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: error, accesslog: {disabled: true}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {directory / 'data'}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: '{self.host}', tls: {{certificate: {cert}, key: {key}}}}}\n"
+            f"auth: {{htpasswd: {{realm: donjon-test, path: {users}}}}}\n"
+        )
+        self.log = open(directory / "registry.log", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.auth_file = directory / "auth.json"
+        import base64
+
+        token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+        self.auth_file.write_text(json.dumps({"auths": {self.host: {"auth": token}}}))
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.ca))
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"docker-registry exited: {(self.log.name)}")
+            try:
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw,
+                    context.wrap_socket(raw, server_hostname="127.0.0.1"),
+                ):
+                    return
+            except OSError:
+                time.sleep(0.05)  # polling a child's readiness: no event to wait on
+        pytest.fail("docker-registry did not listen within the timeout")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a ``donjon`` child process needs: the CA, the credentials file, a package cache of
+        the test's own (never the user's ``~/.cache``)."""
+        return {
+            "DONJON_REGISTRY_CA": str(self.ca),
+            "REGISTRY_AUTH_FILE": str(self.auth_file),
+            "XDG_CACHE_HOME": str(self.root / "xdg-cache"),
+        }
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    r = Registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield r
+    finally:
+        r.close()

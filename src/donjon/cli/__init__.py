@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evidence": ("donjon.cli.evidence", "verify or show attestation evidence"),
     "steward": ("donjon.cli.steward", "run and manage a Steward (attestation service)"),
     "policy": ("donjon.cli.policy", "test a Steward policy against recorded evidence"),
+    "package": ("donjon.cli.package", "build, push, sign and verify workload packages (OCI artifacts)"),
     "peer": ("donjon.cli.peer", "verify a Keep's certificate and claims over TLS"),
     "log": ("donjon.cli.log", "witness a Steward's transparency log (audit its checkpoints)"),
     "platform": ("donjon.cli.platform", "which TEE backends work on this machine"),

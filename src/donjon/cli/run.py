@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from donjon.keep.launch import KeepTls, StewardSettings
     from donjon.keep.secrets import SecretSet
     from donjon.keep.steward_client import StewardEndpoint
+    from donjon.oci.pull import PulledPackage
     from donjon.runtime.keep import Workload
     from donjon.runtime.net import BoundListeners
 
@@ -70,7 +71,10 @@ examples:
       examples/http/http.wasm
   donjon run --backend sim-snp --sim-vendor sim-vendor \\
       --steward https://localhost:8443 --steward-ca ca.pem \\
-      --config Donjon.toml app.wasm"""
+      --config Donjon.toml app.wasm
+  donjon run --backend sim-snp --steward https://localhost:8443 \\
+      --steward-ca ca.pem --trust-signer signer.pub \\
+      oci://registry.example:5000/team/app:v1"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,7 +92,11 @@ def parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
     )
-    p.add_argument("module", metavar="MODULE", help="the WebAssembly module (.wasm)")
+    p.add_argument(
+        "module",
+        metavar="MODULE",
+        help="the WebAssembly module (.wasm), or a package: oci://REGISTRY/REPO:TAG or @sha256:...",
+    )
     p.add_argument("args", metavar="ARGS", nargs="*", help="the guest's arguments (without --config)")
     p.add_argument("--config", metavar="FILE", help="workload config (Donjon.toml, or any Enarx.toml)")
     p.add_argument(
@@ -152,6 +160,25 @@ def parser() -> argparse.ArgumentParser:
         help="print the workload digest (hex) and exit without running",
     )
     p.add_argument(
+        "--trust-signer",
+        metavar="PUB",
+        help="oci://: a trusted package signer's public key, PEM (repeatable; docs/deploy.md)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="oci://: run a package that no trusted signer signed (UNSAFE, said loudly)",
+    )
+    p.add_argument(
+        "--package-cache",
+        metavar="DIR",
+        help="oci://: where pulled blobs are cached by digest (default $XDG_CACHE_HOME/donjon/blobs)",
+    )
+    p.add_argument("--no-package-cache", action="store_true", help="oci://: pull every blob afresh")
+    from donjon.cli.package import add_registry_options
+
+    add_registry_options(p)
+    p.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -185,6 +212,18 @@ class Options:
         self.print_digest = False
         self.verbose = False
         self.help = False
+        self.trust_signers: list[str] = []
+        self.allow_unsigned = False
+        self.package_cache: str | None = None
+        self.use_package_cache = True
+        self.registry_ca: str | None = None
+        self.registry_user: str | None = None
+        self.registry_password_file: str | None = None
+        #: Set by the pull: the signed package's evidence for the CSR (docs/deploy.md "By signer").
+        self.package_evidence: bytes | None = None
+        #: Set by the pull of an encrypted package: opened after attestation (_unseal).
+        self.sealed: PulledPackage | None = None
+        self.unpack_root: Path | None = None
 
 
 _WITH_VALUE = {
@@ -200,6 +239,11 @@ _WITH_VALUE = {
     "--sim-vendor",
     "--max-memory",
     "--deadline",
+    "--trust-signer",
+    "--package-cache",
+    "--registry-ca",
+    "--registry-user",
+    "--registry-password-file",
 }
 
 
@@ -250,6 +294,16 @@ def parse_args(argv: list[str]) -> Options:
                     opts.limits["deadline"] = float(value)
                 except ValueError:
                     raise UsageError(f"--deadline {value!r}: expected seconds") from None
+            elif name == "--trust-signer":
+                opts.trust_signers.append(value)
+            elif name == "--package-cache":
+                opts.package_cache = value
+            elif name == "--registry-ca":
+                opts.registry_ca = value
+            elif name == "--registry-user":
+                opts.registry_user = value
+            elif name == "--registry-password-file":
+                opts.registry_password_file = value
             elif name == "--attest-timeout":
                 try:
                     opts.attest_timeout = float(value)
@@ -263,6 +317,10 @@ def parse_args(argv: list[str]) -> Options:
             opts.steward_insecure_http = True
         elif arg == "--no-cache":
             opts.cache = False
+        elif arg == "--allow-unsigned":
+            opts.allow_unsigned = True
+        elif arg == "--no-package-cache":
+            opts.use_package_cache = False
         elif arg == "--print-digest":
             opts.print_digest = True
         elif arg in ("-v", "--verbose"):
@@ -281,6 +339,11 @@ def parse_args(argv: list[str]) -> Options:
         raise UsageError("with --config, put args, env and directories in the config (not --dir/--env/ARGS)")
     if opts.config is not None and opts.limits:
         raise UsageError("with --config, put limits in its [limits] table (not --max-memory/--deadline)")
+    if opts.module.startswith("oci://"):
+        if opts.config is not None or opts.dirs or opts.env or opts.args:
+            raise UsageError("a package (oci://) brings its own config: no --config, --dir, --env or ARGS")
+        if not opts.trust_signers and not opts.allow_unsigned:
+            raise UsageError("oci://: name the trusted signers (--trust-signer KEY.pub), or --allow-unsigned")
     return opts
 
 
@@ -390,6 +453,15 @@ def main(argv: list[str]) -> int:
 
 
 def _run(opts: Options) -> int:
+    if opts.module.startswith("oci://"):
+        import tempfile
+
+        # The package's files are unpacked here for the run's duration (removed after it).
+        with tempfile.TemporaryDirectory(prefix="donjon-package-") as unpacked:
+            pulled = _pull_package(opts, Path(unpacked))
+            if isinstance(pulled, int):
+                return pulled
+            return _run_workload(opts, pulled)
     from donjon.config.errors import ConfigError
     from donjon.runtime import errors
 
@@ -436,7 +508,155 @@ def _run(opts: Options) -> int:
     except errors.InvalidModule as e:
         _error(f"{opts.module}: {e}")
         return EXIT_USAGE
-    workload = Workload(module=module, config=config, base_dir=base_dir)
+    return _run_workload(opts, Workload(module=module, config=config, base_dir=base_dir))
+
+
+def _pull_package(opts: Options, root: Path) -> Workload | int:
+    """The workload of the package ``opts.module`` names, pulled, verified and unpacked under ``root``;
+    or the exit code of a failure (docs/deploy.md, "What donjon run oci:// checks")."""
+    from donjon.cli.package import registry_client, trusted_keys
+    from donjon.oci.errors import OciError, exit_code
+    from donjon.oci.pull import Limits, pull
+    from donjon.oci.reference import parse_reference
+    from donjon.oci.unpack import check_within, package_config, unpack_trees
+    from donjon.runtime.keep import Workload, check_module_header
+
+    try:
+        ref = parse_reference(opts.module)
+        cache = None
+        if opts.use_package_cache:
+            from donjon.oci.cache import BlobCache, default_cache_dir
+
+            cache = BlobCache(Path(opts.package_cache) if opts.package_cache else default_cache_dir())
+        limits = Limits()
+        with registry_client(
+            ref, ca=opts.registry_ca, user=opts.registry_user, password_file=opts.registry_password_file
+        ) as client:
+            pulled = pull(
+                client,
+                ref,
+                trusted=trusted_keys(opts.trust_signers),
+                allow_unsigned=opts.allow_unsigned,
+                cache=cache,
+                limits=limits,
+                warn=lambda m: _error(f"warning: {m}"),
+            )
+        config = package_config(pulled)
+        check_within(config, opts.backend)
+        if pulled.manifest.sealed_to is None:
+            unpack_trees(config, pulled.trees, root, limit=limits.total)
+    except OciError as e:
+        _error(str(e))
+        return exit_code(e)
+    from donjon.runtime import errors
+
+    if pulled.manifest.sealed_to is None:
+        try:
+            check_module_header(pulled.module)
+        except errors.InvalidModule as e:
+            _error(f"{opts.module}: {e}")
+            return EXIT_REFUSED
+    signature = pulled.signature
+    if signature is not None and signature.key is not None:
+        from donjon.oci.admission import encode_package_evidence
+
+        opts.package_evidence = encode_package_evidence(
+            pulled.manifest.raw, signature.payload, signature.signature, signature.key
+        )
+    signer = signature.signer if signature is not None else "NOBODY (unsigned)"
+    sealed = pulled.manifest.sealed_to
+    _error(
+        f"package {pulled.reference.name}@{pulled.reference.digest}, signed by {signer}"
+        + (f", encrypted (the key is Steward secret {sealed}, released after attestation)" if sealed else "")
+    )
+    # The module's SHA-256 is known: its layer digest (checked on the pull) or, sealed, the plaintext
+    # digest package_config checked against the manifest. Not hashing 5 MB again is measurable.
+    module_sha256 = bytes.fromhex(pulled.manifest.module.plaintext_digest.removeprefix("sha256:"))
+    if sealed is not None:
+        # Attest with the workload digest of the plaintext; the module itself is opened only
+        # after the Steward releases the key (_unseal checks it against this digest).
+        opts.sealed, opts.unpack_root = pulled, root
+        return Workload(module=b"", config=config, base_dir=root, module_sha256=module_sha256)
+    return Workload(module=pulled.module, config=config, base_dir=root, module_sha256=module_sha256)
+
+
+def _unseal(opts: Options, workload: Workload, keep_tls: KeepTls | None) -> Workload | int:
+    """Open an encrypted package with the content key the Steward releases to this attested Keep
+    (docs/deploy.md "Encrypted packages"): the workload to run, or the exit code of a failure."""
+    import dataclasses
+
+    from donjon.oci.errors import OciError, exit_code
+    from donjon.oci.unpack import unpack_trees, unseal
+    from donjon.runtime import errors
+    from donjon.runtime.keep import check_module_header
+
+    pulled, root = opts.sealed, opts.unpack_root
+    assert pulled is not None and root is not None and pulled.manifest.sealed_to is not None
+    attested = keep_tls.attested if keep_tls is not None else None
+    if keep_tls is None or attested is None:
+        _error(
+            "an encrypted package needs a Steward to release its key to an attested Keep "
+            "(--steward and --steward-ca); nothing decrypted, serving nothing"
+        )
+        return EXIT_REFUSED
+    key = _content_key(pulled.manifest.sealed_to, attested, keep_tls.steward_ca)
+    if isinstance(key, int):
+        return key
+    try:
+        opened = unseal(pulled, key)
+        unpack_trees(workload.config, opened.trees, root, limit=sum(len(t.blob) for t in opened.trees) + 1)
+        check_module_header(opened.module)
+    except OciError as e:
+        _error(f"{e}; serving nothing")
+        return exit_code(e)
+    except errors.InvalidModule as e:
+        _error(f"{opts.module}: {e}; serving nothing")
+        return EXIT_REFUSED
+    _error(f"package decrypted in memory with Steward secret {pulled.manifest.sealed_to}")
+    return dataclasses.replace(workload, module=opened.module)
+
+
+def _content_key(
+    name: str, attested: AttestedIdentity, steward_ca: Sequence[x509.Certificate]
+) -> bytes | int:
+    """Steward secret ``name`` (the content key), fetched over mutual TLS with the certificate just
+    issued, through issue 11's secret client (``donjon.keep.secrets``)."""
+    import importlib
+
+    try:
+        # Issue 11's client (the Steward's secret store), on its own branch until merged.
+        secret_client = importlib.import_module("donjon.keep.secrets")
+    except ImportError:
+        _error("this build has no secret client (donjon.keep.secrets): cannot open an encrypted package")
+        return EXIT_OPERATIONAL
+    from donjon.keep.errors import KeepError
+    from donjon.keep.steward_client import StewardEndpoint
+
+    if not attested.steward_url.startswith("https:"):
+        _error("an encrypted package needs an https:// Steward (mutual TLS); nothing decrypted")
+        return EXIT_USAGE
+    try:
+        endpoint = StewardEndpoint(url=attested.steward_url, ca=tuple(steward_ca))
+        released, _ = secret_client.fetch_secrets(endpoint, attested.credentials(), [name])
+    except secret_client.SecretRefused as e:
+        _error(f"{e}; nothing decrypted, serving nothing")
+        return EXIT_REFUSED
+    except (KeepError, ValueError, OSError) as e:
+        _error(f"cannot fetch the package key: {e}; nothing decrypted, serving nothing")
+        return EXIT_OPERATIONAL
+    secret = released.get(name)
+    if secret is None:
+        _error(f"the Steward did not release secret {name}; nothing decrypted, serving nothing")
+        return EXIT_REFUSED
+    value: bytes = secret.value
+    return value
+
+
+def _run_workload(opts: Options, workload: Workload) -> int:
+    """Select the backend, bind, attest and run ``workload`` (from a file or a package)."""
+    from donjon.runtime import errors
+
+    config, base_dir = workload.config, workload.base_dir
     if opts.print_digest:  # needs no backend: e.g. to write a Steward policy on another machine
         print(workload.digest.hex())
         return EXIT_OK
@@ -445,6 +665,10 @@ def _run(opts: Options) -> int:
     if isinstance(selected, int):
         return selected
     backend, auto_nil = selected
+    if opts.module.startswith("oci://") and not backend.attested and opts.backend != "nil":
+        # A package from a registry never falls back to an unattested run by itself.
+        _error("refused: a package runs on nil only with --backend nil (no TEE was found here)")
+        return EXIT_REFUSED
     if opts.verbose:
         _error(f"workload digest {workload.digest.hex()}")
 
@@ -467,6 +691,11 @@ def _run(opts: Options) -> int:
         if isinstance(keep_tls, int):
             return keep_tls
         try:
+            if opts.sealed is not None:
+                opened = _unseal(opts, workload, keep_tls)
+                if isinstance(opened, int):
+                    return opened
+                workload = opened
             if secrets is not None:
                 code = _first_secrets(config, keep_tls, secrets)
                 if code is not None:
@@ -689,6 +918,7 @@ def _identity(
             if secrets is None or settings is None
             else _renewed_with(config, settings, secrets),
             on_expired=_expired,
+            attestor_options={"package": opts.package_evidence} if opts.package_evidence else None,
         )
     except (LaunchError, KeepError) as e:
         _error(describe(e) + _sim_vendor_hint(e, backend))

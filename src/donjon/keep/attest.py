@@ -256,6 +256,7 @@ class Attestor:
         retry: RetryPolicy | None = None,
         vcek_source: VcekSource | None = None,
         claims_oid: str | None = None,
+        package: bytes | None = None,
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
@@ -268,6 +269,8 @@ class Attestor:
         self.retry = retry or RetryPolicy()
         self.vcek_source = vcek_source
         self.claims_oid = claims_oid
+        #: DER ``PackageEvidence`` of the signed package run (``donjon run oci://``), sent along.
+        self.package = package
         self._clock = clock
         self._sleep = sleep
         self._monotonic = monotonic
@@ -360,6 +363,7 @@ class Attestor:
             workload_digest=self.workload_digest,
             nonce=challenge.nonce,
             certs=certs[: _csr.MAX_CERTS],
+            package=self.package,
         )
         chain = client.attest(csr_der)
         now = self._clock()

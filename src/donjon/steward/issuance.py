@@ -61,6 +61,7 @@ from donjon.steward.errors import Refused
 from donjon.steward.log import LogEntry, LogStore
 from donjon.steward.metrics import Metrics
 from donjon.steward.nonce import NonceAuthority
+from donjon.steward.package_admission import check_package, package_entries
 from donjon.steward.policy import Decision, Policy, load_policy
 
 __all__ = [
@@ -553,7 +554,13 @@ class Steward:
                 raise Refused(
                     "binding", "the evidence does not bind this CSR's key, workload digest and nonce"
                 ) from e
-        decision = policy.decide(claims, csr.workload_digest)
+        package = check_package(csr, record)
+        decision = policy.decide(
+            claims,
+            csr.workload_digest,
+            package_signer=package.signer if package is not None else None,
+            package_name=package.reference if package is not None else None,
+        )
         return csr.spki_der, decision, claims, kind
 
     def check_legacy(
@@ -649,7 +656,8 @@ class Steward:
             claims=summary,
             dice=dice_entries(
                 claims, bytes.fromhex(digest) if isinstance(digest, str) else None, decision.simulated
-            ),
+            )
+            + package_entries(record.get("package"), decision),
         )
         record.update(
             decision="issued",

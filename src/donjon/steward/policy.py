@@ -137,6 +137,11 @@ class WorkloadRule:
     #: Names for ``/sim`` and ``/unattested`` certificates: never the production ones above.
     simulated_names: Names = Names()
     unattested_names: Names = Names()
+    #: Admission by signer instead of ``digest`` (which is then ``""``): the fingerprint
+    #: (``sha256:<hex>`` of the SubjectPublicKeyInfo) of the key that signed the package, and
+    #: optionally the package name (``REGISTRY/REPO``) its signed payload must carry.
+    signer: str | None = None
+    package: str | None = None
 
     def admits(self, platform: str | None, *, simulated: bool) -> bool:
         """Does this rule issue for ``platform`` (``None``: no evidence), genuine or simulated?
@@ -282,8 +287,19 @@ class Policy:
                 raise Refused("policy.min_tcb", f"TCB component {name} is {got}, below the minimum {minimum}")
         return rule
 
-    def decide(self, claims: Claims | None, workload_digest: bytes | None) -> Decision:
-        """Native request: platform rules (unless unattested), then the workload's identity."""
+    def decide(
+        self,
+        claims: Claims | None,
+        workload_digest: bytes | None,
+        *,
+        package_signer: str | None = None,
+        package_name: str | None = None,
+    ) -> Decision:
+        """Native request: platform rules (unless unattested), then the workload's identity.
+
+        A rule naming the workload digest wins; without one, a rule naming the package's signer
+        (``package_signer``, verified by the caller from the CSR's package evidence) admits it.
+        """
         if claims is None:
             if not self.allow_unattested:
                 raise Refused("policy.unattested", "the CSR has no evidence and allow_unattested is off")
@@ -295,6 +311,14 @@ class Policy:
         platform = claims.tee.value if claims is not None else None
         simulated = claims is not None and claims.simulated
         known = [wl for wl in self.workloads if wl.digest == digest]
+        by_signer = False
+        if not known and package_signer is not None:
+            known = [
+                wl
+                for wl in self.workloads
+                if wl.signer == package_signer and (wl.package is None or wl.package == package_name)
+            ]
+            by_signer = bool(known)
         for wl in known:
             if not wl.admits(platform, simulated=simulated):
                 continue
@@ -312,9 +336,15 @@ class Policy:
                 simulated=simulated,
                 unattested=claims is None,
                 fresh=True,
-                rule=f"workload {digest}",
+                rule=f"signer {package_signer} (workload {digest})" if by_signer else f"workload {digest}",
             )
         if not known:
+            if package_signer is not None:
+                raise Refused(
+                    "policy.workload",
+                    f"workload digest {digest} is not in the policy, nor is its package's signer "
+                    f"{package_signer} (package {package_name!r})",
+                )
             raise Refused("policy.workload", f"workload digest {digest} is not in the policy")
         # The digest is known, but no rule for it accepts this kind of evidence: name which.
         if claims is None:
@@ -699,6 +729,41 @@ def _vtpm_rule(ctx: _Ctx, doc: Any, table: str) -> VtpmRule:
     return VtpmRule(allowed_measurements=allowed, pcrs=pcrs)
 
 
+def _signer_of(
+    ctx: _Ctx, entry: Mapping[str, Any], i: int, read: Callable[[str], bytes], signer_files: list[bytes]
+) -> tuple[str | None, str | None]:
+    """A ``[[workload]]``'s ``signer`` (a fingerprint, or a PEM public key file) and ``package``.
+
+    Exactly one of ``digest`` and ``signer``; ``package`` only with ``signer``.
+    """
+    signer = entry.get("signer")
+    package = entry.get("package")
+    if signer is None:
+        if package is not None:
+            raise ctx.error("package needs signer (it names the signed package)", "workload", "package", i)
+        return None, None
+    if "digest" in entry:
+        raise ctx.error("give digest or signer, not both", "workload", "signer", i)
+    if package is not None and (not isinstance(package, str) or "/" not in package or len(package) > 1024):
+        raise ctx.error("package must be REGISTRY/REPOSITORY, as signed", "workload", "package", i)
+    if not isinstance(signer, str) or not signer:
+        raise ctx.error("signer must be sha256:<64 hex> or a PEM public key file", "workload", "signer", i)
+    if signer.startswith("sha256:"):
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", signer.lower()):
+            raise ctx.error("signer fingerprint must be sha256:<64 hex>", "workload", "signer", i)
+        return signer.lower(), package
+    from donjon.oci.errors import OciError
+    from donjon.oci.signature import fingerprint, load_public_key
+
+    try:
+        key = load_public_key(read(signer), what=signer)
+    except (OSError, OciError) as e:
+        raise ctx.error(f"signer {signer}: {e}", "workload", "signer", i) from e
+    found = fingerprint(key)
+    signer_files.append(bytes.fromhex(found.removeprefix("sha256:")))
+    return found, package
+
+
 def _reader(path: str) -> Callable[[str], bytes]:
     """Files a policy names (``platform_keys``) are relative to the policy file's directory."""
     base = Path(path).parent
@@ -770,6 +835,7 @@ def parse_policy(
         return value
 
     workloads: list[WorkloadRule] = []
+    signer_files: list[bytes] = []
     wl_doc = doc.get("workload", [])
     if not isinstance(wl_doc, list):
         raise ctx.error("workload must be an array of tables ([[workload]])", None, "workload")
@@ -779,6 +845,8 @@ def parse_policy(
             entry,
             {
                 "digest",
+                "signer",
+                "package",
                 "spiffe_path",
                 "dns_names",
                 "ip",
@@ -793,7 +861,10 @@ def parse_policy(
             i,
         )
         digest = entry.get("digest")
-        if not isinstance(digest, str) or not _HEX.match(digest.lower()) or len(digest) != 64:
+        signer, package = _signer_of(ctx, entry, i, read, signer_files)
+        if signer is not None:
+            digest = ""
+        elif not isinstance(digest, str) or not _HEX.match(digest.lower()) or len(digest) != 64:
             raise ctx.error("digest must be a workload digest: 64 hex characters", "workload", "digest", i)
         plats = entry.get("platforms")
         choices = PLATFORMS + MARKERS
@@ -817,6 +888,8 @@ def parse_policy(
                 platforms=frozenset(plats) if plats is not None else None,
                 simulated_names=sim_names,
                 unattested_names=unattested_names,
+                signer=signer,
+                package=package,
             )
         )
     legacy: list[LegacyRule] = []
@@ -872,7 +945,7 @@ def parse_policy(
     _no_shared_names(ctx, workloads, legacy)
     secrets = _secret_rules(ctx, doc.get("secret", []))
     return Policy(
-        digest=_digest(raw, platforms),
+        digest=_digest(raw, platforms, signer_files),
         source=path,
         allow_simulated=_bool(ctx, doc, "allow_simulated"),
         allow_unattested=_bool(ctx, doc, "allow_unattested"),
@@ -952,11 +1025,12 @@ def _secret_rules(ctx: _Ctx, value: Any) -> tuple[SecretRule, ...]:
     return tuple(rules)
 
 
-def _digest(raw: bytes, platforms: Mapping[str, PlatformRule]) -> str:
+def _digest(raw: bytes, platforms: Mapping[str, PlatformRule], signer_files: Sequence[bytes] = ()) -> str:
     """SHA-256 of the policy text; with CCA keys pinned, of the text and the keys' SPKI hashes.
 
     The digest names the policy in every log entry, so a key file swapped under an unchanged
-    text must change it too.
+    text must change it too. So does a package signer named by key file (``signer_files``: the
+    SHA-256 of each such key's SubjectPublicKeyInfo).
     """
     keys = sorted(
         hashlib.sha256(
@@ -965,6 +1039,7 @@ def _digest(raw: bytes, platforms: Mapping[str, PlatformRule]) -> str:
         for rule in platforms.values()
         for key in rule.platform_keys
     )
+    keys += sorted(signer_files)
     if not keys:
         return hashlib.sha256(raw).hexdigest()
     return hashlib.sha256(raw + b"\x00donjon-policy-keys\x00" + b"".join(keys)).hexdigest()

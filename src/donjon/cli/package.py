@@ -1,0 +1,397 @@
+"""``donjon package``: workload packages as OCI artifacts (docs/deploy.md).
+
+``build`` a module, its config and the files it names into an OCI image layout directory;
+``push`` it to a registry; ``sign`` it there with a cosign-compatible key-based signature;
+``verify`` a package in a registry as ``donjon run oci://`` would; ``keygen`` a signer key pair.
+
+Exit codes: 0 ok; 1 refused (a package that does not verify); 2 usage (bad arguments, a bad
+config or reference); 3 operational (a file that cannot be read, a registry that is down or
+refuses the credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE
+from donjon.cli.args import Parser, examples
+
+if TYPE_CHECKING:
+    from donjon.oci.reference import Reference
+    from donjon.oci.registry import RegistryClient
+    from donjon.oci.signature import PublicKey
+
+__all__ = ["REGISTRY_CA_ENV", "add_registry_options", "main", "parser", "registry_client", "trusted_keys"]
+
+#: The registry's CA certificate(s), PEM, when ``--registry-ca`` is not given.
+REGISTRY_CA_ENV = "DONJON_REGISTRY_CA"
+
+
+def add_registry_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that talks to a registry takes (``donjon run`` lists them too)."""
+    p.add_argument(
+        "--registry-ca",
+        metavar="FILE",
+        help=f"the registry's CA certificate(s), PEM (default ${REGISTRY_CA_ENV}, else the system roots)",
+    )
+    p.add_argument(
+        "--registry-user",
+        metavar="NAME",
+        help="registry user name (password from $DONJON_REGISTRY_PASSWORD or --registry-password-file; "
+        "default: the docker config / $REGISTRY_AUTH_FILE entry for the registry)",
+    )
+    p.add_argument("--registry-password-file", metavar="FILE", help="a file holding the registry password")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="donjon package",
+        description="Build, push, sign and verify workload packages: OCI artifacts holding a module, its\n"
+        "config and the files it names, identified by the workload digest (docs/deploy.md).",
+        epilog=examples(
+            "donjon package build --config Donjon.toml app.wasm -o app.oci",
+            "donjon package push app.oci registry.example:5000/team/app:v1",
+        ),
+    )
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    b = sub.add_parser(
+        "build",
+        help="build a package (an OCI image layout directory)",
+        description="Build the package of MODULE with its config: an OCI image layout directory with\n"
+        "an image manifest (artifactType application/vnd.donjon.workload.v1), layers for the\n"
+        "module, the config and every directory or file the config names, and the workload\n"
+        "digest as an annotation. Deterministic: the same inputs give the same bytes. Prints\n"
+        "the manifest digest.",
+        epilog=examples(
+            "donjon package build --config Donjon.toml app.wasm -o app.oci",
+            "donjon package build --config examples/http/Donjon.toml examples/http/http.wasm -o http.oci",
+            "donjon package build --config Donjon.toml app.wasm -o app.oci \\",
+            "    --encrypt-to steward:app-key --key-out app.key",
+        ),
+    )
+    b.add_argument("module", metavar="MODULE", help="the WebAssembly module (.wasm)")
+    b.add_argument("--config", required=True, metavar="FILE", help="the workload config (Donjon.toml)")
+    b.add_argument(
+        "--encrypt-to",
+        metavar="steward:NAME",
+        help="encrypt the module and files (AES-256-GCM) to a content key the Steward keeps as secret NAME",
+    )
+    b.add_argument(
+        "--key-out",
+        metavar="FILE",
+        help="with --encrypt-to: the content key file (32 bytes, 0600; reused if it exists) to store "
+        "with 'donjon steward secret put NAME --file FILE'",
+    )
+    b.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="the OCI image layout directory to write"
+    )
+
+    u = sub.add_parser(
+        "push",
+        help="push a built package to a registry",
+        description="Push the package in an OCI image layout directory to REGISTRY/REPO:TAG and print\n"
+        "REGISTRY/REPO@sha256:... (the name to sign and to run).",
+        epilog=examples(
+            "donjon package push app.oci registry.example:5000/team/app:v1",
+            "donjon package push app.oci localhost:5000/app:v1 --registry-ca ca.pem --registry-user ci",
+        ),
+    )
+    u.add_argument("layout", metavar="LAYOUT", help="the directory 'donjon package build' wrote")
+    u.add_argument("reference", metavar="REGISTRY/REPO:TAG", help="where to push it")
+    add_registry_options(u)
+
+    s = sub.add_parser(
+        "sign",
+        help="sign a package in a registry (cosign key-based format)",
+        description="Sign the package REGISTRY/REPO@sha256:... with a key: a cosign simple-signing\n"
+        "payload, stored under the tag sha256-<hex>.sig next to it (cosign's layout; other\n"
+        "signatures there are kept). 'cosign verify --key KEY.pub --insecure-ignore-tlog'\n"
+        "checks it. Prints the signer's fingerprint.",
+        epilog=examples(
+            "donjon package sign localhost:5000/app@sha256:0123456789abcdef0123456789abcdef"
+            "0123456789abcdef0123456789abcdef --key signer.key",
+        ),
+    )
+    s.add_argument("reference", metavar="REGISTRY/REPO@DIGEST", help="the package, by digest")
+    s.add_argument(
+        "--key", required=True, metavar="FILE", help="the signing key: PEM, ECDSA P-256 or Ed25519"
+    )
+    add_registry_options(s)
+
+    v = sub.add_parser(
+        "verify",
+        help="pull and verify a package as 'donjon run oci://' would",
+        description="Resolve REFERENCE to a digest, verify its signature against the trusted signer\n"
+        "keys, fetch and check every layer and the workload digest, and print the digest,\n"
+        "the workload digest and the signer. Runs nothing.",
+        epilog=examples(
+            "donjon package verify localhost:5000/app:v1 --trust-signer signer.pub --registry-ca ca.pem",
+        ),
+    )
+    v.add_argument("reference", metavar="REFERENCE", help="REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...")
+    v.add_argument(
+        "--trust-signer",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="a trusted signer's public key, PEM (repeatable)",
+    )
+    v.add_argument(
+        "--allow-unsigned", action="store_true", help="accept a package without a trusted signature (UNSAFE)"
+    )
+    add_registry_options(v)
+
+    k = sub.add_parser(
+        "keygen",
+        help="make a signer key pair (ECDSA P-256, as cosign's)",
+        description="Write PREFIX.key (PKCS#8 PEM, mode 0600, unencrypted: keep it safe) and PREFIX.pub,\n"
+        "and print the public key's fingerprint (sha256 of its SubjectPublicKeyInfo).",
+        epilog=examples("donjon package keygen signer"),
+    )
+    k.add_argument("prefix", metavar="PREFIX", help="the key files' name without .key/.pub")
+    return p
+
+
+def _error(message: str) -> None:
+    print(f"donjon: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_OK if e.code == 0 else EXIT_USAGE
+    from donjon.oci.errors import OciError, exit_code
+
+    try:
+        command = {"build": _build, "push": _push, "sign": _sign, "verify": _verify, "keygen": _keygen}
+        return command[args.command](args)
+    except OciError as e:
+        _error(str(e))
+        return exit_code(e)
+
+
+def registry_client(
+    ref: Reference, *, ca: str | None, user: str | None, password_file: str | None
+) -> RegistryClient:
+    """A client for ``ref``'s registry with the CA and credentials the options and environment give."""
+    from donjon.oci.auth import find_credentials
+    from donjon.oci.registry import RegistryClient
+
+    credentials = find_credentials(ref.registry, username=user, password_file=password_file)
+    ca = ca or os.environ.get(REGISTRY_CA_ENV) or None
+    return RegistryClient(ref.registry, credentials=credentials, ca_file=ca)
+
+
+def _client(ref: Reference, args: argparse.Namespace) -> RegistryClient:
+    return registry_client(
+        ref, ca=args.registry_ca, user=args.registry_user, password_file=args.registry_password_file
+    )
+
+
+def trusted_keys(paths: list[str]) -> list[PublicKey]:
+    from donjon.oci.errors import MalformedPackage
+    from donjon.oci.signature import load_public_key
+
+    keys = []
+    for path in paths:
+        try:
+            keys.append(load_public_key(Path(path).read_bytes(), what=path))
+        except OSError as e:
+            raise MalformedPackage(path, f"cannot read: {e.strerror or e}") from e
+    return keys
+
+
+def _build(args: argparse.Namespace) -> int:
+    from donjon.config.errors import ConfigError
+    from donjon.config.parse import MAX_CONFIG_BYTES, parse_config
+    from donjon.oci.build import build_package
+    from donjon.oci.layout import write_layout
+    from donjon.runtime.errors import InvalidModule, MissingFile
+    from donjon.runtime.keep import check_module_header, read_module
+
+    config_path = Path(args.config)
+    try:
+        with open(config_path, "rb") as stream:
+            source = stream.read(MAX_CONFIG_BYTES + 1)
+        module = read_module(Path(args.module))
+    except MissingFile as e:
+        _error(str(e))
+        return EXIT_OPERATIONAL
+    except OSError as e:
+        _error(f"{args.config}: cannot read config: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    try:
+        check_module_header(module)
+        config = parse_config(source, origin=args.config).config
+    except InvalidModule as e:
+        _error(f"{args.module}: {e}")
+        return EXIT_USAGE
+    except ConfigError as e:
+        _error(str(e))
+        return EXIT_USAGE
+    seal = None
+    if args.encrypt_to is not None or args.key_out is not None:
+        if args.encrypt_to is None or args.key_out is None:
+            _error("--encrypt-to and --key-out go together")
+            return EXIT_USAGE
+        from donjon.oci.encryption import parse_key_target
+
+        parse_key_target(args.encrypt_to)
+        key = _content_key(Path(args.key_out))
+        if isinstance(key, int):
+            return key
+        seal = (args.encrypt_to, key)
+    built = build_package(module, config, source, config_path.resolve().parent, seal=seal)
+    try:
+        write_layout(Path(args.output), built.manifest, built.blobs)
+    except OSError as e:
+        _error(f"{args.output}: cannot write: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    print(built.manifest.digest)
+    if seal is not None:
+        name = seal[0].removeprefix("steward:")
+        _error(
+            f"encrypted to steward:{name}: store the content key with 'donjon steward secret put {name} "
+            f"--file {args.key_out} --config steward.toml' (then remove {args.key_out}), and give the "
+            "workload a [[secret]] rule"
+        )
+    return EXIT_OK
+
+
+def _content_key(path: Path) -> bytes | int:
+    """The content key in ``path`` (32 bytes), or a new one written there (0600, never over a link)."""
+    from donjon.oci.encryption import KEY_BYTES, new_content_key
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as stream:
+            key = stream.read(KEY_BYTES + 1)
+        if len(key) != KEY_BYTES:
+            _error(f"{path}: not a content key ({KEY_BYTES} bytes)")
+            return EXIT_USAGE
+        return key
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        _error(f"{path}: cannot read the content key: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    key = new_content_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(key)
+    except OSError as e:
+        _error(f"{path}: cannot write the content key: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    return key
+
+
+def _push(args: argparse.Namespace) -> int:
+    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE
+    from donjon.oci.layout import read_layout
+    from donjon.oci.pull import Limits
+    from donjon.oci.reference import parse_reference
+
+    ref = parse_reference(args.reference)
+    if ref.tag is None or ref.digest is not None:
+        _error(f"{args.reference}: push to a tag (REGISTRY/REPO:TAG)")
+        return EXIT_USAGE
+    manifest, blobs = read_layout(Path(args.layout), limit=Limits().layer)
+    with _client(ref, args) as client:
+        for digest, data in blobs.items():
+            client.push_blob(ref, digest, data)
+        digest = client.push_manifest(ref, ref.tag, manifest.raw, MANIFEST_MEDIA_TYPE)
+    print(f"{ref.name}@{digest}")
+    return EXIT_OK
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, parse_manifest
+    from donjon.oci.errors import MalformedPackage
+    from donjon.oci.pull import fetch_signatures
+    from donjon.oci.reference import parse_reference
+    from donjon.oci.signature import (
+        fingerprint,
+        load_private_key,
+        make_payload,
+        sign_payload,
+        signature_manifest,
+        signature_tag,
+    )
+
+    ref = parse_reference(args.reference, require_digest=True)
+    assert ref.digest is not None
+    try:
+        key = load_private_key(Path(args.key).read_bytes(), what=args.key)
+    except OSError as e:
+        raise MalformedPackage(args.key, f"cannot read: {e.strerror or e}") from e
+    with _client(ref, args) as client:
+        # Sign only what is a Donjon package (and exists): the digest is checked on the way.
+        parse_manifest(client.get_manifest(ref, ref.digest), expected_digest=ref.digest)
+        payload = make_payload(ref.name, ref.digest)
+        pairs = [(p, s.signature) for s, p in fetch_signatures(client, ref, ref.digest) if p != payload]
+        pairs.append((payload, sign_payload(key, payload)))
+        raw, blobs = signature_manifest(pairs)
+        for digest, data in blobs.items():
+            client.push_blob(ref, digest, data)
+        client.push_manifest(ref, signature_tag(ref.digest), raw, MANIFEST_MEDIA_TYPE)
+    print(fingerprint(key.public_key()))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from donjon.oci.pull import pull
+    from donjon.oci.reference import parse_reference
+    from donjon.oci.unpack import package_config
+
+    ref = parse_reference(args.reference)
+    if not args.trust_signer and not args.allow_unsigned:
+        _error("name the trusted signers (--trust-signer KEY.pub), or --allow-unsigned")
+        return EXIT_USAGE
+    with _client(ref, args) as client:
+        pulled = pull(
+            client,
+            ref,
+            trusted=trusted_keys(args.trust_signer),
+            allow_unsigned=args.allow_unsigned,
+            warn=lambda m: _error(f"warning: {m}"),
+        )
+    package_config(pulled)
+    print(f"package {pulled.reference.name}@{pulled.reference.digest}")
+    print(f"workload digest {pulled.manifest.workload_digest}")
+    print(f"signer {pulled.signature.signer if pulled.signature else 'NONE (unsigned)'}")
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from donjon.oci.signature import fingerprint
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        fd = os.open(f"{args.prefix}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(private)
+        Path(f"{args.prefix}.pub").write_bytes(public)
+    except FileExistsError:
+        _error(f"{args.prefix}.key exists; not overwriting a key")
+        return EXIT_OPERATIONAL
+    except OSError as e:
+        _error(f"cannot write {args.prefix}.key: {e.strerror or e}")
+        return EXIT_OPERATIONAL
+    print(fingerprint(key.public_key()))
+    return EXIT_OK

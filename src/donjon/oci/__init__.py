@@ -1,0 +1,42 @@
+"""Workload packages as OCI artifacts: build, push, sign, pull and verify (docs/deploy.md).
+
+- :mod:`~donjon.oci.reference` - ``REGISTRY/REPO:TAG`` / ``@sha256:...`` (pure);
+- :mod:`~donjon.oci.artifact` - the package manifest, its media types, deterministic tars (pure);
+- :mod:`~donjon.oci.signature` - cosign-compatible key-based signatures (pure);
+- :mod:`~donjon.oci.build`, :mod:`~donjon.oci.layout` - a package from files, on disk as an OCI
+  image layout;
+- :mod:`~donjon.oci.auth`, :mod:`~donjon.oci.registry` - credentials and the registry client;
+- :mod:`~donjon.oci.pull`, :mod:`~donjon.oci.cache`, :mod:`~donjon.oci.unpack` - a verified pull
+  into a runnable workload.
+"""
+
+from donjon.oci.errors import (
+    AuthFailed,
+    BadReference,
+    DigestMismatch,
+    MalformedPackage,
+    NotFound,
+    OciError,
+    PackageRefused,
+    RegistryError,
+    RegistryUnavailable,
+    SignatureError,
+    TooLarge,
+)
+from donjon.oci.reference import Reference, parse_reference
+
+__all__ = [
+    "AuthFailed",
+    "BadReference",
+    "DigestMismatch",
+    "MalformedPackage",
+    "NotFound",
+    "OciError",
+    "PackageRefused",
+    "Reference",
+    "RegistryError",
+    "RegistryUnavailable",
+    "SignatureError",
+    "TooLarge",
+    "parse_reference",
+]

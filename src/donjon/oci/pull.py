@@ -1,0 +1,150 @@
+"""Pull a package: resolve once, pin the digest, verify the signature, fetch and check every layer.
+
+Order, each step failing closed:
+
+1. a tag is resolved to a digest exactly once (the manifest's own SHA-256, computed here, not
+   the registry's ``Docker-Content-Digest``); from then on everything is fetched by that digest,
+   so a tag moved mid-pull changes nothing;
+2. the manifest is parsed as a Donjon package and every declared size checked against the
+   limits, before any layer is fetched;
+3. the cosign signatures (tag ``sha256-<hex>.sig``) are checked against the trusted keys -
+   before downloading the layers: an unsigned package costs the Keep one small manifest;
+4. each layer is fetched (or read from the cache) with its size bounded and its digest checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from donjon.oci.artifact import MAX_MANIFEST_BYTES, Descriptor, Manifest, TreeEntry, parse_manifest
+from donjon.oci.cache import BlobCache
+from donjon.oci.errors import NotFound, TooLarge
+from donjon.oci.reference import Reference
+from donjon.oci.registry import RegistryClient
+from donjon.oci.signature import (
+    MAX_PAYLOAD_BYTES,
+    PublicKey,
+    Signature,
+    VerifiedSignature,
+    parse_signatures,
+    signature_tag,
+    verify_signatures,
+)
+
+__all__ = ["Limits", "PulledPackage", "fetch_signatures", "pull", "resolve"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits of a pull: the manifest, any one layer, all layers together (bytes)."""
+
+    manifest: int = MAX_MANIFEST_BYTES
+    layer: int = 256 * 1024 * 1024
+    total: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PulledPackage:
+    reference: Reference  # pinned: ``digest`` is set
+    manifest: Manifest
+    module: bytes
+    config_source: bytes
+    trees: tuple[TreeEntry, ...]
+    signature: VerifiedSignature | None
+
+
+def resolve(client: RegistryClient, ref: Reference, *, limits: Limits = Limits()) -> tuple[Reference, bytes]:
+    """``ref`` pinned to a digest, with the manifest bytes that digest names."""
+    if ref.digest is not None:
+        return ref, client.get_manifest(ref, ref.digest, limit=limits.manifest)
+    assert ref.tag is not None
+    raw = client.get_manifest(ref, ref.tag, limit=limits.manifest)
+    from donjon.oci.artifact import digest_of
+
+    return ref.pinned(digest_of(raw)), raw
+
+
+def fetch_signatures(
+    client: RegistryClient, ref: Reference, digest: str, *, cache: BlobCache | None = None
+) -> list[tuple[Signature, bytes]]:
+    """Every cosign signature of ``digest`` with its payload (payload digests checked).
+
+    The ``.sig`` manifest is a tag (signatures come and go): always fetched. Payloads are
+    named by digest and may come from ``cache``.
+    """
+    try:
+        raw = client.get_manifest(ref, signature_tag(digest), limit=MAX_MANIFEST_BYTES)
+    except NotFound:
+        return []
+    out = []
+    for signature in parse_signatures(raw):
+        wanted = signature.payload.digest
+        payload = cache.get(wanted, limit=MAX_PAYLOAD_BYTES) if cache is not None else None
+        if payload is None:
+            payload = client.get_blob(ref, wanted, limit=MAX_PAYLOAD_BYTES)
+            if cache is not None:
+                cache.put(wanted, payload)
+        out.append((signature, payload))
+    return out
+
+
+def pull(
+    client: RegistryClient,
+    ref: Reference,
+    *,
+    trusted: Sequence[PublicKey],
+    allow_unsigned: bool = False,
+    cache: BlobCache | None = None,
+    limits: Limits = Limits(),
+    warn: Callable[[str], None] = lambda _m: None,
+) -> PulledPackage:
+    """Pull and verify the package ``ref`` names (see the module docstring for the order)."""
+    cached = cache.get(ref.digest, limit=limits.manifest) if cache is not None and ref.digest else None
+    if cached is not None:
+        pinned, raw = ref, cached
+    else:
+        pinned, raw = resolve(client, ref, limits=limits)
+    assert pinned.digest is not None
+    manifest = parse_manifest(raw, expected_digest=pinned.digest)
+    total = 0
+    for layer in manifest.layers:
+        if layer.size > limits.layer:
+            raise TooLarge(f"layer {layer.digest}", layer.size, limits.layer)
+        total += layer.size
+    if total > limits.total:
+        raise TooLarge("package", total, limits.total)
+
+    signature: VerifiedSignature | None = None
+    found = fetch_signatures(client, pinned, pinned.digest, cache=cache)
+    if allow_unsigned and not trusted:
+        warn(f"package {pinned.digest} is NOT signature-checked (--allow-unsigned)")
+    else:
+        from donjon.oci.errors import SignatureError
+
+        try:
+            signature = verify_signatures(pinned.digest, found, trusted)
+        except SignatureError as e:
+            if not allow_unsigned:
+                raise
+            warn(f"{e}; running it anyway (--allow-unsigned)")
+    if cache is not None:
+        cache.put(pinned.digest, raw)
+
+    def fetch(layer: Descriptor) -> bytes:
+        if cache is not None:
+            hit = cache.get(layer.digest, limit=layer.size)
+            if hit is not None and len(hit) == layer.size:
+                return hit
+        data = client.get_blob(pinned, layer.digest, limit=min(layer.size, limits.layer))
+        if cache is not None:
+            cache.put(layer.digest, data)
+        return data
+
+    module = fetch(manifest.module)
+    config_source = fetch(manifest.config)
+    trees = []
+    for tree in manifest.trees:
+        assert tree.title is not None  # parse_manifest checked it
+        trees.append(TreeEntry(tree.title, tree.tree_kind, fetch(tree)))
+    return PulledPackage(pinned, manifest, module, config_source, tuple(trees), signature)

@@ -1,0 +1,267 @@
+"""Package signatures in cosign's key-based format. Pure: keys, payloads and manifests in and out.
+
+Format (sigstore/cosign ``specs/SIGNATURE_SPEC.md``, "Simple Signing" payloads; the storage
+of ``cosign sign --key`` without a transparency log):
+
+- the payload is Red Hat's "simple signing" JSON: ``{"critical": {"identity":
+  {"docker-reference": "REGISTRY/REPO"}, "image": {"docker-manifest-digest": "sha256:..."},
+  "type": "cosign container image signature"}, "optional": null}``;
+- the signature is ECDSA P-256 with SHA-256 (DER) or Ed25519, over the payload bytes, base64;
+- it is stored as a layer (media type ``application/vnd.dev.cosign.simplesigning.v1+json``,
+  the payload itself) of an image manifest tagged ``sha256-<hex of the package digest>.sig`` in
+  the package's repository, with the signature in the layer's
+  ``dev.cosignproject.cosign/signature`` annotation. Several signatures are several layers.
+
+That tag is cosign's scheme and the OCI Distribution Specification v1.1's "tag schema"
+fallback for registries without the referrers API (distribution 2.8 has none). So
+``cosign verify --key signer.pub --insecure-ignore-tlog REGISTRY/REPO@sha256:...`` checks what
+``donjon package sign`` wrote, and Donjon checks what ``cosign sign --key`` writes.
+
+A signer is named by its fingerprint: ``sha256:`` + hex SHA-256 of its SubjectPublicKeyInfo DER.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from donjon.oci.artifact import (
+    MANIFEST_MEDIA_TYPE,
+    Descriptor,
+    canonical_json,
+    digest_of,
+    load_json,
+)
+from donjon.oci.errors import MalformedPackage, SignatureError, TooLarge
+
+__all__ = [
+    "COSIGN_CONFIG_MEDIA_TYPE",
+    "MAX_PAYLOAD_BYTES",
+    "PAYLOAD_MEDIA_TYPE",
+    "SIGNATURE_ANNOTATION",
+    "PrivateKey",
+    "PublicKey",
+    "Signature",
+    "VerifiedSignature",
+    "fingerprint",
+    "load_private_key",
+    "load_public_key",
+    "make_payload",
+    "parse_signatures",
+    "sign_payload",
+    "signature_manifest",
+    "signature_tag",
+    "verify_signatures",
+]
+
+PAYLOAD_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+_PAYLOAD_TYPE = "cosign container image signature"
+#: A simple-signing payload is a few hundred bytes; cosign's own verifier allows 128 KiB.
+MAX_PAYLOAD_BYTES = 128 * 1024
+_MAX_SIGNATURES = 64
+_MAX_KEY_BYTES = 64 * 1024
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature layer of a ``.sig`` manifest, before its payload is fetched."""
+
+    payload: Descriptor
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """A signature that verified under a trusted key over a payload naming the package digest."""
+
+    signer: str
+    docker_reference: str
+    manifest_digest: str
+    #: What verified: a Keep forwards them to its Steward (:mod:`donjon.oci.admission`).
+    payload: bytes = b""
+    signature: bytes = b""
+    key: PublicKey | None = None
+
+
+def fingerprint(key: PublicKey) -> str:
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def load_private_key(pem: bytes, *, what: str = "signing key") -> PrivateKey:
+    """An unencrypted PKCS#8 (or SEC1) PEM key: ECDSA P-256 (cosign's default) or Ed25519."""
+    if len(pem) > _MAX_KEY_BYTES:
+        raise TooLarge(what, len(pem), _MAX_KEY_BYTES)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise MalformedPackage(what, f"not an unencrypted PEM private key ({e})") from e
+    if isinstance(key, ed25519.Ed25519PrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return key
+    raise MalformedPackage(what, "expected an ECDSA P-256 or Ed25519 key")
+
+
+def load_public_key(pem: bytes, *, what: str = "public key") -> PublicKey:
+    if len(pem) > _MAX_KEY_BYTES:
+        raise TooLarge(what, len(pem), _MAX_KEY_BYTES)
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as e:
+        raise MalformedPackage(what, f"not a PEM public key ({e})") from e
+    if isinstance(key, ed25519.Ed25519PublicKey) or (
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return key
+    raise MalformedPackage(what, "expected an ECDSA P-256 or Ed25519 key")
+
+
+def signature_tag(manifest_digest: str) -> str:
+    """cosign's tag for the signatures of ``sha256:<hex>``: ``sha256-<hex>.sig``."""
+    algorithm, _, hexdigest = manifest_digest.partition(":")
+    return f"{algorithm}-{hexdigest}.sig"
+
+
+def make_payload(docker_reference: str, manifest_digest: str) -> bytes:
+    """The simple-signing payload for ``REGISTRY/REPO@manifest_digest`` (cosign's field set)."""
+    return canonical_json(
+        {
+            "critical": {
+                "identity": {"docker-reference": docker_reference},
+                "image": {"docker-manifest-digest": manifest_digest},
+                "type": _PAYLOAD_TYPE,
+            },
+            "optional": None,
+        }
+    )
+
+
+def sign_payload(key: PrivateKey, payload: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(payload)
+    return key.sign(payload, ec.ECDSA(hashes.SHA256()))
+
+
+def signature_manifest(signatures: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, dict[str, bytes]]:
+    """The ``.sig`` manifest holding ``(payload, signature)`` pairs, and its blobs by digest.
+
+    Its config is a minimal image config like cosign's (``rootfs.diff_ids`` = the layer digests),
+    so registries and tools that expect an image manifest to carry one are content.
+    """
+    blobs: dict[str, bytes] = {}
+    layers = []
+    for payload, signature in signatures:
+        digest = digest_of(payload)
+        blobs[digest] = payload
+        annotation = ((SIGNATURE_ANNOTATION, base64.b64encode(signature).decode("ascii")),)
+        layers.append(Descriptor(PAYLOAD_MEDIA_TYPE, digest, len(payload), annotation))
+    config = canonical_json(
+        {
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+        }
+    )
+    blobs[digest_of(config)] = config
+    document = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": Descriptor(COSIGN_CONFIG_MEDIA_TYPE, digest_of(config), len(config)).to_json(),
+        "layers": [layer.to_json() for layer in layers],
+    }
+    return canonical_json(document), blobs
+
+
+def parse_signatures(raw: bytes) -> tuple[Signature, ...]:
+    """The signature layers of a ``.sig`` manifest (its other layers, if any, are ignored)."""
+    doc = load_json("signature manifest", raw)
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list):
+        raise MalformedPackage("signature manifest", "no layers")
+    out: list[Signature] = []
+    for item in layers[:_MAX_SIGNATURES]:
+        if not isinstance(item, dict) or item.get("mediaType") != PAYLOAD_MEDIA_TYPE:
+            continue
+        annotations = item.get("annotations")
+        encoded = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+        digest, size = item.get("digest"), item.get("size")
+        if not isinstance(encoded, str) or not isinstance(digest, str) or not isinstance(size, int):
+            continue
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if size > MAX_PAYLOAD_BYTES or not digest.startswith("sha256:"):
+            continue
+        out.append(Signature(Descriptor(PAYLOAD_MEDIA_TYPE, digest, size), signature))
+    return tuple(out)
+
+
+def verify_signatures(
+    manifest_digest: str,
+    signatures: Sequence[tuple[Signature, bytes]],
+    trusted: Sequence[PublicKey],
+) -> VerifiedSignature:
+    """The first signature that a trusted key verified over a payload naming ``manifest_digest``.
+
+    ``signatures`` pairs each signature with its payload bytes (already checked against the
+    payload descriptor's digest by the caller). Raises :class:`SignatureError` naming why none
+    verified: unsigned, signed only by keys not trusted, or a payload for another digest.
+    """
+    if not signatures:
+        raise SignatureError(manifest_digest, "unsigned (no cosign signature found)")
+    if not trusted:
+        raise SignatureError(manifest_digest, "no trusted signer keys given")
+    reasons: list[str] = []
+    for signature, payload in signatures:
+        signer = _verifying_key(signature.signature, payload, trusted)
+        if signer is None:
+            reasons.append("a signature by a key not trusted (or not over its payload)")
+            continue
+        doc = load_json("signature payload", payload)
+        critical = doc.get("critical") if isinstance(doc, dict) else None
+        image = critical.get("image") if isinstance(critical, dict) else None
+        identity = critical.get("identity") if isinstance(critical, dict) else None
+        signed_digest = image.get("docker-manifest-digest") if isinstance(image, dict) else None
+        reference = identity.get("docker-reference") if isinstance(identity, dict) else None
+        if not isinstance(critical, dict) or critical.get("type") != _PAYLOAD_TYPE:
+            reasons.append("a trusted signature over a payload that is not a cosign image signature")
+        elif signed_digest != manifest_digest:
+            reasons.append(f"a trusted signature for another manifest ({signed_digest!r})")
+        else:
+            return VerifiedSignature(
+                fingerprint(signer),
+                reference if isinstance(reference, str) else "",
+                manifest_digest,
+                payload,
+                signature.signature,
+                signer,
+            )
+    raise SignatureError(manifest_digest, "; ".join(sorted(set(reasons))))
+
+
+def _verifying_key(signature: bytes, payload: bytes, trusted: Sequence[PublicKey]) -> PublicKey | None:
+    for key in trusted:
+        try:
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(signature, payload)
+            else:
+                key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            continue
+        return key
+    return None
