@@ -683,17 +683,6 @@ def _serve(args: argparse.Namespace) -> int:
         steward.close()
         _error(f"cannot open the secret store: {type(e).__name__}: {e}")
         return EXIT_OPERATIONAL
-    try:
-        secret_service = open_secrets(config, steward)
-    except KekError as e:
-        # A KEK that does not decrypt the store: refuse to start rather than serve refusals.
-        steward.close()
-        _error(f"{e}; serving nothing")
-        return EXIT_OPERATIONAL
-    except Exception as e:  # the database
-        steward.close()
-        _error(f"cannot open the secret store: {type(e).__name__}: {e}")
-        return EXIT_OPERATIONAL
     setup_logging(logging.INFO)
     if config.tls_cert is None:
         logging.getLogger("donjon.steward").warning(
