@@ -5,6 +5,12 @@ bytes no longer hash to its name (a disk error, a meddling user) is removed and 
 never used. Only content named by digest is cached - never what a tag points to - so a cached
 answer is exactly what a fresh pull would verify. Writes go to a temporary file renamed into
 place, so a reader never sees half a blob.
+
+One kind of entry is not content-addressed: ``signatures/<hex>`` remembers which ``.sig``
+manifest (by digest) last verified the package ``sha256:<hex>``, so a cached run needs no
+registry round trip for its signature. It is only a hint: the manifest it names is read from
+the cache like any blob and verified again against the keys of *this* run, so a meddled hint
+can cost a fetch, never admit a package.
 """
 
 from __future__ import annotations
@@ -58,11 +64,32 @@ class BlobCache:
         self.hits += 1
         return data
 
+    def signatures_of(self, digest: str) -> str | None:
+        """The digest of the ``.sig`` manifest remembered for the package ``digest``, if any."""
+        path = self._path(digest)
+        try:
+            with open(self.root / "signatures" / path.name, "rb") as stream:
+                text = stream.read(128).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        try:
+            self._path(text)
+        except ValueError:
+            return None
+        return text
+
+    def remember_signatures(self, digest: str, signatures: str) -> None:
+        """Remember that the ``.sig`` manifest ``signatures`` verified the package ``digest``."""
+        self._path(signatures)
+        self._write(self.root / "signatures" / self._path(digest).name, signatures.encode("ascii"))
+
     def put(self, digest: str, data: bytes) -> None:
         """Store ``data`` (which must hash to ``digest``); a cache that cannot be written is skipped."""
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise ValueError("put: the data does not match its digest")
-        path = self._path(digest)
+        self._write(self._path(digest), data)
+
+    def _write(self, path: Path, data: bytes) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

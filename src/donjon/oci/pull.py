@@ -8,7 +8,9 @@ Order, each step failing closed:
 2. the manifest is parsed as a Donjon package and every declared size checked against the
    limits, before any layer is fetched;
 3. the cosign signatures (tag ``sha256-<hex>.sig``) are checked against the trusted keys -
-   before downloading the layers: an unsigned package costs the Keep one small manifest;
+   before downloading the layers: an unsigned package costs the Keep one small manifest (a
+   signature that verified on an earlier pull is verified again from the cache, see
+   :func:`check_signature`);
 4. each layer is fetched (or read from the cache) with its size bounded and its digest checked.
 """
 
@@ -17,9 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from donjon.oci.artifact import MAX_MANIFEST_BYTES, Descriptor, Manifest, TreeEntry, parse_manifest
+from donjon.oci.artifact import (
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    Manifest,
+    TreeEntry,
+    digest_of,
+    parse_manifest,
+)
 from donjon.oci.cache import BlobCache
-from donjon.oci.errors import NotFound, TooLarge
+from donjon.oci.errors import NotFound, OciError, SignatureError, TooLarge
 from donjon.oci.reference import Reference
 from donjon.oci.registry import RegistryClient
 from donjon.oci.signature import (
@@ -32,7 +41,7 @@ from donjon.oci.signature import (
     verify_signatures,
 )
 
-__all__ = ["Limits", "PulledPackage", "fetch_signatures", "pull", "resolve"]
+__all__ = ["Limits", "PulledPackage", "check_signature", "fetch_signatures", "pull", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,6 @@ def resolve(client: RegistryClient, ref: Reference, *, limits: Limits = Limits()
         return ref, client.get_manifest(ref, ref.digest, limit=limits.manifest)
     assert ref.tag is not None
     raw = client.get_manifest(ref, ref.tag, limit=limits.manifest)
-    from donjon.oci.artifact import digest_of
-
     return ref.pinned(digest_of(raw)), raw
 
 
@@ -73,10 +80,17 @@ def fetch_signatures(
     The ``.sig`` manifest is a tag (signatures come and go): always fetched. Payloads are
     named by digest and may come from ``cache``.
     """
+    return _fetch_signatures(client, ref, digest, cache=cache)[1]
+
+
+def _fetch_signatures(
+    client: RegistryClient, ref: Reference, digest: str, *, cache: BlobCache | None
+) -> tuple[str | None, list[tuple[Signature, bytes]]]:
+    """:func:`fetch_signatures`, with the digest of the ``.sig`` manifest (``None``: unsigned)."""
     try:
         raw = client.get_manifest(ref, signature_tag(digest), limit=MAX_MANIFEST_BYTES)
     except NotFound:
-        return []
+        return None, []
     out = []
     for signature in parse_signatures(raw):
         wanted = signature.payload.digest
@@ -86,7 +100,54 @@ def fetch_signatures(
             if cache is not None:
                 cache.put(wanted, payload)
         out.append((signature, payload))
+    signatures = digest_of(raw)
+    if cache is not None:
+        cache.put(signatures, raw)
+    return signatures, out
+
+
+def _remembered_signatures(cache: BlobCache, digest: str) -> list[tuple[Signature, bytes]] | None:
+    """The signatures of the ``.sig`` manifest that verified ``digest`` on an earlier pull, all
+    read from the cache (each verified against its digest there), or ``None``."""
+    signatures = cache.signatures_of(digest)
+    raw = cache.get(signatures, limit=MAX_MANIFEST_BYTES) if signatures is not None else None
+    if raw is None:
+        return None
+    out = []
+    try:
+        for signature in parse_signatures(raw):
+            payload = cache.get(signature.payload.digest, limit=MAX_PAYLOAD_BYTES)
+            if payload is None:
+                return None
+            out.append((signature, payload))
+    except OciError:
+        return None
     return out
+
+
+def check_signature(
+    client: RegistryClient, ref: Reference, trusted: Sequence[PublicKey], *, cache: BlobCache | None = None
+) -> VerifiedSignature:
+    """The signature of the pinned ``ref`` by one of the ``trusted`` keys, or :class:`SignatureError`.
+
+    A signature that verified once stays valid: cosign key-based signatures carry no expiry and
+    have no revocation (whoever holds a copy can attach it to any registry again). So a signature
+    remembered by the cache is verified again here, against this run's keys, with no registry
+    round trip; only when none of them verifies is the ``.sig`` tag fetched.
+    """
+    assert ref.digest is not None
+    if cache is not None:
+        remembered = _remembered_signatures(cache, ref.digest)
+        if remembered:
+            try:
+                return verify_signatures(ref.digest, remembered, trusted)
+            except SignatureError:
+                pass  # other keys this run, or a hint gone stale: ask the registry
+    signatures, found = _fetch_signatures(client, ref, ref.digest, cache=cache)
+    verified = verify_signatures(ref.digest, found, trusted)
+    if cache is not None and signatures is not None:
+        cache.remember_signatures(ref.digest, signatures)
+    return verified
 
 
 def pull(
@@ -116,14 +177,11 @@ def pull(
         raise TooLarge("package", total, limits.total)
 
     signature: VerifiedSignature | None = None
-    found = fetch_signatures(client, pinned, pinned.digest, cache=cache)
     if allow_unsigned and not trusted:
         warn(f"package {pinned.digest} is NOT signature-checked (--allow-unsigned)")
     else:
-        from donjon.oci.errors import SignatureError
-
         try:
-            signature = verify_signatures(pinned.digest, found, trusted)
+            signature = check_signature(client, pinned, trusted, cache=cache)
         except SignatureError as e:
             if not allow_unsigned:
                 raise
