@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from donjon.keep.secrets import SecretSet
     from donjon.keep.steward_client import StewardEndpoint
     from donjon.oci.pull import PulledPackage
+    from donjon.oci.signature import VerifiedSignature
     from donjon.runtime.keep import Workload
     from donjon.runtime.net import BoundListeners
 
@@ -219,8 +220,9 @@ class Options:
         self.registry_ca: str | None = None
         self.registry_user: str | None = None
         self.registry_password_file: str | None = None
-        #: Set by the pull: the signed package's evidence for the CSR (docs/deploy.md "By signer").
-        self.package_evidence: bytes | None = None
+        #: Set by the pull: the signed package's manifest and signature, the evidence its CSR
+        #: carries (docs/deploy.md "By signer"); encoded only by a Keep that attests.
+        self.package_signed: tuple[bytes, VerifiedSignature] | None = None
         #: Set by the pull of an encrypted package: opened after attestation (_unseal).
         self.sealed: PulledPackage | None = None
         self.unpack_root: Path | None = None
@@ -558,11 +560,7 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
             return EXIT_REFUSED
     signature = pulled.signature
     if signature is not None and signature.key is not None:
-        from donjon.oci.admission import encode_package_evidence
-
-        opts.package_evidence = encode_package_evidence(
-            pulled.manifest.raw, signature.payload, signature.signature, signature.key
-        )
+        opts.package_signed = (pulled.manifest.raw, signature)
     signer = signature.signer if signature is not None else "NOBODY (unsigned)"
     sealed = pulled.manifest.sealed_to
     _error(
@@ -578,6 +576,19 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
         opts.sealed, opts.unpack_root = pulled, root
         return Workload(module=b"", config=config, base_dir=root, module_sha256=module_sha256)
     return Workload(module=pulled.module, config=config, base_dir=root, module_sha256=module_sha256)
+
+
+def _package_evidence(opts: Options) -> dict[str, bytes] | None:
+    """The attestor option carrying the signed package's evidence for the CSR, if a package was
+    pulled signed (encoded here, not at the pull: a nil Keep never needs the DER encoder)."""
+    if opts.package_signed is None:
+        return None
+    from donjon.oci.admission import encode_package_evidence
+
+    manifest, signature = opts.package_signed
+    assert signature.key is not None
+    evidence = encode_package_evidence(manifest, signature.payload, signature.signature, signature.key)
+    return {"package": evidence}
 
 
 def _unseal(opts: Options, workload: Workload, keep_tls: KeepTls | None) -> Workload | int:
@@ -918,7 +929,7 @@ def _identity(
             if secrets is None or settings is None
             else _renewed_with(config, settings, secrets),
             on_expired=_expired,
-            attestor_options={"package": opts.package_evidence} if opts.package_evidence else None,
+            attestor_options=_package_evidence(opts),
         )
     except (LaunchError, KeepError) as e:
         _error(describe(e) + _sim_vendor_hint(e, backend))
