@@ -139,6 +139,73 @@ def test_the_same_package_by_digest_runs_too(e2e, registry, pkg):
     keep.wait_for("listening on")
 
 
+def test_a_signature_is_also_an_oci_referrer_listed_in_the_tag_schema_index(e2e, registry, pkg):
+    """distribution 2.8 has no referrers API (it answers 404): the signer keeps the Distribution
+    Specification v1.1 ``sha256-<hex>`` index, listing the ``.sig`` manifest, whose subject is
+    the package - so the registry accepted a manifest with ``subject`` and ``artifactType``."""
+    from donjon.oci.signature import (
+        SIGNATURE_ARTIFACT_TYPE,
+        parse_referrers,
+        referrers_tag,
+        signature_tag,
+    )
+
+    steward = e2e.steward()
+    key, _ = pkg.keygen("signer")
+    ref = parse_reference(pkg.publish(_workload(e2e, steward, "referrer"), "e2e/referrer", key=key))
+    with _client(registry) as client:
+        assert client.get_referrers(ref, ref.digest, artifact_type=SIGNATURE_ARTIFACT_TYPE) is None
+        sig = client.get_manifest(ref, signature_tag(ref.digest))
+        assert json.loads(sig)["subject"]["digest"] == ref.digest
+        listed = parse_referrers(client.get_manifest(ref, referrers_tag(ref.digest)))
+    assert listed == (digest_of(sig),)
+    # A second signer's signature joins the first in the .sig tag (it used to replace it: the
+    # payload is the same for every signer); the index lists both manifests.
+    other, _ = pkg.keygen("second")
+    pkg.donjon("package", "sign", f"{ref.name}@{ref.digest}", "--key", str(other))
+    with _client(registry) as client:
+        sig2 = client.get_manifest(ref, signature_tag(ref.digest))
+        listed = parse_referrers(client.get_manifest(ref, referrers_tag(ref.digest)))
+    assert listed == (digest_of(sig), digest_of(sig2)) and len(json.loads(sig2)["layers"]) == 2
+    # Signing again with the first key replaces its own signature, keeping the other signer's.
+    pkg.donjon("package", "sign", f"{ref.name}@{ref.digest}", "--key", str(key))
+    with _client(registry) as client:
+        assert len(json.loads(client.get_manifest(ref, signature_tag(ref.digest)))["layers"]) == 2
+
+
+def test_a_package_signed_only_by_a_referrer_runs(e2e, registry, pkg):
+    """A signature pushed as other OCI 1.1 tools do - by digest with a subject, no ``.sig`` tag,
+    listed in the tag-schema index - is found and verified."""
+    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, Descriptor
+    from donjon.oci.signature import (
+        INDEX_MEDIA_TYPE,
+        add_referrer,
+        load_private_key,
+        make_payload,
+        referrers_tag,
+        sign_payload,
+        signature_manifest,
+    )
+
+    steward = e2e.steward()
+    w = _workload(e2e, steward, "referrer-only")
+    steward.set_policy(e2e.policy([e2e.rule(w.digest, SPIFFE_PATH)]))
+    key, pub = pkg.keygen("signer")
+    ref = parse_reference(pkg.publish(w, "e2e/referrer-only", key=None))
+    with _client(registry) as client:
+        package = client.get_manifest(ref, ref.digest)
+        payload = make_payload(ref.name, ref.digest)
+        signed = sign_payload(load_private_key(key.read_bytes()), payload)
+        subject = Descriptor(MANIFEST_MEDIA_TYPE, ref.digest, len(package))
+        raw, blobs = signature_manifest([(payload, signed)], subject)
+        for digest, data in blobs.items():
+            client.push_blob(ref, digest, data)
+        client.push_manifest(ref, digest_of(raw), raw, MANIFEST_MEDIA_TYPE)
+        client.push_manifest(ref, referrers_tag(ref.digest), add_referrer(None, raw), INDEX_MEDIA_TYPE)
+    keep = _run(e2e, registry, steward, f"{registry.host}/e2e/referrer-only:v1", "--trust-signer", str(pub))
+    keep.wait_for("listening on")
+
+
 def _refused(e2e, registry, steward, reference: str, *extra: str) -> tuple[int, str]:
     keep = _run(e2e, registry, steward, reference, *extra)
     code = keep.wait()
@@ -179,13 +246,20 @@ def test_a_package_signed_by_an_untrusted_key_is_refused(e2e, registry, pkg):
 
 
 def test_a_wrongly_signed_package_is_refused(e2e, registry, pkg):
-    """The signature bytes do not verify over the payload (flipped in the .sig manifest)."""
+    """The signature bytes do not verify over the payload (flipped in the .sig manifest, which
+    the referrers index then lists alone: the registry holds no good signature)."""
     steward = e2e.steward()
     w = _workload(e2e, steward, "wrongly-signed")
     key, pub = pkg.keygen("signer")
     pinned = pkg.publish(w, "e2e/wrongly-signed", key=key)
     ref = parse_reference(pinned)
-    from donjon.oci.signature import SIGNATURE_ANNOTATION, signature_tag
+    from donjon.oci.signature import (
+        INDEX_MEDIA_TYPE,
+        SIGNATURE_ANNOTATION,
+        add_referrer,
+        referrers_tag,
+        signature_tag,
+    )
 
     with _client(registry) as client:
         sig = json.loads(client.get_manifest(ref, signature_tag(ref.digest)))
@@ -197,6 +271,7 @@ def test_a_wrongly_signed_package_is_refused(e2e, registry, pkg):
         layer["annotations"][SIGNATURE_ANNOTATION] = base64.b64encode(bytes(raw)).decode()
         data = json.dumps(sig).encode()
         client.push_manifest(ref, signature_tag(ref.digest), data, sig["mediaType"])
+        client.push_manifest(ref, referrers_tag(ref.digest), add_referrer(None, data), INDEX_MEDIA_TYPE)
     code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
     assert code == 1 and "not over its payload" in err
 

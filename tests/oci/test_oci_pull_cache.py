@@ -6,19 +6,30 @@ exactly which round trips a pull makes (the real registry is exercised in tests/
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from donjon.config import parse_config
-from donjon.oci.artifact import digest_of
+from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, Descriptor, digest_of
 from donjon.oci.build import build_package
 from donjon.oci.cache import BlobCache
-from donjon.oci.errors import NotFound, SignatureError
+from donjon.oci.errors import MalformedPackage, NotFound, SignatureError
 from donjon.oci.pull import pull
 from donjon.oci.reference import Reference, parse_reference
-from donjon.oci.signature import make_payload, sign_payload, signature_manifest, signature_tag
+from donjon.oci.signature import (
+    MAX_REFERRERS,
+    SIGNATURE_ARTIFACT_TYPE,
+    add_referrer,
+    make_payload,
+    parse_referrers,
+    referrers_tag,
+    sign_payload,
+    signature_manifest,
+    signature_tag,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = (ROOT / "examples" / "hello" / "hello.wasm").read_bytes()
@@ -28,7 +39,8 @@ CONFIG = b'[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkin
 class MemoryRegistry:
     """``RegistryClient``'s read side over dicts, logging each request as ``(kind, name)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, referrers_api: bool = False) -> None:
+        self.referrers_api = referrers_api
         self.manifests: dict[str, bytes] = {}
         self.blobs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
@@ -38,6 +50,21 @@ class MemoryRegistry:
         if reference not in self.manifests:
             raise NotFound("memory", f"manifest {reference}: not found")
         return self.manifests[reference]
+
+    def get_referrers(self, ref: Reference, digest: str, *, artifact_type: str) -> bytes | None:
+        """As a registry with the referrers API answers: every stored manifest whose subject is
+        ``digest``, filtered by artifact type; ``None`` (a 404) when it has no such API."""
+        self.requests.append(("referrers", digest))
+        if not self.referrers_api:
+            return None
+        listed = []
+        for name, raw in self.manifests.items():
+            doc = json.loads(raw)
+            subject = doc.get("subject", {}).get("digest")
+            if name.startswith("sha256:") and subject == digest and doc.get("artifactType") == artifact_type:
+                listed.append({"mediaType": doc["mediaType"], "digest": name, "size": len(raw),
+                               "artifactType": artifact_type})  # fmt: skip
+        return json.dumps({"schemaVersion": 2, "manifests": listed}).encode()
 
     def get_blob(self, ref: Reference, digest: str, *, limit: int) -> bytes:
         self.requests.append(("blob", digest))
@@ -153,3 +180,97 @@ def test_without_a_cache_every_pull_fetches_the_signatures(tmp_path, signer):
         registry.requests.clear()
         pinned = pull(registry, ref, trusted=[signer.public_key()]).reference  # type: ignore[arg-type]
         assert ("manifest", signature_tag(pinned.digest)) in registry.requests
+
+
+# -- OCI 1.1 referrers -------------------------------------------------------------------------
+
+
+def _sign_as_referrer(registry: MemoryRegistry, ref: Reference, key, *, fallback_index: bool) -> str:
+    """A signature pushed the way referrer-only tools do: by digest with a ``subject``, no ``.sig``
+    tag; on a registry without the referrers API, listed in the ``sha256-<hex>`` index tag."""
+    digest = digest_of(registry.manifests[ref.tag or ""])
+    payload = make_payload("registry.test/app", digest)
+    subject = Descriptor(MANIFEST_MEDIA_TYPE, digest, len(registry.manifests[digest]))
+    raw, blobs = signature_manifest([(payload, sign_payload(key, payload))], subject)
+    registry.blobs.update(blobs)
+    registry.manifests[digest_of(raw)] = raw
+    if fallback_index:
+        tag = referrers_tag(digest)
+        registry.manifests[tag] = add_referrer(registry.manifests.get(tag), raw)
+    return digest_of(raw)
+
+
+@pytest.mark.parametrize("api", [True, False], ids=["referrers-api", "tag-schema-fallback"])
+def test_a_signature_that_is_only_a_referrer_is_found(tmp_path, signer, api):
+    registry = MemoryRegistry(referrers_api=api)
+    ref = _publish(registry, tmp_path)
+    _sign_as_referrer(registry, ref, signer, fallback_index=not api)
+    cache = BlobCache(tmp_path / "cache")
+    pulled = _pull(registry, ref, signer, cache)
+    assert pulled.signature is not None
+    assert ("manifest", signature_tag(pulled.reference.digest)) in registry.requests  # tried first
+    if not api:
+        assert ("manifest", referrers_tag(pulled.reference.digest)) in registry.requests
+    # The referrer that verified is remembered like a .sig manifest.
+    _pull(registry, ref, signer, cache)
+    assert registry.requests == [("manifest", "v1")]
+
+
+def test_referrers_are_not_asked_for_when_the_sig_tag_verifies(tmp_path, signer):
+    registry = MemoryRegistry(referrers_api=True)
+    ref = _publish(registry, tmp_path, signer)
+    _pull(registry, ref, signer, BlobCache(tmp_path / "cache"))
+    assert not any(kind == "referrers" for kind, _ in registry.requests)
+
+
+def test_an_untrusted_referrer_is_refused_with_the_reason(tmp_path, signer):
+    registry = MemoryRegistry(referrers_api=True)
+    ref = _publish(registry, tmp_path)
+    _sign_as_referrer(registry, ref, ec.generate_private_key(ec.SECP256R1()), fallback_index=False)
+    with pytest.raises(SignatureError, match="not trusted"):
+        _pull(registry, ref, signer, BlobCache(tmp_path / "cache"))
+
+
+def test_with_no_signature_anywhere_the_package_is_unsigned(tmp_path, signer):
+    registry = MemoryRegistry(referrers_api=False)
+    ref = _publish(registry, tmp_path)
+    with pytest.raises(SignatureError, match="unsigned"):
+        _pull(registry, ref, signer, BlobCache(tmp_path / "cache"))
+
+
+def test_the_fallback_index_keeps_other_entries_dedupes_and_is_bounded():
+    other = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": "sha256:" + "a" * 64, "size": 1,
+             "artifactType": "application/vnd.example.sbom"}  # fmt: skip
+    index = json.dumps({"schemaVersion": 2, "manifests": [other]}).encode()
+    manifests = [json.dumps({"n": n}).encode() for n in range(MAX_REFERRERS + 5)]
+    for raw in manifests:
+        index = add_referrer(index, raw)
+    index = add_referrer(index, manifests[-1])  # again: listed once
+    listed = json.loads(index)["manifests"]
+    assert listed[0] == other
+    assert parse_referrers(index) == tuple(digest_of(raw) for raw in manifests[-MAX_REFERRERS:])
+    assert len(listed) == 1 + MAX_REFERRERS
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"mediaType": MANIFEST_MEDIA_TYPE, "digest": "sha256:" + "A" * 64},
+        {"mediaType": MANIFEST_MEDIA_TYPE, "digest": "sha512:" + "a" * 128},
+        {"mediaType": MANIFEST_MEDIA_TYPE, "digest": "sha256:../../x"},
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + "a" * 64},
+        {"mediaType": MANIFEST_MEDIA_TYPE, "digest": 7},
+        "not an object",
+    ],
+)
+def test_a_hostile_referrers_index_entry_is_skipped(entry):
+    if isinstance(entry, dict):
+        entry = {**entry, "artifactType": SIGNATURE_ARTIFACT_TYPE}
+    assert parse_referrers(json.dumps({"manifests": [entry]}).encode()) == ()
+
+
+def test_a_referrers_index_that_is_not_one_is_refused():
+    with pytest.raises(MalformedPackage):
+        parse_referrers(b'{"manifests": {}}')
+    with pytest.raises(MalformedPackage):
+        parse_referrers(b'{"manifests": [], "manifests": []}')

@@ -23,7 +23,7 @@ from donjon.cli.args import Parser, examples
 if TYPE_CHECKING:
     from donjon.oci.reference import Reference
     from donjon.oci.registry import RegistryClient
-    from donjon.oci.signature import PublicKey
+    from donjon.oci.signature import PublicKey, Signature
 
 __all__ = ["REGISTRY_CA_ENV", "add_registry_options", "main", "parser", "registry_client", "trusted_keys"]
 
@@ -311,15 +311,30 @@ def _push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _signed_by(key: PublicKey, digest: str, signature: Signature, payload: bytes) -> bool:
+    from donjon.oci.errors import SignatureError
+    from donjon.oci.signature import verify_signatures
+
+    try:
+        verify_signatures(digest, [(signature, payload)], [key])
+    except SignatureError:
+        return False
+    return True
+
+
 def _sign(args: argparse.Namespace) -> int:
-    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, parse_manifest
-    from donjon.oci.errors import MalformedPackage
+    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, Descriptor, parse_manifest
+    from donjon.oci.errors import MalformedPackage, NotFound
     from donjon.oci.pull import fetch_signatures
     from donjon.oci.reference import parse_reference
     from donjon.oci.signature import (
+        INDEX_MEDIA_TYPE,
+        SIGNATURE_ARTIFACT_TYPE,
+        add_referrer,
         fingerprint,
         load_private_key,
         make_payload,
+        referrers_tag,
         sign_payload,
         signature_manifest,
         signature_tag,
@@ -333,14 +348,30 @@ def _sign(args: argparse.Namespace) -> int:
         raise MalformedPackage(args.key, f"cannot read: {e.strerror or e}") from e
     with _client(ref, args) as client:
         # Sign only what is a Donjon package (and exists): the digest is checked on the way.
-        parse_manifest(client.get_manifest(ref, ref.digest), expected_digest=ref.digest)
+        package = client.get_manifest(ref, ref.digest)
+        parse_manifest(package, expected_digest=ref.digest)
         payload = make_payload(ref.name, ref.digest)
-        pairs = [(p, s.signature) for s, p in fetch_signatures(client, ref, ref.digest) if p != payload]
+        # Every other signer's signature stays; this key's earlier one (if any) is replaced.
+        pairs = [
+            (p, s.signature)
+            for s, p in fetch_signatures(client, ref, ref.digest)
+            if not _signed_by(key.public_key(), ref.digest, s, p)
+        ]
         pairs.append((payload, sign_payload(key, payload)))
-        raw, blobs = signature_manifest(pairs)
+        subject = Descriptor(MANIFEST_MEDIA_TYPE, ref.digest, len(package))
+        raw, blobs = signature_manifest(pairs, subject)
         for digest, data in blobs.items():
             client.push_blob(ref, digest, data)
         client.push_manifest(ref, signature_tag(ref.digest), raw, MANIFEST_MEDIA_TYPE)
+        # A registry with the referrers API indexed the manifest by its subject; on one without
+        # it, the signer keeps the referrers tag schema index (Distribution Specification v1.1).
+        if client.get_referrers(ref, ref.digest, artifact_type=SIGNATURE_ARTIFACT_TYPE) is None:
+            tag = referrers_tag(ref.digest)
+            try:
+                index: bytes | None = client.get_manifest(ref, tag)
+            except NotFound:
+                index = None
+            client.push_manifest(ref, tag, add_referrer(index, raw), INDEX_MEDIA_TYPE)
     print(fingerprint(key.public_key()))
     return EXIT_OK
 

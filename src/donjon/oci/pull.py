@@ -33,10 +33,13 @@ from donjon.oci.reference import Reference
 from donjon.oci.registry import RegistryClient
 from donjon.oci.signature import (
     MAX_PAYLOAD_BYTES,
+    SIGNATURE_ARTIFACT_TYPE,
     PublicKey,
     Signature,
     VerifiedSignature,
+    parse_referrers,
     parse_signatures,
+    referrers_tag,
     signature_tag,
     verify_signatures,
 )
@@ -91,6 +94,20 @@ def _fetch_signatures(
         raw = client.get_manifest(ref, signature_tag(digest), limit=MAX_MANIFEST_BYTES)
     except NotFound:
         return None, []
+    return _keep(cache, raw), _with_payloads(client, ref, raw, cache)
+
+
+def _keep(cache: BlobCache | None, raw: bytes) -> str:
+    digest = digest_of(raw)
+    if cache is not None:
+        cache.put(digest, raw)
+    return digest
+
+
+def _with_payloads(
+    client: RegistryClient, ref: Reference, raw: bytes, cache: BlobCache | None
+) -> list[tuple[Signature, bytes]]:
+    """The signatures of the signature manifest ``raw``, each with its payload (digest-checked)."""
     out = []
     for signature in parse_signatures(raw):
         wanted = signature.payload.digest
@@ -100,10 +117,30 @@ def _fetch_signatures(
             if cache is not None:
                 cache.put(wanted, payload)
         out.append((signature, payload))
-    signatures = digest_of(raw)
-    if cache is not None:
-        cache.put(signatures, raw)
-    return signatures, out
+    return out
+
+
+def _referred_signatures(
+    client: RegistryClient, ref: Reference, digest: str, *, cache: BlobCache | None
+) -> list[tuple[str, list[tuple[Signature, bytes]]]]:
+    """The signature manifests that are OCI 1.1 referrers of ``digest``, each with its signatures:
+    from the referrers API, or on a registry without it from the ``sha256-<hex>`` index tag."""
+    index = client.get_referrers(ref, digest, artifact_type=SIGNATURE_ARTIFACT_TYPE)
+    if index is None:
+        try:
+            index = client.get_manifest(ref, referrers_tag(digest), limit=MAX_MANIFEST_BYTES)
+        except NotFound:
+            return []
+    out = []
+    for referrer in parse_referrers(index):
+        raw = cache.get(referrer, limit=MAX_MANIFEST_BYTES) if cache is not None else None
+        if raw is None:
+            try:
+                raw = client.get_manifest(ref, referrer, limit=MAX_MANIFEST_BYTES)
+            except NotFound:
+                continue  # listed, then deleted: not a signature any more
+        out.append((_keep(cache, raw), _with_payloads(client, ref, raw, cache)))
+    return out
 
 
 def _remembered_signatures(cache: BlobCache, digest: str) -> list[tuple[Signature, bytes]] | None:
@@ -130,24 +167,60 @@ def check_signature(
 ) -> VerifiedSignature:
     """The signature of the pinned ``ref`` by one of the ``trusted`` keys, or :class:`SignatureError`.
 
-    A signature that verified once stays valid: cosign key-based signatures carry no expiry and
-    have no revocation (whoever holds a copy can attach it to any registry again). So a signature
-    remembered by the cache is verified again here, against this run's keys, with no registry
-    round trip; only when none of them verifies is the ``.sig`` tag fetched.
+    Where signatures are looked for, in order, each step only when the one before found none
+    that verifies:
+
+    1. the cache: a signature that verified once stays valid - cosign key-based signatures
+       carry no expiry and have no revocation (whoever holds a copy can attach it to any
+       registry again) - so the one remembered is verified again, against this run's keys,
+       with no registry round trip;
+    2. cosign's ``sha256-<hex>.sig`` tag (one round trip, every registry);
+    3. the OCI 1.1 referrers of the package (the referrers API, or its tag-schema fallback):
+       signatures other tools pushed as referrers only.
     """
-    assert ref.digest is not None
+    digest = ref.digest
+    assert digest is not None
     if cache is not None:
-        remembered = _remembered_signatures(cache, ref.digest)
+        remembered = _remembered_signatures(cache, digest)
         if remembered:
             try:
-                return verify_signatures(ref.digest, remembered, trusted)
+                return verify_signatures(digest, remembered, trusted)
             except SignatureError:
                 pass  # other keys this run, or a hint gone stale: ask the registry
-    signatures, found = _fetch_signatures(client, ref, ref.digest, cache=cache)
-    verified = verify_signatures(ref.digest, found, trusted)
-    if cache is not None and signatures is not None:
-        cache.remember_signatures(ref.digest, signatures)
-    return verified
+    tagged, found = _fetch_signatures(client, ref, digest, cache=cache)
+    groups = [(tagged, found)] if tagged is not None else []
+    verified = _first_verified(digest, groups, trusted)
+    if verified is None:
+        referred = _referred_signatures(client, ref, digest, cache=cache)
+        verified = _first_verified(digest, referred, trusted)
+        groups += referred
+    if verified is None:
+        seen = [pair for _, pairs in groups for pair in pairs]
+        raise SignatureError(digest, _why_none_verified(digest, seen, trusted))
+    manifest, signature = verified
+    if cache is not None:
+        cache.remember_signatures(digest, manifest)
+    return signature
+
+
+def _first_verified(
+    digest: str, groups: list[tuple[str, list[tuple[Signature, bytes]]]], trusted: Sequence[PublicKey]
+) -> tuple[str, VerifiedSignature] | None:
+    """The first signature manifest (by digest) with a signature a trusted key verifies."""
+    for manifest, pairs in groups:
+        try:
+            return manifest, verify_signatures(digest, pairs, trusted)
+        except SignatureError:
+            continue
+    return None
+
+
+def _why_none_verified(digest: str, seen: list[tuple[Signature, bytes]], trusted: Sequence[PublicKey]) -> str:
+    try:
+        verify_signatures(digest, seen, trusted)
+    except SignatureError as e:
+        return e.reason
+    return "no signature verified"  # not reached: each manifest's signatures failed on their own
 
 
 def pull(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -34,7 +35,8 @@ __all__ = ["RegistryClient", "RetryPolicy"]
 
 log = logging.getLogger("donjon.oci")
 
-_ACCEPT = f"{MANIFEST_MEDIA_TYPE}, application/vnd.oci.image.index.v1+json;q=0.5"
+_INDEX = "application/vnd.oci.image.index.v1+json"
+_ACCEPT = f"{MANIFEST_MEDIA_TYPE}, {_INDEX};q=0.5"
 _MAX_ERROR_BODY = 4096
 _MAX_TOKEN_BODY = 64 * 1024
 
@@ -101,6 +103,17 @@ class RegistryClient:
         if reference.startswith("sha256:"):
             verify_blob(f"manifest {reference}", data, reference)
         return data
+
+    def get_referrers(
+        self, ref: Reference, digest: str, *, artifact_type: str, limit: int = MAX_MANIFEST_BYTES
+    ) -> bytes | None:
+        """The image index of the referrers of ``digest`` with ``artifact_type`` (OCI Distribution
+        Specification v1.1, "Listing Referrers"), or ``None`` from a registry without that API (404)."""
+        path = f"referrers/{digest}?artifactType={quote(artifact_type, safe='')}"
+        try:
+            return self._get(ref, path, {"Accept": _INDEX}, limit, f"referrers of {digest}")
+        except NotFound:
+            return None
 
     def get_blob(self, ref: Reference, digest: str, *, limit: int) -> bytes:
         """The blob ``digest``, at most ``limit`` bytes, checked against its digest."""

@@ -12,10 +12,17 @@ of ``cosign sign --key`` without a transparency log):
   the package's repository, with the signature in the layer's
   ``dev.cosignproject.cosign/signature`` annotation. Several signatures are several layers.
 
-That tag is cosign's scheme and the OCI Distribution Specification v1.1's "tag schema"
-fallback for registries without the referrers API (distribution 2.8 has none). So
-``cosign verify --key signer.pub --insecure-ignore-tlog REGISTRY/REPO@sha256:...`` checks what
-``donjon package sign`` wrote, and Donjon checks what ``cosign sign --key`` writes.
+So ``cosign verify --key signer.pub --insecure-ignore-tlog REGISTRY/REPO@sha256:...`` checks
+what ``donjon package sign`` wrote, and Donjon checks what ``cosign sign --key`` writes.
+
+The same manifest is also an OCI 1.1 *referrer* of the package (OCI Image Spec v1.1: a
+``subject`` naming the package's manifest, ``artifactType`` cosign's
+``application/vnd.dev.cosign.artifact.sig.v1+json``): a registry with the referrers API lists it
+under ``GET /v2/<name>/referrers/<digest>``; on one without (distribution 2.8), the signer keeps
+the Distribution Specification v1.1 "referrers tag schema" fallback, an image index tagged
+``sha256-<hex>`` listing the referrers (:func:`add_referrer`). A puller reads the ``.sig`` tag
+first (one round trip, every registry) and the referrers only when that finds no trusted
+signature - which is how signatures pushed by other tools as referrers only are found.
 
 A signer is named by its fingerprint: ``sha256:`` + hex SHA-256 of its SubjectPublicKeyInfo DER.
 """
@@ -25,8 +32,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,18 +52,24 @@ from donjon.oci.errors import MalformedPackage, SignatureError, TooLarge
 
 __all__ = [
     "COSIGN_CONFIG_MEDIA_TYPE",
+    "INDEX_MEDIA_TYPE",
     "MAX_PAYLOAD_BYTES",
+    "MAX_REFERRERS",
     "PAYLOAD_MEDIA_TYPE",
     "SIGNATURE_ANNOTATION",
+    "SIGNATURE_ARTIFACT_TYPE",
     "PrivateKey",
     "PublicKey",
     "Signature",
     "VerifiedSignature",
+    "add_referrer",
     "fingerprint",
     "load_private_key",
     "load_public_key",
     "make_payload",
+    "parse_referrers",
     "parse_signatures",
+    "referrers_tag",
     "sign_payload",
     "signature_manifest",
     "signature_tag",
@@ -64,6 +79,12 @@ __all__ = [
 PAYLOAD_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+#: cosign's artifact type for a signature pushed as an OCI 1.1 referrer.
+SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+#: How many signature referrers of one package are read (and kept in a fallback index).
+MAX_REFERRERS = 16
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PAYLOAD_TYPE = "cosign container image signature"
 #: A simple-signing payload is a few hundred bytes; cosign's own verifier allows 128 KiB.
 MAX_PAYLOAD_BYTES = 128 * 1024
@@ -135,6 +156,12 @@ def signature_tag(manifest_digest: str) -> str:
     return f"{algorithm}-{hexdigest}.sig"
 
 
+def referrers_tag(manifest_digest: str) -> str:
+    """The Distribution Specification v1.1 referrers tag schema: ``sha256-<hex>``."""
+    algorithm, _, hexdigest = manifest_digest.partition(":")
+    return f"{algorithm}-{hexdigest}"
+
+
 def make_payload(docker_reference: str, manifest_digest: str) -> bytes:
     """The simple-signing payload for ``REGISTRY/REPO@manifest_digest`` (cosign's field set)."""
     return canonical_json(
@@ -155,11 +182,14 @@ def sign_payload(key: PrivateKey, payload: bytes) -> bytes:
     return key.sign(payload, ec.ECDSA(hashes.SHA256()))
 
 
-def signature_manifest(signatures: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, dict[str, bytes]]:
+def signature_manifest(
+    signatures: Sequence[tuple[bytes, bytes]], subject: Descriptor | None = None
+) -> tuple[bytes, dict[str, bytes]]:
     """The ``.sig`` manifest holding ``(payload, signature)`` pairs, and its blobs by digest.
 
     Its config is a minimal image config like cosign's (``rootfs.diff_ids`` = the layer digests),
-    so registries and tools that expect an image manifest to carry one are content.
+    so registries and tools that expect an image manifest to carry one are content. With a
+    ``subject`` (the package's manifest) it is also an OCI 1.1 referrer of that package.
     """
     blobs: dict[str, bytes] = {}
     layers = []
@@ -183,7 +213,66 @@ def signature_manifest(signatures: Sequence[tuple[bytes, bytes]]) -> tuple[bytes
         "config": Descriptor(COSIGN_CONFIG_MEDIA_TYPE, digest_of(config), len(config)).to_json(),
         "layers": [layer.to_json() for layer in layers],
     }
+    if subject is not None:
+        document["artifactType"] = SIGNATURE_ARTIFACT_TYPE
+        document["subject"] = subject.to_json()
     return canonical_json(document), blobs
+
+
+def parse_referrers(raw: bytes) -> tuple[str, ...]:
+    """The digests of the signature manifests an image index of referrers lists (the referrers
+    API's answer or the ``sha256-<hex>`` fallback tag), at most :data:`MAX_REFERRERS`."""
+    doc = load_json("referrers index", raw)
+    manifests = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(manifests, list):
+        raise MalformedPackage("referrers index", "no manifests")
+    out: list[str] = []
+    for item in manifests:
+        if not isinstance(item, dict) or item.get("artifactType") != SIGNATURE_ARTIFACT_TYPE:
+            continue
+        digest = item.get("digest")
+        if item.get("mediaType") != MANIFEST_MEDIA_TYPE or not isinstance(digest, str):
+            continue
+        if not _DIGEST.fullmatch(digest):
+            continue
+        if digest not in out:
+            out.append(digest)
+    return tuple(out[-MAX_REFERRERS:])
+
+
+def add_referrer(index: bytes | None, manifest: bytes) -> bytes:
+    """The referrers-tag-schema index ``index`` (``None``: none yet) with ``manifest`` added.
+
+    Distribution Specification v1.1, "Pushing Manifests with Subject": on a registry without
+    the referrers API the client keeps this index itself. Entries other clients added (other
+    artifact types) are kept as they are; signature entries beyond :data:`MAX_REFERRERS` are
+    dropped oldest first, so the index cannot grow without bound.
+    """
+    entries: list[Any] = []
+    if index is not None:
+        doc = load_json("referrers index", index)
+        listed = doc.get("manifests") if isinstance(doc, dict) else None
+        if not isinstance(listed, list):
+            raise MalformedPackage("referrers index", "no manifests")
+        entries = list(listed)
+    digest = digest_of(manifest)
+    entries = [e for e in entries if not (isinstance(e, dict) and e.get("digest") == digest)]
+    entries.append(
+        {
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": digest,
+            "size": len(manifest),
+            "artifactType": SIGNATURE_ARTIFACT_TYPE,
+        }
+    )
+    ours = [
+        i
+        for i, e in enumerate(entries)
+        if isinstance(e, dict) and e.get("artifactType") == SIGNATURE_ARTIFACT_TYPE
+    ]
+    for i in reversed(ours[:-MAX_REFERRERS]):
+        del entries[i]
+    return canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries})
 
 
 def parse_signatures(raw: bytes) -> tuple[Signature, ...]:
