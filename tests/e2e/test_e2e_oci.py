@@ -129,6 +129,24 @@ def test_a_signed_package_runs_attested_and_a_client_verifies_its_workload_diges
     )  # fmt: skip
 
 
+def test_build_pushes_straight_to_a_registry_the_same_bytes_as_build_then_push(e2e, registry, pkg):
+    steward = e2e.steward()
+    w = _workload(e2e, steward, "build-push")
+    built = pkg.donjon(
+        "package", "build", "--config", str(w.config), str(w.wasm), "-o", str(pkg.tmp / "a.oci")
+    )
+    target = f"{registry.host}/e2e/build-push:v1"
+    pushed = pkg.donjon("package", "build", "--config", str(w.config), str(w.wasm), "--push", target)
+    assert pushed == f"{registry.host}/e2e/build-push@{built}"
+    with _client(registry) as client:
+        ref = parse_reference(pushed)
+        assert digest_of(client.get_manifest(ref, "v1")) == built
+    pkg.donjon("package", "build", "--config", str(w.config), str(w.wasm), expect=2)
+    assert "-o DIR, --push REGISTRY/REPO:TAG, or both" in pkg.err
+    pkg.donjon("package", "build", "--config", str(w.config), str(w.wasm), "--push", pushed, expect=2)
+    assert "push to a tag" in pkg.err
+
+
 def test_the_same_package_by_digest_runs_too(e2e, registry, pkg):
     steward = e2e.steward()
     w = _workload(e2e, steward, "by-digest")

@@ -21,6 +21,7 @@ from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE
 from donjon.cli.args import Parser, examples
 
 if TYPE_CHECKING:
+    from donjon.oci.artifact import Manifest
     from donjon.oci.reference import Reference
     from donjon.oci.registry import RegistryClient
     from donjon.oci.signature import PublicKey, Signature
@@ -66,9 +67,10 @@ def parser() -> argparse.ArgumentParser:
         "an image manifest (artifactType application/vnd.donjon.workload.v1), layers for the\n"
         "module, the config and every directory or file the config names, and the workload\n"
         "digest as an annotation. Deterministic: the same inputs give the same bytes. Prints\n"
-        "the manifest digest.",
+        "the manifest digest; with --push, pushes it too and prints REGISTRY/REPO@sha256:...",
         epilog=examples(
             "donjon package build --config Donjon.toml app.wasm -o app.oci",
+            "donjon package build --config Donjon.toml app.wasm --push registry.example:5000/team/app:v1",
             "donjon package build --config examples/http/Donjon.toml examples/http/http.wasm -o http.oci",
             "donjon package build --config Donjon.toml app.wasm -o app.oci \\",
             "    --encrypt-to steward:app-key --key-out app.key",
@@ -87,9 +89,13 @@ def parser() -> argparse.ArgumentParser:
         help="with --encrypt-to: the content key file (32 bytes, 0600; reused if it exists) to store "
         "with 'donjon steward secret put NAME --file FILE'",
     )
+    b.add_argument("-o", "--output", metavar="DIR", help="the OCI image layout directory to write")
     b.add_argument(
-        "-o", "--output", required=True, metavar="DIR", help="the OCI image layout directory to write"
+        "--push",
+        metavar="REGISTRY/REPO:TAG",
+        help="push the package straight to a registry (with or without -o)",
     )
+    add_registry_options(b)
 
     u = sub.add_parser(
         "push",
@@ -110,8 +116,9 @@ def parser() -> argparse.ArgumentParser:
         help="sign a package in a registry (cosign key-based format)",
         description="Sign the package REGISTRY/REPO@sha256:... with a key: a cosign simple-signing\n"
         "payload, stored under the tag sha256-<hex>.sig next to it (cosign's layout; other\n"
-        "signatures there are kept). 'cosign verify --key KEY.pub --insecure-ignore-tlog'\n"
-        "checks it. Prints the signer's fingerprint.",
+        "signers' signatures there are kept) and attached as an OCI 1.1 referrer (listed in\n"
+        "the sha256-<hex> index on a registry without the referrers API). 'cosign verify\n"
+        "--key KEY.pub --insecure-ignore-tlog' checks it. Prints the signer's fingerprint.",
         epilog=examples(
             "donjon package sign localhost:5000/app@sha256:0123456789abcdef0123456789abcdef"
             "0123456789abcdef0123456789abcdef --key signer.key",
@@ -215,6 +222,12 @@ def _build(args: argparse.Namespace) -> int:
     from donjon.runtime.errors import InvalidModule, MissingFile
     from donjon.runtime.keep import check_module_header, read_module
 
+    if args.output is None and args.push is None:
+        _error("say where the package goes: -o DIR, --push REGISTRY/REPO:TAG, or both")
+        return EXIT_USAGE
+    target = _tag_reference(args.push) if args.push is not None else None
+    if isinstance(target, int):
+        return target
     config_path = Path(args.config)
     try:
         with open(config_path, "rb") as stream:
@@ -248,12 +261,16 @@ def _build(args: argparse.Namespace) -> int:
             return key
         seal = (args.encrypt_to, key)
     built = build_package(module, config, source, config_path.resolve().parent, seal=seal)
-    try:
-        write_layout(Path(args.output), built.manifest, built.blobs)
-    except OSError as e:
-        _error(f"{args.output}: cannot write: {e.strerror or e}")
-        return EXIT_OPERATIONAL
-    print(built.manifest.digest)
+    if args.output is not None:
+        try:
+            write_layout(Path(args.output), built.manifest, built.blobs)
+        except OSError as e:
+            _error(f"{args.output}: cannot write: {e.strerror or e}")
+            return EXIT_OPERATIONAL
+    if target is None:
+        print(built.manifest.digest)
+    else:
+        print(_upload(target, built.manifest, built.blobs, args))
     if seal is not None:
         name = seal[0].removeprefix("steward:")
         _error(
@@ -292,22 +309,37 @@ def _content_key(path: Path) -> bytes | int:
     return key
 
 
-def _push(args: argparse.Namespace) -> int:
-    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE
-    from donjon.oci.layout import read_layout
-    from donjon.oci.pull import Limits
+def _tag_reference(text: str) -> Reference | int:
     from donjon.oci.reference import parse_reference
 
-    ref = parse_reference(args.reference)
+    ref = parse_reference(text)
     if ref.tag is None or ref.digest is not None:
-        _error(f"{args.reference}: push to a tag (REGISTRY/REPO:TAG)")
+        _error(f"{text}: push to a tag (REGISTRY/REPO:TAG)")
         return EXIT_USAGE
-    manifest, blobs = read_layout(Path(args.layout), limit=Limits().layer)
+    return ref
+
+
+def _upload(ref: Reference, manifest: Manifest, blobs: dict[str, bytes], args: argparse.Namespace) -> str:
+    """Push the blobs, then the manifest under ``ref``'s tag; ``REGISTRY/REPO@DIGEST``."""
+    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE
+
+    assert ref.tag is not None
     with _client(ref, args) as client:
         for digest, data in blobs.items():
             client.push_blob(ref, digest, data)
         digest = client.push_manifest(ref, ref.tag, manifest.raw, MANIFEST_MEDIA_TYPE)
-    print(f"{ref.name}@{digest}")
+    return f"{ref.name}@{digest}"
+
+
+def _push(args: argparse.Namespace) -> int:
+    from donjon.oci.layout import read_layout
+    from donjon.oci.pull import Limits
+
+    ref = _tag_reference(args.reference)
+    if isinstance(ref, int):
+        return ref
+    manifest, blobs = read_layout(Path(args.layout), limit=Limits().layer)
+    print(_upload(ref, manifest, blobs, args))
     return EXIT_OK
 
 
