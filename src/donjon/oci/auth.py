@@ -8,9 +8,14 @@ Order (the first that names the registry wins):
 3. ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``.
 
 The JSON is Docker's: ``{"auths": {"HOST[:PORT]": {"auth": base64("user:password")}}}`` (or
-``"username"``/``"password"`` fields). Credential helpers (``credsStore``, ``credHelpers``) are
-external programs and are not run. Credentials never enter the workload digest, a log line or an
-error message: :class:`Credentials`' ``repr`` hides the password.
+``"username"``/``"password"`` fields). In a file, as Docker does, a credential helper named for
+the registry (``"credHelpers": {"HOST": "NAME"}``) comes first, then the default store
+(``"credsStore": "NAME"``), then ``auths``: the helper is the program ``docker-credential-NAME``
+on ``PATH``, run as ``docker-credential-NAME get`` with the registry on stdin, answering
+``{"Username": ..., "Secret": ...}`` (docker/docker-credential-helpers' protocol); "not found"
+(exit 1) falls through to ``auths``. A helper gets :data:`HELPER_TIMEOUT` seconds and a few KiB of
+output. Credentials never enter the workload digest, a log line or an error message:
+:class:`Credentials`' ``repr`` hides the password, and a helper's output is never echoed.
 """
 
 from __future__ import annotations
@@ -19,17 +24,23 @@ import base64
 import binascii
 import json
 import os
+import re
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from donjon.oci.errors import AuthFailed
 
-__all__ = ["PASSWORD_ENV", "Credentials", "find_credentials"]
+__all__ = ["HELPER_TIMEOUT", "PASSWORD_ENV", "Credentials", "find_credentials"]
 
 #: Where ``--registry-user``'s password comes from unless ``--registry-password-file`` is given.
 PASSWORD_ENV = "DONJON_REGISTRY_PASSWORD"
 _MAX_AUTH_FILE = 1 << 20
+#: Seconds a credential helper may take (a keychain prompt that nobody answers must not hang a Keep).
+HELPER_TIMEOUT = 10.0
+_MAX_HELPER_OUTPUT = 64 * 1024
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ def find_credentials(
         candidates.append(Path(env["HOME"]) / ".docker" / "config.json")
     for path in candidates:
         if path.is_file():
-            found = _from_auth_file(_read(path, registry), registry, path)
+            found = _from_auth_file(_read(path, registry), registry, path, env)
             if found is not None:
                 return found
     return None
@@ -83,12 +94,20 @@ def _read(path: Path, registry: str) -> bytes:
     return data
 
 
-def _from_auth_file(data: bytes, registry: str, path: Path) -> Credentials | None:
+def _from_auth_file(data: bytes, registry: str, path: Path, env: Mapping[str, str]) -> Credentials | None:
     try:
         doc = json.loads(data)
     except ValueError:
         # The file's content is a secret: name the file, not what is in it.
         raise AuthFailed(registry, f"credentials file {path} is not JSON") from None
+    if isinstance(doc, dict):
+        helpers = doc.get("credHelpers")
+        helper = helpers.get(registry) if isinstance(helpers, dict) else None
+        for name in (helper, doc.get("credsStore")):
+            if isinstance(name, str) and name:
+                found = _from_helper(name, registry, path, env)
+                if found is not None:
+                    return found
     auths = doc.get("auths") if isinstance(doc, dict) else None
     if not isinstance(auths, dict):
         return None
@@ -108,3 +127,51 @@ def _from_auth_file(data: bytes, registry: str, path: Path) -> Credentials | Non
         if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
             return Credentials(entry["username"], entry["password"])
     return None
+
+
+def _from_helper(name: str, registry: str, path: Path, env: Mapping[str, str]) -> Credentials | None:
+    """Ask ``docker-credential-NAME`` for ``registry``'s credentials; ``None`` when it has none."""
+    if not _HELPER_NAME.fullmatch(name):
+        raise AuthFailed(registry, f"credentials file {path}: credential helper name {name!r} is not valid")
+    program = f"docker-credential-{name}"
+    try:
+        done = subprocess.run(
+            [program, "get"],
+            input=registry.encode(),
+            capture_output=True,
+            timeout=HELPER_TIMEOUT,
+            env=dict(env),
+            check=False,
+        )
+    except FileNotFoundError:
+        raise AuthFailed(registry, f"credential helper {program} (named in {path}) is not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise AuthFailed(
+            registry, f"credential helper {program} gave no answer in {HELPER_TIMEOUT:.0f} s"
+        ) from None
+    except OSError as e:
+        raise AuthFailed(registry, f"credential helper {program}: {e.strerror or e}") from None
+    if done.returncode != 0:
+        # The helpers answer "credentials not found in native keychain" (exit 1) for an unknown host.
+        if b"not found" in done.stdout[:1024].lower() + done.stderr[:1024].lower():
+            return None
+        raise AuthFailed(registry, f"credential helper {program} failed (exit {done.returncode})")
+    try:
+        if len(done.stdout) > _MAX_HELPER_OUTPUT:
+            raise ValueError("too long")
+        answer = json.loads(done.stdout)
+        username, secret = answer["Username"], answer["Secret"]
+        if not isinstance(username, str) or not isinstance(secret, str):
+            raise ValueError("not strings")
+    except (ValueError, KeyError, TypeError):
+        # Its output may hold a secret: say what is wrong, never what it said.
+        raise AuthFailed(
+            registry, f"credential helper {program} answered something that is not credentials"
+        ) from None
+    if username == "<token>":
+        raise AuthFailed(
+            registry,
+            f"credential helper {program} holds an identity token (a docker login via OAuth); "
+            "Donjon signs in with a user name and password or token only",
+        )
+    return Credentials(username, secret)
