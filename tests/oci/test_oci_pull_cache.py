@@ -274,3 +274,41 @@ def test_a_referrers_index_that_is_not_one_is_refused():
         parse_referrers(b'{"manifests": {}}')
     with pytest.raises(MalformedPackage):
         parse_referrers(b'{"manifests": [], "manifests": []}')
+
+
+# -- the cache's size bound ----------------------------------------------------------------------
+
+
+def test_the_cache_evicts_what_was_used_longest_ago_past_its_bound(tmp_path):
+    import os
+
+    cache = BlobCache(tmp_path, max_bytes=2500)
+    blobs = [bytes([n]) * 1000 for n in range(3)]
+    digests = [digest_of(b) for b in blobs]
+    for n, (digest, data) in enumerate(zip(digests[:2], blobs[:2], strict=True)):
+        cache.put(digest, data)
+        os.utime(tmp_path / "sha256" / digest.removeprefix("sha256:"), ns=(n * 10**9, n * 10**9))
+    assert cache.get(digests[0], limit=1000) == blobs[0]  # used now: the newest
+    cache.put(digests[2], blobs[2])  # 3000 bytes > 2500: the least recently used goes
+    assert cache.evicted == 1
+    assert cache.get(digests[1], limit=1000) is None
+    assert cache.get(digests[0], limit=1000) == blobs[0]
+    assert cache.get(digests[2], limit=1000) == blobs[2]
+
+
+def test_a_blob_bigger_than_the_bound_is_kept_until_the_next_write(tmp_path):
+    cache = BlobCache(tmp_path, max_bytes=10)
+    cache.put(digest_of(b"x" * 100), b"x" * 100)
+    assert cache.get(digest_of(b"x" * 100), limit=100) == b"x" * 100
+    cache.put(digest_of(b"y" * 100), b"y" * 100)
+    assert cache.get(digest_of(b"x" * 100), limit=100) is None
+
+
+def test_the_bound_comes_from_the_environment_in_mib_and_a_bad_value_is_named():
+    from donjon.oci.cache import DEFAULT_MAX_BYTES, max_bytes_from_env
+
+    assert max_bytes_from_env({}) == DEFAULT_MAX_BYTES
+    assert max_bytes_from_env({"DONJON_PACKAGE_CACHE_MAX_MB": "64"}) == 64 * 1024 * 1024
+    for bad in ("-1", "1.5", "1e9", "lots", "9" * 12):
+        with pytest.raises(ValueError, match="DONJON_PACKAGE_CACHE_MAX_MB"):
+            max_bytes_from_env({"DONJON_PACKAGE_CACHE_MAX_MB": bad})

@@ -527,9 +527,16 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
         ref = parse_reference(opts.module)
         cache = None
         if opts.use_package_cache:
-            from donjon.oci.cache import BlobCache, default_cache_dir
+            from donjon.oci.cache import BlobCache, default_cache_dir, max_bytes_from_env
 
-            cache = BlobCache(Path(opts.package_cache) if opts.package_cache else default_cache_dir())
+            try:
+                bound = max_bytes_from_env()
+            except ValueError as e:
+                _error(str(e))
+                return EXIT_USAGE
+            cache = BlobCache(
+                Path(opts.package_cache) if opts.package_cache else default_cache_dir(), max_bytes=bound
+            )
         limits = Limits()
         with registry_client(
             ref, ca=opts.registry_ca, user=opts.registry_user, password_file=opts.registry_password_file

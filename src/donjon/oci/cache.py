@@ -6,6 +6,10 @@ never used. Only content named by digest is cached - never what a tag points to 
 answer is exactly what a fresh pull would verify. Writes go to a temporary file renamed into
 place, so a reader never sees half a blob.
 
+The cache is bounded: past ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, or
+``$DONJON_PACKAGE_CACHE_MAX_MB``), the blobs used longest ago are removed after each write (a
+read marks a blob used). Removing is always safe: what is gone is fetched again.
+
 One kind of entry is not content-addressed: ``signatures/<hex>`` remembers which ``.sig``
 manifest (by digest) last verified the package ``sha256:<hex>``, so a cached run needs no
 registry round trip for its signature. It is only a hint: the manifest it names is read from
@@ -23,7 +27,11 @@ from pathlib import Path
 
 from donjon.oci.artifact import digest_of
 
-__all__ = ["BlobCache", "default_cache_dir"]
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_ENV", "BlobCache", "default_cache_dir", "max_bytes_from_env"]
+
+#: A few dozen packages of a realistic size; a Keep host is not a registry mirror.
+DEFAULT_MAX_BYTES = 2 * 1024 * 1024 * 1024
+MAX_ENV = "DONJON_PACKAGE_CACHE_MAX_MB"
 
 
 def default_cache_dir() -> Path:
@@ -31,11 +39,24 @@ def default_cache_dir() -> Path:
     return Path(base) / "donjon" / "blobs"
 
 
+def max_bytes_from_env(environ: dict[str, str] | None = None) -> int:
+    """The size bound ``$DONJON_PACKAGE_CACHE_MAX_MB`` sets (MiB), else the default; a value that is
+    not a whole number of MiB is a :class:`ValueError` naming the variable."""
+    text = (os.environ if environ is None else environ).get(MAX_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    if not text.isdigit() or len(text) > 9:
+        raise ValueError(f"${MAX_ENV} must be a whole number of MiB, not {text[:20]!r}")
+    return int(text) * 1024 * 1024
+
+
 class BlobCache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.root = root
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.evicted = 0
 
     def _path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
@@ -62,6 +83,8 @@ class BlobCache:
             self.misses += 1
             return None
         self.hits += 1
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used now: the last to be evicted
         return data
 
     def signatures_of(self, digest: str) -> str | None:
@@ -87,7 +110,36 @@ class BlobCache:
         """Store ``data`` (which must hash to ``digest``); a cache that cannot be written is skipped."""
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise ValueError("put: the data does not match its digest")
-        self._write(self._path(digest), data)
+        path = self._path(digest)
+        self._write(path, data)
+        self._trim(keep=path)
+
+    def _trim(self, *, keep: Path) -> None:
+        """Remove the blobs used longest ago until the cache is within ``max_bytes``
+        (``keep``, just written, stays even if it alone is over)."""
+        blobs = []
+        total = 0
+        try:
+            with os.scandir(self.root / "sha256") as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                        continue
+                    stat = entry.stat(follow_symlinks=False)
+                    total += stat.st_size
+                    blobs.append((stat.st_mtime_ns, stat.st_size, entry.path))
+        except OSError:
+            return
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(blobs):
+            if total <= self.max_bytes:
+                break
+            if path == str(keep):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= size
+                self.evicted += 1
 
     def _write(self, path: Path, data: bytes) -> None:
         try:
