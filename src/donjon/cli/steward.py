@@ -499,7 +499,7 @@ def _next_steps(directory: Path, hosts: list[str], ips: list[Any], *, https: boo
             "",
             "next steps:",
             "  1. the workload digest of your Keep (no workload yet? 'donjon example http -o app.wasm'",
-            "     writes one; its Donjon.toml is in docs/tutorial.md):",
+            "     writes one, and its Donjon.toml beside it):",
             "       donjon run --print-digest --config Donjon.toml app.wasm",
             f"  2. allow it: a [[workload]] with that digest in {policy}"
             + (' (platforms = ["sev-snp", "simulated"])' if simulated else "")
