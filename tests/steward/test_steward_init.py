@@ -306,3 +306,92 @@ def test_serve_never_creates_files_others_can_write_even_under_umask_000(tmp_pat
         proc.stop()
     created = [p for p in d.iterdir() if p.name.startswith("log.db")]
     assert created and all(_mode(p) & 0o022 == 0 for p in created), [oct(_mode(p)) for p in created]
+
+
+def _snapshot(d: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every entry below ``d``: its mode and, for a file, its bytes (links as links)."""
+    return {
+        str(p.relative_to(d)): (
+            os.lstat(p).st_mode,
+            p.read_bytes() if p.is_file() and not p.is_symlink() else None,
+        )
+        for p in sorted(d.rglob("*"))
+    }
+
+
+def _fail_writing(monkeypatch, name: str) -> None:
+    """Make init's write of ``name`` fail as a full disk would."""
+    import errno
+
+    import donjon.steward.files as files
+
+    real = files.write_public
+
+    def write_public(path, data, **kwargs):
+        if Path(path).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(files, "write_public", write_public)
+
+
+def test_a_failure_half_way_leaves_no_folder_and_a_second_init_works(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "new" / "parents" / "s"
+    _fail_writing(monkeypatch, "policy.toml")
+    assert _init(d, "--simulated") == 3
+    err = capsys.readouterr().err
+    assert f"{d / 'policy.toml'}: No space left on device" in err  # the folder asked for, not the stage
+    assert not list(tmp_path.iterdir())  # no partial folder, no stage, no parent made for it
+    monkeypatch.undo()
+    assert _init(d, "--simulated") == 0
+    assert load_config(d / "steward.toml").policy.is_file()
+
+
+def test_a_failure_half_way_with_force_leaves_the_previous_steward_intact(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "s"
+    assert _init(d, "--simulated") == 0
+    (d / "log.db").write_bytes(b"the log of the previous Steward")
+    before = _snapshot(d)
+    _fail_writing(monkeypatch, "policy.toml")
+    assert _init(d, "--simulated", "--force") == 3
+    assert _snapshot(d) == before
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+def test_a_rename_failing_mid_commit_is_undone(tmp_path, capsys, monkeypatch):
+    import errno
+
+    d = tmp_path / "s"
+    assert _init(d) == 0
+    before = _snapshot(d)
+    real = os.rename
+    calls = []
+
+    def rename(src, dst, *args, **kwargs):
+        calls.append(Path(dst))
+        if len(calls) == 7:  # some files are in place, some not yet
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert _init(d, "--force") == 3
+    monkeypatch.undo()
+    assert f"{d / calls[6].name}: Input/output error" in capsys.readouterr().err  # not the stage
+    assert _snapshot(d) == before
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+def test_force_keeps_other_files_the_folder_mode_and_the_simulated_vendors(tmp_path, capsys):
+    d = tmp_path / "s"
+    assert _init(d, "--simulated") == 0
+    os.chmod(d, 0o750)
+    (d / "log.db").write_bytes(b"log")
+    (d / "collateral" / "bundle.json").write_bytes(b"{}")
+    vendor = (d / "sim-vendor" / "sim-snp-vendor.json").read_bytes()
+    old_ca = (d / "ca.pem").read_bytes()
+    assert _init(d, "--simulated", "--force") == 0
+    assert (d / "ca.pem").read_bytes() != old_ca
+    assert (d / "log.db").read_bytes() == b"log" and (d / "collateral" / "bundle.json").is_file()
+    assert (d / "sim-vendor" / "sim-snp-vendor.json").read_bytes() == vendor
+    assert _mode(d) == 0o750
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]

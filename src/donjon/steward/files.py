@@ -10,7 +10,10 @@ Creating (``donjon steward init``, ``donjon steward tls-cert``):
   writes where it points, and a reader sees the old file or the new one, never half of either;
 - a public file (certificates, ``steward.toml``, ``policy.toml``) likewise, mode 0644;
 - a directory is created (or found) and ``chmod``-ed to its mode (0755, or 0700 for private ones);
-  a symlink where a directory should be is refused.
+  a symlink where a directory should be is refused;
+- a whole folder of them (``init``) is built in a :class:`StagedFolder` and moved into place at
+  the end: a failure half-way leaves no partial folder for a second ``init`` to refuse, or for
+  ``serve`` to half-use.
 
 Checking (``donjon steward serve``, as OpenSSH checks its keys before using them): a key or
 secret readable by group or others, or a configuration or policy file writable by them, is
@@ -20,12 +23,15 @@ naming the file and the ``chmod`` that fixes it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 
 from donjon.steward.errors import ConfigError
 
@@ -34,6 +40,7 @@ __all__ = [
     "PUBLIC_DIR_MODE",
     "PUBLIC_MODE",
     "SECRET_MODE",
+    "StagedFolder",
     "UnsafePermissions",
     "check_public",
     "check_secret",
@@ -139,6 +146,137 @@ def make_dir(
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+
+
+class StagedFolder:
+    """A folder's files written under a temporary folder, then moved into place all at once.
+
+    Write below :attr:`path`, then call :meth:`commit`; leaving the ``with`` block without it (an
+    exception, Ctrl-C) removes what was written and leaves ``target`` as it was.
+
+    - ``target`` missing: :attr:`path` is a sibling ``.<name>.<random>.new`` (on the same file
+      system, so ``rename(2)`` can move it), mode 0700 while it is filled; :meth:`commit` gives
+      it ``mode`` and renames it to ``target``, which appears whole or not at all. Parent folders
+      created for it are removed again if nothing is committed.
+    - ``target`` exists (``--force``, or the operator's folder holding other files): the stage is
+      a hidden folder inside it (the same file system even when ``target`` is a mount point);
+      :meth:`commit` first checks every folder on the way (a symlink or a file where a folder
+      goes is refused before anything moves), then renames each staged file over its place,
+      the file it replaces moved aside first. If a rename fails, everything done is undone in
+      reverse, so the folder is as it was. Files of ``target`` that were not staged stay, and an
+      existing ``target`` keeps its mode. Between two renames a reader may see some new files
+      with some old ones: each file is whole, the set is complete only after :meth:`commit`.
+
+    ``rename`` replaces a symlink itself and never writes where it points, so a link planted in
+    ``target`` is moved aside and deleted, its target untouched.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], mode: int = PUBLIC_DIR_MODE) -> None:
+        self.target = Path(target)
+        self.mode = mode
+        self._committed = False
+        self._created_parents: list[Path] = []
+        if self.target.is_symlink():
+            raise NotADirectoryError(errno.ENOTDIR, "is a symbolic link, not a directory", str(self.target))
+        self._merge = os.path.lexists(self.target)
+        if self._merge and not self.target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.target))
+        tag = secrets.token_hex(6)
+        if self._merge:
+            self._stage = self.target / f".donjon-staged.{tag}"
+            os.mkdir(self._stage, PRIVATE_DIR_MODE)
+            self.path = self._stage / "new"
+            os.mkdir(self.path, PRIVATE_DIR_MODE)
+        else:
+            missing = [p for p in self.target.absolute().parents if not p.exists()]
+            if missing:
+                make_dir(missing[0], PUBLIC_DIR_MODE)
+                self._created_parents = missing  # deepest first: the order to remove them in
+            self._stage = self.target.with_name(f".{self.target.name}.{tag}.new")
+            os.mkdir(self._stage, PRIVATE_DIR_MODE)
+            self.path = self._stage
+
+    def __enter__(self) -> StagedFolder:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the stage (after :meth:`commit`, what it moved aside); harmless twice."""
+        if os.path.lexists(self._stage):
+            shutil.rmtree(self._stage)  # never follows a link inside it
+        if not self._committed:
+            for parent in self._created_parents:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break  # not empty any more: someone else uses it now
+            self._created_parents = []
+
+    def commit(self) -> None:
+        """Move everything written below :attr:`path` into ``target`` (see the class)."""
+        if self._committed:
+            raise RuntimeError(f"{self.target}: already committed")
+        if self._merge:
+            self._merge_into_target()
+        else:
+            make_dir(self._stage, self.mode)
+            os.rename(self._stage, self.target)  # onto an empty folder made meanwhile, too
+        self._committed = True
+
+    def _entries(self) -> tuple[list[Path], list[Path]]:
+        """The staged folders (parents first) and files, relative to :attr:`path`."""
+        folders: list[Path] = []
+        files: list[Path] = []
+        for root, dirnames, filenames in os.walk(self.path):
+            rel = Path(root).relative_to(self.path)
+            for name in sorted(dirnames):
+                (files if (Path(root) / name).is_symlink() else folders).append(rel / name)
+            files.extend(rel / name for name in sorted(filenames))
+        return folders, files
+
+    def _merge_into_target(self) -> None:
+        folders, files = self._entries()
+        for rel in folders:  # every check before the first move
+            there = self.target / rel
+            if there.is_symlink():
+                raise NotADirectoryError(errno.ENOTDIR, "is a symbolic link, not a directory", str(there))
+            if os.path.lexists(there) and not there.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(there))
+        aside = self._stage / "old"
+        os.mkdir(aside, PRIVATE_DIR_MODE)
+        undo: list[tuple[Path, Path | None]] = []  # (moved to, moved from), or (made folder, None)
+        there = self.target
+        try:
+            for rel in folders:
+                there = self.target / rel
+                mode = stat.S_IMODE(os.lstat(self.path / rel).st_mode)
+                if not there.exists():
+                    make_dir(there, mode)
+                    undo.append((there, None))
+                else:
+                    make_dir(there, mode)
+                os.makedirs(aside / rel, PRIVATE_DIR_MODE, exist_ok=True)
+            for rel in files:
+                there = self.target / rel
+                if os.path.lexists(there):
+                    os.rename(there, aside / rel)
+                    undo.append((aside / rel, there))
+                os.rename(self.path / rel, there)
+                undo.append((there, self.path / rel))
+        except BaseException as e:
+            for moved, source in reversed(undo):
+                with contextlib.suppress(OSError):  # undo all that can be undone
+                    if source is None:
+                        os.rmdir(moved)
+                    else:
+                        os.rename(moved, source)
+            if isinstance(e, OSError):  # named by the file in the target, not in the stage
+                raise OSError(e.errno, e.strerror, str(there)) from e
+            raise
 
 
 def _mode(path: Path) -> int | None:
