@@ -151,6 +151,26 @@ def test_serve_refuses_unsafe_modes_naming_the_file_and_the_fix(tmp_path, capsys
     assert not (d / "log.db").exists()  # refused before anything was opened
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="giving a file to another user (os.chown) needs root",
+)
+@pytest.mark.parametrize("name", ["ca-key.pem", "challenge.secret", "steward.toml", "policy.toml"])
+def test_serve_refuses_a_file_owned_by_another_user_naming_the_chown(tmp_path, capsys, name):
+    d = tmp_path / "s"
+    assert _init(d) == 0
+    os.chown(d / name, 4242, 4242)  # modes untouched: 0600 / 0644 pass the mode check
+    serve = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(d / "steward.toml")]
+    try:
+        done = subprocess.run([*serve, "--port", "0"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve started with {name} owned by uid 4242")
+    assert done.returncode == 2
+    assert "owned by another user" in done.stderr
+    assert f"fix: chown root {d / name}" in done.stderr
+    assert not (d / "log.db").exists()
+
+
 def test_init_serves_https_with_a_certificate_from_its_own_ca(tmp_path, capsys, kit):
     d = tmp_path / "s"
     assert _init(d) == 0

@@ -16,9 +16,10 @@ Creating (``donjon steward init``, ``donjon steward tls-cert``):
   ``serve`` to half-use.
 
 Checking (``donjon steward serve``, as OpenSSH checks its keys before using them): a key or
-secret readable by group or others, or a configuration or policy file writable by them, is
-:class:`UnsafePermissions` (a :class:`~donjon.steward.errors.ConfigError`, so ``serve`` exits 2)
-naming the file and the ``chmod`` that fixes it.
+secret readable by group or others, a configuration or policy file writable by them, or either
+owned by another user than the one serving (root aside) is :class:`UnsafePermissions` (a
+:class:`~donjon.steward.errors.ConfigError`, so ``serve`` exits 2) naming the file and the
+``chmod`` or ``chown`` that fixes it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import secrets
 import shutil
 import stat
@@ -279,19 +281,43 @@ class StagedFolder:
             raise
 
 
-def _mode(path: Path) -> int | None:
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        return stat.S_IMODE(os.stat(path).st_mode)
+        return os.stat(path)
     except FileNotFoundError:
         return None  # a missing file is reported by whatever reads it, with its own message
     except OSError as e:
         raise ConfigError(str(path), f"cannot check its permissions: {e.strerror or e}") from e
 
 
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no name (a container's): chown takes the number
+        return str(uid)
+
+
+def _check_owner(path: Path, st: os.stat_result, what: str) -> None:
+    """Refuse a file owned by another user than the one running (root aside, as OpenSSH does):
+    its owner can change its mode and its content whatever the mode says now."""
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        raise UnsafePermissions(
+            str(path),
+            f"{what} owned by another user ({_user(st.st_uid)}), who can change it",
+            mode=stat.S_IMODE(st.st_mode),
+            fix=f"chown {_user(me)} {path}",
+        )
+
+
 def check_secret(path: Path) -> None:
-    """Refuse a key or secret that group or others may read (or write)."""
-    mode = _mode(path)
-    if mode is not None and mode & 0o077:
+    """Refuse a key or secret that another user owns, or that group or others may read (or write)."""
+    st = _stat(path)
+    if st is None:
+        return
+    _check_owner(path, st, "a key or secret")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
         what = "readable" if mode & 0o044 else "writable"
         raise UnsafePermissions(
             str(path), f"a key or secret {what} by others", mode=mode, fix=f"chmod 600 {path}"
@@ -299,9 +325,13 @@ def check_secret(path: Path) -> None:
 
 
 def check_public(path: Path) -> None:
-    """Refuse a configuration or policy file that group or others may write."""
-    mode = _mode(path)
-    if mode is not None and mode & 0o022:
+    """Refuse a configuration or policy file that another user owns, or that group or others may write."""
+    st = _stat(path)
+    if st is None:
+        return
+    _check_owner(path, st, "a configuration file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
         raise UnsafePermissions(
             str(path), "a configuration file writable by others", mode=mode, fix=f"chmod go-w {path}"
         )
