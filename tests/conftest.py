@@ -34,6 +34,17 @@ def need_shared(*parts: str) -> Path:
     return path
 
 
+def postgres_dsn() -> str:
+    """The test PostgreSQL's DSN (``bash scripts/pg-start`` prints one); fail under CI=true, skip
+    elsewhere, when it is not set."""
+    dsn = os.environ.get("DONJON_TEST_POSTGRES_DSN")
+    if not dsn:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("DONJON_TEST_POSTGRES_DSN is not set under CI")
+        pytest.skip("DONJON_TEST_POSTGRES_DSN is not set (bash scripts/pg-start prints one)")
+    return dsn
+
+
 @pytest.fixture
 def vectors() -> Path:
     """The real attestation vectors: ``../shared/vectors``."""
