@@ -662,7 +662,7 @@ def _serve(args: argparse.Namespace) -> int:
     from donjon.steward.errors import ConfigError
     from donjon.steward.files import UnsafePermissions
     from donjon.steward.secrets.errors import KekError
-    from donjon.steward.service import ListenError, build_steward, open_secrets, serve
+    from donjon.steward.service import ListenError, build_steward, format_hostport, open_secrets, serve
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
     # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
@@ -723,8 +723,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_OPERATIONAL
     except OSError as e:
         steward.close()  # closing twice is harmless, if serve got as far as closing it
-        host = f"[{config.listen}]" if ":" in config.listen else config.listen
-        _error(f"cannot serve on {host}:{config.port}: {e.strerror or e}")
+        _error(f"cannot serve on {format_hostport(config.listen, config.port)}: {e.strerror or e}")
         return EXIT_OPERATIONAL
     except KeyboardInterrupt:  # Ctrl-C before the server took over the signal
         steward.close()
