@@ -46,6 +46,26 @@ def postgres_dsn() -> str:
 
 
 @pytest.fixture
+def umask_000() -> Iterator[None]:
+    """Run the test under umask 000: a file created without an explicit mode is world-writable."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def umask_077() -> Iterator[None]:
+    """Run the test under umask 077: a file created without an explicit mode is private."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
 def vectors() -> Path:
     """The real attestation vectors: ``../shared/vectors``."""
     return need_shared("vectors")

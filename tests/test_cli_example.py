@@ -19,15 +19,6 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-@pytest.fixture
-def umask_000():
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def test_example_http_writes_the_demo_module(tmp_path, capsys):
     out = tmp_path / "http.wasm"
     assert main(["example", "http", "-o", str(out)]) == 0

@@ -39,24 +39,6 @@ def _init(d: Path, *extra: str) -> int:
     return cli_main(["steward", "init", "--dir", str(d), "--trust-domain", "init.test", *extra])
 
 
-@pytest.fixture
-def umask_000():
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-@pytest.fixture
-def umask_077():
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 SECRETS = ("ca-key.pem", "challenge.secret", "tls-key.pem", "log-key.pem")
 
 
