@@ -1,7 +1,8 @@
 """What the SEV-SNP verification benchmarks share (bench_attestation_snp.py, bench_attestation_azure.py).
 
 - :func:`parse_args`: their command line (``--vectors``, ``--seconds``);
-- :func:`milan_chain`: AMD's Milan ASK and ARK from the trusted roots;
+- :data:`AT`, the verification time, and :func:`milan_roots`: the vectors' Milan roots
+  (trustee's ASK/ARK/ASVK), what both verify against; :func:`milan_chain`: the ASK and ARK among them;
 - :func:`verify_report_signature`: the reference every row is compared with, the one ECDSA P-384
   signature of an SEV-SNP report checked directly with ``cryptography`` (AMD SEV-SNP ABI,
   "ATTESTATION_REPORT": the signature over bytes 0h-29Fh, R at 2A0h and S at 2E8h, 72 bytes each,
@@ -19,6 +20,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -26,15 +28,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from donjon.attestation.verify import TrustRoots
+
 __all__ = [
+    "AT",
     "Row",
     "milan_chain",
+    "milan_roots",
     "parse_args",
     "print_rows",
     "timed",
     "verify_chain",
     "verify_report_signature",
 ]
+
+#: The verification time: inside the validity of the vectors' VCEKs and AMD's chain.
+AT = datetime(2026, 11, 29, tzinfo=UTC)
 
 #: (mode, ours, reference, what the reference does)
 Row = tuple[str, Callable[[], object], Callable[[], object], str]
@@ -47,6 +56,11 @@ def parse_args(doc: str, argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--vectors", type=Path, default=default, help="the attestation vectors")
     parser.add_argument("--seconds", type=float, default=1.0, help="time spent per row, roughly")
     return parser.parse_args(argv)
+
+
+def milan_roots(vectors: Path) -> TrustRoots:
+    """AMD's Milan roots as the vectors record them (``roots/amd/trustee_milan_ask_ark_asvk.pem``)."""
+    return TrustRoots.from_bytes((vectors / "roots/amd/trustee_milan_ask_ark_asvk.pem").read_bytes())
 
 
 def milan_chain(certificates: Sequence[x509.Certificate]) -> tuple[x509.Certificate, x509.Certificate]:

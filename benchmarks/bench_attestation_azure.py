@@ -23,32 +23,22 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from attestation_harness import (
-    Row,
-    milan_chain,
-    parse_args,
-    print_rows,
-    verify_chain,
-    verify_report_signature,
-)
+import attestation_harness as harness
 from donjon.attestation import amd, hcl
 from donjon.attestation.azure import AzureOptions
-from donjon.attestation.verify import TrustRoots, verify_evidence
-
-AT = datetime(2026, 11, 29, tzinfo=UTC)
+from donjon.attestation.verify import verify_evidence
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(__doc__ or "", argv)
+    args = harness.parse_args(__doc__ or "", argv)
     vectors = args.vectors
     evidence = (vectors / "snp/trustee_azure/evidence-v1.json").read_bytes()
-    roots = TrustRoots.from_bytes((vectors / "roots/amd/trustee_milan_ask_ark_asvk.pem").read_bytes())
+    roots = harness.milan_roots(vectors)
     options = AzureOptions(qualifying_data=b"challenge")
     doc = json.loads(evidence)
     raw_hcl = base64.urlsafe_b64decode(doc["hcl_report"] + "=" * (-len(doc["hcl_report"]) % 4))
@@ -56,7 +46,7 @@ def main(argv: list[str]) -> int:
     vcek = x509.load_der_x509_certificate(
         base64.urlsafe_b64decode(doc["vcek"] + "=" * (-len(doc["vcek"]) % 4))
     )
-    ask, ark = milan_chain(roots.certificates)
+    ask, ark = harness.milan_chain(roots.certificates)
     vcek_key = vcek.public_key()
     assert isinstance(vcek_key, ec.EllipticCurvePublicKey)
     ak = hcl.parse_runtime_claims(hcl.parse_hcl_report(raw_hcl).runtime_claims).ak_public
@@ -65,25 +55,25 @@ def main(argv: list[str]) -> int:
     signature = bytes.fromhex(doc["tpm_quote"]["signature"])
 
     def ours() -> object:
-        return verify_evidence("azure-snp-vtpm", evidence, roots=roots, at=AT, options=options)
+        return verify_evidence("azure-snp-vtpm", evidence, roots=roots, at=harness.AT, options=options)
 
     def ours_cold() -> object:
         amd.clear_caches(parsed=False)
         return ours()
 
     def signatures() -> None:
-        verify_report_signature(report, vcek_key)
+        harness.verify_report_signature(report, vcek_key)
         ak.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
 
     def signatures_and_chain() -> None:
-        verify_chain(ark, ask, vcek)
+        harness.verify_chain(ark, ask, vcek)
         signatures()
 
-    rows: list[Row] = [
+    rows: list[harness.Row] = [
         ("warm (chain verified once)", ours, signatures, "ECDSA P-384 + RSA-2048"),
         ("chain signatures re-verified every call", ours_cold, signatures_and_chain, "+ 3 RSA-4096 PSS"),
     ]
-    print_rows(
+    harness.print_rows(
         "Azure vTPM (SEV-SNP) evidence verification",
         rows,
         args.seconds,
