@@ -88,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
         "certificate issued by that CA (for --host and --ip), the challenge secret, the\n"
         "log key, steward.toml and a commented policy.toml that allows nothing until\n"
         "edited. Secret files are mode 0600; existing files are kept unless --force.\n"
+        "All or nothing: if a step fails, the directory is left as it was.\n"
         "Prints the next steps, down to the exact 'donjon run' line of a Keep.",
         epilog=_INIT_EXAMPLES,
     )
