@@ -186,17 +186,25 @@ class StagedFolder:
         tag = secrets.token_hex(6)
         if self._merge:
             self._stage = self.target / f".donjon-staged.{tag}"
-            os.mkdir(self._stage, PRIVATE_DIR_MODE)
             self.path = self._stage / "new"
-            os.mkdir(self.path, PRIVATE_DIR_MODE)
+            os.mkdir(self._stage, PRIVATE_DIR_MODE)
+            try:
+                os.mkdir(self.path, PRIVATE_DIR_MODE)
+            except BaseException:
+                self.discard()
+                raise
         else:
             missing = [p for p in self.target.absolute().parents if not p.exists()]
-            if missing:
-                make_dir(missing[0], PUBLIC_DIR_MODE)
-                self._created_parents = missing  # deepest first: the order to remove them in
             self._stage = self.target.with_name(f".{self.target.name}.{tag}.new")
-            os.mkdir(self._stage, PRIVATE_DIR_MODE)
             self.path = self._stage
+            try:
+                if missing:
+                    self._created_parents = missing  # deepest first: the order to remove them in
+                    make_dir(missing[0], PUBLIC_DIR_MODE)
+                os.mkdir(self._stage, PRIVATE_DIR_MODE)
+            except BaseException:
+                self.discard()
+                raise
 
     def __enter__(self) -> StagedFolder:
         return self
