@@ -234,7 +234,10 @@ class StagedFolder:
             self._merge_into_target()
         else:
             make_dir(self._stage, self.mode)
-            os.rename(self._stage, self.target)  # onto an empty folder made meanwhile, too
+            try:
+                os.rename(self._stage, self.target)  # onto an empty folder made meanwhile, too
+            except OSError as e:  # a folder that appeared meanwhile and holds something
+                raise OSError(e.errno, e.strerror, str(self.target)) from e
         self._committed = True
 
     def _entries(self) -> tuple[list[Path], list[Path]]:
@@ -263,12 +266,10 @@ class StagedFolder:
         try:
             for rel in folders:
                 there = self.target / rel
-                mode = stat.S_IMODE(os.lstat(self.path / rel).st_mode)
-                if not there.exists():
-                    make_dir(there, mode)
+                existed = there.exists()
+                make_dir(there, stat.S_IMODE(os.lstat(self.path / rel).st_mode))
+                if not existed:
                     undo.append((there, None))
-                else:
-                    make_dir(there, mode)
                 os.makedirs(aside / rel, PRIVATE_DIR_MODE, exist_ok=True)
             for rel in files:
                 there = self.target / rel
