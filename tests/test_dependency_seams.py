@@ -23,7 +23,7 @@ from typing import Any
 import h11
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _uvicorn_version() -> str:
