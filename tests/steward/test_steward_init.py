@@ -107,6 +107,19 @@ def test_a_symlink_where_the_collateral_folder_goes_is_refused(tmp_path, capsys)
     assert _mode(elsewhere) == 0o777
 
 
+def _refused_by_serve(d: Path, what: str) -> str:
+    """``serve`` on the Steward in ``d`` must refuse to start (exit 2) before it opens anything;
+    its stderr. A process, bounded: a Steward that wrongly starts would serve until stopped."""
+    serve = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(d / "steward.toml")]
+    try:
+        done = subprocess.run([*serve, "--port", "0"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve started with {what}")
+    assert done.returncode == 2, done.stderr
+    assert not (d / "log.db").exists()  # refused before anything was opened
+    return done.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "mode", "fix"),
     [
@@ -121,16 +134,8 @@ def test_serve_refuses_unsafe_modes_naming_the_file_and_the_fix(tmp_path, capsys
     d = tmp_path / "s"
     assert _init(d) == 0
     os.chmod(d / name, mode)
-    # A process, bounded: a Steward that wrongly starts would serve until stopped.
-    serve = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(d / "steward.toml")]
-    try:
-        done = subprocess.run([*serve, "--port", "0"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve started with {name} at mode {mode:04o}")
-    assert done.returncode == 2
-    err = done.stderr
+    err = _refused_by_serve(d, f"{name} at mode {mode:04o}")
     assert f"{fix} {d / name}" in err and f"{mode:04o}" in err
-    assert not (d / "log.db").exists()  # refused before anything was opened
 
 
 @pytest.mark.skipif(
@@ -142,15 +147,8 @@ def test_serve_refuses_a_file_owned_by_another_user_naming_the_chown(tmp_path, c
     d = tmp_path / "s"
     assert _init(d) == 0
     os.chown(d / name, 4242, 4242)  # modes untouched: 0600 / 0644 pass the mode check
-    serve = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(d / "steward.toml")]
-    try:
-        done = subprocess.run([*serve, "--port", "0"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve started with {name} owned by uid 4242")
-    assert done.returncode == 2
-    assert "owned by another user" in done.stderr
-    assert f"fix: chown root {d / name}" in done.stderr
-    assert not (d / "log.db").exists()
+    err = _refused_by_serve(d, f"{name} owned by uid 4242")
+    assert "owned by another user" in err and f"fix: chown root {d / name}" in err
 
 
 def test_init_serves_https_with_a_certificate_from_its_own_ca(tmp_path, capsys, kit):
