@@ -34,6 +34,37 @@ def need_shared(*parts: str) -> Path:
     return path
 
 
+def postgres_dsn() -> str:
+    """The test PostgreSQL's DSN (``bash scripts/pg-start`` prints one); fail under CI=true, skip
+    elsewhere, when it is not set."""
+    dsn = os.environ.get("DONJON_TEST_POSTGRES_DSN")
+    if not dsn:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("DONJON_TEST_POSTGRES_DSN is not set under CI")
+        pytest.skip("DONJON_TEST_POSTGRES_DSN is not set (bash scripts/pg-start prints one)")
+    return dsn
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    """Run the test under umask 000: a file created without an explicit mode is world-writable."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def umask_077() -> Iterator[None]:
+    """Run the test under umask 077: a file created without an explicit mode is private."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.fixture
 def vectors() -> Path:
     """The real attestation vectors: ``../shared/vectors``."""

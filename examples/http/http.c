@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/keep_socket.h"
+
 #define MAX_CLIENTS 64
 #define REQ_MAX 8192
 #define RESP_MAX 2048
@@ -41,30 +43,6 @@ struct client {
 
 static struct client clients[MAX_CLIENTS];
 static unsigned long requests;
-
-static int find_fd(const char *want) {
-    const char *names = getenv("FD_NAMES");
-    const char *count_text = getenv("FD_COUNT");
-    if (names == NULL || count_text == NULL) {
-        return -1;
-    }
-    long count = strtol(count_text, NULL, 10);
-    size_t want_len = strlen(want);
-    long index = 0;
-    const char *start = names;
-    for (;;) {
-        const char *end = strchr(start, ':');
-        size_t len = end ? (size_t)(end - start) : strlen(start);
-        if (index < count && len == want_len && memcmp(start, want, len) == 0) {
-            return (int)index;
-        }
-        if (end == NULL) {
-            return -1;
-        }
-        start = end + 1;
-        index++;
-    }
-}
 
 /* Build the response for the request head in c->req (NUL-terminated). */
 static void respond(struct client *c, int too_large) {
@@ -163,17 +141,12 @@ static int serve(struct client *c) {
 }
 
 int main(void) {
-    const char *name = getenv("HTTP_FD_NAME");
-    if (name == NULL || *name == '\0') {
-        name = "web";
-    }
-    int listen_fd = find_fd(name);
+    const char *name;
+    int listen_fd = listen_fd_named("http", "HTTP_FD_NAME", "web", &name);
     if (listen_fd < 0) {
-        fprintf(stderr, "http: no pre-opened socket named \"%s\" in FD_NAMES\n", name);
         return 1;
     }
-    const char *exit_text = getenv("HTTP_EXIT_AFTER");
-    long exit_after = exit_text ? strtol(exit_text, NULL, 10) : 0;
+    long exit_after = env_count("HTTP_EXIT_AFTER");
     long served = 0;
     for (int i = 0; i < MAX_CLIENTS; i++) {
         clients[i].fd = -1;
@@ -220,9 +193,7 @@ int main(void) {
             }
         }
         if (listen_index >= 0 && (fds[listen_index].revents & POLLIN) != 0) {
-            struct sockaddr_storage addr;
-            socklen_t addr_len = sizeof addr;
-            int fd = accept4(listen_fd, (struct sockaddr *)&addr, &addr_len, SOCK_NONBLOCK);
+            int fd = accept_client("http", listen_fd);
             if (fd >= 0) {
                 for (int i = 0; i < MAX_CLIENTS; i++) {
                     if (clients[i].fd < 0) {
@@ -231,8 +202,6 @@ int main(void) {
                         break;
                     }
                 }
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-                fprintf(stderr, "http: accept: %s\n", strerror(errno));
             }
         } else if (listen_index >= 0 && (fds[listen_index].revents & (POLLERR | POLLNVAL)) != 0) {
             fprintf(stderr, "http: the listening socket failed\n");

@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/keep_socket.h"
+
 #define SECRET_MAX (1024 * 1024)
 
 static const uint32_t K[64] = {
@@ -88,30 +90,6 @@ static void sha256_hex(const unsigned char *data, size_t len, char out[65]) {
     }
 }
 
-static int find_fd(const char *want) {
-    const char *names = getenv("FD_NAMES");
-    const char *count_text = getenv("FD_COUNT");
-    if (names == NULL || count_text == NULL) {
-        return -1;
-    }
-    long count = strtol(count_text, NULL, 10);
-    size_t want_len = strlen(want);
-    long index = 0;
-    const char *start = names;
-    for (;;) {
-        const char *end = strchr(start, ':');
-        size_t len = end ? (size_t)(end - start) : strlen(start);
-        if (index < count && len == want_len && memcmp(start, want, len) == 0) {
-            return (int)index;
-        }
-        if (end == NULL) {
-            return -1;
-        }
-        start = end + 1;
-        index++;
-    }
-}
-
 static unsigned char secret[SECRET_MAX + 1];
 
 /* The answer for one connection: the digest line, or an error line. */
@@ -131,35 +109,17 @@ static int answer(const char *path, char *line, size_t size) {
     return snprintf(line, size, "%s\n", hex);
 }
 
-static int send_all(int fd, const char *data, size_t len) {
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = send(fd, data + off, len - off, 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                struct pollfd p = {.fd = fd, .events = POLLOUT};
-                poll(&p, 1, 1000);
-                continue;
-            }
-            return -1;
-        }
-        off += (size_t)n;
-    }
-    return 0;
-}
-
 int main(void) {
     const char *path = getenv("SECRET_FILE");
     if (path == NULL || *path == '\0') {
         path = "/run/secrets/db-password";
     }
-    int listen_fd = find_fd("web");
+    const char *name;
+    int listen_fd = listen_fd_named("secretsha", NULL, "web", &name);
     if (listen_fd < 0) {
-        fprintf(stderr, "secretsha: no pre-opened socket named \"web\" in FD_NAMES\n");
         return 1;
     }
-    const char *exit_text = getenv("SECRET_EXIT_AFTER");
-    long exit_after = exit_text ? strtol(exit_text, NULL, 10) : 0;
+    long exit_after = env_count("SECRET_EXIT_AFTER");
     fprintf(stderr, "secretsha: serving the SHA-256 of %s on fd %d\n", path, listen_fd);
     for (long served = 0; exit_after <= 0 || served < exit_after;) {
         struct pollfd p = {.fd = listen_fd, .events = POLLIN};
@@ -170,7 +130,7 @@ int main(void) {
             fprintf(stderr, "secretsha: poll: %s\n", strerror(errno));
             return 2;
         }
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK);
+        int fd = accept_client("secretsha", listen_fd);
         if (fd < 0) {
             continue;
         }

@@ -27,15 +27,11 @@ from donjon.backends.sim import load_or_create_sim_vendor
 from donjon.config import parse_config, workload_digest
 from donjon.demo.steward import LocalSteward, WorkloadRule, demo_policy
 
+from ..processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_text(
@@ -214,6 +210,31 @@ def e2e(tmp_path: Path, sim_vendor_dir: Path) -> Iterator[SimpleNamespace]:
             k.stop()
         for s in stewards:
             s.close()
+
+
+def https_get(port: int, ca: Path, *, server_hostname: str) -> bytes:
+    """``GET /`` from https://127.0.0.1:PORT/, the certificate checked against ``ca`` for
+    ``server_hostname`` (a DNS name or, as curl checks it, the IP address), over TLS 1.3 (all a
+    Keep speaks); the whole answer."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=server_hostname) as tls,
+    ):
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {server_hostname}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while len(data) < 65536:
+            try:
+                chunk = tls.recv(4096)
+            except ssl.SSLZeroReturnError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
 
 
 def refuses_connections(port: int) -> bool:

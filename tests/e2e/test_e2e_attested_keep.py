@@ -18,31 +18,13 @@ from cryptography import x509
 from donjon.demo.steward import DEMO_CLAIMS_OID
 from donjon.peer import PeerExpectation, PeerRefused, fetch_peer_chain, verify_peer
 
+from .conftest import https_get
+
 SPIFFE_PATH = "/e2e/web"
 
 
 def _expected_id(steward) -> str:
     return f"spiffe://{steward.trust_domain}/sim{SPIFFE_PATH}"
-
-
-def _https_get(port: int, ca_path) -> bytes:
-    context = ssl.create_default_context(cafile=str(ca_path))
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = b""
-        while len(data) < 65536:
-            try:
-                chunk = tls.recv(4096)
-            except ssl.SSLZeroReturnError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 @pytest.mark.parametrize("backend", ["sim-snp", "sim-tdx"])
@@ -72,7 +54,7 @@ def test_client_sees_a_steward_certificate_with_the_spiffe_id_and_workload_diges
     issued = [r for r in steward.log_entries() if r.get("decision") == "issued"]
     assert [r["serial"] for r in issued] == [identity.serial]
     # And the workload behind it answers over a connection checked against the Steward CA.
-    answer = _https_get(w.port, steward.ca_path)
+    answer = https_get(w.port, steward.ca_path, server_hostname="localhost")
     assert answer.startswith(b"HTTP/1.1 200") and b"Hello from a Donjon Keep" in answer
 
 

@@ -16,8 +16,6 @@ the policy lists for ``/sim`` certificates, ``localhost`` and ``127.0.0.1``. The
 from __future__ import annotations
 
 import shutil
-import socket
-import ssl
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +23,8 @@ from typing import Any
 
 from donjon.config import parse_config, workload_digest
 from donjon.demo.steward import LocalSteward
+
+from .conftest import https_get
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP = ROOT / "examples" / "http" / "http.wasm"
@@ -68,26 +68,6 @@ def _run(e2e: SimpleNamespace, w: SimpleNamespace) -> Any:
     return e2e.keep(["--backend", "sim-snp", "--config", str(w.config), str(w.wasm)])
 
 
-def _python_get(port: int, ca: Path) -> bytes:
-    """GET / from https://127.0.0.1:PORT/ as curl does: the IP address must be in the certificate."""
-    context = ssl.create_default_context(cafile=str(ca))
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        data = b""
-        while len(data) < 65536:
-            try:
-                chunk = tls.recv(4096)
-            except ssl.SSLZeroReturnError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
-
-
 def test_host_named_connect_refuses_a_simulated_peer_unless_allowed_and_curl_reaches_the_ip(
     e2e: SimpleNamespace, helpers: SimpleNamespace, tmp_path: Path
 ) -> None:
@@ -110,7 +90,7 @@ def test_host_named_connect_refuses_a_simulated_peer_unless_allowed_and_curl_rea
     assert f"{sim_id} [SIMULATED TEE]" in keep_a.err
 
     # IP SANs: curl and Python's ssl reach https://127.0.0.1:PORT/ with only the Steward CA.
-    assert b"Hello from a Donjon Keep" in _python_get(port, steward.ca_path)
+    assert b"Hello from a Donjon Keep" in https_get(port, steward.ca_path, server_hostname="127.0.0.1")
     curl = shutil.which("curl")
     if curl is not None:  # Debian's curl (scripts/test installs it); Python's ssl above checks the same
         got = subprocess.run(

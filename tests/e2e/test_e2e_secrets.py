@@ -14,84 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import secrets as pysecrets
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from donjon.config import parse_config, workload_digest
 from donjon.demo.steward import LocalSteward, demo_policy
 
+from ..processes import StewardProcess, run_donjon
 from .conftest import EXAMPLES, TIMEOUT, Keep, config_text, free_port
 
 SECRETSHA = EXAMPLES / "secretsha" / "secretsha.wasm"
-
-
-def _donjon(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "donjon", *args], input=stdin, capture_output=True, timeout=60, check=False
-    )
-
-
-class StewardProcess:
-    """``donjon steward serve`` in a child process; ``url`` once it logs that it listens."""
-
-    def __init__(self, config: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "donjon",
-                "steward",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(self.port),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if line is None:
-                raise AssertionError(f"the Steward exited: {self.stderr}")
-            if '"listening"' in line:
-                break
-        self.url = f"https://127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr.append(raw.rstrip("\n"))
-            self.lines.put(raw.rstrip("\n"))
-        self.lines.put(None)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(2)
 
 
 def _policy(rules: list[tuple[bytes, str]], secret: str, *, lifetime: str = "1h") -> str:
@@ -141,7 +77,7 @@ def _scan(roots: list[Path], needles: list[bytes]) -> list[str]:
 
 
 def _log(config: Path) -> list[dict[str, Any]]:
-    out = _donjon("steward", "log", "show", "--config", str(config), "--format", "json")
+    out = run_donjon("steward", "log", "show", "--config", str(config), "--format", "json")
     assert out.returncode == 0, out.stderr
     return [json.loads(line)["record"] for line in out.stdout.decode().splitlines()]
 
@@ -169,14 +105,11 @@ def test_a_sim_snp_keep_reads_its_secret_from_memory_sees_a_rotation_and_leaves_
         # Short certificates: renewal (and the secrets' re-fetch) comes within seconds.
         local.policy_path.write_text(_policy([(digest, "/secretsha")], rule, lifetime="9s"))
         steward.proc.send_signal(signal.SIGHUP)
-        put = _donjon(
+        put = run_donjon(
             "steward", "secret", "put", "db-password", "-", "--config", str(local.config_path), stdin=first
         )
         assert put.returncode == 0, put.stderr
-        deadline = time.monotonic() + TIMEOUT
-        while not any('"policy_reload"' in line for line in steward.stderr):
-            assert time.monotonic() < deadline, steward.stderr
-            time.sleep(0.05)
+        steward.wait_for('"policy_reload"')
 
         keep = Keep(
             [
@@ -195,7 +128,7 @@ def test_a_sim_snp_keep_reads_its_secret_from_memory_sees_a_rotation_and_leaves_
         keep.wait_for("listening on")
         assert _ask(port, ca) == hashlib.sha256(first).hexdigest()
 
-        rotated = _donjon(
+        rotated = run_donjon(
             "steward",
             "secret",
             "rotate",
@@ -235,14 +168,11 @@ def test_another_digest_and_a_nil_keep_are_refused_the_secret_and_do_not_start(
         )
         local.policy_path.write_text(_policy([(digest, "/secretsha"), (other_digest, "/other")], rule))
         steward.proc.send_signal(signal.SIGHUP)
-        put = _donjon(
+        put = run_donjon(
             "steward", "secret", "put", "db-password", "-", "--config", str(local.config_path), stdin=b"x"
         )
         assert put.returncode == 0, put.stderr
-        deadline = time.monotonic() + TIMEOUT
-        while not any('"policy_reload"' in line for line in steward.stderr):
-            assert time.monotonic() < deadline, steward.stderr
-            time.sleep(0.05)
+        steward.wait_for('"policy_reload"')
         base = ["--sim-vendor", str(sim_vendor_dir), "--no-cache"]
         wrong = Keep([*base, "--backend", "sim-snp", "--config", str(other), str(SECRETSHA)])
         assert wrong.wait() == 1

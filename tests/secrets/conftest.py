@@ -4,13 +4,6 @@ checks, through the real TLS server."""
 
 from __future__ import annotations
 
-import queue
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,69 +19,9 @@ from donjon.demo.steward import https_certificate
 from donjon.dice import SIMULATED_SUFFIX, TEE_NAMES, WORKLOAD_MODEL, WORKLOAD_VENDOR, Fwid, TcbInfo
 from donjon.steward.ca import CertificateAuthority
 
-TIMEOUT = 20.0
+from ..processes import TIMEOUT, StewardProcess, free_port, run_donjon
+
 TRUST_DOMAIN = "example.org"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run_donjon(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "donjon", *args], input=stdin, capture_output=True, timeout=60, check=False
-    )
-
-
-class StewardProcess:
-    """``donjon steward serve --config C --port P`` in a child process, until :meth:`stop`."""
-
-    def __init__(self, config: Path, *, wait: bool = True) -> None:
-        self.port = free_port()
-        command = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(config)]
-        self.proc = subprocess.Popen(
-            [*command, "--port", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = f"https://127.0.0.1:{self.port}"
-        if wait:
-            self.wait_for('"listening"')
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr.append(raw.rstrip("\n"))
-            self.lines.put(raw.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_for(self, marker: str) -> str:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if line is None:
-                raise AssertionError(f"the Steward exited before {marker!r}: {self.stderr}")
-            if marker in line:
-                return line
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(2)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -95,8 +94,9 @@ def test_another_kek_is_refused_at_open(tmp_path: Path, kek: FileKek) -> None:
         open_store("sqlite", path=tmp_path / "log.db", dsn=None, kek=other)
 
 
-def test_the_kek_file_is_0600_created_once_and_never_through_a_symlink(tmp_path: Path) -> None:
-    os.umask(0o022)
+def test_the_kek_file_is_0600_created_once_and_never_through_a_symlink(
+    tmp_path: Path, umask_000: None
+) -> None:
     path = tmp_path / "kek.key"
     create_file_kek(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_size == 32

@@ -3,7 +3,6 @@ replicas (two stores on one database see one set of versions)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -12,16 +11,9 @@ import pytest
 from donjon.steward.secrets import KekUnwrapError, create_file_kek
 from donjon.steward.secrets.store import open_store
 
+from ..conftest import postgres_dsn
+
 pytestmark = pytest.mark.postgres
-
-
-def _dsn() -> str:
-    dsn = os.environ.get("DONJON_TEST_POSTGRES_DSN")
-    if not dsn:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("DONJON_TEST_POSTGRES_DSN is not set under CI")
-        pytest.skip("DONJON_TEST_POSTGRES_DSN is not set (bash scripts/pg-start prints one)")
-    return dsn
 
 
 @pytest.fixture
@@ -29,7 +21,7 @@ def fresh_dsn() -> str:
     """A new database of its own, so that the KEK check row is this test's."""
     import psycopg
 
-    dsn = _dsn()
+    dsn = postgres_dsn()
     name = f"donjon_secrets_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")

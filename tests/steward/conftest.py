@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -34,30 +33,9 @@ from donjon.steward.config import load_config
 from donjon.steward.issuance import Steward
 from donjon.steward.service import build_steward
 
+from ..conftest import need_shared, postgres_dsn
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def need_shared(*parts: str) -> Path:
-    """Like tests/conftest.py's helper: ../shared or $DONJON_SHARED; fail under CI=true, else skip."""
-    env = os.environ.get("DONJON_SHARED")
-    base = Path(env) if env else ROOT.parent / "shared"
-    path = base.joinpath(*parts)
-    if not path.exists():
-        message = f"../shared/{'/'.join(parts)} not found (set DONJON_SHARED)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def postgres_dsn() -> str:
-    """The test PostgreSQL DSN; a failure (not a skip) under CI when it is missing."""
-    dsn = os.environ.get("DONJON_TEST_POSTGRES_DSN")
-    if not dsn:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("DONJON_TEST_POSTGRES_DSN is not set under CI")
-        pytest.skip("DONJON_TEST_POSTGRES_DSN is not set (bash scripts/pg-start prints one)")
-    return dsn
 
 
 MEASUREMENT = hashlib.sha384(b"donjon test keep image").digest()

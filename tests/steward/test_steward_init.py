@@ -39,24 +39,6 @@ def _init(d: Path, *extra: str) -> int:
     return cli_main(["steward", "init", "--dir", str(d), "--trust-domain", "init.test", *extra])
 
 
-@pytest.fixture
-def umask_000():
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-@pytest.fixture
-def umask_077():
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 SECRETS = ("ca-key.pem", "challenge.secret", "tls-key.pem", "log-key.pem")
 
 
@@ -125,6 +107,19 @@ def test_a_symlink_where_the_collateral_folder_goes_is_refused(tmp_path, capsys)
     assert _mode(elsewhere) == 0o777
 
 
+def _refused_by_serve(d: Path, what: str) -> str:
+    """``serve`` on the Steward in ``d`` must refuse to start (exit 2) before it opens anything;
+    its stderr. A process, bounded: a Steward that wrongly starts would serve until stopped."""
+    serve = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(d / "steward.toml")]
+    try:
+        done = subprocess.run([*serve, "--port", "0"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve started with {what}")
+    assert done.returncode == 2, done.stderr
+    assert not (d / "log.db").exists()  # refused before anything was opened
+    return done.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "mode", "fix"),
     [
@@ -139,16 +134,21 @@ def test_serve_refuses_unsafe_modes_naming_the_file_and_the_fix(tmp_path, capsys
     d = tmp_path / "s"
     assert _init(d) == 0
     os.chmod(d / name, mode)
-    # A process, bounded: a Steward that wrongly starts would serve until stopped.
-    serve = [sys.executable, "-m", "donjon", "steward", "serve", "--config", str(d / "steward.toml")]
-    try:
-        done = subprocess.run([*serve, "--port", "0"], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve started with {name} at mode {mode:04o}")
-    assert done.returncode == 2
-    err = done.stderr
+    err = _refused_by_serve(d, f"{name} at mode {mode:04o}")
     assert f"{fix} {d / name}" in err and f"{mode:04o}" in err
-    assert not (d / "log.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="giving a file to another user (os.chown) needs root",
+)
+@pytest.mark.parametrize("name", ["ca-key.pem", "challenge.secret", "steward.toml", "policy.toml"])
+def test_serve_refuses_a_file_owned_by_another_user_naming_the_chown(tmp_path, capsys, name):
+    d = tmp_path / "s"
+    assert _init(d) == 0
+    os.chown(d / name, 4242, 4242)  # modes untouched: 0600 / 0644 pass the mode check
+    err = _refused_by_serve(d, f"{name} owned by uid 4242")
+    assert "owned by another user" in err and f"fix: chown root {d / name}" in err
 
 
 def test_init_serves_https_with_a_certificate_from_its_own_ca(tmp_path, capsys, kit):
@@ -306,3 +306,92 @@ def test_serve_never_creates_files_others_can_write_even_under_umask_000(tmp_pat
         proc.stop()
     created = [p for p in d.iterdir() if p.name.startswith("log.db")]
     assert created and all(_mode(p) & 0o022 == 0 for p in created), [oct(_mode(p)) for p in created]
+
+
+def _snapshot(d: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every entry below ``d``: its mode and, for a file, its bytes (links as links)."""
+    return {
+        str(p.relative_to(d)): (
+            os.lstat(p).st_mode,
+            p.read_bytes() if p.is_file() and not p.is_symlink() else None,
+        )
+        for p in sorted(d.rglob("*"))
+    }
+
+
+def _fail_writing(monkeypatch, name: str) -> None:
+    """Make init's write of ``name`` fail as a full disk would."""
+    import errno
+
+    import donjon.steward.files as files
+
+    real = files.write_public
+
+    def write_public(path, data, **kwargs):
+        if Path(path).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(files, "write_public", write_public)
+
+
+def test_a_failure_half_way_leaves_no_folder_and_a_second_init_works(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "new" / "parents" / "s"
+    _fail_writing(monkeypatch, "policy.toml")
+    assert _init(d, "--simulated") == 3
+    err = capsys.readouterr().err
+    assert f"{d / 'policy.toml'}: No space left on device" in err  # the folder asked for, not the stage
+    assert not list(tmp_path.iterdir())  # no partial folder, no stage, no parent made for it
+    monkeypatch.undo()
+    assert _init(d, "--simulated") == 0
+    assert load_config(d / "steward.toml").policy.is_file()
+
+
+def test_a_failure_half_way_with_force_leaves_the_previous_steward_intact(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "s"
+    assert _init(d, "--simulated") == 0
+    (d / "log.db").write_bytes(b"the log of the previous Steward")
+    before = _snapshot(d)
+    _fail_writing(monkeypatch, "policy.toml")
+    assert _init(d, "--simulated", "--force") == 3
+    assert _snapshot(d) == before
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+def test_a_rename_failing_mid_commit_is_undone(tmp_path, capsys, monkeypatch):
+    import errno
+
+    d = tmp_path / "s"
+    assert _init(d) == 0
+    before = _snapshot(d)
+    real = os.rename
+    calls = []
+
+    def rename(src, dst, *args, **kwargs):
+        calls.append(Path(dst))
+        if len(calls) == 7:  # some files are in place, some not yet
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert _init(d, "--force") == 3
+    monkeypatch.undo()
+    assert f"{d / calls[6].name}: Input/output error" in capsys.readouterr().err  # not the stage
+    assert _snapshot(d) == before
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+def test_force_keeps_other_files_the_folder_mode_and_the_simulated_vendors(tmp_path, capsys):
+    d = tmp_path / "s"
+    assert _init(d, "--simulated") == 0
+    os.chmod(d, 0o750)
+    (d / "log.db").write_bytes(b"log")
+    (d / "collateral" / "bundle.json").write_bytes(b"{}")
+    vendor = (d / "sim-vendor" / "sim-snp-vendor.json").read_bytes()
+    old_ca = (d / "ca.pem").read_bytes()
+    assert _init(d, "--simulated", "--force") == 0
+    assert (d / "ca.pem").read_bytes() != old_ca
+    assert (d / "log.db").read_bytes() == b"log" and (d / "collateral" / "bundle.json").is_file()
+    assert (d / "sim-vendor" / "sim-snp-vendor.json").read_bytes() == vendor
+    assert _mode(d) == 0o750
+    assert not [p for p in d.iterdir() if p.name.startswith(".")]

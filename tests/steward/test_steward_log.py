@@ -496,14 +496,8 @@ def test_postgres_migration_from_the_hash_chain(pg_dsn, tmp_path):
     log.close()
 
 
-def test_log_key_is_created_private_once_and_never_through_a_symlink(tmp_path):
-    import os
-
-    old = os.umask(0)
-    try:
-        signer = create_log_key(tmp_path / "log-key.pem", "test.example/log")
-    finally:
-        os.umask(old)
+def test_log_key_is_created_private_once_and_never_through_a_symlink(tmp_path, umask_000):
+    signer = create_log_key(tmp_path / "log-key.pem", "test.example/log")
     assert (tmp_path / "log-key.pem").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "log-key.pub").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "log-key.pub").read_text().strip() == signer.verifier.vkey()

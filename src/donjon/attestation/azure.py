@@ -58,6 +58,7 @@ from donjon.attestation.hcl import (
     parse_hcl_report,
     parse_runtime_claims,
 )
+from donjon.attestation.jsondoc import no_duplicate_members
 from donjon.attestation.pki import require_aware
 from donjon.attestation.verify import Collateral, EvidenceKind, TrustRoots, verify_evidence
 
@@ -169,19 +170,10 @@ def _quote(doc: Any, form: str) -> tuple[bytes, bytes, tuple[bytes, ...]]:
     )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate member {key!r}")
-        out[key] = value
-    return out
-
-
 def parse_azure_evidence(data: bytes, tee: str) -> AzureEvidence:
     """Decode an evidence JSON document (forms v0, v1, v2) for ``tee`` (``"sev-snp"`` or ``"tdx"``)."""
     try:
-        doc = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=no_duplicate_members)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise MalformedEvidence("azure.evidence", f"not a JSON document: {e}") from e
     if not isinstance(doc, dict):

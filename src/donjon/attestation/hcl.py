@@ -50,6 +50,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from donjon.attestation.errors import MalformedEvidence
+from donjon.attestation.jsondoc import no_duplicate_members
 
 __all__ = [
     "HCL_SIGNATURE",
@@ -221,15 +222,6 @@ def parse_hcl_report(data: bytes) -> HclReport:
     )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate member {key!r}")
-        out[key] = value
-    return out
-
-
 def _b64url_int(text: Any, what: str) -> int:
     if not isinstance(text, str) or not text or len(text) > 1024:
         raise MalformedEvidence("hcl.claims.ak", f"AK {what} is not a base64url string", field=what)
@@ -261,7 +253,7 @@ def _parse_runtime_claims(raw: bytes) -> RuntimeClaims:
     try:
         text = raw.decode("utf-8")
         # The size bound above bounds the nesting too (deeper input fails as RecursionError).
-        doc = json.loads(text, object_pairs_hook=_no_duplicates)
+        doc = json.loads(text, object_pairs_hook=no_duplicate_members)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise MalformedEvidence("hcl.claims", f"runtime claims are not JSON: {e}") from e
     if not isinstance(doc, dict):

@@ -37,6 +37,7 @@ from typing import Any
 
 from donjon.attestation.claims import TcbStatus
 from donjon.attestation.errors import CollateralError, VerificationFailed
+from donjon.attestation.jsondoc import no_duplicate_members
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -134,17 +135,8 @@ def _bad(what: str, reason: str, field: str | None = None) -> CollateralError:
     return CollateralError(f"{what}.format", reason, field=field)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def _loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    return json.loads(text, object_pairs_hook=no_duplicate_members, parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str) -> Any:
@@ -167,7 +159,7 @@ def split_signed_document(data: bytes, member: str) -> tuple[bytes, bytes]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _bad(what, "document is not UTF-8") from e
-    decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    decoder = json.JSONDecoder(object_pairs_hook=no_duplicate_members, parse_constant=_reject_constant)
     spans: dict[str, tuple[int, int, Any]] = {}
     try:
         pos = _skip_ws(text, 0)

@@ -57,7 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "log": ("donjon.cli.log", "witness a Steward's transparency log (audit its checkpoints)"),
     "platform": ("donjon.cli.platform", "which TEE backends work on this machine"),
     "demo": ("donjon.cli.demo", "a local Steward and an attested simulated Keep, end to end"),
-    "example": ("donjon.cli.example", "write an example workload (http.wasm) to try a Keep with"),
+    "example": ("donjon.cli.example", "write an example workload and its Donjon.toml to try a Keep with"),
 }
 
 

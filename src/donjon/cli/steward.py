@@ -88,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
         "certificate issued by that CA (for --host and --ip), the challenge secret, the\n"
         "log key, steward.toml and a commented policy.toml that allows nothing until\n"
         "edited. Secret files are mode 0600; existing files are kept unless --force.\n"
+        "All or nothing: if a step fails, the directory is left as it was.\n"
         "Prints the next steps, down to the exact 'donjon run' line of a Keep.",
         epilog=_INIT_EXAMPLES,
     )
@@ -235,7 +236,7 @@ def _init(args: argparse.Namespace) -> int:
 
     from donjon.steward.ca import CaKey, create_ca
     from donjon.steward.config import is_trust_domain, starter_config
-    from donjon.steward.files import make_dir, write_public, write_secret
+    from donjon.steward.files import StagedFolder, make_dir, write_public, write_secret
     from donjon.steward.https import (
         DEFAULT_HOSTS,
         DEFAULT_IPS,
@@ -272,10 +273,6 @@ def _init(args: argparse.Namespace) -> int:
         files += ["ca-key.pem", "log-key.pem"]
     if https:
         files += ["tls.pem", "tls-key.pem"]
-    try:
-        make_dir(directory, chmod_existing=False)
-    except OSError as e:
-        return fail(f"cannot create {directory}: {e.strerror}", EXIT_OPERATIONAL)
     existing = [n for n in files if os.path.lexists(directory / n)]
     if existing and not args.force:
         return fail(f"{', '.join(existing)} already exist in {directory} (use --force)", EXIT_USAGE)
@@ -313,53 +310,61 @@ def _init(args: argparse.Namespace) -> int:
         key = imported
     else:
         key, cert = create_ca(f"Donjon Steward CA ({args.trust_domain})", curve=args.curve, now=now)
-    replace = bool(args.force)
-    sim_roots: list[str] = []
-    policy = _starter_policy(simulated=args.simulated)
+    # Everything is written into a stage and moved into place at the end, all or nothing: a
+    # failure half-way (a token, a full disk, Ctrl-C) must not leave a partial Steward that a
+    # second init refuses or that serve half-uses. The stage is new, so nothing in it is replaced.
     try:
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            write_secret(
-                directory / "ca-key.pem",
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-                replace=replace,
-            )
-        write_public(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM), replace=replace)
-        write_secret(directory / "challenge.secret", secrets.token_bytes(32), replace=replace)
-        if https:
-            tls_key, tls_cert = issue_serving_certificate(key, cert, hosts=hosts, ips=ips, now=now)
-            write_serving_certificate(
-                directory / "tls.pem", directory / "tls-key.pem", tls_key, tls_cert, replace=replace
-            )
-        make_dir(directory / "collateral")
-        if args.simulated:
-            from donjon.steward.simulated import install_simulated_vendors
-
-            sim = install_simulated_vendors(directory / "collateral", directory / SIM_VENDOR_DIR, now=now)
-            sim_roots = [str(root.relative_to(directory)) for root in sim.roots]
-        text = starter_config(args.trust_domain, https=https, simulated_roots=sim_roots)
-        if token is not None:
-            text = _in_token(text, "ca_key", token[0])
-            if vkey is not None:
-                text = _in_token(text, "log_key", token[1])
-        write_public(directory / "steward.toml", text, replace=replace)
-        write_public(directory / "policy.toml", policy, replace=replace)
-        if vkey is None:
-            vkey = _create_log_key(directory, args.trust_domain, force=args.force)
-        else:
-            write_public(directory / "log-key.pub", vkey + "\n", replace=replace)
-    except FileExistsError as e:
-        return fail(f"{e.filename} appeared while writing (use --force to replace it)", EXIT_USAGE)
+        stage = StagedFolder(directory)
     except OSError as e:
-        return fail(f"{e.filename or directory}: {e.strerror or e}", EXIT_OPERATIONAL)
-    except Exception as e:  # a simulated vendor that cannot be loaded or saved, a token that fails
-        return fail(f"{type(e).__name__}: {e}", EXIT_OPERATIONAL)
-    finally:
         if token is not None:
             key.close()  # type: ignore[union-attr]
+        return fail(f"cannot create {directory}: {e.strerror or e}", EXIT_OPERATIONAL)
+    with stage:
+        sim_roots: list[str] = []
+        policy = _starter_policy(simulated=args.simulated)
+        staged = stage.path
+        try:
+            if isinstance(key, ec.EllipticCurvePrivateKey):
+                write_secret(
+                    staged / "ca-key.pem",
+                    key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    ),
+                )
+            write_public(staged / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
+            write_secret(staged / "challenge.secret", secrets.token_bytes(32))
+            if https:
+                tls_key, tls_cert = issue_serving_certificate(key, cert, hosts=hosts, ips=ips, now=now)
+                write_serving_certificate(staged / "tls.pem", staged / "tls-key.pem", tls_key, tls_cert)
+            make_dir(staged / "collateral")
+            if args.simulated:
+                from donjon.steward.simulated import install_simulated_vendors
+
+                _keep_simulated_vendors(directory / SIM_VENDOR_DIR, staged / SIM_VENDOR_DIR)
+                sim = install_simulated_vendors(staged / "collateral", staged / SIM_VENDOR_DIR, now=now)
+                sim_roots = [str(root.relative_to(staged)) for root in sim.roots]
+            text = starter_config(args.trust_domain, https=https, simulated_roots=sim_roots)
+            if token is not None:
+                text = _in_token(text, "ca_key", token[0])
+                if vkey is not None:
+                    text = _in_token(text, "log_key", token[1])
+            write_public(staged / "steward.toml", text)
+            write_public(staged / "policy.toml", policy)
+            if vkey is None:
+                vkey = _create_log_key(staged, args.trust_domain)
+            else:
+                write_public(staged / "log-key.pub", vkey + "\n")
+            stage.commit()
+        except OSError as e:
+            where = _unstaged(e.filename, staged, directory)
+            return fail(f"{where}: {e.strerror or e}", EXIT_OPERATIONAL)
+        except Exception as e:  # a simulated vendor that cannot be loaded or saved, a token that fails
+            return fail(f"{type(e).__name__}: {e}", EXIT_OPERATIONAL)
+        finally:
+            if token is not None:
+                key.close()  # type: ignore[union-attr]
     where = f"; in the token: {', '.join(u.redacted() for u in token)}" if token is not None else ""
     print(f"created a Steward in {directory}: {', '.join(sorted(files))}{where}")
     print(f"log verifier key (give it to witnesses and relying parties): {vkey}")
@@ -434,16 +439,37 @@ def _token_log_key(uri: Pkcs11Uri, base: Path, trust_domain: str) -> str | None:
         key.close()
 
 
-def _create_log_key(directory: Path, trust_domain: str, *, force: bool) -> str:
+def _create_log_key(directory: Path, trust_domain: str) -> str:
     """The checkpoint-signing key of a new Steward (``log-key.pem``, 0600) and its verifier key."""
-    from donjon.steward.logkey import create_log_key, default_origin, public_key_path
+    from donjon.steward.logkey import create_log_key, default_origin
 
-    path = directory / "log-key.pem"
-    if force:
-        for old in (path, public_key_path(path)):
-            if old.exists() or old.is_symlink():
-                old.unlink()  # the link itself, never what it points to
-    return create_log_key(path, default_origin(trust_domain)).verifier.vkey()
+    return create_log_key(directory / "log-key.pem", default_origin(trust_domain)).verifier.vkey()
+
+
+def _keep_simulated_vendors(existing: Path, staged: Path) -> None:
+    """Copy the simulated vendors of an earlier ``init --simulated`` into the stage, so that
+    ``--force`` keeps them (and the ``--sim-vendor`` of the Keeps that use them) as it always did."""
+    from donjon.backends.sim import SIM_BACKENDS
+    from donjon.steward.files import PRIVATE_DIR_MODE, make_dir, write_secret
+
+    if existing.is_symlink() or not existing.is_dir():
+        return  # nothing to keep; a link is not followed
+    make_dir(staged, PRIVATE_DIR_MODE)
+    for name in sorted(SIM_BACKENDS):
+        vendor = existing / f"{name}-vendor.json"
+        if vendor.is_file() and not vendor.is_symlink():
+            write_secret(staged / vendor.name, vendor.read_bytes())
+
+
+def _unstaged(filename: object, staged: Path, directory: Path) -> str:
+    """The path an error names, with the stage replaced by the folder the operator gave."""
+    if not filename:
+        return str(directory)
+    path = Path(str(filename))
+    try:
+        return str(directory / path.relative_to(staged))
+    except ValueError:
+        return str(path)
 
 
 #: Where ``init --simulated`` keeps the simulated vendors (what a Keep's --sim-vendor names).
@@ -499,7 +525,7 @@ def _next_steps(directory: Path, hosts: list[str], ips: list[Any], *, https: boo
             "",
             "next steps:",
             "  1. the workload digest of your Keep (no workload yet? 'donjon example http -o app.wasm'",
-            "     writes one; its Donjon.toml is in docs/tutorial.md):",
+            "     writes one, and its Donjon.toml beside it):",
             "       donjon run --print-digest --config Donjon.toml app.wasm",
             f"  2. allow it: a [[workload]] with that digest in {policy}"
             + (' (platforms = ["sev-snp", "simulated"])' if simulated else "")
@@ -637,7 +663,7 @@ def _serve(args: argparse.Namespace) -> int:
     from donjon.steward.errors import ConfigError
     from donjon.steward.files import UnsafePermissions
     from donjon.steward.secrets.errors import KekError
-    from donjon.steward.service import ListenError, build_steward, open_secrets, serve
+    from donjon.steward.service import ListenError, build_steward, format_hostport, open_secrets, serve
 
     # Until the Steward serves, it speaks like every other command: one `donjon: ` line per error.
     # Its log (JSON lines, docs/steward.md "Logs") starts with serving.
@@ -698,8 +724,7 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_OPERATIONAL
     except OSError as e:
         steward.close()  # closing twice is harmless, if serve got as far as closing it
-        host = f"[{config.listen}]" if ":" in config.listen else config.listen
-        _error(f"cannot serve on {host}:{config.port}: {e.strerror or e}")
+        _error(f"cannot serve on {format_hostport(config.listen, config.port)}: {e.strerror or e}")
         return EXIT_OPERATIONAL
     except KeyboardInterrupt:  # Ctrl-C before the server took over the signal
         steward.close()

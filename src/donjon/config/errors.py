@@ -17,7 +17,21 @@ __all__ = [
     "InvalidValue",
     "MissingKey",
     "UnknownKey",
+    "type_name",
 ]
+
+
+def type_name(value: object) -> str:
+    """What a TOML value is, in an error's words: ``must be a string, got an integer``."""
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
 
 
 class ConfigError(Exception):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from donjon.config.errors import ConfigError, InvalidValue, UnknownKey
+from donjon.config.errors import ConfigError, InvalidValue, UnknownKey, type_name
 
 __all__ = [
     "DEFAULT_MEMORY",
@@ -132,7 +132,7 @@ def parse_limits(value: object, fail: Fail) -> Limits:
     """Validate the ``limits`` table; every error goes through ``fail`` with the key's path."""
     here: tuple[str | int, ...] = ("limits",)
     if not isinstance(value, dict):
-        fail(InvalidValue, here, f"must be a table ([limits]), got {_type(value)}")
+        fail(InvalidValue, here, f"must be a table ([limits]), got {type_name(value)}")
     for key in value:
         if key not in LIMIT_KEYS:
             close = difflib.get_close_matches(key, LIMIT_KEYS, n=1)
@@ -183,14 +183,14 @@ def parse_limits(value: object, fail: Fail) -> Limits:
 def _flag(table: Mapping[str, object], key: str, fail: Fail, default: bool) -> bool:
     value = table.get(key, default)
     if not isinstance(value, bool):
-        fail(InvalidValue, ("limits", key), f"must be true or false, got {_type(value)}")
+        fail(InvalidValue, ("limits", key), f"must be true or false, got {type_name(value)}")
     return value
 
 
 def _integer(table: Mapping[str, object], key: str, fail: Fail, default: int, low: int, high: int) -> int:
     value = table.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool):
-        fail(InvalidValue, ("limits", key), f"must be an integer, got {_type(value)}")
+        fail(InvalidValue, ("limits", key), f"must be an integer, got {type_name(value)}")
     if not low <= value <= high:
         fail(InvalidValue, ("limits", key), f"must be between {low} and {high}, got {value}")
     return value
@@ -224,7 +224,8 @@ def _size(table: Mapping[str, object], key: str, fail: Fail, default: int) -> in
     elif isinstance(value, int) and not isinstance(value, bool):
         size = value
     else:
-        fail(InvalidValue, path, f'must be a number of bytes or a size such as "256 MiB", got {_type(value)}')
+        what = type_name(value)
+        fail(InvalidValue, path, f'must be a number of bytes or a size such as "256 MiB", got {what}')
     if not 0 <= size <= MAX_MEMORY:
         fail(InvalidValue, path, f"must be at most {format_size(MAX_MEMORY)}, got {size} bytes")
     return size
@@ -235,7 +236,7 @@ def _deadline(table: Mapping[str, object], fail: Fail) -> int:
     path: tuple[str | int, ...] = ("limits", "deadline")
     value = table["deadline"]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        fail(InvalidValue, path, f"must be a number of seconds, got {_type(value)}")
+        fail(InvalidValue, path, f"must be a number of seconds, got {type_name(value)}")
     if not math.isfinite(value) or value <= 0:
         fail(InvalidValue, path, f"must be a positive number of seconds, got {value}")
     if value * 1000 > MAX_DEADLINE_MS:  # before rounding: 1e305 s must not overflow to infinity
@@ -248,15 +249,3 @@ def _deadline(table: Mapping[str, object], fail: Fail) -> int:
         # that run alike.
         fail(InvalidValue, path, f"has more than millisecond precision: {value}")
     return millis
-
-
-def _type(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)

@@ -24,6 +24,7 @@ from donjon.config.errors import (
     InvalidValue,
     MissingKey,
     UnknownKey,
+    type_name,
 )
 from donjon.config.limits import Limits, parse_limits
 from donjon.config.locate import Path, SourceMap, scan
@@ -160,7 +161,7 @@ class _Validator:
 
     def string(self, value: object, path: Path, *, limit: int = MAX_STRING, empty: bool = False) -> str:
         if not isinstance(value, str):
-            self.fail(InvalidValue, path, f"must be a string, got {_type_name(value)}")
+            self.fail(InvalidValue, path, f"must be a string, got {type_name(value)}")
         if not value and not empty:
             self.fail(InvalidValue, path, "must not be empty")
         if len(value) > limit:
@@ -224,7 +225,7 @@ class _Validator:
             self.fail(
                 InvalidValue,
                 ("secrets",),
-                f"must be an array of tables ([[secrets]]), got {_type_name(value)}",
+                f"must be an array of tables ([[secrets]]), got {type_name(value)}",
             )
         if len(value) > MAX_SECRETS:
             self.fail(InvalidValue, ("secrets",), f"has {len(value)} entries, more than {MAX_SECRETS}")
@@ -233,7 +234,7 @@ class _Validator:
         for index, item in enumerate(value):
             here: Path = ("secrets", index)
             if not isinstance(item, dict):
-                self.fail(InvalidValue, here, f"must be a table, got {_type_name(item)}")
+                self.fail(InvalidValue, here, f"must be a table, got {type_name(item)}")
             for key in item:
                 if key not in _SECRET_KEYS:
                     self.fail(UnknownKey, (*here, key), "unknown key" + _did_you_mean(key, _SECRET_KEYS))
@@ -251,7 +252,7 @@ class _Validator:
             optional = item.get("optional", False)
             if not isinstance(optional, bool):
                 self.fail(
-                    InvalidValue, (*here, "optional"), f"must be true or false, got {_type_name(optional)}"
+                    InvalidValue, (*here, "optional"), f"must be true or false, got {type_name(optional)}"
                 )
             variable = None
             if "env" in item:
@@ -297,14 +298,14 @@ class _Validator:
 
     def args(self, value: object) -> tuple[str, ...]:
         if not isinstance(value, list):
-            self.fail(InvalidValue, ("args",), f"must be a list of strings, got {_type_name(value)}")
+            self.fail(InvalidValue, ("args",), f"must be a list of strings, got {type_name(value)}")
         if len(value) > MAX_ARGS:
             self.fail(InvalidValue, ("args",), f"has {len(value)} entries, more than {MAX_ARGS}")
         return tuple(self.string(arg, ("args", i), empty=True) for i, arg in enumerate(value))
 
     def env(self, value: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, dict):
-            self.fail(InvalidValue, ("env",), f"must be a table of strings, got {_type_name(value)}")
+            self.fail(InvalidValue, ("env",), f"must be a table of strings, got {type_name(value)}")
         if len(value) > MAX_ENV:
             self.fail(InvalidValue, ("env",), f"has {len(value)} entries, more than {MAX_ENV}")
         out: list[tuple[str, str]] = []
@@ -333,7 +334,7 @@ class _Validator:
     def files(self, value: object) -> tuple[FileEntry, ...]:
         if not isinstance(value, list):
             self.fail(
-                InvalidValue, ("files",), f"must be an array of tables ([[files]]), got {_type_name(value)}"
+                InvalidValue, ("files",), f"must be an array of tables ([[files]]), got {type_name(value)}"
             )
         if not value:
             return DEFAULT_FILES
@@ -357,7 +358,7 @@ class _Validator:
     def file(self, index: int, item: object) -> FileEntry:
         here: Path = ("files", index)
         if not isinstance(item, dict):
-            self.fail(InvalidValue, here, f"must be a table, got {_type_name(item)}")
+            self.fail(InvalidValue, here, f"must be a table, got {type_name(item)}")
         if "kind" not in item:
             self.fail(MissingKey, here, 'has no "kind" (one of ' + ", ".join(_FILE_KEYS) + ")")
         kind = self.choice(item["kind"], (*here, "kind"), tuple(_FILE_KEYS))
@@ -401,7 +402,7 @@ class _Validator:
             return default_port(prot), prot
         port = item["port"]
         if not isinstance(port, int) or isinstance(port, bool):
-            self.fail(InvalidValue, (*here, "port"), f"must be an integer, got {_type_name(port)}")
+            self.fail(InvalidValue, (*here, "port"), f"must be an integer, got {type_name(port)}")
         if not 1 <= port <= 65535:
             self.fail(InvalidValue, (*here, "port"), f"must be between 1 and 65535, got {port}")
         return port, prot
@@ -454,7 +455,7 @@ class _Validator:
                 continue
             value = item[key]
             if not isinstance(value, bool):
-                self.fail(InvalidValue, (*here, key), f"must be true or false, got {_type_name(value)}")
+                self.fail(InvalidValue, (*here, key), f"must be true or false, got {type_name(value)}")
             if prot == "tcp":
                 self.fail(InvalidValue, (*here, key), 'needs prot = "tls"')
             if peers:
@@ -512,7 +513,7 @@ class _Validator:
                     self.fail(InvalidValue, (*path, i), f"lists {text!r} twice")
             return tuple(sorted(ids))
         if not isinstance(value, str):
-            self.fail(InvalidValue, path, f"must be a SPIFFE ID or a list of them, got {_type_name(value)}")
+            self.fail(InvalidValue, path, f"must be a SPIFFE ID or a list of them, got {type_name(value)}")
         return (self.spiffe_id(value, path),)
 
     def directory(self, item: Mapping[str, object], here: Path) -> DirEntry:
@@ -526,7 +527,7 @@ class _Validator:
         )
         writable = item.get("writable", False)
         if not isinstance(writable, bool):
-            self.fail(InvalidValue, (*here, "writable"), f"must be true or false, got {_type_name(writable)}")
+            self.fail(InvalidValue, (*here, "writable"), f"must be true or false, got {type_name(writable)}")
         if "name" in item:
             name = self.name(item, here)
         elif ":" in guest:
@@ -558,15 +559,3 @@ def _render_path(path: Path) -> str:
             quoted = '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
             out += f".{quoted}" if out else quoted
     return out
-
-
-def _type_name(value: object) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)

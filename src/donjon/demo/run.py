@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["DemoFailed", "DemoOptions", "demo_module", "run_demo"]
+__all__ = ["EXAMPLE_PORT", "DemoFailed", "DemoOptions", "demo_module", "example_config", "run_demo"]
 
 #: Bound on the HTTP answer the client reads.
 _MAX_RESPONSE = 64 * 1024
@@ -81,13 +81,13 @@ def _free_port() -> int:
         return port
 
 
-def _config_text(port: int, steward_url: str) -> str:
-    return f"""\
-# The demo workload: examples/http behind TLS 1.3 terminated by the Keep, attested by a local Steward.
-steward = "{steward_url}"
-steward_ca = "steward/ca.pem"
-backends = ["sim-snp", "sim-tdx"]
+#: The port ``donjon example http`` listens on unless told: beside the Steward's default 8443.
+EXAMPLE_PORT = 8444
 
+
+def _http_files(port: int) -> str:
+    """The ``[[files]]`` of the http example: stdio, and one TLS socket listening on 127.0.0.1."""
+    return f"""\
 [[files]]
 kind = "stdin"
 
@@ -104,6 +104,31 @@ addr = "127.0.0.1"
 port = {port}
 prot = "tls"
 """
+
+
+def example_config(name: str = "http", port: int = EXAMPLE_PORT) -> str:
+    """The ``Donjon.toml`` that ``donjon example NAME`` writes beside the module: the workload
+    runs as it is in any Keep (no Steward named: ``donjon run --steward`` gives one)."""
+    if name != "http":
+        raise DemoFailed(f"no example config for {name!r}")
+    return (
+        "# The http example (examples/http/http.c): one web page over HTTPS, TLS terminated by the\n"
+        "# Keep. The workload digest covers this file: edit it and it is another workload\n"
+        "# (donjon run --print-digest --config Donjon.toml http.wasm).\n"
+        '# backends = ["sim-snp"]  # uncomment to accept only these Keeps (docs/run.md)\n'
+        "\n" + _http_files(port)
+    )
+
+
+def _config_text(port: int, steward_url: str) -> str:
+    return (
+        "# The demo workload: examples/http behind TLS 1.3 terminated by the Keep, attested by a local\n"
+        "# Steward.\n"
+        f'steward = "{steward_url}"\n'
+        'steward_ca = "steward/ca.pem"\n'
+        'backends = ["sim-snp", "sim-tdx"]\n'
+        "\n" + _http_files(port)
+    )
 
 
 class _SigintHeld:

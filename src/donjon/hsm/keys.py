@@ -170,25 +170,36 @@ def _ec_public(session: TokenSession, public: Any) -> ec.EllipticCurvePublicKey:
         raise TokenError(session.name, f"the token's EC point is not on {curve.name}") from e
 
 
+def _generate_pair(session: TokenSession, uri: Pkcs11Uri, key_type: Any, params_oid: str) -> Any:
+    """Generate a signing key pair in the token under the URI's label/id, refused if a private key
+    is there already; the private key stays inside (``_KEEP_INSIDE``). Returns the public key object.
+
+    ``params_oid`` goes into ``CKA_EC_PARAMS``: the named curve of an EC key, or id-Ed25519 for a
+    ``CKK_EC_EDWARDS`` key (PKCS#11 v3.0, "Edwards Elliptic curve public key objects").
+    """
+    _refuse_existing(session, ObjectClass.PRIVATE_KEY)
+    labels = _labels(uri)
+
+    def generate(s: Any) -> tuple[Any, Any]:
+        return s.generate_keypair(  # type: ignore[no-any-return]
+            key_type,
+            store=True,
+            public_template={**labels, Attribute.EC_PARAMS: _oid_der(params_oid)},
+            private_template={**labels, **_KEEP_INSIDE, Attribute.SIGN: True},
+        )
+
+    public, private = session.run(generate)
+    session.remember(ObjectClass.PRIVATE_KEY, private)
+    return public
+
+
 def create_ec_key(uri: Pkcs11Uri, curve: str = "p256", *, base: Path | None = None) -> TokenEcSigner:
     """Generate an EC key pair in the token under the URI's label/id (refused if one exists)."""
     if curve not in _CURVE_OIDS:
         raise ValueError(f"unsupported curve {curve!r} (p256 or p384)")
     session = TokenSession.open(uri, base=base, rw=True)
     try:
-        _refuse_existing(session, ObjectClass.PRIVATE_KEY)
-        labels = _labels(uri)
-
-        def generate(s: Any) -> tuple[Any, Any]:
-            return s.generate_keypair(  # type: ignore[no-any-return]
-                KeyType.EC,
-                store=True,
-                public_template={**labels, Attribute.EC_PARAMS: _oid_der(_CURVE_OIDS[curve])},
-                private_template={**labels, **_KEEP_INSIDE, Attribute.SIGN: True},
-            )
-
-        public, private = session.run(generate)
-        session.remember(ObjectClass.PRIVATE_KEY, private)
+        public = _generate_pair(session, uri, KeyType.EC, _CURVE_OIDS[curve])
         return TokenEcSigner(session, _ec_public(session, public))
     except BaseException:
         session.close()
@@ -240,19 +251,7 @@ def create_ed25519_key(uri: Pkcs11Uri, *, base: Path | None = None) -> TokenEd25
     """Generate an Ed25519 key pair in the token (``CKM_EC_EDWARDS_KEY_PAIR_GEN``)."""
     session = TokenSession.open(uri, base=base, rw=True)
     try:
-        _refuse_existing(session, ObjectClass.PRIVATE_KEY)
-        labels = _labels(uri)
-
-        def generate(s: Any) -> tuple[Any, Any]:
-            return s.generate_keypair(  # type: ignore[no-any-return]
-                KeyType.EC_EDWARDS,
-                store=True,
-                public_template={**labels, Attribute.EC_PARAMS: _oid_der(_ED25519_OID)},
-                private_template={**labels, **_KEEP_INSIDE, Attribute.SIGN: True},
-            )
-
-        public, private = session.run(generate)
-        session.remember(ObjectClass.PRIVATE_KEY, private)
+        public = _generate_pair(session, uri, KeyType.EC_EDWARDS, _ED25519_OID)
         return TokenEd25519Key(session, _ed_public(session, public))
     except BaseException:
         session.close()

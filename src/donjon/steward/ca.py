@@ -48,6 +48,7 @@ __all__ = [
     "ExternalSigner",
     "create_ca",
     "create_ca_certificate",
+    "key_usage",
     "sign_certificate",
     "write_private",
 ]
@@ -64,7 +65,7 @@ def write_private(path: Path, data: bytes) -> None:
     write_secret(path, data, replace=True)
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
     """digitalSignature for every certificate; keyCertSign and cRLSign for the CA only
     (RFC 5280 4.2.1.3)."""
     return x509.KeyUsage(
@@ -152,7 +153,7 @@ def create_ca_certificate(key: CaKey, name: str, *, now: datetime, years: int = 
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + timedelta(days=365 * years))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(ski, critical=False)
     )
     return sign_certificate(builder, key, _hash_for(key.public_key()))
@@ -291,7 +292,7 @@ class CertificateAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.SubjectAlternativeName(sans), critical=True)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(key_usage(ca=False), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,

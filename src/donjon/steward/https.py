@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from donjon.steward.ca import CaKey, sign_certificate
+from donjon.steward.ca import BACKDATE, CaKey, key_usage, sign_certificate
 from donjon.steward.files import write_public, write_secret
 
 __all__ = [
@@ -44,8 +44,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_HOSTS = ("localhost",)
 DEFAULT_IPS: tuple[IPAddress, ...] = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 DEFAULT_VALIDITY_DAYS = 365
-#: How far back notBefore is set, for clients whose clocks lag a little (as donjon.steward.ca).
-_BACKDATE = timedelta(minutes=5)
 # RFC 1123 host names: labels of letters, digits and hyphens, not starting or ending with one.
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -94,24 +92,11 @@ def issue_serving_certificate(
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + timedelta(days=days), ca.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(

@@ -150,15 +150,20 @@ class WorkloadRule:
         list names ``simulated`` and, if it names any platform, this one. No evidence: the list
         names ``unattested``.
         """
-        listed = self.platforms
-        if platform is None:
-            return listed is not None and "unattested" in listed
-        if simulated:
-            if listed is None or "simulated" not in listed:
-                return False
-            named = listed & set(PLATFORMS)
-            return not named or platform in named
-        return listed is None or platform in listed
+        return _platforms_admit(self.platforms, platform, simulated=simulated)
+
+
+def _platforms_admit(listed: frozenset[str] | None, platform: str | None, *, simulated: bool) -> bool:
+    """A rule's ``platforms`` (``None``: omitted) against evidence from ``platform`` (``None``:
+    no evidence), as :meth:`WorkloadRule.admits` documents it; ``[[secret]]`` rules alike."""
+    if platform is None:
+        return listed is not None and "unattested" in listed
+    if simulated:
+        if listed is None or "simulated" not in listed:
+            return False
+        named = listed & set(PLATFORMS)
+        return not named or platform in named
+    return listed is None or platform in listed
 
 
 @dataclass(frozen=True)
@@ -192,17 +197,11 @@ class SecretRule:
     platforms: frozenset[str] | None
 
     def admits(self, platform: str | None, *, simulated: bool, unattested: bool) -> bool:
-        listed = self.platforms
         if unattested:
-            return listed is not None and "unattested" in listed
+            return _platforms_admit(self.platforms, None, simulated=False)
         if platform is None:
-            return False
-        if simulated:
-            if listed is None or "simulated" not in listed:
-                return False
-            named = listed & set(PLATFORMS)
-            return not named or platform in named
-        return listed is None or platform in listed
+            return False  # a certificate that names no TEE and is not marked unattested
+        return _platforms_admit(self.platforms, platform, simulated=simulated)
 
 
 @dataclass(frozen=True)
