@@ -14,14 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import secrets as pysecrets
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,69 +25,10 @@ from typing import Any
 from donjon.config import parse_config, workload_digest
 from donjon.demo.steward import LocalSteward, demo_policy
 
-from .conftest import EXAMPLES, TIMEOUT, Keep, config_text, free_port
+from .conftest import EXAMPLES, TIMEOUT, Keep, StewardProcess, config_text, free_port
+from .conftest import donjon_cli as _donjon
 
 SECRETSHA = EXAMPLES / "secretsha" / "secretsha.wasm"
-
-
-def _donjon(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "donjon", *args], input=stdin, capture_output=True, timeout=60, check=False
-    )
-
-
-class StewardProcess:
-    """``donjon steward serve`` in a child process; ``url`` once it logs that it listens."""
-
-    def __init__(self, config: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "donjon",
-                "steward",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(self.port),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if line is None:
-                raise AssertionError(f"the Steward exited: {self.stderr}")
-            if '"listening"' in line:
-                break
-        self.url = f"https://127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr.append(raw.rstrip("\n"))
-            self.lines.put(raw.rstrip("\n"))
-        self.lines.put(None)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(2)
 
 
 def _policy(rules: list[tuple[bytes, str]], secret: str, *, lifetime: str = "1h") -> str:
