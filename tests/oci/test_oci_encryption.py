@@ -1,4 +1,8 @@
-"""Encrypted packages: sealing, opening and the manifest's rules (the Keep's side: tests/e2e/test_e2e_oci.py)."""
+"""Encrypted packages: sealing, opening and the manifest's rules.
+
+The Keep's side - the key released by a Steward, refused, or the wrong one - is proven end to end
+in tests/e2e/test_e2e_oci.py.
+"""
 
 from __future__ import annotations
 

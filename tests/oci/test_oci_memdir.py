@@ -48,7 +48,5 @@ def test_a_directory_on_disk_is_never_chosen(tmp_path):
     (tmp_path / "mem").mkdir()
     (tmp_path / "disk").mkdir()
     assert find_memory_dir([tmp_path / "disk"], mountinfo=on_disk) is None
-    assert find_memory_dir([tmp_path / "missing", tmp_path / "disk", tmp_path / "mem"], mountinfo=on_disk) == (
-        tmp_path / "mem",
-        "tmpfs",
-    )
+    places = [tmp_path / "missing", tmp_path / "disk", tmp_path / "mem"]
+    assert find_memory_dir(places, mountinfo=on_disk) == (tmp_path / "mem", "tmpfs")
