@@ -587,14 +587,27 @@ def _scan(root: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
-def _sealed_run(e2e, registry, steward, reference: str, pub: Path, keep_tmp: Path, cache: Path):
+def _sealed_run(
+    e2e,
+    registry,
+    steward,
+    reference: str,
+    pub: Path,
+    keep_tmp: Path,
+    cache: Path,
+    modules: Path | None = None,
+):
+    """The Keep, with its temporary folder and package cache where the test looks; ``modules``: a
+    compiled-module cache it is offered (``--cache-dir``)."""
     keep_tmp.mkdir(exist_ok=True)
+    module_cache = ["--cache-dir", str(modules)] if modules is not None else []
     return e2e.keep(
         [
             "--backend", "sim-snp", "--steward-ca", str(steward.ca_path), "--attest-timeout", "5",
-            "--package-cache", str(cache), "--trust-signer", str(pub), f"oci://{reference}",
+            "--package-cache", str(cache), *module_cache, "--trust-signer", str(pub), f"oci://{reference}",
         ],
         env={**registry.env, "TMPDIR": str(keep_tmp)},
+        no_cache=modules is None,
     )  # fmt: skip
 
 
@@ -623,8 +636,8 @@ def test_an_encrypted_package_runs_with_the_key_the_steward_releases_and_only_ci
     # The registry stores ciphertext only: neither the module's own bytes nor the packaged file.
     assert _scan(registry.root / "data", needles) == []
 
-    keep_tmp, cache = pkg.tmp / "keep-tmp", pkg.tmp / "package-cache"
-    keep = _sealed_run(e2e, registry, served, f"{registry.host}/e2e/sealed:v1", pub, keep_tmp, cache)
+    keep_tmp, cache, modules = pkg.tmp / "keep-tmp", pkg.tmp / "package-cache", pkg.tmp / "modules"
+    keep = _sealed_run(e2e, registry, served, f"{registry.host}/e2e/sealed:v1", pub, keep_tmp, cache, modules)
     line = keep.wait_for("package decrypted with Steward secret app-key")
     plain = Path(line.split("its files in ")[1].split(" (memory")[0])
     # The decrypted file exists only on a memory filesystem, for the run's duration.
@@ -640,6 +653,9 @@ def test_an_encrypted_package_runs_with_the_key_the_steward_releases_and_only_ci
     # Nothing of the plaintext reached the Keep's disk: its temporary folder, the package cache
     # (which holds the ciphertext blobs, by digest).
     assert any(cache.rglob("*")) and _scan(cache, needles) == [] and _scan(keep_tmp, needles) == []
+    # Nor the compiled module (the decrypted code as machine code): the module cache stays unused.
+    assert "module cache off for an encrypted package" in keep.err
+    assert not [p for p in modules.rglob("*") if p.is_file()]
     released = [r for r in served.log_entries() if r.get("path") == "secret"]
     assert [(r["decision"], r["secret"], r["workload_digest"]) for r in released] == [
         ("released", "app-key", w.digest.hex())

@@ -50,3 +50,37 @@ def test_a_directory_on_disk_is_never_chosen(tmp_path):
     assert find_memory_dir([tmp_path / "disk"], mountinfo=on_disk) is None
     places = [tmp_path / "missing", tmp_path / "disk", tmp_path / "mem"]
     assert find_memory_dir(places, mountinfo=on_disk) == (tmp_path / "mem", "tmpfs")
+
+
+def test_without_a_memory_filesystem_a_run_decrypts_nothing_and_exits_3(monkeypatch, capsys):
+    """The Keep's check before it asks for the key: no tmpfs here, so no place for the files."""
+    import contextlib
+
+    import donjon.oci.memdir
+    from donjon.cli.run import Options, _plaintext_root
+
+    monkeypatch.setattr(donjon.oci.memdir, "find_memory_dir", lambda: None)
+    opts = Options()
+    with contextlib.ExitStack() as cleanup:
+        opts.cleanup = cleanup
+        assert _plaintext_root(opts) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("donjon: an encrypted package's files are decrypted only onto a memory-backed")
+    assert err.count("\n") == 1 and "nothing decrypted" in err
+
+
+def test_the_files_directory_is_private_and_removed_with_the_run(tmp_path, monkeypatch):
+    import contextlib
+    import stat
+
+    import donjon.oci.memdir
+    from donjon.cli.run import Options, _plaintext_root
+
+    monkeypatch.setattr(donjon.oci.memdir, "find_memory_dir", lambda: (tmp_path, "tmpfs"))
+    opts = Options()
+    with contextlib.ExitStack() as cleanup:
+        opts.cleanup = cleanup
+        made = _plaintext_root(opts)
+        assert isinstance(made, Path) and made.parent == tmp_path
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert not made.exists()

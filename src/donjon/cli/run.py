@@ -768,7 +768,11 @@ def _execute(
     cache = None
     # DESIGN.md threat model: the cache is trusted code. Attested backends use it only from an
     # explicitly given directory (which must be on the measured, integrity-protected filesystem).
-    if opts.cache and backend.attested and opts.cache_dir is None:
+    if opts.cache and opts.sealed is not None:
+        # The compiled module is the decrypted code, as machine code: it never goes to a disk.
+        if opts.cache_dir is not None:
+            _error("warning: module cache off for an encrypted package (its compiled code is plaintext)")
+    elif opts.cache and backend.attested and opts.cache_dir is None:
         _error("warning: module cache off for an attested backend (use --cache-dir on measured storage)")
     elif opts.cache:
         from donjon.runtime.cache import ModuleCache
