@@ -9,9 +9,13 @@ is one test, named after the flaw.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +28,14 @@ from donjon.oci.reference import parse_reference
 from donjon.oci.registry import RegistryClient
 from donjon.oci.signature import load_public_key
 
-from .conftest import REGISTRY_PASSWORD, REGISTRY_USER
+from ..processes import StewardProcess, run_donjon
+from .conftest import (
+    REGISTRY_PASSWORD,
+    REGISTRY_USER,
+    TIMEOUT,
+    free_port,
+    refuses_connections,
+)
 
 SPIFFE_PATH = "/e2e/package"
 
@@ -530,17 +541,243 @@ def test_a_signer_rule_refuses_another_signer_and_another_package_name(e2e, regi
 # -- encrypted packages (the key from issue 11's secret store) ------------------------------------
 
 
-def _publish_sealed(pkg, w, repo: str, key: Path) -> str:
-    layout = pkg.tmp / f"{repo.replace('/', '-')}.oci"
+def _publish_sealed(pkg, w, repo: str, key: Path, *, key_file: Path | None = None, tag: str = "v1") -> str:
+    layout = pkg.tmp / f"{repo.replace('/', '-')}-{tag}.oci"
+    key_file = key_file or pkg.tmp / "app.key"
     pkg.donjon(
         "package", "build", "--config", str(w.config), str(w.wasm), "-o", str(layout),
-        "--encrypt-to", "steward:app-key", "--key-out", str(pkg.tmp / "app.key"),
+        "--encrypt-to", "steward:app-key", "--key-out", str(key_file),
     )  # fmt: skip
     assert "donjon steward secret put app-key" in pkg.err
-    assert (pkg.tmp / "app.key").stat().st_mode & 0o777 == 0o600
-    pinned = pkg.donjon("package", "push", str(layout), f"{pkg.registry.host}/{repo}:v1")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    pinned = pkg.donjon("package", "push", str(layout), f"{pkg.registry.host}/{repo}:{tag}")
     pkg.donjon("package", "sign", pinned, "--key", str(key))
     return pinned
+
+
+class ServedSteward:
+    """The real ``donjon steward serve`` (HTTPS with mutual TLS, the secret store) in a child
+    process, on files prepared like the local Steward's (trusting the simulated vendors).
+
+    Encrypted packages need it: the key is a secret, released only over mutual TLS, which the
+    in-process ``LocalSteward`` does not serve. A policy change is reloaded with SIGHUP.
+    """
+
+    def __init__(self, directory: Path, sim_vendor_dir: Path) -> None:
+        from donjon.demo.steward import LocalSteward
+
+        files = LocalSteward(directory, sim_vendor_dir=sim_vendor_dir, policy="version = 1\n")
+        self.ca_path, self.config_path, self.policy_path = files.ca_path, files.config_path, files.policy_path
+        self.process = StewardProcess(self.config_path)
+        self.url = self.process.url
+
+    def set_policy(self, text: str) -> None:
+        def reloads() -> int:
+            return sum('"policy_reload"' in line for line in list(self.process.stderr))
+
+        before = reloads()
+        self.policy_path.write_text(text)
+        self.process.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while reloads() == before:  # the reload's log line is the only signal a child gives
+            assert time.monotonic() < deadline, self.process.stderr
+            time.sleep(0.02)
+        assert '"result": "ok"' in [line for line in self.process.stderr if '"policy_reload"' in line][-1]
+
+    def log_entries(self) -> list[dict]:
+        out = run_donjon("steward", "log", "show", "--config", str(self.config_path), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line)["record"] for line in out.stdout.decode().splitlines()]
+
+
+@pytest.fixture
+def served(tmp_path: Path, sim_vendor_dir: Path):
+    steward = ServedSteward(tmp_path / "served-steward", sim_vendor_dir)
+    try:
+        yield steward
+    finally:
+        steward.process.stop()
+
+
+SECRETSHA = Path(__file__).resolve().parents[2] / "examples" / "secretsha" / "secretsha.wasm"
+
+
+def _reader(pkg, steward, label: str) -> SimpleNamespace:
+    """A workload to encrypt: examples/secretsha (marked ``label`` by a custom section) serving the
+    SHA-256 of its packaged file ``/data/note.txt`` over TLS, once, then exiting 0."""
+    from donjon.config import parse_config, workload_digest
+
+    app = pkg.tmp / f"app-{label}"
+    (app / "data").mkdir(parents=True)
+    note = f"plaintext note of {label} {os.urandom(8).hex()}".encode()
+    (app / "data" / "note.txt").write_bytes(note)
+    module = unique_module(SECRETSHA.read_bytes(), label)
+    (app / "app.wasm").write_bytes(module)
+    port = free_port()
+    config = app / "Donjon.toml"
+    config.write_text(
+        f'steward = "{steward.url}"\nbackends = ["sim-snp"]\n'
+        '[env]\nSECRET_FILE = "/data/note.txt"\nSECRET_EXIT_AFTER = "1"\n'
+        + "".join(f'[[files]]\nkind = "{k}"\n' for k in ("stdin", "stdout", "stderr"))
+        + '[[files]]\nkind = "dir"\nname = "data"\npath = "data"\nguest_path = "/data"\n'
+        f'[[files]]\nkind = "listen"\nname = "web"\naddr = "127.0.0.1"\nport = {port}\nprot = "tls"\n'
+    )
+    digest = workload_digest(module, parse_config(config.read_bytes()).config)
+    marker = f"donjon-test{label}".encode()  # the module's own custom section
+    return SimpleNamespace(
+        config=config, wasm=app / "app.wasm", port=port, digest=digest, note=note, marker=marker
+    )
+
+
+def _sealed_policy(e2e, signer: str, package: str, *, secret_paths: tuple[str, ...] = (SPIFFE_PATH,)) -> str:
+    """Admit by signer (no digest), and release app-key by SPIFFE path: both survive an update."""
+    paths = ", ".join(f'"{p}"' for p in secret_paths)
+    return _signer_policy(e2e, signer, package) + (
+        f'\n[[secret]]\nname = "app-key"\nspiffe_paths = [{paths}]\nplatforms = ["simulated"]\n'
+    )
+
+
+def _ask(w, steward) -> str:
+    """Connect over TLS, verify the Keep's certificate names ``w``'s workload digest, read the answer."""
+    import datetime
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    from donjon.peer.verify import PeerExpectation, verify_peer
+
+    context = ssl.create_default_context(cafile=str(steward.ca_path))
+    context.check_hostname = False  # a /sim certificate, named by its SPIFFE ID; the CA is pinned
+    with (
+        socket.create_connection(("127.0.0.1", w.port), timeout=TIMEOUT) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        ca = x509.load_pem_x509_certificate(steward.ca_path.read_bytes())
+        identity = verify_peer(
+            [x509.load_der_x509_certificate(der)],
+            [ca],
+            PeerExpectation.of([], workload_digest=w.digest, allow_simulated=True),
+            at=datetime.datetime.now(datetime.UTC),
+        )
+        assert identity.workload_digest == w.digest and str(identity.spiffe_id).endswith(SPIFFE_PATH)
+        data = b""
+        while chunk := tls.recv(4096):
+            data += chunk
+    return data.decode().strip()
+
+
+def _scan(root: Path, needles: list[bytes]) -> list[str]:
+    """Every file under ``root`` holding one of ``needles`` (``path: #i``)."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path}: #{i}" for i, n in enumerate(needles) if n in data]
+    return found
+
+
+def _sealed_run(
+    e2e,
+    registry,
+    steward,
+    reference: str,
+    pub: Path,
+    keep_tmp: Path,
+    cache: Path,
+    modules: Path | None = None,
+):
+    """The Keep, with its temporary folder and package cache where the test looks; ``modules``: a
+    compiled-module cache it is offered (``--cache-dir``)."""
+    keep_tmp.mkdir(exist_ok=True)
+    module_cache = ["--cache-dir", str(modules)] if modules is not None else []
+    return e2e.keep(
+        [
+            "--backend", "sim-snp", "--steward-ca", str(steward.ca_path), "--attest-timeout", "5",
+            "--package-cache", str(cache), *module_cache, "--trust-signer", str(pub), f"oci://{reference}",
+        ],
+        env={**registry.env, "TMPDIR": str(keep_tmp)},
+        no_cache=modules is None,
+    )  # fmt: skip
+
+
+def _setup_sealed(e2e, registry, pkg, served, repo: str):
+    from donjon.oci.signature import fingerprint
+
+    key, pub = pkg.keygen("signer")
+    served.set_policy(
+        _sealed_policy(e2e, fingerprint(load_public_key(pub.read_bytes())), f"{registry.host}/{repo}")
+    )
+    return key, pub
+
+
+def test_an_encrypted_package_runs_with_the_key_the_steward_releases_and_only_ciphertext_leaves_it(
+    e2e, registry, pkg, served
+):
+    from donjon.oci.memdir import MEMORY_FILESYSTEMS, filesystem_type
+
+    key, pub = _setup_sealed(e2e, registry, pkg, served, "e2e/sealed")
+    w = _reader(pkg, served, "sealed-v1")
+    pinned = _publish_sealed(pkg, w, "e2e/sealed", key)
+    pkg.donjon("steward", "secret", "put", "app-key", "--file", str(pkg.tmp / "app.key"),
+               "--config", str(served.config_path))  # fmt: skip
+    needles = [w.marker, w.note]
+    assert w.marker in w.wasm.read_bytes()
+    # The registry stores ciphertext only: neither the module's own bytes nor the packaged file.
+    assert _scan(registry.root / "data", needles) == []
+
+    keep_tmp, cache, modules = pkg.tmp / "keep-tmp", pkg.tmp / "package-cache", pkg.tmp / "modules"
+    keep = _sealed_run(e2e, registry, served, f"{registry.host}/e2e/sealed:v1", pub, keep_tmp, cache, modules)
+    line = keep.wait_for("package decrypted with Steward secret app-key")
+    plain = Path(line.split("its files in ")[1].split(" (memory")[0])
+    # The decrypted file exists only on a memory filesystem, for the run's duration.
+    with open("/proc/self/mountinfo") as stream:
+        assert filesystem_type(stream.read(), str(plain)) in MEMORY_FILESYSTEMS
+    assert (plain / "data" / "note.txt").read_bytes() == w.note
+    keep.wait_for("listening on")
+    # The guest read the decrypted file: its answer is the file's SHA-256.
+    assert _ask(w, served) == hashlib.sha256(w.note).hexdigest()
+    assert keep.wait() == 0
+    assert f"package {pinned}, signed by" in keep.err and "[SIMULATED TEE]" in keep.err
+    assert not plain.exists()  # removed when the run ended
+    # Nothing of the plaintext reached the Keep's disk: its temporary folder, the package cache
+    # (which holds the ciphertext blobs, by digest).
+    assert any(cache.rglob("*")) and _scan(cache, needles) == [] and _scan(keep_tmp, needles) == []
+    # Nor the compiled module (the decrypted code as machine code): the module cache stays unused.
+    assert "module cache off for an encrypted package" in keep.err
+    assert not [p for p in modules.rglob("*") if p.is_file()]
+    released = [r for r in served.log_entries() if r.get("path") == "secret"]
+    assert [(r["decision"], r["secret"], r["workload_digest"]) for r in released] == [
+        ("released", "app-key", w.digest.hex())
+    ]
+
+
+def test_a_signed_encrypted_update_gets_its_key_without_a_policy_edit(e2e, registry, pkg, served):
+    key, pub = _setup_sealed(e2e, registry, pkg, served, "e2e/sealed-update")
+    policy = served.policy_path.read_bytes()
+    answers = []
+    for version in ("v1", "v2"):
+        # The same tag, the same key file (--key-out reuses it), the same signer; another module
+        # and another file, so another workload digest.
+        w = _reader(pkg, served, f"update-{version}")
+        pinned = _publish_sealed(pkg, w, "e2e/sealed-update", key, tag="latest")
+        if version == "v1":
+            pkg.donjon("steward", "secret", "put", "app-key", "--file", str(pkg.tmp / "app.key"),
+                       "--config", str(served.config_path))  # fmt: skip
+        keep = _sealed_run(
+            e2e, registry, served, f"{registry.host}/e2e/sealed-update:latest", pub,
+            pkg.tmp / "keep-tmp", pkg.tmp / f"cache-{version}",
+        )  # fmt: skip
+        keep.wait_for("listening on")
+        answers.append(_ask(w, served))
+        assert keep.wait() == 0 and f"package {pinned}," in keep.err
+        assert answers[-1] == hashlib.sha256(w.note).hexdigest()
+    assert served.policy_path.read_bytes() == policy  # no edit between the two
+    released = [r for r in served.log_entries() if r.get("path") == "secret"]
+    assert [r["decision"] for r in released] == ["released", "released"]
+    assert len({r["workload_digest"] for r in released}) == 2
 
 
 def test_an_encrypted_package_on_a_keep_the_steward_refuses_decrypts_nothing(e2e, registry, pkg):
@@ -551,26 +788,69 @@ def test_an_encrypted_package_on_a_keep_the_steward_refuses_decrypts_nothing(e2e
     # The registry holds ciphertext only: this module's own bytes (its custom section, which no
     # other test's module has) are nowhere in its storage.
     assert b"donjon-testsealed-refused" in w.wasm.read_bytes()
-    assert not any(
-        b"donjon-testsealed-refused" in p.read_bytes() for p in (registry.root / "data").rglob("data")
-    )
+    assert _scan(registry.root / "data", [b"donjon-testsealed-refused"]) == []
     code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
     assert code == 1 and "attestation refused by the Steward" in err
-    assert "encrypted (the key is Steward secret app-key" in err and "decrypted in memory" not in err
+    assert "encrypted (the key is Steward secret app-key" in err
+    # Stopped before the key was asked for: no certificate, so no secret request; no guest.
+    assert "package decrypted" not in err and "package key" not in err and "listening on" not in err
+    assert not [r for r in steward.log_entries() if r.get("decision") == "issued"]
 
 
-def test_an_attested_keep_without_the_key_decrypts_nothing(e2e, registry, pkg):
-    """Admitted, attested, but no secret released (no [[secret]] rule; or, before issue 11's client
-    is merged, no client to ask with): the run stops before the guest, nothing decrypted."""
-    steward = e2e.steward()
-    w = _workload(e2e, steward, "sealed-no-key")
-    steward.set_policy(e2e.policy([e2e.rule(w.digest, SPIFFE_PATH)]))
+def test_an_attested_keep_without_the_key_decrypts_nothing(e2e, registry, pkg, served):
+    """Admitted and attested, but the [[secret]] rule covers another workload: the Steward refuses
+    the key (exit 1, a refusal - as for a config's [[secrets]]), and the run stops before the guest."""
+    from donjon.oci.signature import fingerprint
+
     key, pub = pkg.keygen("signer")
+    fp = fingerprint(load_public_key(pub.read_bytes()))
+    served.set_policy(
+        _sealed_policy(e2e, fp, f"{registry.host}/e2e/sealed-no-key", secret_paths=("/someone/else",))
+    )
+    w = _reader(pkg, served, "sealed-no-key")
     pinned = _publish_sealed(pkg, w, "e2e/sealed-no-key", key)
-    code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
+    pkg.donjon("steward", "secret", "put", "app-key", "--file", str(pkg.tmp / "app.key"),
+               "--config", str(served.config_path))  # fmt: skip
+    keep_tmp = pkg.tmp / "keep-tmp"
+    keep = _sealed_run(e2e, registry, served, pinned, pub, keep_tmp, pkg.tmp / "cache")
+    assert keep.wait() == 1
+    err = keep.err
     assert "attested by the Steward" in err
-    assert code in (1, 3) and "decrypted in memory" not in err and "listening on" not in err
-    assert "nothing decrypted" in err or "cannot open an encrypted package" in err
+    assert (
+        "donjon: the package key: secret app-key: refused by the Steward: secret.spiffe_id" in err
+        and "nothing decrypted, serving nothing" in err
+    )
+    assert "package decrypted" not in err and "listening on" not in err
+    assert refuses_connections(w.port)
+    # The key never left the Steward: its log says refused, and no plaintext exists anywhere.
+    secret = [r for r in served.log_entries() if r.get("path") == "secret"]
+    assert [(r["decision"], r["check"]) for r in secret] == [("refused", "secret.spiffe_id")]
+    assert _scan(keep_tmp, [w.marker, w.note]) == []
+
+
+def test_a_released_key_that_is_not_the_packages_runs_nothing(e2e, registry, pkg, served):
+    """The operator stored the wrong file (another build's key) as the secret: one clear line,
+    exit 1 (the signed layers do not open under it - a refusal no retry mends), no guest."""
+    key, pub = _setup_sealed(e2e, registry, pkg, served, "e2e/sealed-wrong-key")
+    w = _reader(pkg, served, "sealed-wrong-key")
+    pinned = _publish_sealed(pkg, w, "e2e/sealed-wrong-key", key)
+    other = pkg.tmp / "other.key"
+    other.write_bytes(os.urandom(32))
+    pkg.donjon("steward", "secret", "put", "app-key", "--file", str(other),
+               "--config", str(served.config_path))  # fmt: skip
+    keep_tmp = pkg.tmp / "keep-tmp"
+    keep = _sealed_run(e2e, registry, served, pinned, pub, keep_tmp, pkg.tmp / "cache")
+    assert keep.wait() == 1
+    failure = [line for line in keep.stderr if "Steward secret app-key" in line and "decrypt" in line]
+    assert failure == [
+        "donjon: module: does not decrypt under Steward secret app-key: not the key it was encrypted "
+        "to (store the key file of the package's build as secret app-key); nothing decrypted, "
+        "serving nothing"
+    ]
+    assert "package decrypted" not in keep.err and "listening on" not in keep.err
+    assert refuses_connections(w.port)
+    assert [r["decision"] for r in served.log_entries() if r.get("path") == "secret"] == ["released"]
+    assert _scan(keep_tmp, [w.marker, w.note]) == []
 
 
 def test_encrypt_to_needs_a_key_file_and_reuses_it(pkg, tmp_path):

@@ -1,10 +1,12 @@
-"""Encrypted packages: sealing, opening, the manifest's rules, and the Keep's use of the secret client."""
+"""Encrypted packages: sealing, opening and the manifest's rules.
+
+The Keep's side - the key released by a Steward, refused, or the wrong one - is proven end to end
+in tests/e2e/test_e2e_oci.py.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from donjon.config import parse_config
 from donjon.oci.artifact import TreeEntry, build_manifest, canonical_json, digest_of, parse_manifest
 from donjon.oci.encryption import new_content_key, open_layer, parse_key_target, seal_layer
-from donjon.oci.errors import BadReference, DigestMismatch, MalformedPackage
+from donjon.oci.errors import BadReference, KeyMismatch, MalformedPackage
 from donjon.oci.pull import PulledPackage
 from donjon.oci.reference import parse_reference
 from donjon.oci.unpack import package_config, unseal
@@ -63,19 +65,30 @@ def test_the_workload_digest_is_known_before_decryption_and_the_plaintext_is_che
     assert opened.module == MODULE and opened.trees[0].blob == b"tar bytes"
 
 
-def test_another_key_opens_nothing():
+def test_another_key_opens_nothing_and_the_error_names_the_secret():
     _, _, pulled = _sealed(new_content_key())
-    with pytest.raises(DigestMismatch, match="does not open"):
+    with pytest.raises(KeyMismatch) as e:
         unseal(pulled, new_content_key())
+    assert str(e.value) == (
+        "module: does not decrypt under Steward secret app-key: not the key it was encrypted to"
+    )
+    assert e.value.key == "Steward secret app-key"
+
+
+def test_a_key_of_the_wrong_size_opens_nothing():
+    """A text file stored as the secret by mistake: refused by its size, before AES is asked."""
+    _, _, pulled = _sealed(new_content_key())
+    with pytest.raises(KeyMismatch, match="is 12 bytes, not a 32-byte AES-256 key"):
+        unseal(pulled, b"not-the-key\n")
 
 
 def test_a_sealed_layer_moved_to_another_path_does_not_open():
     key = new_content_key()
     blob = seal_layer(key, "application/x", "a", b"data", digest_of(b"data"))
     assert open_layer(key, "application/x", "a", blob, digest_of(b"data"), "a") == b"data"
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(KeyMismatch):
         open_layer(key, "application/x", "b", blob, digest_of(b"data"), "b")
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(KeyMismatch):
         open_layer(key, "application/y", "a", blob, digest_of(b"data"), "a")
 
 
@@ -91,86 +104,3 @@ def test_mixed_encrypted_and_plain_layers_are_refused():
 def test_a_bad_key_target_is_a_usage_error(target):
     with pytest.raises(BadReference):
         parse_key_target(target)
-
-
-# -- the Keep side, against issue 11's client API (donjon.keep.secrets.fetch_secrets) --------------
-
-
-class _Secret:
-    def __init__(self, value: bytes) -> None:
-        self.value = value
-
-
-def _fake_secrets(monkeypatch, answer):
-    calls = []
-    module = types.ModuleType("donjon.keep.secrets")
-
-    class SecretRefused(Exception):
-        pass
-
-    def fetch_secrets(endpoint, credentials, requests):
-        calls.append((endpoint.url, credentials, list(requests)))
-        if answer is None:
-            raise SecretRefused("secret app-key: refused by the Steward: secret.digest: not admitted")
-        return answer, {}
-
-    module.SecretRefused = SecretRefused  # type: ignore[attr-defined]
-    module.fetch_secrets = fetch_secrets  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "donjon.keep.secrets", module)
-    return calls, SecretRefused
-
-
-def _ca():
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test Steward CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    return (cert,)
-
-
-class _Attested:
-    steward_url = "https://steward.example:8443"
-
-    def credentials(self):
-        return "the Keep's certificate and key"
-
-
-def test_the_key_is_asked_for_by_secret_name_with_the_keeps_new_certificate(monkeypatch):
-    from donjon.cli.run import _content_key
-
-    key = new_content_key()
-    calls, _ = _fake_secrets(monkeypatch, {"app-key": _Secret(key)})
-    assert _content_key("app-key", _Attested(), _ca()) == key  # type: ignore[arg-type]
-    assert calls == [("https://steward.example:8443", "the Keep's certificate and key", ["app-key"])]
-
-
-def test_a_refused_key_is_exit_1_and_nothing_decrypted(monkeypatch, capsys):
-    from donjon.cli.run import _content_key
-
-    _fake_secrets(monkeypatch, None)
-    assert _content_key("app-key", _Attested(), _ca()) == 1  # type: ignore[arg-type]
-    assert "nothing decrypted" in capsys.readouterr().err
-
-
-def test_without_the_secret_client_an_encrypted_package_is_exit_3(monkeypatch, capsys):
-    from donjon.cli.run import _content_key
-
-    monkeypatch.setitem(sys.modules, "donjon.keep.secrets", None)
-    assert _content_key("app-key", _Attested(), _ca()) == 3  # type: ignore[arg-type]
-    assert "no secret client" in capsys.readouterr().err

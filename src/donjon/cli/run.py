@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import argparse
+    import contextlib
     from collections.abc import Callable, Sequence
 
     from cryptography import x509
@@ -225,7 +226,8 @@ class Options:
         self.package_signed: tuple[bytes, VerifiedSignature] | None = None
         #: Set by the pull of an encrypted package: opened after attestation (_unseal).
         self.sealed: PulledPackage | None = None
-        self.unpack_root: Path | None = None
+        #: What a package run removes when it ends (its unpacked files), set by _run.
+        self.cleanup: contextlib.ExitStack | None = None
 
 
 _WITH_VALUE = {
@@ -456,10 +458,14 @@ def main(argv: list[str]) -> int:
 
 def _run(opts: Options) -> int:
     if opts.module.startswith("oci://"):
+        import contextlib
         import tempfile
 
-        # The package's files are unpacked here for the run's duration (removed after it).
-        with tempfile.TemporaryDirectory(prefix="donjon-package-") as unpacked:
+        # The package's files are unpacked here for the run's duration (removed after it); an
+        # encrypted package's, decrypted after attestation, go to a memory filesystem (_unseal).
+        with contextlib.ExitStack() as cleanup:
+            unpacked = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="donjon-package-"))
+            opts.cleanup = cleanup
             pulled = _pull_package(opts, Path(unpacked))
             if isinstance(pulled, int):
                 return pulled
@@ -580,7 +586,7 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
     if sealed is not None:
         # Attest with the workload digest of the plaintext; the module itself is opened only
         # after the Steward releases the key (_unseal checks it against this digest).
-        opts.sealed, opts.unpack_root = pulled, root
+        opts.sealed = pulled
         return Workload(module=b"", config=config, base_dir=root, module_sha256=module_sha256)
     return Workload(module=pulled.module, config=config, base_dir=root, module_sha256=module_sha256)
 
@@ -600,16 +606,21 @@ def _package_evidence(opts: Options) -> dict[str, bytes] | None:
 
 def _unseal(opts: Options, workload: Workload, keep_tls: KeepTls | None) -> Workload | int:
     """Open an encrypted package with the content key the Steward releases to this attested Keep
-    (docs/deploy.md "Encrypted packages"): the workload to run, or the exit code of a failure."""
+    (docs/deploy.md "Encrypted packages"): the workload to run, or the exit code of a failure.
+
+    The module is decrypted in memory; the files, which the guest opens by path, onto a
+    memory-backed filesystem (:mod:`donjon.oci.memdir`), never a disk.
+    """
     import dataclasses
 
-    from donjon.oci.errors import OciError, exit_code
+    from donjon.oci.errors import KeyMismatch, OciError, exit_code
     from donjon.oci.unpack import unpack_trees, unseal
     from donjon.runtime import errors
     from donjon.runtime.keep import check_module_header
 
-    pulled, root = opts.sealed, opts.unpack_root
-    assert pulled is not None and root is not None and pulled.manifest.sealed_to is not None
+    pulled = opts.sealed
+    assert pulled is not None and pulled.manifest.sealed_to is not None
+    name = pulled.manifest.sealed_to
     attested = keep_tls.attested if keep_tls is not None else None
     if keep_tls is None or attested is None:
         _error(
@@ -617,56 +628,86 @@ def _unseal(opts: Options, workload: Workload, keep_tls: KeepTls | None) -> Work
             "(--steward and --steward-ca); nothing decrypted, serving nothing"
         )
         return EXIT_REFUSED
-    key = _content_key(pulled.manifest.sealed_to, attested, keep_tls.steward_ca)
+    root = workload.base_dir
+    if pulled.trees:
+        place = _plaintext_root(opts)
+        if isinstance(place, int):
+            return place
+        root = place
+    key = _content_key(name, attested, keep_tls.steward_ca)
     if isinstance(key, int):
         return key
     try:
         opened = unseal(pulled, key)
         unpack_trees(workload.config, opened.trees, root, limit=sum(len(t.blob) for t in opened.trees) + 1)
         check_module_header(opened.module)
+    except KeyMismatch as e:
+        # Exit 1, not 3: the layers are the signed ones, so the released key is wrong - a refusal
+        # that no retry mends (docs/deploy.md "Encrypted packages").
+        _error(
+            f"{e} (store the key file of the package's build as secret {name}); "
+            "nothing decrypted, serving nothing"
+        )
+        return EXIT_REFUSED
     except OciError as e:
         _error(f"{e}; serving nothing")
         return exit_code(e)
     except errors.InvalidModule as e:
         _error(f"{opts.module}: {e}; serving nothing")
         return EXIT_REFUSED
-    _error(f"package decrypted in memory with Steward secret {pulled.manifest.sealed_to}")
-    return dataclasses.replace(workload, module=opened.module)
+    where = f", its files in {root} (memory, removed after the run)" if pulled.trees else ""
+    _error(f"package decrypted with Steward secret {name}: the module in memory{where}")
+    return dataclasses.replace(workload, module=opened.module, base_dir=root)
+
+
+def _plaintext_root(opts: Options) -> Path | int:
+    """A new directory on a memory-backed filesystem for an encrypted package's files, removed
+    when the run ends; or the exit code when there is no such filesystem (nothing decrypted)."""
+    import tempfile
+
+    from donjon.oci.memdir import find_memory_dir
+
+    assert opts.cleanup is not None
+    found = find_memory_dir()
+    if found is None:
+        _error(
+            "an encrypted package's files are decrypted only onto a memory-backed filesystem "
+            "(tmpfs at $XDG_RUNTIME_DIR or /dev/shm), and there is none here; nothing decrypted, "
+            "serving nothing"
+        )
+        return EXIT_OPERATIONAL
+    place, kind = found
+    try:
+        made = opts.cleanup.enter_context(tempfile.TemporaryDirectory(prefix="donjon-package-", dir=place))
+    except OSError as e:
+        _error(f"cannot make a directory in {place} ({kind}): {e.strerror or e}; nothing decrypted")
+        return EXIT_OPERATIONAL
+    return Path(made)
 
 
 def _content_key(
     name: str, attested: AttestedIdentity, steward_ca: Sequence[x509.Certificate]
 ) -> bytes | int:
     """Steward secret ``name`` (the content key), fetched over mutual TLS with the certificate just
-    issued, through issue 11's secret client (``donjon.keep.secrets``)."""
-    import importlib
-
-    try:
-        # Issue 11's client (the Steward's secret store), on its own branch until merged.
-        secret_client = importlib.import_module("donjon.keep.secrets")
-    except ImportError:
-        _error("this build has no secret client (donjon.keep.secrets): cannot open an encrypted package")
-        return EXIT_OPERATIONAL
+    issued (``donjon.keep.secrets``, as for a config's ``[[secrets]]``)."""
     from donjon.keep.errors import KeepError
-    from donjon.keep.steward_client import StewardEndpoint
+    from donjon.keep.secrets import SecretRefused, fetch_secrets
 
     if not attested.steward_url.startswith("https:"):
         _error("an encrypted package needs an https:// Steward (mutual TLS); nothing decrypted")
         return EXIT_USAGE
     try:
-        endpoint = StewardEndpoint(url=attested.steward_url, ca=tuple(steward_ca))
-        released, _ = secret_client.fetch_secrets(endpoint, attested.credentials(), [name])
-    except secret_client.SecretRefused as e:
-        _error(f"{e}; nothing decrypted, serving nothing")
+        released, _ = fetch_secrets(
+            _secret_endpoint(attested.steward_url, steward_ca), attested.credentials(), [name]
+        )
+    except SecretRefused as e:
+        _error(f"the package key: {e}; nothing decrypted, serving nothing")
         return EXIT_REFUSED
     except (KeepError, ValueError, OSError) as e:
         _error(f"cannot fetch the package key: {e}; nothing decrypted, serving nothing")
         return EXIT_OPERATIONAL
-    secret = released.get(name)
-    if secret is None:
-        _error(f"the Steward did not release secret {name}; nothing decrypted, serving nothing")
-        return EXIT_REFUSED
-    value: bytes = secret.value
+    # fetch_secrets raises for a required secret it does not release: it is here.
+    value: bytes = released[name].value
     return value
 
 
@@ -745,7 +786,11 @@ def _execute(
     cache = None
     # DESIGN.md threat model: the cache is trusted code. Attested backends use it only from an
     # explicitly given directory (which must be on the measured, integrity-protected filesystem).
-    if opts.cache and backend.attested and opts.cache_dir is None:
+    if opts.cache and opts.sealed is not None:
+        # The compiled module is the decrypted code, as machine code: it never goes to a disk.
+        if opts.cache_dir is not None:
+            _error("warning: module cache off for an encrypted package (its compiled code is plaintext)")
+    elif opts.cache and backend.attested and opts.cache_dir is None:
         _error("warning: module cache off for an attested backend (use --cache-dir on measured storage)")
     elif opts.cache:
         from donjon.runtime.cache import ModuleCache

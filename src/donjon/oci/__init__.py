@@ -7,13 +7,16 @@
   image layout;
 - :mod:`~donjon.oci.auth`, :mod:`~donjon.oci.registry` - credentials and the registry client;
 - :mod:`~donjon.oci.pull`, :mod:`~donjon.oci.cache`, :mod:`~donjon.oci.unpack` - a verified pull
-  into a runnable workload.
+  into a runnable workload;
+- :mod:`~donjon.oci.encryption`, :mod:`~donjon.oci.memdir` - encrypted packages: their layers
+  sealed to a Steward secret, their files decrypted onto a memory-backed filesystem only.
 """
 
 from donjon.oci.errors import (
     AuthFailed,
     BadReference,
     DigestMismatch,
+    KeyMismatch,
     MalformedPackage,
     NotFound,
     OciError,
@@ -29,6 +32,7 @@ __all__ = [
     "AuthFailed",
     "BadReference",
     "DigestMismatch",
+    "KeyMismatch",
     "MalformedPackage",
     "NotFound",
     "OciError",

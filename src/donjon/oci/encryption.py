@@ -29,7 +29,7 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from donjon.oci.errors import BadReference, DigestMismatch, MalformedPackage
+from donjon.oci.errors import BadReference, KeyMismatch, MalformedPackage
 
 __all__ = [
     "ENCRYPTED_SUFFIX",
@@ -81,13 +81,26 @@ def seal_layer(
 
 
 def open_layer(
-    key: bytes, media_type: str, title: str | None, blob: bytes, plaintext_digest: str, what: str
+    key: bytes,
+    media_type: str,
+    title: str | None,
+    blob: bytes,
+    plaintext_digest: str,
+    what: str,
+    *,
+    key_name: str = "the content key",
 ) -> bytes:
-    """The plaintext of a sealed layer, checked against its digest; raise if it does not open."""
+    """The plaintext of a sealed layer, checked against its digest; raise if it does not open.
+
+    :class:`KeyMismatch` when ``key`` (``key_name`` in messages) is not the one the layer was
+    sealed under: AES-GCM's tag does not verify (NIST SP 800-38D 7.2: FAIL, no plaintext).
+    """
     from donjon.oci.artifact import verify_blob
 
     if len(key) != KEY_BYTES:
-        raise MalformedPackage("content key", f"is {len(key)} bytes, not {KEY_BYTES}")
+        raise KeyMismatch(
+            what, key_name, f"{key_name} is {len(key)} bytes, not a {KEY_BYTES}-byte AES-256 key"
+        )
     if len(blob) < _NONCE_BYTES + 16:
         raise MalformedPackage(what, "too short to be a sealed layer")
     try:
@@ -95,6 +108,8 @@ def open_layer(
             blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], _aad(media_type, title, plaintext_digest)
         )
     except InvalidTag:
-        raise DigestMismatch(what, "a layer sealed under the content key", "one that does not open") from None
+        raise KeyMismatch(
+            what, key_name, f"does not decrypt under {key_name}: not the key it was encrypted to"
+        ) from None
     verify_blob(f"{what} (plaintext)", plaintext, plaintext_digest)
     return plaintext

@@ -11,6 +11,7 @@ __all__ = [
     "AuthFailed",
     "BadReference",
     "DigestMismatch",
+    "KeyMismatch",
     "MalformedPackage",
     "NotFound",
     "OciError",
@@ -53,6 +54,20 @@ class DigestMismatch(OciError):
         self.expected = expected
         self.got = got
         super().__init__(f"{what}: digest mismatch: expected {expected}, got {got}")
+
+
+class KeyMismatch(OciError):
+    """A sealed layer that does not open under the content key the Keep was given.
+
+    Its ciphertext was already checked against the signed manifest, so the key is the wrong one
+    (another package's, or a file stored by mistake as the Steward secret ``key``), not the layer.
+    """
+
+    def __init__(self, what: str, key: str, reason: str) -> None:
+        self.what = what
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
 
 
 class TooLarge(OciError):

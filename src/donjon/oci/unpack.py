@@ -60,13 +60,26 @@ def unseal(pulled: PulledPackage, key: bytes) -> PulledPackage:
     if pulled.manifest.sealed_to is None:
         return pulled
     manifest = pulled.manifest
+    name = f"Steward secret {manifest.sealed_to}"
     module = open_layer(
-        key, manifest.module.plain_media_type, None, pulled.module, manifest.module.plaintext_digest, "module"
+        key,
+        manifest.module.plain_media_type,
+        None,
+        pulled.module,
+        manifest.module.plaintext_digest,
+        "module",
+        key_name=name,
     )
     trees = []
     for descriptor, tree in zip(manifest.trees, pulled.trees, strict=True):
         plain = open_layer(
-            key, descriptor.plain_media_type, tree.path, tree.blob, descriptor.plaintext_digest, tree.path
+            key,
+            descriptor.plain_media_type,
+            tree.path,
+            tree.blob,
+            descriptor.plaintext_digest,
+            tree.path,
+            key_name=name,
         )
         trees.append(TreeEntry(tree.path, tree.kind, plain))
     return dataclasses.replace(pulled, module=module, trees=tuple(trees))
