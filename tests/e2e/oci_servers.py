@@ -123,6 +123,8 @@ class _Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        # A client that hangs up mid-answer or fails the handshake is what some tests do: quiet.
+        self.httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.origin = f"https://127.0.0.1:{self.port}"
@@ -244,13 +246,20 @@ class BlobOrigin(_Server):
     def __init__(self, directory: Path, tls: CA, root: Path | None = None) -> None:
         self.root = root
         self.body: bytes | None = None
+        self.hang_up = False  # close each connection after its answer, without saying so
+        self.failures: list[tuple[int, bytes]] = []  # answered (status, body) first, in order
         self.seen: list[tuple[str, str | None]] = []
         super().__init__(tls.server_context(directory, "blob-origin"))
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         self.seen.append((request.path, request.headers.get("Authorization")))
+        if self.failures:
+            status, body = self.failures.pop(0)
+            self.answer(request, status, body, {"Content-Type": "application/json"})
+            return
         if self.body is not None:
             self.answer(request, 200, self.body)
+            request.close_connection = self.hang_up
             return
         assert self.root is not None
         path = (self.root / request.path.lstrip("/")).resolve()
@@ -261,16 +270,17 @@ class BlobOrigin(_Server):
 
 
 class RedirectFront(_Server):
-    """A registry front answering every blob GET with a 307 to ``location(path)``; records paths."""
+    """A registry front answering every GET with a 307 to ``location(path)``; records each path
+    and its ``Authorization`` header."""
 
     def __init__(self, directory: Path, tls: CA) -> None:
         self.location: Callable[[str], str] = lambda path: path
-        self.seen: list[str] = []
+        self.seen: list[tuple[str, str | None]] = []
         super().__init__(tls.server_context(directory, "front"))
         self.host = f"127.0.0.1:{self.port}"
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
-        self.seen.append(request.path)
+        self.seen.append((request.path, request.headers.get("Authorization")))
         self.answer(request, 307, b"", {"Location": self.location(request.path)})
 
 

@@ -53,6 +53,7 @@ __all__ = [
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
+_DRAIN = 4096  # an unread body up to this size is read on close() to keep the connection
 # A connection the peer closed while it sat idle in our pool shows as one of these on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
@@ -184,10 +185,25 @@ class Response:
         return body[:limit]
 
     def close(self) -> None:
-        """Done with this answer: a body left unread closes the connection (it cannot be reused)."""
-        if not self._raw.isclosed():
-            self._raw.close()
-            self._transport.discard(self.origin)
+        """Done with this answer. The connection stays for the next request when the body was read
+        to its end (or is a short error body, read here in one socket read at most); otherwise
+        it is closed: unread bytes would be taken for the next answer."""
+        raw = self._raw
+        if raw.isclosed():
+            return
+        if not raw.chunked and raw.length is not None and raw.length <= _DRAIN:
+            try:
+                if raw.length:
+                    raw.read1(raw.length)
+            except (OSError, http.client.HTTPException):
+                pass
+            if raw.length == 0:
+                # http.client marks a body read by read1 to its end as done only on the next
+                # read; close() says so now (the socket stays with the connection).
+                raw.close()
+                return
+        raw.close()
+        self._transport.discard(self.origin)
 
 
 class Transport:
