@@ -186,6 +186,22 @@ def test_a_pull_goes_through_the_proxy_on_one_tunnel(
     assert proxy.tunnels == [registry.host]
 
 
+def test_a_push_goes_through_the_proxy_and_its_upload_location_stays_on_the_registry(
+    e2e, registry, proxy, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    _, pinned = _published(registry, tmp_path, capsys, monkeypatch, e2e, "pushed-via-proxy")
+    assert pinned.startswith(f"{registry.host}/e2e/pushed-via-proxy@sha256:")
+    assert set(proxy.tunnels) == {registry.host}
+
+
+def test_an_unusable_proxy_setting_is_exit_3_at_once(e2e, registry, tmp_path, capsys, monkeypatch):
+    pkg, pinned = _published(registry, tmp_path, capsys, monkeypatch, e2e, "socks-proxy")
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    pkg.donjon("package", "verify", "--allow-unsigned", pinned, expect=3)
+    assert "only http:// proxies are supported" in pkg.err and "attempts" not in pkg.err
+
+
 def test_no_proxy_bypasses_the_proxy(e2e, registry, proxy, tmp_path, capsys, monkeypatch):
     pkg, pinned = _published(registry, tmp_path, capsys, monkeypatch, e2e, "bypassed")
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)

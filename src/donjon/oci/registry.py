@@ -252,7 +252,7 @@ class RegistryClient:
             except RedirectRefused as e:
                 raise RegistryError(self.registry, f"{what or path}: redirect refused: {e.reason}") from e
             except TransportError as e:
-                if e.tls:  # a wrong CA does not get better with retries
+                if not e.retryable:  # a wrong CA (or proxy setting) does not get better with retries
                     raise RegistryUnavailable(self.registry, e.reason) from e
                 attempt += 1
                 if attempt >= self.retry.attempts:
@@ -343,7 +343,7 @@ class RegistryClient:
                 raise AuthFailed(self.registry, f"token service realm: {e.reason}") from e
             except TransportError as e:
                 attempt += 1
-                if e.tls or attempt >= self.retry.attempts:
+                if not e.retryable or attempt >= self.retry.attempts:
                     raise RegistryUnavailable(
                         self.registry, f"token service {e.origin}: {e.reason} (after {attempt} attempts)"
                     ) from e

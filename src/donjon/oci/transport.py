@@ -61,12 +61,14 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 class TransportError(Exception):
     """No usable answer from ``origin``: refused connection, TLS failure, timeout, broken HTTP.
 
-    ``tls`` marks a failed handshake or certificate check (retrying does not fix a wrong CA)."""
+    ``tls`` marks a failed handshake or certificate check; ``retryable`` is false for it and for
+    an unusable proxy setting (trying again does not fix a wrong CA or a wrong variable)."""
 
-    def __init__(self, origin: str, reason: str, *, tls: bool = False) -> None:
+    def __init__(self, origin: str, reason: str, *, tls: bool = False, retryable: bool = True) -> None:
         self.origin = origin
         self.reason = reason
         self.tls = tls
+        self.retryable = retryable and not tls
         super().__init__(reason)
 
 
@@ -136,9 +138,11 @@ def environment_proxy(origin: Origin) -> Proxy | None:
         parts = urlsplit(url)
         port = parts.port or 80
     except ValueError as e:
-        raise TransportError(str(origin), f"proxy {_shown(url)}: {e}") from e
+        raise TransportError(str(origin), f"proxy {_shown(url)}: {e}", retryable=False) from e
     if parts.scheme.lower() != "http" or not parts.hostname:
-        raise TransportError(str(origin), f"proxy {_shown(url)}: only http:// proxies are supported")
+        raise TransportError(
+            str(origin), f"proxy {_shown(url)}: only http:// proxies are supported", retryable=False
+        )
     authorization = None
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
