@@ -6,9 +6,9 @@ two minutes, with no request timeout), uploads manifests re-serialised through `
 (so the pushed manifest's digest would not be the one built and signed), and downloads blobs
 to files without size limits. What remains is a handful of HTTP requests, written here on the
 standard library's ``http.client`` (:mod:`donjon.oci.transport`; not on httpx, whose import
-alone costs 60-90 ms of a ``donjon run oci://``) with every response size bounded, TLS with a
-chosen CA, a bounded retry budget, and the two auth schemes registries use: HTTP Basic and the
-Docker token flow (:mod:`donjon.oci.token`).
+cost ~40 ms of a cached ``donjon run oci://`` on ``nil``) with every response size bounded,
+TLS with a chosen CA, a bounded retry budget, and the two auth schemes registries use: HTTP
+Basic and the Docker token flow (:mod:`donjon.oci.token`).
 """
 
 from __future__ import annotations

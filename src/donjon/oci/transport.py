@@ -1,10 +1,10 @@
 """HTTPS requests on the standard library (``http.client`` + ``ssl``) for the registry client. I/O.
 
-Why not httpx (a dependency of Donjon's other clients): importing it costs 60-90 ms here
-(``python -X importtime -c "import httpx"``: it pulls in httpcore, anyio's types, click and
-pygments for its command line), against ~15 ms for ``http.client`` and ``ssl``. ``donjon run
-oci://`` on ``nil`` imports nothing else that heavy, and the issue's budget for a cached pull is
-30 ms over running the same module from a file. What a registry needs is small: HTTPS with a
+Why not httpx (a dependency of Donjon's other clients): importing it costs ~70 ms here in a
+fresh process (it pulls in httpcore, click and pygments for its command line), against ~25 ms
+for ``http.client`` and ``ssl``; leaving it took ~40 ms off a cached ``donjon run --backend nil
+oci://`` (benchmarks/RESULTS.md), whose budget is 30 ms over running the same module from a
+file, and nothing else on that path imports httpx. What a registry needs is small: HTTPS with a
 pinned CA or the system roots, one kept-alive connection per origin, bounded reads, GET
 redirects that stay on HTTPS, and HTTPS proxies through ``CONNECT``.
 
