@@ -69,7 +69,12 @@ def test_a_registry_redirecting_blobs_to_storage_pushes_and_pulls_without_leakin
     steward = e2e.steward()
     w = _workload(e2e, steward, "redirected")
     key, pub = pkg.keygen("signer")
-    pinned = pkg.publish(w, "e2e/redirected", key=key)  # its HEADs were answered with 307
+    pinned = pkg.publish(w, "e2e/redirected", key=key)
+    # Pushed again: the registry answers each blob's HEAD with the same 307 (the blob is there).
+    again = pkg.donjon(
+        "package", "push", str(pkg.tmp / "e2e-redirected.oci"), f"{registry.host}/e2e/redirected:v2"
+    )
+    assert again == pinned
     origin.seen.clear()
     out = pkg.donjon("package", "verify", "--trust-signer", str(pub), pinned)
     assert f"package {pinned}" in out
