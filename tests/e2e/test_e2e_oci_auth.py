@@ -219,3 +219,11 @@ def test_a_cached_token_refused_by_the_registry_is_fetched_again_once(tokens):
             object.__setattr__(token, "authorization", "Bearer not-a-jwt")
         client.get_manifest(ref, "v1")
         assert len(tokens.service.requests) == 2
+
+
+def test_no_credentials_for_a_token_service_that_wants_some_says_so(tokens):
+    ref = parse_reference(f"{tokens.registry.host}/e2e/token-run:v1")
+    client = RegistryClient(tokens.registry.host, ca_file=str(tokens.registry.ca))
+    with client, pytest.raises(AuthFailed, match="the token service needs credentials"):
+        client.get_manifest(ref, "v1")
+    assert tokens.service.requests == [None]

@@ -350,6 +350,11 @@ class RegistryClient:
                 self._pause(attempt - 1)
                 continue
             try:
+                if response.status in (401, 403) and self.credentials is None:
+                    raise AuthFailed(
+                        self.registry,
+                        "the token service needs credentials (docker config, REGISTRY_AUTH_FILE or flags)",
+                    )
                 if response.status in (401, 403):
                     raise AuthFailed(
                         self.registry, f"the token service refused the credentials ({response.status})"
