@@ -118,6 +118,14 @@ def test_a_redirected_blob_arrives_checked_and_the_other_origin_never_sees_autho
     assert front.origin.seen == [(f"/bucket/{digest_of(blob)}?sig=x", None)]
 
 
+def test_a_401_from_the_storage_a_redirect_led_to_is_not_answered_with_credentials(front):
+    front.origin.failures = [(401, b"{}")]
+    front.front.location = lambda path: f"{front.origin.origin}/bucket/blob"
+    with pytest.raises(RegistryError, match="answered 401"):
+        front.client.get_blob(front.ref, digest_of(b"x"), limit=1 << 20)
+    assert front.origin.seen == [("/bucket/blob", None)] and len(front.front.seen) == 1
+
+
 def test_a_redirect_to_plain_http_is_refused_and_not_followed(front):
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.3)

@@ -102,6 +102,10 @@ class RegistryClient:
             self._transport.close()
             self._transport = None
 
+    @property
+    def _origin(self) -> str:
+        return str(split_https_url(f"https://{self.registry}/")[0])
+
     def _http(self) -> Transport:
         if self._transport is None:
             try:
@@ -156,12 +160,11 @@ class RegistryClient:
         if not location:
             raise RegistryError(self.registry, "blob upload: no Location in the answer")
         url = urljoin(f"https://{self.registry}/", location)
-        home, _ = split_https_url(f"https://{self.registry}/")
         try:
             there, _ = split_https_url(url)
         except RedirectRefused as e:
             raise RegistryError(self.registry, f"blob upload: Location {e.reason}") from e
-        if there != home:
+        if str(there) != self._origin:
             # Credentials go only to the registry named; an upload elsewhere is not followed.
             raise RegistryError(self.registry, f"blob upload: Location {there} is another host")
         parts = urlsplit(url)
@@ -259,7 +262,9 @@ class RegistryClient:
                     raise RegistryUnavailable(self.registry, f"{e.reason} (after {attempt} attempts)") from e
                 self._pause(attempt - 1)
                 continue
-            if response.status == 401:
+            # A 401 from another origin (storage a redirect led to) is no challenge of ours: it
+            # is reported as that answer, and our credentials never go there.
+            if response.status == 401 and str(response.origin) == self._origin:
                 challenge = parse_challenge(response.header("WWW-Authenticate") or "")
                 response.close()
                 if authenticated:
