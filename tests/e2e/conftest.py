@@ -310,9 +310,11 @@ def _registry_pki(directory: Path) -> tuple[Path, Path, Path]:
 
 
 class Registry:
-    """``docker-registry serve`` on 127.0.0.1 with TLS (a throwaway CA) and htpasswd basic auth."""
+    """``docker-registry serve`` on 127.0.0.1 with TLS (a throwaway CA) and htpasswd basic auth;
+    ``auth`` replaces the ``auth:`` value (flow YAML, e.g. a token service's), ``extra`` adds
+    top-level config lines (e.g. a storage ``middleware:``)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, auth: str | None = None, extra: str = "") -> None:
         import shutil
 
         binary = shutil.which("docker-registry")
@@ -335,7 +337,7 @@ class Registry:
             "log: {level: error, accesslog: {disabled: true}}\n"
             f"storage: {{filesystem: {{rootdirectory: {directory / 'data'}}}, delete: {{enabled: true}}}}\n"
             f"http: {{addr: '{self.host}', tls: {{certificate: {cert}, key: {key}}}}}\n"
-            f"auth: {{htpasswd: {{realm: donjon-test, path: {users}}}}}\n"
+            f"auth: {auth or f'{{htpasswd: {{realm: donjon-test, path: {users}}}}}'}\n" + extra
         )
         self.log = open(directory / "registry.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(

@@ -6,6 +6,8 @@
 - :mod:`~donjon.oci.build`, :mod:`~donjon.oci.layout` - a package from files, on disk as an OCI
   image layout;
 - :mod:`~donjon.oci.auth`, :mod:`~donjon.oci.registry` - credentials and the registry client;
+  :mod:`~donjon.oci.token` its auth challenges and token answers (pure),
+  :mod:`~donjon.oci.transport` its HTTPS on the standard library (redirects, proxies);
 - :mod:`~donjon.oci.pull`, :mod:`~donjon.oci.cache`, :mod:`~donjon.oci.unpack` - a verified pull
   into a runnable workload;
 - :mod:`~donjon.oci.encryption`, :mod:`~donjon.oci.memdir` - encrypted packages: their layers
