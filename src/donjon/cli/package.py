@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from donjon.cli import EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE
 from donjon.cli.args import Parser, examples
+from donjon.oci.options import REGISTRY_CA_ENV, registry_client, trusted_keys
 
 if TYPE_CHECKING:
     from donjon.oci.artifact import Manifest
@@ -26,10 +27,7 @@ if TYPE_CHECKING:
     from donjon.oci.registry import RegistryClient
     from donjon.oci.signature import PublicKey, Signature
 
-__all__ = ["REGISTRY_CA_ENV", "add_registry_options", "main", "parser", "registry_client", "trusted_keys"]
-
-#: The registry's CA certificate(s), PEM, when ``--registry-ca`` is not given.
-REGISTRY_CA_ENV = "DONJON_REGISTRY_CA"
+__all__ = ["add_registry_options", "main", "parser"]
 
 
 def add_registry_options(p: argparse.ArgumentParser) -> None:
@@ -183,35 +181,10 @@ def main(argv: list[str]) -> int:
         return exit_code(e)
 
 
-def registry_client(
-    ref: Reference, *, ca: str | None, user: str | None, password_file: str | None
-) -> RegistryClient:
-    """A client for ``ref``'s registry with the CA and credentials the options and environment give."""
-    from donjon.oci.auth import find_credentials
-    from donjon.oci.registry import RegistryClient
-
-    credentials = find_credentials(ref.registry, username=user, password_file=password_file)
-    ca = ca or os.environ.get(REGISTRY_CA_ENV) or None
-    return RegistryClient(ref.registry, credentials=credentials, ca_file=ca)
-
-
 def _client(ref: Reference, args: argparse.Namespace) -> RegistryClient:
     return registry_client(
         ref, ca=args.registry_ca, user=args.registry_user, password_file=args.registry_password_file
     )
-
-
-def trusted_keys(paths: list[str]) -> list[PublicKey]:
-    from donjon.oci.errors import MalformedPackage
-    from donjon.oci.signature import load_public_key
-
-    keys = []
-    for path in paths:
-        try:
-            keys.append(load_public_key(Path(path).read_bytes(), what=path))
-        except OSError as e:
-            raise MalformedPackage(path, f"cannot read: {e.strerror or e}") from e
-    return keys
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -522,8 +522,8 @@ def _run(opts: Options) -> int:
 def _pull_package(opts: Options, root: Path) -> Workload | int:
     """The workload of the package ``opts.module`` names, pulled, verified and unpacked under ``root``;
     or the exit code of a failure (docs/deploy.md, "What donjon run oci:// checks")."""
-    from donjon.cli.package import registry_client, trusted_keys
     from donjon.oci.errors import OciError, exit_code
+    from donjon.oci.options import registry_client, trusted_keys
     from donjon.oci.pull import Limits, pull
     from donjon.oci.reference import parse_reference
     from donjon.oci.unpack import check_within, package_config, unpack_trees

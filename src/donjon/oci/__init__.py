@@ -7,7 +7,8 @@
   image layout;
 - :mod:`~donjon.oci.auth`, :mod:`~donjon.oci.registry` - credentials and the registry client;
   :mod:`~donjon.oci.token` its auth challenges and token answers (pure),
-  :mod:`~donjon.oci.transport` its HTTPS on the standard library (redirects, proxies);
+  :mod:`~donjon.oci.transport` its HTTPS on the standard library (redirects, proxies),
+  :mod:`~donjon.oci.options` a client and signer keys from a command's options;
 - :mod:`~donjon.oci.pull`, :mod:`~donjon.oci.cache`, :mod:`~donjon.oci.unpack` - a verified pull
   into a runnable workload;
 - :mod:`~donjon.oci.encryption`, :mod:`~donjon.oci.memdir` - encrypted packages: their layers

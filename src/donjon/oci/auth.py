@@ -25,7 +25,6 @@ import binascii
 import json
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +132,8 @@ def _from_helper(name: str, registry: str, path: Path, env: Mapping[str, str]) -
     """Ask ``docker-credential-NAME`` for ``registry``'s credentials; ``None`` when it has none."""
     if not _HELPER_NAME.fullmatch(name):
         raise AuthFailed(registry, f"credentials file {path}: credential helper name {name!r} is not valid")
+    import subprocess  # only a config naming a helper pays for it
+
     program = f"docker-credential-{name}"
     try:
         done = subprocess.run(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from donjon.oci.artifact import digest_of
@@ -142,6 +141,8 @@ class BlobCache:
                 self.evicted += 1
 
     def _write(self, path: Path, data: bytes) -> None:
+        import tempfile  # a cached run writes nothing
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

@@ -26,9 +26,6 @@ from __future__ import annotations
 import os
 import re
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from donjon.oci.errors import BadReference, KeyMismatch, MalformedPackage
 
 __all__ = [
@@ -63,6 +60,8 @@ def parse_key_target(text: str) -> str:
 
 
 def new_content_key() -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return AESGCM.generate_key(bit_length=256)
 
 
@@ -77,6 +76,8 @@ def seal_layer(
     if len(key) != KEY_BYTES:
         raise ValueError("the content key is 32 bytes")
     nonce = os.urandom(_NONCE_BYTES)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(media_type, title, plaintext_digest))
 
 
@@ -95,6 +96,9 @@ def open_layer(
     :class:`KeyMismatch` when ``key`` (``key_name`` in messages) is not the one the layer was
     sealed under: AES-GCM's tag does not verify (NIST SP 800-38D 7.2: FAIL, no plaintext).
     """
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from donjon.oci.artifact import verify_blob
 
     if len(key) != KEY_BYTES:

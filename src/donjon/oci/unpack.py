@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import tarfile
 from collections.abc import Collection
 from pathlib import Path
 
@@ -139,6 +138,8 @@ def unpack_trees(config: WorkloadConfig, trees: Collection[TreeEntry], root: Pat
 
 
 def _untar(blob: bytes, target: Path, what: str, budget: list[int]) -> None:
+    import tarfile  # (and shutil): only a package with a directory needs them
+
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as archive:
             for member in archive:
