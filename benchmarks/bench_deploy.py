@@ -13,8 +13,8 @@ What is measured, in one run on this machine, interleaved (file, cold, cached, f
   oci://127.0.0.1:PORT/bench/http:v1`` with an empty package cache: resolve the tag, fetch the
   manifest, the signature manifest and payload, the module and config layers over HTTPS with
   basic auth, verify everything, unpack;
-- ``oci cached``: the same with the package cache filled by a previous run (the tag, the
-  signature manifest and its payload are still fetched from the registry: they are never cached);
+- ``oci cached``: the same with the package cache filled by a previous run (blobs, manifests and
+  the signature that verified then; only the tag is resolved at the registry);
 - the registry is Debian's ``docker-registry`` (distribution 2.8) on 127.0.0.1 with TLS and
   htpasswd basic auth, as in the tests;
 - the client tries a TLS 1.3 handshake every 2 ms from the moment the child is spawned.
