@@ -313,6 +313,17 @@ def test_a_config_that_lists_nil_is_refused_on_an_attested_run_and_accepted_on_n
     check_within(parse_config(b'backends = ["sim-snp"]\n').config, "sim-snp")
 
 
+@pytest.mark.parametrize("backend", ["snp", "tdx", "azure-snp", "auto"])
+def test_a_config_that_accepts_simulated_peers_is_refused_unless_the_run_is_simulated(backend):
+    config = parse_config(
+        b'[[files]]\nkind = "connect"\nhost = "peer.example"\nallow_simulated = true\n'
+    ).config
+    with pytest.raises(PackageRefused, match="allow_simulated"):
+        check_within(config, backend)
+    check_within(config, "sim-snp")
+    check_within(config, "nil")
+
+
 def test_a_config_that_accepts_unattested_peers_is_refused_on_an_attested_run():
     config = parse_config(
         b'[[files]]\nkind = "connect"\nhost = "peer.example"\nallow_unattested = true\n'
@@ -392,3 +403,26 @@ def test_a_tar_with_a_directory_under_a_file_is_refused(tmp_path):
             tmp_path,
             limit=1 << 20,
         )
+
+
+# -- what a package run may not be told ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--config", "Donjon.toml"], "brings its own config"),
+        (["--dir", "data"], "brings its own config"),
+        (["--max-memory", "64 MiB"], r"its own \[limits\]"),
+        (["--deadline", "1"], r"its own \[limits\]"),
+        ([], "name the trusted signers"),
+    ],
+)
+def test_a_package_run_refuses_what_would_change_its_config_or_skip_its_signature(extra, match):
+    """Limits are part of the workload digest the package names: a run that changed them would
+    run (and attest) another workload, so they are refused, never silently dropped."""
+    from donjon.cli.run import UsageError, parse_args
+
+    signers = [] if not extra else ["--trust-signer", "signer.pub"]
+    with pytest.raises(UsageError, match=match):
+        parse_args([*signers, *extra, "oci://registry.example/app:v1"])

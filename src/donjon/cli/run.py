@@ -346,6 +346,11 @@ def parse_args(argv: list[str]) -> Options:
     if opts.module.startswith("oci://"):
         if opts.config is not None or opts.dirs or opts.env or opts.args:
             raise UsageError("a package (oci://) brings its own config: no --config, --dir, --env or ARGS")
+        if opts.limits:
+            raise UsageError(
+                "a package (oci://) brings its own [limits], part of its workload digest: "
+                "no --max-memory or --deadline"
+            )
         if not opts.trust_signers and not opts.allow_unsigned:
             raise UsageError("oci://: name the trusted signers (--trust-signer KEY.pub), or --allow-unsigned")
     return opts

@@ -100,7 +100,10 @@ def check_within(config: WorkloadConfig, backend: str) -> None:
 
     A run from a package forbids unattested operation unless its backend is ``nil``: a config
     whose ``backends`` lists ``nil``, or whose ``connect`` entries accept unattested peers
-    (``allow_unattested``), is refused on any other backend - it would widen the run.
+    (``allow_unattested``), is refused on any other backend - it would widen the run. Likewise
+    a ``connect`` entry accepting simulated peers (``allow_simulated``) is refused unless the
+    run itself is simulated (a ``sim-*`` backend): a Keep on real hardware never trusts a
+    simulated TEE because the package says so.
     """
     if backend == "nil":
         return
@@ -114,6 +117,11 @@ def check_within(config: WorkloadConfig, backend: str) -> None:
             raise PackageRefused(
                 f"the package config's connect {entry.name!r} accepts unattested peers "
                 "(allow_unattested), which this run forbids"
+            )
+        if isinstance(entry, ConnectEntry) and entry.allow_simulated and not backend.startswith("sim-"):
+            raise PackageRefused(
+                f"the package config's connect {entry.name!r} accepts simulated peers "
+                f"(allow_simulated), which this run forbids (backend {backend})"
             )
 
 
