@@ -426,3 +426,12 @@ def test_a_package_run_refuses_what_would_change_its_config_or_skip_its_signatur
     signers = [] if not extra else ["--trust-signer", "signer.pub"]
     with pytest.raises(UsageError, match=match):
         parse_args([*signers, *extra, "oci://registry.example/app:v1"])
+
+
+def test_an_unreadable_signer_key_is_operational_exit_3_naming_the_file(tmp_path, capsys):
+    from donjon.cli import main
+
+    missing = tmp_path / "nowhere.pub"
+    code = main(["run", "--backend", "nil", "--trust-signer", str(missing), "oci://127.0.0.1:9/app:v1"])
+    err = capsys.readouterr().err
+    assert code == 3 and f"{missing}: cannot read" in err and err.count("\n") == 1

@@ -248,8 +248,8 @@ def _build(args: argparse.Namespace) -> int:
         name = seal[0].removeprefix("steward:")
         _error(
             f"encrypted to steward:{name}: store the content key with 'donjon steward secret put {name} "
-            f"--file {args.key_out} --config steward.toml' (then remove {args.key_out}), and give the "
-            "workload a [[secret]] rule"
+            f"--file {args.key_out} --config steward.toml' and give the workload a [[secret]] rule; "
+            f"keep {args.key_out} offline for the next build (a signed update reuses it), or remove it"
         )
     return EXIT_OK
 

@@ -20,6 +20,7 @@ __all__ = [
     "RegistryUnavailable",
     "SignatureError",
     "TooLarge",
+    "Unreadable",
     "exit_code",
 ]
 
@@ -35,6 +36,15 @@ class BadReference(OciError):
         self.reference = reference
         self.reason = reason
         super().__init__(f"{reference!r}: {reason}")
+
+
+class Unreadable(OciError):
+    """A local file the command was given (a signer key, a layout) cannot be read: operational."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: cannot read: {reason}")
 
 
 class MalformedPackage(OciError):
@@ -122,6 +132,6 @@ def exit_code(error: OciError) -> int:
     """The CLI's exit code for ``error``: 1 refused, 2 usage, 3 operational (README "Exit codes")."""
     if isinstance(error, BadReference):
         return 2
-    if isinstance(error, RegistryError):
+    if isinstance(error, RegistryError | Unreadable):
         return 3
     return 1

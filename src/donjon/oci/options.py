@@ -34,7 +34,7 @@ def registry_client(
 
 
 def trusted_keys(paths: list[str]) -> list[PublicKey]:
-    from donjon.oci.errors import MalformedPackage
+    from donjon.oci.errors import Unreadable
     from donjon.oci.signature import load_public_key
 
     keys = []
@@ -42,5 +42,5 @@ def trusted_keys(paths: list[str]) -> list[PublicKey]:
         try:
             keys.append(load_public_key(Path(path).read_bytes(), what=path))
         except OSError as e:
-            raise MalformedPackage(path, f"cannot read: {e.strerror or e}") from e
+            raise Unreadable(path, e.strerror or str(e)) from e
     return keys
