@@ -364,6 +364,11 @@ def test_a_config_that_widens_the_run_is_refused(e2e, registry, pkg):
     code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
     assert code == 1 and "include 'nil', which this run forbids" in err
     assert not [r for r in steward.log_entries() if r.get("decision") == "issued"]
+    # package verify checks the config as a run would: refused as on a TEE, fine on nil.
+    pkg.donjon("package", "verify", "--trust-signer", str(pub), pinned, expect=1)
+    assert "include 'nil'" in pkg.err
+    out = pkg.donjon("package", "verify", "--trust-signer", str(pub), "--backend", "nil", pinned)
+    assert f"signed for {pinned.split('@')[0]}" in out and "encrypted no" in out
 
 
 def test_a_registry_that_is_down_is_exit_3_within_the_retry_budget(e2e, registry, pkg, helpers):

@@ -132,8 +132,9 @@ def parser() -> argparse.ArgumentParser:
         "verify",
         help="pull and verify a package as 'donjon run oci://' would",
         description="Resolve REFERENCE to a digest, verify its signature against the trusted signer\n"
-        "keys, fetch and check every layer and the workload digest, and print the digest,\n"
-        "the workload digest and the signer. Runs nothing.",
+        "keys, fetch and check every layer and the workload digest, check that its config\n"
+        "does not widen a run on --backend, and print the digest, the workload digest, the\n"
+        "signer, the name it was signed for and whether it is encrypted. Runs nothing.",
         epilog=examples(
             "donjon package verify localhost:5000/app:v1 --trust-signer signer.pub --registry-ca ca.pem",
         ),
@@ -148,6 +149,13 @@ def parser() -> argparse.ArgumentParser:
     )
     v.add_argument(
         "--allow-unsigned", action="store_true", help="accept a package without a trusted signature (UNSAFE)"
+    )
+    v.add_argument(
+        "--backend",
+        default="auto",
+        metavar="NAME",
+        help="check the config as a run on this backend would (default auto: as on a TEE, where "
+        "a package may not allow nil, unattested or simulated peers)",
     )
     add_registry_options(v)
 
@@ -384,7 +392,7 @@ def _sign(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from donjon.oci.pull import pull
     from donjon.oci.reference import parse_reference
-    from donjon.oci.unpack import package_config
+    from donjon.oci.unpack import check_within, package_config
 
     ref = parse_reference(args.reference)
     if not args.trust_signer and not args.allow_unsigned:
@@ -398,10 +406,15 @@ def _verify(args: argparse.Namespace) -> int:
             allow_unsigned=args.allow_unsigned,
             warn=lambda m: _error(f"warning: {m}"),
         )
-    package_config(pulled)
+    check_within(package_config(pulled), args.backend)
+    signature = pulled.signature
     print(f"package {pulled.reference.name}@{pulled.reference.digest}")
     print(f"workload digest {pulled.manifest.workload_digest}")
-    print(f"signer {pulled.signature.signer if pulled.signature else 'NONE (unsigned)'}")
+    print(f"signer {signature.signer if signature else 'NONE (unsigned)'}")
+    if signature is not None:
+        print(f"signed for {signature.docker_reference or '(no name)'}")
+    sealed = pulled.manifest.sealed_to
+    print(f"encrypted {'to ' + sealed if sealed else 'no'}")
     return EXIT_OK
 
 
