@@ -350,7 +350,7 @@ def test_a_manifest_whose_digest_does_not_match_is_refused(e2e, registry, pkg):
         e2e, registry, steward, f"{registry.host}/e2e/bad-manifest:v1", "--trust-signer", str(pub)
     )
     # By tag the registry serves the changed bytes: they are pinned (their own digest) but unsigned.
-    assert code == 1, err
+    assert code == 1 and "unsigned" in err and ref.digest not in err and "listening" not in err
     code, err = _refused(e2e, registry, steward, pinned, "--trust-signer", str(pub))
     assert code == 1 and f"manifest {ref.digest}: digest mismatch" in err
 
@@ -457,6 +457,26 @@ def test_a_layer_over_the_limit_is_refused_before_it_is_fetched(e2e, registry, p
             limits=Limits(layer=1024),
         )
     assert e.value.limit == 1024 and e.value.what.startswith("layer sha256:")
+
+
+def test_a_signed_manifest_declaring_a_layer_over_the_runs_limit_is_refused_by_run(e2e, registry, pkg):
+    """Through the CLI with its real limits: a manifest declaring a 300 MiB module (over the
+    256 MiB per-layer limit) is refused before any layer is fetched, even signed."""
+    steward = e2e.steward()
+    key, pub = pkg.keygen("signer")
+    ref = parse_reference(
+        pkg.publish(_workload(e2e, steward, "declared-huge"), "e2e/declared-huge", key=None)
+    )
+    with _client(registry) as client:
+        doc = json.loads(client.get_manifest(ref, ref.digest))
+        doc["layers"][0]["size"] = 300 * 1024 * 1024
+        raw = json.dumps(doc).encode()
+        client.push_manifest(ref, "huge", raw, doc["mediaType"])
+    huge = f"{ref.name}@{digest_of(raw)}"
+    pkg.donjon("package", "sign", huge, "--key", str(key))
+    keep = _run(e2e, registry, steward, f"{ref.name}:huge", "--trust-signer", str(pub))
+    assert keep.wait() == 1
+    assert "314572800 bytes is over the 268435456-byte limit" in keep.err and "listening" not in keep.err
 
 
 def test_a_layer_longer_than_its_descriptor_is_cut_at_the_declared_size(e2e, registry, pkg):
