@@ -8,6 +8,7 @@ missing key and no PIN at all each stop ``serve`` with one ``donjon:`` line and 
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 
@@ -66,7 +67,7 @@ def test_issuance_with_the_ca_and_log_keys_in_the_token(tmp_path, softhsm, vendo
     try:
         # HTTPS (init's default): its serving certificate was signed in the token too.
         assert server.url.startswith("https://")
-        with httpx.Client(timeout=30, verify=str(d / "ca.pem")) as client:
+        with httpx.Client(timeout=30, verify=ssl.create_default_context(cafile=str(d / "ca.pem"))) as client:
             keep = kit.Keep(vendor)
             answer = keep.attest(client, server.url)
             assert answer.status_code == 200, answer.text
