@@ -194,18 +194,17 @@ def _run_helper(argv: list[str], data: bytes, env: dict[str, str]) -> tuple[int,
         with selectors.DefaultSelector() as selector:
             for fd in out:
                 selector.register(fd, selectors.EVENT_READ)
-            while selector.get_map():
+            while selector.get_map() and all(len(b) <= _MAX_HELPER_OUTPUT for b in out.values()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(argv[0])
                 for key, _ in selector.select(left):
                     chunk = os.read(key.fd, 65536)
-                    buffer = out[key.fd]
-                    buffer += chunk
-                    if not chunk or len(buffer) > _MAX_HELPER_OUTPUT:
-                        selector.unregister(key.fd)  # at EOF, or enough to refuse it
-        if any(len(buffer) > _MAX_HELPER_OUTPUT for buffer in out.values()):
-            process.kill()
+                    out[key.fd] += chunk
+                    if not chunk:
+                        selector.unregister(key.fd)
+            if selector.get_map():
+                process.kill()  # it said more than any answer: refused without reading the rest
         try:
             returncode = process.wait(max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
