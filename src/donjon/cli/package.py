@@ -155,8 +155,9 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser(
         "keygen",
         help="make a signer key pair (ECDSA P-256, as cosign's)",
-        description="Write PREFIX.key (PKCS#8 PEM, mode 0600, unencrypted: keep it safe) and PREFIX.pub,\n"
-        "and print the public key's fingerprint (sha256 of its SubjectPublicKeyInfo).",
+        description="Write PREFIX.key (PKCS#8 PEM, mode 0600, unencrypted: keep it safe) and PREFIX.pub\n"
+        "(mode 0644), never over an existing file or through a link, and print the public\n"
+        "key's fingerprint (sha256 of its SubjectPublicKeyInfo).",
         epilog=examples("donjon package keygen signer"),
     )
     k.add_argument("prefix", metavar="PREFIX", help="the key files' name without .key/.pub")
