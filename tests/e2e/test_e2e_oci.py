@@ -202,6 +202,75 @@ def test_a_signature_is_also_an_oci_referrer_listed_in_the_tag_schema_index(e2e,
         assert len(json.loads(client.get_manifest(ref, signature_tag(ref.digest)))["layers"]) == 2
 
 
+def test_re_signing_keeps_another_signers_layer_verbatim(e2e, registry, pkg):
+    """A cosign keyless layer carries a certificate, a chain and a Rekor bundle beside its
+    signature: signing the package with another key (twice: the second replaces its own) keeps
+    that layer exactly as it was - it used to be rebuilt with the signature annotation only - and
+    the config's ``rootfs.diff_ids`` list every layer. Both signatures verify."""
+    import base64
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, canonical_json
+    from donjon.oci.signature import (
+        COSIGN_CONFIG_MEDIA_TYPE,
+        PAYLOAD_MEDIA_TYPE,
+        SIGNATURE_ANNOTATION,
+        make_payload,
+        sign_payload,
+        signature_tag,
+    )
+
+    ref = parse_reference(
+        pkg.publish(_workload(e2e, SimpleNamespace(url=None), "keyless"), "e2e/keyless", key=None)
+    )
+    keyless = ec.generate_private_key(ec.SECP256R1())
+    payload = make_payload(ref.name, ref.digest)
+    layer = {
+        "mediaType": PAYLOAD_MEDIA_TYPE,
+        "digest": digest_of(payload),
+        "size": len(payload),
+        "annotations": {
+            SIGNATURE_ANNOTATION: base64.b64encode(sign_payload(keyless, payload)).decode(),
+            "dev.sigstore.cosign/certificate": "-----BEGIN CERTIFICATE-----\nMIIB...\n",
+            "dev.sigstore.cosign/chain": "-----BEGIN CERTIFICATE-----\nMIIC...\n",
+            "dev.sigstore.cosign/bundle": json.dumps({"SignedEntryTimestamp": "MEUC", "Payload": {}}),
+        },
+    }
+    # The keyless signer's .sig manifest, written here as cosign writes it.
+    config = canonical_json(
+        {
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+        }
+    )
+    config_descriptor = {
+        "mediaType": COSIGN_CONFIG_MEDIA_TYPE,
+        "digest": digest_of(config),
+        "size": len(config),
+    }
+    raw = canonical_json(
+        {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "config": config_descriptor, "layers": [layer]}
+    )
+    with _client(registry) as client:
+        for data in (config, payload):
+            client.push_blob(ref, digest_of(data), data)
+        client.push_manifest(ref, signature_tag(ref.digest), raw, MANIFEST_MEDIA_TYPE)
+    key, pub = pkg.keygen("signer")
+    for _ in range(2):
+        pkg.donjon("package", "sign", f"{ref.name}@{ref.digest}", "--key", str(key))
+    with _client(registry) as client:
+        sig = json.loads(client.get_manifest(ref, signature_tag(ref.digest)))
+        config = json.loads(client.get_blob(ref, sig["config"]["digest"], limit=1 << 16))
+        assert sig["layers"][0] == layer and len(sig["layers"]) == 2
+        assert config["rootfs"]["diff_ids"] == [item["digest"] for item in sig["layers"]]
+        for signer in (keyless.public_key(), load_public_key(pub.read_bytes())):
+            assert pull(client, ref, trusted=[signer]).signature is not None
+
+
 def test_a_package_signed_only_by_a_referrer_runs(e2e, registry, pkg):
     """A signature pushed as other OCI 1.1 tools do - by digest with a subject, no ``.sig`` tag,
     listed in the tag-schema index - is found and verified."""
@@ -420,8 +489,8 @@ def test_a_tag_moved_between_resolve_and_pull_changes_nothing(e2e, registry, pkg
     second, second_blobs = read_layout(second_layout, limit=1 << 26)
 
     class MovingClient(RegistryClient):
-        def get_manifest(self, ref, reference, *, limit=1 << 18):
-            data = super().get_manifest(ref, reference, limit=limit)
+        def get_manifest(self, ref, reference, *, limit=1 << 18, within=None):
+            data = super().get_manifest(ref, reference, limit=limit, within=within)
             if reference == "v1":  # the resolve: now move the tag to the second package
                 for digest, blob in second_blobs.items():
                     self.push_blob(ref, digest, blob)

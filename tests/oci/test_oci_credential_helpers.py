@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,17 @@ def test_a_helper_that_hangs_is_abandoned_after_the_timeout(tmp_path, monkeypatc
     _helper(tmp_path / "bin", "slow", "exec sleep 30\n")
     with pytest.raises(AuthFailed, match="no answer"):
         find_credentials("r.example:5000", environ=_env(tmp_path, {"credsStore": "slow"}))
+
+
+def test_a_helper_that_says_too_much_is_stopped_while_it_is_read(tmp_path, monkeypatch):
+    """Its output is read up to the limit, then it is stopped: neither all it prints held in
+    memory nor a wait for it to finish (it would print on for the whole timeout)."""
+    monkeypatch.setattr(auth, "HELPER_TIMEOUT", 5.0)
+    _helper(tmp_path / "bin", "loud", "head -c 100000 /dev/zero; exec sleep 30\n")
+    started = time.monotonic()
+    with pytest.raises(AuthFailed, match="not credentials"):
+        find_credentials("r.example:5000", environ=_env(tmp_path, {"credsStore": "loud"}))
+    assert time.monotonic() - started < 4.0
 
 
 def test_a_missing_helper_or_a_helper_name_with_a_path_is_refused_by_name(tmp_path):

@@ -225,6 +225,17 @@ def test_a_layer_path_that_escapes_is_refused():
         parse_manifest(canonical_json(doc))
 
 
+def test_a_config_layer_declared_over_the_config_limit_is_refused_before_it_is_fetched():
+    from donjon.config.parse import MAX_CONFIG_BYTES
+
+    doc = json.loads(_manifest())
+    doc["layers"][1]["size"] = MAX_CONFIG_BYTES + 1  # was fetched up to a layer's 256 MiB
+    with pytest.raises(TooLarge, match="config"):
+        parse_manifest(canonical_json(doc))
+    doc["layers"][1]["size"] = MAX_CONFIG_BYTES
+    parse_manifest(canonical_json(doc))
+
+
 def test_an_oversize_manifest_is_refused_before_it_is_parsed():
     with pytest.raises(TooLarge):
         parse_manifest(b" " * (MAX_MANIFEST_BYTES + 1))
@@ -435,3 +446,30 @@ def test_an_unreadable_signer_key_is_operational_exit_3_naming_the_file(tmp_path
     code = main(["run", "--backend", "nil", "--trust-signer", str(missing), "oci://127.0.0.1:9/app:v1"])
     err = capsys.readouterr().err
     assert code == 3 and f"{missing}: cannot read" in err and err.count("\n") == 1
+
+
+# -- keygen ------------------------------------------------------------------------------------
+
+
+def test_keygen_never_writes_through_a_link_and_leaves_no_half_pair(tmp_path, capsys):
+    import os
+    import stat
+
+    from donjon.cli.package import main
+
+    precious = tmp_path / "precious"
+    precious.write_text("not yours")
+    (tmp_path / "k.pub").symlink_to(precious)
+    assert main(["keygen", str(tmp_path / "k")]) == 3
+    assert "k.pub exists" in capsys.readouterr().err
+    assert precious.read_text() == "not yours"  # was written through the link
+    assert not (tmp_path / "k.key").exists()  # and no .key left without its .pub
+    (tmp_path / "k.pub").unlink()
+    umask = os.umask(0o022)
+    try:
+        assert main(["keygen", str(tmp_path / "k")]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "k.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "k.pub").stat().st_mode) == 0o644
+    assert main(["keygen", str(tmp_path / "k")]) == 3  # never over a key

@@ -6,6 +6,7 @@ exactly which round trips a pull makes (the real registry is exercised in tests/
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -16,11 +17,22 @@ from donjon.config import parse_config
 from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, Descriptor, digest_of
 from donjon.oci.build import build_package
 from donjon.oci.cache import BlobCache
-from donjon.oci.errors import MalformedPackage, NotFound, SignatureError
-from donjon.oci.pull import pull
+from donjon.oci.errors import (
+    MalformedPackage,
+    NotFound,
+    RegistryUnavailable,
+    SignatureError,
+    TooLarge,
+    exit_code,
+)
+from donjon.oci.pull import MAX_SIGNATURE_BYTES, Limits, check_signature, pull
 from donjon.oci.reference import Reference, parse_reference
 from donjon.oci.signature import (
+    MAX_PAYLOAD_BYTES,
     MAX_REFERRERS,
+    MAX_SIGNATURES,
+    PAYLOAD_MEDIA_TYPE,
+    SIGNATURE_ANNOTATION,
     SIGNATURE_ARTIFACT_TYPE,
     add_referrer,
     make_payload,
@@ -37,21 +49,41 @@ CONFIG = b'[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkin
 
 
 class MemoryRegistry:
-    """``RegistryClient``'s read side over dicts, logging each request as ``(kind, name)``."""
+    """``RegistryClient``'s read side over dicts, logging each request as ``(kind, name)``; every
+    answer bounded by ``limit`` as the real client bounds it, every ``within`` recorded."""
 
     def __init__(self, *, referrers_api: bool = False) -> None:
         self.referrers_api = referrers_api
         self.manifests: dict[str, bytes] = {}
         self.blobs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.within: list[float | None] = []
+        self.downloaded = 0
 
-    def get_manifest(self, ref: Reference, reference: str, *, limit: int) -> bytes:
+    def _answer(self, what: str, data: bytes, limit: int, within: float | None) -> bytes:
+        self.within.append(within)
+        if len(data) > limit:
+            raise TooLarge(what, len(data), limit)
+        self.downloaded += len(data)
+        return data
+
+    def get_manifest(
+        self, ref: Reference, reference: str, *, limit: int, within: float | None = None
+    ) -> bytes:
         self.requests.append(("manifest", reference))
         if reference not in self.manifests:
             raise NotFound("memory", f"manifest {reference}: not found")
-        return self.manifests[reference]
+        return self._answer(f"manifest {reference}", self.manifests[reference], limit, within)
 
-    def get_referrers(self, ref: Reference, digest: str, *, artifact_type: str) -> bytes | None:
+    def get_referrers(
+        self,
+        ref: Reference,
+        digest: str,
+        *,
+        artifact_type: str,
+        limit: int = 1 << 18,
+        within: float | None = None,
+    ) -> bytes | None:
         """As a registry with the referrers API answers: every stored manifest whose subject is
         ``digest``, filtered by artifact type; ``None`` (a 404) when it has no such API."""
         self.requests.append(("referrers", digest))
@@ -59,18 +91,22 @@ class MemoryRegistry:
             return None
         listed = []
         for name, raw in self.manifests.items():
-            doc = json.loads(raw)
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
             subject = doc.get("subject", {}).get("digest")
             if name.startswith("sha256:") and subject == digest and doc.get("artifactType") == artifact_type:
                 listed.append({"mediaType": doc["mediaType"], "digest": name, "size": len(raw),
                                "artifactType": artifact_type})  # fmt: skip
-        return json.dumps({"schemaVersion": 2, "manifests": listed}).encode()
+        index = json.dumps({"schemaVersion": 2, "manifests": listed}).encode()
+        return self._answer(f"referrers of {digest}", index, limit, within)
 
-    def get_blob(self, ref: Reference, digest: str, *, limit: int) -> bytes:
+    def get_blob(self, ref: Reference, digest: str, *, limit: int, within: float | None = None) -> bytes:
         self.requests.append(("blob", digest))
         if digest not in self.blobs:
             raise NotFound("memory", f"blob {digest}: not found")
-        return self.blobs[digest]
+        return self._answer(f"blob {digest}", self.blobs[digest], limit, within)
 
 
 def _publish(
@@ -312,3 +348,136 @@ def test_the_bound_comes_from_the_environment_in_mib_and_a_bad_value_is_named():
     for bad in ("-1", "1.5", "1e9", "lots", "9" * 12):
         with pytest.raises(ValueError, match="DONJON_PACKAGE_CACHE_MAX_MB"):
             max_bytes_from_env({"DONJON_PACKAGE_CACHE_MAX_MB": bad})
+
+
+# -- what a signature check may cost (issue 12 review: B4, B5) -------------------------------------
+
+
+def _hostile_referrers(registry: MemoryRegistry, digest: str, key) -> None:
+    """As many referrers as are read, each with as many signatures as are read, each over a
+    payload of the largest size accepted - by a key nobody trusts."""
+    payload = b"{" + b" " * (MAX_PAYLOAD_BYTES - 2) + b"}"
+    subject = Descriptor(MANIFEST_MEDIA_TYPE, digest, len(registry.manifests[digest]))
+    for _ in range(MAX_REFERRERS):
+        raw, blobs = signature_manifest([(payload, sign_payload(key, payload))] * MAX_SIGNATURES, subject)
+        registry.blobs.update(blobs)
+        registry.manifests[digest_of(raw)] = raw
+
+
+def test_an_unsigned_package_with_hostile_referrers_costs_at_most_the_signature_budget(tmp_path, signer):
+    registry = MemoryRegistry(referrers_api=True)
+    ref = _publish(registry, tmp_path)
+    digest = digest_of(registry.manifests["v1"])
+    _hostile_referrers(registry, digest, ec.generate_private_key(ec.SECP256R1()))
+    cache = BlobCache(tmp_path / "cache")
+    with pytest.raises(SignatureError, match="over the 1048576-byte limit of one check") as refused:
+        check_signature(registry, ref.pinned(digest), [signer.public_key()], cache=cache)  # type: ignore[arg-type]
+    assert exit_code(refused.value) == 1 and "not trusted" in str(refused.value)
+    assert MAX_SIGNATURE_BYTES == 1 << 20
+    # Everything downloaded (manifests, the index, payloads) fits in the budget; before, up to
+    # 16 x 64 x 128 KiB were fetched, held and cached.
+    assert registry.downloaded <= MAX_SIGNATURE_BYTES
+    assert not (tmp_path / "cache" / "sha256").exists()  # nothing that did not verify is cached
+
+
+def test_only_the_signature_manifest_and_payload_that_verified_are_cached(tmp_path, signer):
+    registry = MemoryRegistry(referrers_api=True)
+    ref = _publish(registry, tmp_path)
+    digest = digest_of(registry.manifests["v1"])
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    other = make_payload("registry.test/elsewhere", digest)
+    untrusted, blobs = signature_manifest([(other, sign_payload(stranger, other))])
+    registry.blobs.update(blobs)
+    registry.manifests[signature_tag(digest)] = untrusted
+    referrer = _sign_as_referrer(registry, ref, signer, fallback_index=False)
+    cache = BlobCache(tmp_path / "cache")
+    pulled = _pull(registry, ref, signer, cache)
+    assert pulled.signature is not None
+    assert cache.get(referrer, limit=1 << 20) is not None
+    assert cache.get(digest_of(make_payload("registry.test/app", digest)), limit=1 << 20) is not None
+    assert cache.get(digest_of(untrusted), limit=1 << 20) is None
+    assert cache.get(digest_of(other), limit=1 << 20) is None
+
+
+def _sig_manifest(registry: MemoryRegistry, digest: str, layers: list[dict]) -> None:
+    registry.manifests[signature_tag(digest)] = json.dumps(
+        {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "layers": layers}
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "bad", [{"digest": "sha256:../../../etc/passwd"}, {"digest": "sha256:" + "A" * 64}, {"size": True}]
+)
+def test_a_hostile_payload_descriptor_is_skipped_not_a_crash(tmp_path, signer, bad):
+    registry = MemoryRegistry()
+    ref = _publish(registry, tmp_path)
+    digest = digest_of(registry.manifests["v1"])
+    payload = make_payload("registry.test/app", digest)
+    encoded = base64.b64encode(sign_payload(signer, payload)).decode()
+    layer = {"mediaType": PAYLOAD_MEDIA_TYPE, "digest": digest_of(payload), "size": len(payload),
+             "annotations": {SIGNATURE_ANNOTATION: encoded}}  # fmt: skip
+    registry.blobs[digest_of(payload)] = payload
+    _sig_manifest(registry, digest, [{**layer, **bad}])
+    with pytest.raises(SignatureError, match="unsigned"):  # was a ValueError: "internal error", exit 3
+        _pull(registry, ref, signer, BlobCache(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("fault", ["not JSON", "payload missing"])
+def test_a_broken_sig_manifest_is_a_reason_and_the_referrers_are_still_read(tmp_path, signer, fault):
+    registry = MemoryRegistry(referrers_api=True)
+    ref = _publish(registry, tmp_path)
+    digest = digest_of(registry.manifests["v1"])
+    if fault == "not JSON":
+        registry.manifests[signature_tag(digest)] = b"\x00 not a manifest"
+    else:
+        payload = make_payload("registry.test/gone", digest)
+        raw, _ = signature_manifest([(payload, sign_payload(signer, payload))])  # blobs not pushed
+        registry.manifests[signature_tag(digest)] = raw
+    _sign_as_referrer(registry, ref, signer, fallback_index=False)
+    pulled = _pull(registry, ref, signer, BlobCache(tmp_path / "cache"))
+    assert pulled.signature is not None and pulled.signature.docker_reference == "registry.test/app"
+    # ...and with no good referrer, the refusal says what was wrong with the .sig tag (exit 1).
+    registry.referrers_api = False
+    with pytest.raises(SignatureError, match=r"not found|not valid JSON") as refused:
+        _pull(registry, ref, signer, BlobCache(tmp_path / "other-cache"))
+    assert exit_code(refused.value) == 1
+
+
+# -- one deadline for the whole pull -----------------------------------------------------------
+
+
+def test_one_deadline_bounds_the_whole_pull_not_each_download(tmp_path, signer):
+    registry = MemoryRegistry()
+    ref = _publish(registry, tmp_path, signer)
+    now = [0.0]
+    blob = registry.get_blob
+
+    def slow_blob(*args, **kwargs):
+        now[0] += 40.0  # each download well within one download's 300 s
+        return blob(*args, **kwargs)
+
+    registry.get_blob = slow_blob  # type: ignore[method-assign]
+    limits = Limits(seconds=70)
+    with pytest.raises(RegistryUnavailable, match="did not finish within 70 s") as late:
+        pull(registry, ref, trusted=[signer.public_key()], limits=limits, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert exit_code(late.value) == 3
+    # The signature payload and the module took 80 s: the config was not asked for, and each
+    # download was given only what was left of the pull's time.
+    assert registry.within == [70.0, 70.0, 70.0, 30.0]
+    assert Limits().seconds == 600
+
+
+# -- the signature hints are bounded by the cache ------------------------------------------------
+
+
+def test_a_signature_hint_goes_when_its_manifest_is_evicted(tmp_path):
+    cache = BlobCache(tmp_path, max_bytes=1500)
+    package, manifest = digest_of(b"package"), digest_of(b"m" * 1000)
+    cache.put(manifest, b"m" * 1000)
+    cache.remember_signatures(package, manifest)
+    (tmp_path / "signatures" / "junk").write_text("not a hint")
+    assert cache.signatures_of(package) == manifest
+    cache.put(digest_of(b"n" * 1000), b"n" * 1000)  # over the bound: the manifest goes...
+    assert cache.get(manifest, limit=1000) is None
+    assert cache.signatures_of(package) is None  # ...and so does its hint
+    assert sorted(p.name for p in (tmp_path / "signatures").iterdir()) == []

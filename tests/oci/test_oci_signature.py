@@ -12,12 +12,15 @@ from donjon.oci.admission import encode_package_evidence, verify_package_evidenc
 from donjon.oci.artifact import build_manifest, digest_of
 from donjon.oci.errors import MalformedPackage, SignatureError, TooLarge
 from donjon.oci.signature import (
+    MAX_PAYLOAD_BYTES,
+    MAX_SIGNATURES,
     PAYLOAD_MEDIA_TYPE,
     SIGNATURE_ANNOTATION,
     fingerprint,
     make_payload,
     parse_signatures,
     sign_payload,
+    signature_layers,
     signature_manifest,
     signature_tag,
     verify_signatures,
@@ -222,3 +225,68 @@ def test_signatures_interoperate_with_openssl_as_cosigns_examples_show(tmp_path)
     assert key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"digest": "sha256:../../x"},
+        {"digest": "sha256:" + "AB" * 32},
+        {"digest": "sha256:" + "ab" * 32 + "/../y"},
+        {"size": True},
+        {"size": -1},
+        {"size": MAX_PAYLOAD_BYTES + 1},
+    ],
+    ids=["path", "uppercase", "suffix", "bool-size", "negative-size", "oversize"],
+)
+def test_a_hostile_payload_descriptor_is_not_a_signature(change):
+    key = ec.generate_private_key(ec.SECP256R1())
+    payload = make_payload("r.example/app", DIGEST)
+    raw, _ = signature_manifest([(payload, sign_payload(key, payload))])
+    doc = json.loads(raw)
+    assert len(parse_signatures(raw)) == 1
+    doc["layers"][0].update(change)
+    assert parse_signatures(json.dumps(doc).encode()) == ()
+
+
+def test_re_signing_keeps_other_signers_layers_verbatim_and_the_diff_ids_consistent():
+    """A cosign keyless layer carries a certificate, chain and bundle besides the signature; a
+    layer of another format is no signature of ours but is kept too. A layer that is no
+    descriptor would make the manifest invalid: it is dropped."""
+    mine = ec.generate_private_key(ec.SECP256R1())
+    payload = make_payload("r.example/app", DIGEST)
+    keyless = {
+        "mediaType": PAYLOAD_MEDIA_TYPE,
+        "digest": digest_of(payload),
+        "size": len(payload),
+        "annotations": {
+            SIGNATURE_ANNOTATION: base64.b64encode(b"keyless signature").decode(),
+            "dev.sigstore.cosign/certificate": "-----BEGIN CERTIFICATE-----\n...",
+            "dev.sigstore.cosign/chain": "-----BEGIN CERTIFICATE-----\n...",
+            "dev.sigstore.cosign/bundle": json.dumps({"SignedEntryTimestamp": "x" * 6000}),
+        },
+    }
+    other_format = {"mediaType": "application/vnd.example.other", "digest": "sha256:" + "cd" * 32, "size": 7}
+    earlier = json.dumps({"layers": [keyless, other_format, {"digest": "sha256:../x"}, "junk"]}).encode()
+    layers = signature_layers(earlier)
+    assert [layer for layer, _ in layers] == [keyless, other_format]
+    assert layers[0][1] is not None and layers[1][1] is None
+    raw, blobs = signature_manifest(
+        [(payload, sign_payload(mine, payload))], kept=[layer for layer, _ in layers]
+    )
+    doc = json.loads(raw)
+    assert doc["layers"][:2] == [keyless, other_format]
+    assert doc["layers"][2]["annotations"].keys() == {SIGNATURE_ANNOTATION}
+    config = json.loads(blobs[doc["config"]["digest"]])
+    assert config["rootfs"]["diff_ids"] == [layer["digest"] for layer in doc["layers"]]
+    assert verify_signatures(DIGEST, [(s, payload) for s in parse_signatures(raw)], [mine.public_key()])
+
+
+def test_re_signing_leaves_room_for_the_new_signature_within_what_a_verifier_reads():
+    key = ec.generate_private_key(ec.SECP256R1())
+    payload = make_payload("r.example/app", DIGEST)
+    raw, _ = signature_manifest([(payload, sign_payload(key, payload))] * MAX_SIGNATURES)
+    kept = [layer for layer, _ in signature_layers(raw)]
+    assert len(kept) == MAX_SIGNATURES - 1
+    again, _ = signature_manifest([(payload, sign_payload(key, payload))], kept=kept)
+    assert len(parse_signatures(again)) == MAX_SIGNATURES

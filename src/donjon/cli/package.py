@@ -12,6 +12,7 @@ refuses the credentials).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -162,8 +163,9 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser(
         "keygen",
         help="make a signer key pair (ECDSA P-256, as cosign's)",
-        description="Write PREFIX.key (PKCS#8 PEM, mode 0600, unencrypted: keep it safe) and PREFIX.pub,\n"
-        "and print the public key's fingerprint (sha256 of its SubjectPublicKeyInfo).",
+        description="Write PREFIX.key (PKCS#8 PEM, mode 0600, unencrypted: keep it safe) and PREFIX.pub\n"
+        "(mode 0644), never over an existing file or through a link, and print the public\n"
+        "key's fingerprint (sha256 of its SubjectPublicKeyInfo).",
         epilog=examples("donjon package keygen signer"),
     )
     k.add_argument("prefix", metavar="PREFIX", help="the key files' name without .key/.pub")
@@ -324,12 +326,23 @@ def _push(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _signed_by(key: PublicKey, digest: str, signature: Signature, payload: bytes) -> bool:
-    from donjon.oci.errors import SignatureError
+def _replaced(client: RegistryClient, ref: Reference, key: PublicKey, signature: Signature | None) -> bool:
+    """Whether re-signing with ``key`` drops this layer of the earlier ``.sig`` manifest: it is
+    the key's own earlier signature of ``ref``, or a signature whose payload is gone (it
+    verifies nothing, and a registry refuses a manifest listing a blob it does not hold)."""
+    from donjon.oci.errors import NotFound, SignatureError
     from donjon.oci.signature import verify_signatures
 
+    if signature is None:
+        return False  # not a cosign simple-signing layer: another tool's, kept as it is
+    assert ref.digest is not None
+    wanted = signature.payload
     try:
-        verify_signatures(digest, [(signature, payload)], [key])
+        payload = client.get_blob(ref, wanted.digest, limit=wanted.size)
+    except NotFound:
+        return True
+    try:
+        verify_signatures(ref.digest, [(signature, payload)], [key])
     except SignatureError:
         return False
     return True
@@ -338,7 +351,6 @@ def _signed_by(key: PublicKey, digest: str, signature: Signature, payload: bytes
 def _sign(args: argparse.Namespace) -> int:
     from donjon.oci.artifact import MANIFEST_MEDIA_TYPE, Descriptor, parse_manifest
     from donjon.oci.errors import MalformedPackage, NotFound
-    from donjon.oci.pull import fetch_signatures
     from donjon.oci.reference import parse_reference
     from donjon.oci.signature import (
         INDEX_MEDIA_TYPE,
@@ -349,6 +361,7 @@ def _sign(args: argparse.Namespace) -> int:
         make_payload,
         referrers_tag,
         sign_payload,
+        signature_layers,
         signature_manifest,
         signature_tag,
     )
@@ -364,15 +377,19 @@ def _sign(args: argparse.Namespace) -> int:
         package = client.get_manifest(ref, ref.digest)
         parse_manifest(package, expected_digest=ref.digest)
         payload = make_payload(ref.name, ref.digest)
-        # Every other signer's signature stays; this key's earlier one (if any) is replaced.
-        pairs = [
-            (p, s.signature)
-            for s, p in fetch_signatures(client, ref, ref.digest)
-            if not _signed_by(key.public_key(), ref.digest, s, p)
+        try:
+            earlier: bytes | None = client.get_manifest(ref, signature_tag(ref.digest))
+        except NotFound:
+            earlier = None
+        # Every other signer's layer stays verbatim - with its annotations, such as cosign
+        # keyless's certificate, chain and bundle - and this key's earlier one is replaced.
+        kept = [
+            layer
+            for layer, signature in (signature_layers(earlier) if earlier is not None else ())
+            if not _replaced(client, ref, key.public_key(), signature)
         ]
-        pairs.append((payload, sign_payload(key, payload)))
         subject = Descriptor(MANIFEST_MEDIA_TYPE, ref.digest, len(package))
-        raw, blobs = signature_manifest(pairs, subject)
+        raw, blobs = signature_manifest([(payload, sign_payload(key, payload))], subject, kept=kept)
         for digest, data in blobs.items():
             client.push_blob(ref, digest, data)
         client.push_manifest(ref, signature_tag(ref.digest), raw, MANIFEST_MEDIA_TYPE)
@@ -431,16 +448,24 @@ def _keygen(args: argparse.Namespace) -> int:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    written: list[str] = []
     try:
-        fd = os.open(f"{args.prefix}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(private)
-        Path(f"{args.prefix}.pub").write_bytes(public)
-    except FileExistsError:
-        _error(f"{args.prefix}.key exists; not overwriting a key")
-        return EXIT_OPERATIONAL
+        # Never through a link, never over a file: O_EXCL with O_NOFOLLOW, and the modes named.
+        files = ((f"{args.prefix}.key", private, 0o600), (f"{args.prefix}.pub", public, 0o644))
+        for path, data, mode in files:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(data)
     except OSError as e:
-        _error(f"cannot write {args.prefix}.key: {e.strerror or e}")
+        for path in written:  # no half key pair: the .key without its .pub is no use
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        what = e.filename or f"{args.prefix}.key"
+        if isinstance(e, FileExistsError):
+            _error(f"{what} exists; not overwriting a key")
+        else:
+            _error(f"cannot write {what}: {e.strerror or e}")
         return EXIT_OPERATIONAL
     print(fingerprint(key.public_key()))
     return EXIT_OK

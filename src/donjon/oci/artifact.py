@@ -312,6 +312,11 @@ def parse_manifest(raw: bytes, *, expected_digest: str | None = None) -> Manifes
         raise MalformedPackage("layer 0", f"expected the module ({MODULE_MEDIA_TYPE})")
     if config.media_type != CONFIG_MEDIA_TYPE:
         raise MalformedPackage("layer 1", f"expected the config ({CONFIG_MEDIA_TYPE}, never encrypted)")
+    from donjon.config.parse import MAX_CONFIG_BYTES  # here: the run imports it to parse the config
+
+    if config.size > MAX_CONFIG_BYTES:
+        # parse_config refuses more: no reason to download up to a whole layer's limit first.
+        raise TooLarge("layer 1 (the config)", config.size, MAX_CONFIG_BYTES)
     seen: set[str] = set()
     for i, layer in enumerate(layers):
         # All or nothing: an encrypted package seals the module and every tree, and says with what.

@@ -132,35 +132,26 @@ def _from_helper(name: str, registry: str, path: Path, env: Mapping[str, str]) -
     """Ask ``docker-credential-NAME`` for ``registry``'s credentials; ``None`` when it has none."""
     if not _HELPER_NAME.fullmatch(name):
         raise AuthFailed(registry, f"credentials file {path}: credential helper name {name!r} is not valid")
-    import subprocess  # only a config naming a helper pays for it
-
     program = f"docker-credential-{name}"
     try:
-        done = subprocess.run(
-            [program, "get"],
-            input=registry.encode(),
-            capture_output=True,
-            timeout=HELPER_TIMEOUT,
-            env=dict(env),
-            check=False,
-        )
+        returncode, stdout, stderr = _run_helper([program, "get"], registry.encode(), dict(env))
     except FileNotFoundError:
         raise AuthFailed(registry, f"credential helper {program} (named in {path}) is not on PATH") from None
-    except subprocess.TimeoutExpired:
+    except TimeoutError:
         raise AuthFailed(
             registry, f"credential helper {program} gave no answer in {HELPER_TIMEOUT:.0f} s"
         ) from None
     except OSError as e:
         raise AuthFailed(registry, f"credential helper {program}: {e.strerror or e}") from None
-    if done.returncode != 0:
+    if returncode != 0 and len(stdout) <= _MAX_HELPER_OUTPUT:  # (stopped for saying too much)
         # The helpers answer "credentials not found in native keychain" (exit 1) for an unknown host.
-        if b"not found" in done.stdout[:1024].lower() + done.stderr[:1024].lower():
+        if b"not found" in stdout[:1024].lower() + stderr[:1024].lower():
             return None
-        raise AuthFailed(registry, f"credential helper {program} failed (exit {done.returncode})")
+        raise AuthFailed(registry, f"credential helper {program} failed (exit {returncode})")
     try:
-        if len(done.stdout) > _MAX_HELPER_OUTPUT:
+        if len(stdout) > _MAX_HELPER_OUTPUT:
             raise ValueError("too long")
-        answer = json.loads(done.stdout)
+        answer = json.loads(stdout)
         username, secret = answer["Username"], answer["Secret"]
         if not isinstance(username, str) or not isinstance(secret, str):
             raise ValueError("not strings")
@@ -176,3 +167,52 @@ def _from_helper(name: str, registry: str, path: Path, env: Mapping[str, str]) -
             "Donjon signs in with a user name and password or token only",
         )
     return Credentials(username, secret)
+
+
+def _run_helper(argv: list[str], data: bytes, env: dict[str, str]) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` with ``data`` on stdin: its exit status, stdout and stderr, each read up to
+    :data:`_MAX_HELPER_OUTPUT` + 1 bytes (more is not read: the helper is stopped), all within
+    :data:`HELPER_TIMEOUT` (else :class:`TimeoutError`). ``subprocess.run`` would hold all it
+    printed in memory before any check."""
+    import selectors
+    import subprocess  # only a config naming a helper pays for it
+    import time
+
+    deadline = time.monotonic() + HELPER_TIMEOUT
+    process = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    stdout, stderr = process.stdout.fileno(), process.stderr.fileno()
+    out = {stdout: bytearray(), stderr: bytearray()}
+    try:
+        try:
+            process.stdin.write(data)  # a host name: far less than a pipe's buffer
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # it did not read its stdin; its answer says what it thinks of that
+        with selectors.DefaultSelector() as selector:
+            for fd in out:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map() and all(len(b) <= _MAX_HELPER_OUTPUT for b in out.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(argv[0])
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    out[key.fd] += chunk
+                    if not chunk:
+                        selector.unregister(key.fd)
+            if selector.get_map():
+                process.kill()  # it said more than any answer: refused without reading the rest
+        try:
+            returncode = process.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(argv[0]) from None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    return returncode, bytes(out[stdout]), bytes(out[stderr])

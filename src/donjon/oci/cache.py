@@ -14,7 +14,7 @@ One kind of entry is not content-addressed: ``signatures/<hex>`` remembers which
 manifest (by digest) last verified the package ``sha256:<hex>``, so a cached run needs no
 registry round trip for its signature. It is only a hint: the manifest it names is read from
 the cache like any blob and verified again against the keys of *this* run, so a meddled hint
-can cost a fetch, never admit a package.
+can cost a fetch, never admit a package. A hint whose manifest was evicted is removed with it.
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ class BlobCache:
             return
         if total <= self.max_bytes:
             return
+        evicted = self.evicted
         for _, size, path in sorted(blobs):
             if total <= self.max_bytes:
                 break
@@ -139,6 +140,27 @@ class BlobCache:
                 os.unlink(path)
                 total -= size
                 self.evicted += 1
+        if self.evicted > evicted:
+            self._forget_signatures()
+
+    def _forget_signatures(self) -> None:
+        """Remove the ``signatures/`` hints whose ``.sig`` manifest is no longer cached (they
+        could only cost a read), so the hints are bounded by the blobs: one per cached
+        signature manifest that verified a package, at most."""
+        try:
+            with os.scandir(self.root / "signatures") as entries:
+                hints = [(entry.name, entry.path) for entry in entries if not entry.name.startswith(".")]
+        except OSError:
+            return
+        for name, path in hints:
+            try:
+                target = self.signatures_of(f"sha256:{name}")
+                gone = target is None or not self._path(target).is_file()
+            except ValueError:
+                gone = True  # not a hint this cache wrote
+            if gone:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def _write(self, path: Path, data: bytes) -> None:
         import tempfile  # a cached run writes nothing

@@ -118,28 +118,39 @@ class RegistryClient:
 
     # -- the endpoints ---------------------------------------------------------------------
 
-    def get_manifest(self, ref: Reference, reference: str, *, limit: int = MAX_MANIFEST_BYTES) -> bytes:
-        """The manifest bytes at ``reference`` (a tag or a digest); a digest is checked."""
-        data = self._get(ref, f"manifests/{reference}", {"Accept": _ACCEPT}, limit, f"manifest {reference}")
+    def get_manifest(
+        self, ref: Reference, reference: str, *, limit: int = MAX_MANIFEST_BYTES, within: float | None = None
+    ) -> bytes:
+        """The manifest bytes at ``reference`` (a tag or a digest); a digest is checked. ``within``:
+        seconds the download may take, when less than ``retry.total`` (a pull's deadline)."""
+        data = self._get(
+            ref, f"manifests/{reference}", {"Accept": _ACCEPT}, limit, f"manifest {reference}", within
+        )
         if reference.startswith("sha256:"):
             verify_blob(f"manifest {reference}", data, reference)
         return data
 
     def get_referrers(
-        self, ref: Reference, digest: str, *, artifact_type: str, limit: int = MAX_MANIFEST_BYTES
+        self,
+        ref: Reference,
+        digest: str,
+        *,
+        artifact_type: str,
+        limit: int = MAX_MANIFEST_BYTES,
+        within: float | None = None,
     ) -> bytes | None:
         """The image index of the referrers of ``digest`` with ``artifact_type`` (OCI Distribution
         Specification v1.1, "Listing Referrers"), or ``None`` from a registry without that API (404)."""
         path = f"referrers/{digest}?artifactType={quote(artifact_type, safe='')}"
         try:
-            return self._get(ref, path, {"Accept": _INDEX}, limit, f"referrers of {digest}")
+            return self._get(ref, path, {"Accept": _INDEX}, limit, f"referrers of {digest}", within)
         except NotFound:
             return None
 
-    def get_blob(self, ref: Reference, digest: str, *, limit: int) -> bytes:
+    def get_blob(self, ref: Reference, digest: str, *, limit: int, within: float | None = None) -> bytes:
         """The blob ``digest``, at most ``limit`` bytes, checked against its digest (also when a
         redirect sent the GET to object storage or a CDN)."""
-        data = self._get(ref, f"blobs/{digest}", {}, limit, f"blob {digest}")
+        data = self._get(ref, f"blobs/{digest}", {}, limit, f"blob {digest}", within)
         verify_blob(f"blob {digest}", data, digest)
         return data
 
@@ -205,13 +216,22 @@ class RegistryClient:
 
     # -- HTTP, auth and retries ------------------------------------------------------------
 
-    def _get(self, ref: Reference, path: str, headers: Mapping[str, str], limit: int, what: str) -> bytes:
-        deadline = time.monotonic() + self.retry.total
+    def _get(
+        self,
+        ref: Reference,
+        path: str,
+        headers: Mapping[str, str],
+        limit: int,
+        what: str,
+        within: float | None = None,
+    ) -> bytes:
+        seconds = self.retry.total if within is None else min(self.retry.total, within)
+        deadline = time.monotonic() + seconds
         for attempt in range(self.retry.attempts):
             response = self._request("GET", ref, path, headers=headers, what=what)
             try:
                 self._check(response, what)
-                return self._read(response, limit, what, deadline)
+                return self._read(response, limit, what, deadline, seconds)
             except TransportError as e:
                 if attempt + 1 >= self.retry.attempts or time.monotonic() > deadline:
                     raise RegistryUnavailable(self.registry, f"{what}: {e.reason}") from e
@@ -220,7 +240,7 @@ class RegistryClient:
                 response.close()
         raise RegistryUnavailable(self.registry, what)  # not reached: the loop returns or raises
 
-    def _read(self, response: Response, limit: int, what: str, deadline: float) -> bytes:
+    def _read(self, response: Response, limit: int, what: str, deadline: float, seconds: float) -> bytes:
         """The body, at most ``limit`` bytes: the declared length first, then counted as it comes."""
         declared = response.header("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -232,9 +252,7 @@ class RegistryClient:
             if size > limit:
                 raise TooLarge(what, size, limit)
             if time.monotonic() > deadline:
-                raise RegistryUnavailable(
-                    self.registry, f"{what}: not received within {self.retry.total:.0f} s"
-                )
+                raise RegistryUnavailable(self.registry, f"{what}: not received within {seconds:.0f} s")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -33,9 +33,9 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,6 +55,7 @@ __all__ = [
     "INDEX_MEDIA_TYPE",
     "MAX_PAYLOAD_BYTES",
     "MAX_REFERRERS",
+    "MAX_SIGNATURES",
     "PAYLOAD_MEDIA_TYPE",
     "SIGNATURE_ANNOTATION",
     "SIGNATURE_ARTIFACT_TYPE",
@@ -71,6 +72,7 @@ __all__ = [
     "parse_signatures",
     "referrers_tag",
     "sign_payload",
+    "signature_layers",
     "signature_manifest",
     "signature_tag",
     "verify_signatures",
@@ -88,7 +90,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PAYLOAD_TYPE = "cosign container image signature"
 #: A simple-signing payload is a few hundred bytes; cosign's own verifier allows 128 KiB.
 MAX_PAYLOAD_BYTES = 128 * 1024
-_MAX_SIGNATURES = 64
+#: How many signature layers of one manifest are read.
+MAX_SIGNATURES = 64
 _MAX_KEY_BYTES = 64 * 1024
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -183,27 +186,35 @@ def sign_payload(key: PrivateKey, payload: bytes) -> bytes:
 
 
 def signature_manifest(
-    signatures: Sequence[tuple[bytes, bytes]], subject: Descriptor | None = None
+    signatures: Sequence[tuple[bytes, bytes]],
+    subject: Descriptor | None = None,
+    *,
+    kept: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[bytes, dict[str, bytes]]:
-    """The ``.sig`` manifest holding ``(payload, signature)`` pairs, and its blobs by digest.
+    """The ``.sig`` manifest holding ``kept`` layers and ``(payload, signature)`` pairs, and the
+    blobs it adds by digest.
 
-    Its config is a minimal image config like cosign's (``rootfs.diff_ids`` = the layer digests),
-    so registries and tools that expect an image manifest to carry one are content. With a
+    ``kept`` are layers of an earlier ``.sig`` manifest (:func:`signature_layers`), copied
+    verbatim before the new ones: other signers' layers carry annotations of their own (cosign
+    keyless adds ``dev.sigstore.cosign/certificate``, ``/chain`` and ``/bundle``) that a rebuilt
+    descriptor would lose; their payloads are in the registry already. Its config is a minimal
+    image config like cosign's (``rootfs.diff_ids`` = the layer digests, kept ones included), so
+    registries and tools that expect an image manifest to carry one are content. With a
     ``subject`` (the package's manifest) it is also an OCI 1.1 referrer of that package.
     """
     blobs: dict[str, bytes] = {}
-    layers = []
+    layers: list[Mapping[str, Any]] = list(kept)
     for payload, signature in signatures:
         digest = digest_of(payload)
         blobs[digest] = payload
         annotation = ((SIGNATURE_ANNOTATION, base64.b64encode(signature).decode("ascii")),)
-        layers.append(Descriptor(PAYLOAD_MEDIA_TYPE, digest, len(payload), annotation))
+        layers.append(Descriptor(PAYLOAD_MEDIA_TYPE, digest, len(payload), annotation).to_json())
     config = canonical_json(
         {
             "architecture": "",
             "os": "",
             "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
         }
     )
     blobs[digest_of(config)] = config
@@ -211,12 +222,29 @@ def signature_manifest(
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": Descriptor(COSIGN_CONFIG_MEDIA_TYPE, digest_of(config), len(config)).to_json(),
-        "layers": [layer.to_json() for layer in layers],
+        "layers": layers,
     }
     if subject is not None:
         document["artifactType"] = SIGNATURE_ARTIFACT_TYPE
         document["subject"] = subject.to_json()
     return canonical_json(document), blobs
+
+
+def signature_layers(raw: bytes) -> tuple[tuple[Mapping[str, Any], Signature | None], ...]:
+    """The layers of a ``.sig`` manifest as found, for a signer adding its own: each with its
+    signature (``None`` for a layer that is not a cosign simple-signing signature, e.g. another
+    format's), the first :data:`MAX_SIGNATURES` - 1 only (room for one more that a verifier
+    still reads). A layer that is not a well-formed descriptor is dropped: a registry would
+    refuse a manifest that lists it."""
+    out: list[tuple[Mapping[str, Any], Signature | None]] = []
+    for item in _layers(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("mediaType"), str):
+            continue
+        digest, size = item.get("digest"), item.get("size")
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or not _is_size(size):
+            continue
+        out.append((item, _signature(item)))
+    return tuple(out[: MAX_SIGNATURES - 1])
 
 
 def parse_referrers(raw: bytes) -> tuple[str, ...]:
@@ -277,27 +305,40 @@ def add_referrer(index: bytes | None, manifest: bytes) -> bytes:
 
 def parse_signatures(raw: bytes) -> tuple[Signature, ...]:
     """The signature layers of a ``.sig`` manifest (its other layers, if any, are ignored)."""
+    found = (_signature(item) for item in _layers(raw)[:MAX_SIGNATURES])
+    return tuple(signature for signature in found if signature is not None)
+
+
+def _layers(raw: bytes) -> list[Any]:
     doc = load_json("signature manifest", raw)
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(layers, list):
         raise MalformedPackage("signature manifest", "no layers")
-    out: list[Signature] = []
-    for item in layers[:_MAX_SIGNATURES]:
-        if not isinstance(item, dict) or item.get("mediaType") != PAYLOAD_MEDIA_TYPE:
-            continue
-        annotations = item.get("annotations")
-        encoded = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
-        digest, size = item.get("digest"), item.get("size")
-        if not isinstance(encoded, str) or not isinstance(digest, str) or not isinstance(size, int):
-            continue
-        try:
-            signature = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if size > MAX_PAYLOAD_BYTES or not digest.startswith("sha256:"):
-            continue
-        out.append(Signature(Descriptor(PAYLOAD_MEDIA_TYPE, digest, size), signature))
-    return tuple(out)
+    return layers
+
+
+def _is_size(value: object) -> TypeGuard[int]:
+    # bool is an int in Python: "size": true is no size.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _signature(item: object) -> Signature | None:
+    """The cosign signature one layer of a ``.sig`` manifest holds, or ``None``. Its payload
+    digest is checked in full: it names a cache file and a registry URL."""
+    if not isinstance(item, dict) or item.get("mediaType") != PAYLOAD_MEDIA_TYPE:
+        return None
+    annotations = item.get("annotations")
+    encoded = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+    digest, size = item.get("digest"), item.get("size")
+    if not isinstance(encoded, str) or not isinstance(digest, str) or not _is_size(size):
+        return None
+    if size > MAX_PAYLOAD_BYTES or not _DIGEST.fullmatch(digest):
+        return None
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return Signature(Descriptor(PAYLOAD_MEDIA_TYPE, digest, size), signature)
 
 
 def verify_signatures(
