@@ -292,3 +292,18 @@ platforms = ["unattested"]
     assert released["spiffe_id"] == "spiffe://example.org/unattested/team/app"
     assert released["package"] == {"digest": manifest_digest, "signer": fp, "name": APP}
     assert released["rule"] == "secret app-key #1"
+
+
+def test_the_docs_example_is_a_policy_that_releases_by_the_ci_key() -> None:
+    """docs/secrets.md "By package signer": its TOML, with a real fingerprint for the elided one."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "secrets.md").read_text()
+    section = doc[doc.index("#### By package signer") :]
+    example = re.search(r"```toml\n(.*?)```", section, flags=re.S)
+    assert example is not None
+    policy = parse_policy("version = 1\n" + example.group(1).replace("sha256:3b1f…", CI))
+    package = PackageClaim(MANIFEST, CI, APP)
+    assert decide_release(policy, "app-key", _client(package, digest="ef" * 32)).label == "secret app-key #1"
+    with pytest.raises(Refused):
+        decide_release(policy, "app-key", _client(PackageClaim(MANIFEST, OTHER, APP)))
