@@ -181,9 +181,11 @@ def _refusal(rule: SecretRule, client: ClientIdentity) -> Refused | None:
                 "secret.signer", f"package signer {client.package.signer} is not bound to secret {rule.name}"
             )
     if rule.packages is not None:
-        assert client.package is not None  # packages comes only with signers (policy.py)
-        if client.package.name not in rule.packages:
-            shown = "no package name" if client.package.name is None else f"package {client.package.name}"
+        # The policy allows packages only with signers, so a certificate without a package was
+        # refused above; refuse it here too rather than trust that.
+        name = client.package.name if client.package is not None else None
+        if name not in rule.packages:
+            shown = "no package name" if name is None else f"package {name}"
             return Refused("secret.package", f"{shown} is not bound to secret {rule.name}")
     if not rule.admits(client.tee, simulated=client.simulated, unattested=client.unattested):
         if client.unattested:
