@@ -28,7 +28,11 @@ A Steward writes one entry per layer: layer 0, the TEE (vendor ``AMD``/``Intel``
 ``version``/``svn`` from the TCB) — absent when there was no evidence; layer 1, the workload
 (vendor ``Donjon``, model ``workload``, ``fwids`` = the workload digest, SHA-256) — absent for
 a legacy Enarx request, which has no digest. Both carry the ``notSecure`` flag when the
-certificate is not backed by a genuine TEE (simulated evidence, or none).
+certificate is not backed by a genuine TEE (simulated evidence, or none). A workload admitted
+by its package's signer (docs/deploy.md "An attested run, admitted by signer") has two more, at
+layer 2: model ``package`` (``fwids`` = the package's manifest digest, ``vendorInfo`` = the
+package name ``REGISTRY/REPO`` its signed payload carries, UTF-8) and model ``package-signer``
+(``fwids`` = the SHA-256 of the signer's SubjectPublicKeyInfo); :func:`package_of` reads them.
 
 Pure: values in, DER out, and back; anything else is :class:`DiceError`. Decoding is bounded
 (:data:`MAX_DICE_BYTES`, :data:`MAX_ENTRIES`, :data:`MAX_FWIDS`) and done by pyasn1 against the
@@ -52,7 +56,10 @@ from pyasn1.type import char, constraint, namedtype, tag, univ
 __all__ = [
     "HASH_OIDS",
     "MAX_DICE_BYTES",
+    "MAX_PACKAGE_NAME_BYTES",
     "MULTI_TCB_INFO_OID",
+    "PACKAGE_MODEL",
+    "PACKAGE_SIGNER_MODEL",
     "SIMULATED_SUFFIX",
     "TEE_NAMES",
     "VTPM_MODEL",
@@ -61,10 +68,12 @@ __all__ = [
     "WORKLOAD_VENDOR",
     "DiceError",
     "Fwid",
+    "PackageClaim",
     "TcbInfo",
     "claims_values",
     "decode_multi_tcb_info",
     "encode_multi_tcb_info",
+    "package_of",
     "workload_digest_of",
 ]
 
@@ -76,6 +85,11 @@ WORKLOAD_MODEL = "workload"
 #: digest (SHA-256 of the quoted PCR values); the TEE entry's measurement is then the paravisor's.
 VTPM_VENDOR = "Donjon"
 VTPM_MODEL = "paravisor vTPM"
+#: The entries naming a signed package and its signer (vendor ``Donjon``, layer 2).
+PACKAGE_MODEL = "package"
+PACKAGE_SIGNER_MODEL = "package-signer"
+#: A package name longer than this is not written (a policy's ``package`` is at most 1024).
+MAX_PACKAGE_NAME_BYTES = 1024
 #: Two entries of a few hundred bytes each; anything far larger is not a Steward's.
 MAX_DICE_BYTES = 8192
 MAX_ENTRIES = 16
@@ -173,6 +187,8 @@ class TcbInfo:
     layer: int | None = None
     fwids: tuple[Fwid, ...] = ()
     not_secure: bool = False
+    #: ``vendorInfo`` ("vendor supplied values", DICE 1.1 section 6.1.1): raw bytes.
+    vendor_info: bytes | None = None
 
 
 def _der(tag: int, content: bytes) -> bytes:
@@ -238,6 +254,8 @@ def encode_multi_tcb_info(entries: Sequence[TcbInfo]) -> bytes:
             fields += _der(_CONTEXT | 0x20 | 6, fwids)
         if entry.not_secure:
             fields += _der(_CONTEXT | 7, _NOT_SECURE_FLAGS)
+        if entry.vendor_info is not None:
+            fields += _der(_CONTEXT | 8, entry.vendor_info)
         items.append(_der(_SEQUENCE, fields))
     return _der(_SEQUENCE, b"".join(items))
 
@@ -267,6 +285,8 @@ def encode_with_pyasn1(entries: Sequence[TcbInfo]) -> bytes:
                 fwids[j] = one
         if entry.not_secure:
             item["flags"] = univ.BitString(binValue="01").subtype(implicitTag=_implicit(7))
+        if entry.vendor_info is not None:
+            item["vendorInfo"] = entry.vendor_info
         seq[i] = item
     return bytes(der_encoder.encode(seq))
 
@@ -314,6 +334,7 @@ def _decode(der: bytes) -> tuple[TcbInfo, ...]:
                 fwids.append(Fwid(name, bytes(fwid["digest"])))
         flags = item["flags"]
         bits = tuple(flags) if flags.isValue else ()
+        info = item["vendorInfo"]
         out.append(
             TcbInfo(
                 vendor=_text(item, "vendor"),
@@ -323,6 +344,7 @@ def _decode(der: bytes) -> tuple[TcbInfo, ...]:
                 layer=_integer(item, "layer"),
                 fwids=tuple(fwids),
                 not_secure=len(bits) > _NOT_SECURE and bits[_NOT_SECURE] == 1,
+                vendor_info=bytes(info) if info.isValue else None,
             )
         )
     return tuple(out)
@@ -339,6 +361,52 @@ def workload_digest_of(entries: Sequence[TcbInfo]) -> bytes | None:
     if len(digests) != 1:
         raise DiceError("the workload entry does not carry exactly one SHA-256 FWID")
     return digests[0]
+
+
+@dataclass(frozen=True)
+class PackageClaim:
+    """The signed package a certificate names: manifest digest and signer fingerprint
+    (``sha256:<hex>`` each), and the package name (``None`` where the certificate has none)."""
+
+    digest: str
+    signer: str
+    name: str | None
+
+
+def _one_sha256(entries: Sequence[TcbInfo], model: str) -> tuple[TcbInfo, bytes] | None:
+    found = [e for e in entries if e.vendor == WORKLOAD_VENDOR and e.model == model]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise DiceError(f"more than one {model} entry")
+    digests = [f.digest for f in found[0].fwids if f.hash_name == "sha256"]
+    if len(digests) != 1 or len(found[0].fwids) != 1:
+        raise DiceError(f"the {model} entry does not carry exactly one SHA-256 FWID")
+    return found[0], digests[0]
+
+
+def package_of(entries: Sequence[TcbInfo]) -> PackageClaim | None:
+    """The package and signer entries a Steward wrote (both or neither), or ``None``.
+
+    Anything else — one without the other, two of either, another FWID, a name that is not
+    UTF-8 or is too long — is :class:`DiceError`: a Steward never writes it.
+    """
+    package = _one_sha256(entries, PACKAGE_MODEL)
+    signer = _one_sha256(entries, PACKAGE_SIGNER_MODEL)
+    if package is None and signer is None:
+        return None
+    if package is None or signer is None:
+        raise DiceError("a package entry without its package-signer entry, or the other way round")
+    info = package[0].vendor_info
+    name = None
+    if info is not None:
+        if len(info) > MAX_PACKAGE_NAME_BYTES:
+            raise DiceError(f"a package name of {len(info)} bytes exceeds {MAX_PACKAGE_NAME_BYTES}")
+        try:
+            name = info.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DiceError("the package name is not UTF-8") from e
+    return PackageClaim("sha256:" + package[1].hex(), "sha256:" + signer[1].hex(), name)
 
 
 def claims_values(entries: Sequence[TcbInfo]) -> dict[str, object]:

@@ -1002,3 +1002,40 @@ def test_a_download_slower_than_the_total_budget_is_abandoned(e2e, registry, pkg
     )
     with client, pytest.raises(RegistryUnavailable, match="not received within"):
         client.get_blob(pinned, digest_of(w.wasm.read_bytes()), limit=1 << 24)
+
+
+def test_a_signed_encrypted_update_gets_its_key_by_a_signers_secret_rule(e2e, registry, pkg, served):
+    """docs/secrets.md "By package signer": the key bound to the CI key itself (no SPIFFE path, no
+    digest). Two signed versions get it from the real Keep with no policy edit; the release log
+    names the rule, the signer and each version's package digest."""
+    from donjon.oci.signature import fingerprint
+
+    key, pub = pkg.keygen("signer")
+    fp = fingerprint(load_public_key(pub.read_bytes()))
+    repo = "e2e/sealed-by-signer"
+    served.set_policy(
+        _signer_policy(e2e, fp, f"{registry.host}/{repo}")
+        + f'\n[[secret]]\nname = "app-key"\nsigners = ["{fp}"]\npackages = ["{registry.host}/{repo}"]\n'
+        + 'platforms = ["simulated"]\n'
+    )
+    digests = []
+    for version in ("v1", "v2"):
+        w = _reader(pkg, served, f"by-signer-{version}")
+        pinned = _publish_sealed(pkg, w, repo, key, tag="latest")
+        digests.append(pinned.split("@")[1])
+        if version == "v1":
+            pkg.donjon("steward", "secret", "put", "app-key", "--file", str(pkg.tmp / "app.key"),
+                       "--config", str(served.config_path))  # fmt: skip
+        keep = _sealed_run(
+            e2e, registry, served, f"{registry.host}/{repo}:latest", pub,
+            pkg.tmp / "keep-tmp", pkg.tmp / f"cache-by-signer-{version}",
+        )  # fmt: skip
+        keep.wait_for("listening on")
+        assert _ask(w, served) == hashlib.sha256(w.note).hexdigest()
+        assert keep.wait() == 0
+    released = [r for r in served.log_entries() if r.get("path") == "secret"]
+    assert [(r["decision"], r["rule"], r["matched"]) for r in released] == [
+        ("released", "secret app-key #1", ["signers", "packages"])
+    ] * 2
+    assert [r["package"]["digest"] for r in released] == digests
+    assert {r["package"]["signer"] for r in released} == {fp}

@@ -106,6 +106,7 @@ _entries = st.builds(
     layer=st.none() | st.integers(min_value=0, max_value=300),
     fwids=_fwids.map(tuple),
     not_secure=st.booleans(),
+    vendor_info=st.none() | st.binary(max_size=300),
 )
 
 

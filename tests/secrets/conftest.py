@@ -1,6 +1,7 @@
 """A Steward made by ``donjon steward init`` and served by ``donjon steward serve`` over HTTPS, and
 client certificates its CA signs directly (any identity, any validity): for the release endpoint's
-checks, through the real TLS server."""
+checks, through the real TLS server. A certificate for a Keep admitted by its package's signer
+carries the entries issuance writes for it (``package_entries``, the same function)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from donjon.cli.steward import main as steward_main
 from donjon.demo.steward import https_certificate
 from donjon.dice import SIMULATED_SUFFIX, TEE_NAMES, WORKLOAD_MODEL, WORKLOAD_VENDOR, Fwid, TcbInfo
 from donjon.steward.ca import CertificateAuthority
+from donjon.steward.package_admission import package_entries
+from donjon.steward.policy import Decision
 
 from ..processes import TIMEOUT, StewardProcess, free_port, run_donjon
 
@@ -41,8 +44,12 @@ class StewardFiles:
         lifetime: int = 3600,
         now: datetime | None = None,
         ca: CertificateAuthority | None = None,
+        package: dict[str, str] | None = None,
     ) -> tuple[Path, Path]:
-        """A client certificate (and key) as this Steward would issue for ``path``: PEM files."""
+        """A client certificate (and key) as this Steward would issue for ``path``: PEM files.
+
+        ``package``: the log record's ``{"digest", "signer", "name"}`` of a Keep a
+        ``[[workload]]`` signer rule admitted, written as issuance writes it."""
         key = ec.generate_private_key(ec.SECP256R1())
         spki = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -69,6 +76,17 @@ class StewardFiles:
                 not_secure=marked,
             )
         )
+        if package is not None:
+            admitted = Decision(
+                spiffe_path=path,
+                dns_names=(),
+                lifetime=lifetime,
+                simulated=simulated,
+                unattested=tee is None,
+                fresh=True,
+                rule=f"signer {package['signer']} (workload {digest.hex()})",
+            )
+            entries += package_entries(package, admitted)
         issued = (ca or self.ca).issue(
             spki,
             spiffe_path=path,

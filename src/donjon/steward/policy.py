@@ -184,17 +184,43 @@ class LegacyRule:
 class SecretRule:
     """``[[secret]]``: which workloads may be released the secret ``name`` (docs/secrets.md).
 
-    A client matches when its certificate's SPIFFE path (without the ``/sim`` or ``/unattested``
-    marker) is one of ``spiffe_paths`` (if given) and its workload digest is one of ``digests``
-    (if given), and ``platforms`` admits its evidence as for a ``[[workload]]``: omitted, any
+    Every field a rule gives must match (AND); several rules for one name are alternatives
+    (OR). A client matches when its certificate's SPIFFE path (without the ``/sim`` or
+    ``/unattested`` marker) is one of ``spiffe_paths`` (if given), its workload digest is one
+    of ``digests`` (if given), the package signer its certificate names is one of ``signers``
+    (if given) and the package name it names is one of ``packages`` (if given; only with
+    ``signers``), and ``platforms`` admits its evidence as for a ``[[workload]]``: omitted, any
     genuine TEE; a ``/sim`` or ``/unattested`` certificate only where ``platforms`` names
-    ``simulated`` or ``unattested`` explicitly.
+    ``simulated`` or ``unattested`` explicitly. The package and signer are read from the
+    certificate the Steward issued (:func:`donjon.dice.package_of`), never from the request.
     """
 
     name: str
     spiffe_paths: frozenset[str] | None
     digests: frozenset[str] | None
     platforms: frozenset[str] | None
+    #: Package signer fingerprints (``sha256:<hex>`` of the SubjectPublicKeyInfo).
+    signers: frozenset[str] | None = None
+    #: Package names (``REGISTRY/REPO``, as signed); only with ``signers``.
+    packages: frozenset[str] | None = None
+    #: The rule's position among the policy's ``[[secret]]`` tables, from 1 (for the log).
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        """How the log names this rule: ``secret NAME #INDEX`` (with the policy digest beside it)."""
+        return f"secret {self.name} #{self.index}"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The identity fields this rule names, every one of which a match satisfied."""
+        named = (
+            ("spiffe_paths", self.spiffe_paths),
+            ("digests", self.digests),
+            ("signers", self.signers),
+            ("packages", self.packages),
+        )
+        return tuple(key for key, value in named if value is not None)
 
     def admits(self, platform: str | None, *, simulated: bool, unattested: bool) -> bool:
         if unattested:
@@ -728,6 +754,42 @@ def _vtpm_rule(ctx: _Ctx, doc: Any, table: str) -> VtpmRule:
     return VtpmRule(allowed_measurements=allowed, pcrs=pcrs)
 
 
+def _fingerprint(
+    ctx: _Ctx,
+    value: Any,
+    where: str,
+    table: str,
+    key: str,
+    i: int,
+    read: Callable[[str], bytes],
+    signer_files: list[bytes],
+) -> str:
+    """A package signer named by its fingerprint (``sha256:<64 hex>``, any case) or by a PEM
+    public key file (relative to the policy; its SPKI hash then joins the policy digest).
+    ``where`` starts every error (``signer``, ``secret 'app-key': signers``)."""
+    if not isinstance(value, str) or not value:
+        raise ctx.error(f"{where} must be sha256:<64 hex> or a PEM public key file", table, key, i)
+    if value.startswith("sha256:"):
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", value.lower()):
+            raise ctx.error(f"{where} fingerprint {value!r} is not sha256:<64 hex>", table, key, i)
+        return value.lower()
+    from donjon.oci.errors import OciError
+    from donjon.oci.signature import fingerprint, load_public_key
+
+    try:
+        public = load_public_key(read(value), what=value)
+    except (OSError, OciError) as e:
+        raise ctx.error(f"{where} {value}: {e}", table, key, i) from e
+    found = fingerprint(public)
+    signer_files.append(bytes.fromhex(found.removeprefix("sha256:")))
+    return found
+
+
+def _package_name(value: Any) -> bool:
+    """A package name as a signed payload carries it: ``REGISTRY/REPO``, bounded."""
+    return isinstance(value, str) and "/" in value and len(value.encode("utf-8", "replace")) <= 1024
+
+
 def _signer_of(
     ctx: _Ctx, entry: Mapping[str, Any], i: int, read: Callable[[str], bytes], signer_files: list[bytes]
 ) -> tuple[str | None, str | None]:
@@ -743,24 +805,9 @@ def _signer_of(
         return None, None
     if "digest" in entry:
         raise ctx.error("give digest or signer, not both", "workload", "signer", i)
-    if package is not None and (not isinstance(package, str) or "/" not in package or len(package) > 1024):
+    if package is not None and not _package_name(package):
         raise ctx.error("package must be REGISTRY/REPOSITORY, as signed", "workload", "package", i)
-    if not isinstance(signer, str) or not signer:
-        raise ctx.error("signer must be sha256:<64 hex> or a PEM public key file", "workload", "signer", i)
-    if signer.startswith("sha256:"):
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", signer.lower()):
-            raise ctx.error("signer fingerprint must be sha256:<64 hex>", "workload", "signer", i)
-        return signer.lower(), package
-    from donjon.oci.errors import OciError
-    from donjon.oci.signature import fingerprint, load_public_key
-
-    try:
-        key = load_public_key(read(signer), what=signer)
-    except (OSError, OciError) as e:
-        raise ctx.error(f"signer {signer}: {e}", "workload", "signer", i) from e
-    found = fingerprint(key)
-    signer_files.append(bytes.fromhex(found.removeprefix("sha256:")))
-    return found, package
+    return _fingerprint(ctx, signer, "signer", "workload", "signer", i, read, signer_files), package
 
 
 def _reader(path: str) -> Callable[[str], bytes]:
@@ -942,7 +989,7 @@ def parse_policy(
             )
         )
     _no_shared_names(ctx, workloads, legacy)
-    secrets = _secret_rules(ctx, doc.get("secret", []))
+    secrets = _secret_rules(ctx, doc.get("secret", []), read, signer_files)
     return Policy(
         digest=_digest(raw, platforms, signer_files),
         source=path,
@@ -958,8 +1005,10 @@ def parse_policy(
     )
 
 
-def _secret_rules(ctx: _Ctx, value: Any) -> tuple[SecretRule, ...]:
-    """``[[secret]]`` tables (docs/secrets.md "Policy")."""
+def _secret_rules(
+    ctx: _Ctx, value: Any, read: Callable[[str], bytes], signer_files: list[bytes]
+) -> tuple[SecretRule, ...]:
+    """``[[secret]]`` tables (docs/secrets.md "The policy: who gets which secret")."""
     from donjon.steward.secrets.errors import BadSecretName
     from donjon.steward.secrets.names import check_name
 
@@ -967,7 +1016,9 @@ def _secret_rules(ctx: _Ctx, value: Any) -> tuple[SecretRule, ...]:
         raise ctx.error("secret must be an array of tables ([[secret]])", None, "secret")
     rules: list[SecretRule] = []
     for i, entry in enumerate(value):
-        _check_keys(ctx, entry, {"name", "spiffe_paths", "digests", "platforms"}, "secret", i)
+        _check_keys(
+            ctx, entry, {"name", "spiffe_paths", "digests", "signers", "packages", "platforms"}, "secret", i
+        )
         name = entry.get("name")
         try:
             check_name(name)
@@ -1003,9 +1054,14 @@ def _secret_rules(ctx: _Ctx, value: Any) -> tuple[SecretRule, ...]:
                     i,
                 )
             digests = frozenset(d.lower() for d in raw)
-        if paths is None and digests is None:
+        signers, packages = _secret_signers(ctx, entry, name, i, read, signer_files)
+        if paths is None and digests is None and signers is None:
             raise ctx.error(
-                f"secret {name!r} names no workload: give spiffe_paths, digests or both", "secret", None, i
+                f"secret {name!r} names no workload: give spiffe_paths, digests or signers (each one "
+                "given must match)",
+                "secret",
+                None,
+                i,
             )
         plats = entry.get("platforms")
         choices = PLATFORMS + MARKERS
@@ -1019,9 +1075,60 @@ def _secret_rules(ctx: _Ctx, value: Any) -> tuple[SecretRule, ...]:
                 spiffe_paths=paths,
                 digests=digests,
                 platforms=frozenset(plats) if plats is not None else None,
+                signers=signers,
+                packages=packages,
+                index=i + 1,
             )
         )
     return tuple(rules)
+
+
+def _secret_signers(
+    ctx: _Ctx,
+    entry: Mapping[str, Any],
+    name: str,
+    i: int,
+    read: Callable[[str], bytes],
+    signer_files: list[bytes],
+) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """A ``[[secret]]``'s ``signers`` and ``packages``: non-empty lists; ``packages`` only with
+    ``signers`` (a package name proves nothing by itself: anyone can sign under any name)."""
+    signers: frozenset[str] | None = None
+    if "signers" in entry:
+        raw = entry["signers"]
+        if not isinstance(raw, list) or not raw:
+            raise ctx.error(
+                f"secret {name!r}: signers must be a non-empty list of signer fingerprints "
+                "(sha256:<64 hex>) or PEM public key files",
+                "secret",
+                "signers",
+                i,
+            )
+        where = f"secret {name!r}: signers:"
+        signers = frozenset(
+            _fingerprint(ctx, item, where, "secret", "signers", i, read, signer_files) for item in raw
+        )
+    packages: frozenset[str] | None = None
+    if "packages" in entry:
+        raw = entry["packages"]
+        if signers is None:
+            raise ctx.error(
+                f"secret {name!r}: packages needs signers (a package name alone proves nothing: "
+                "only its signer's key does)",
+                "secret",
+                "packages",
+                i,
+            )
+        if not isinstance(raw, list) or not raw or not all(_package_name(p) for p in raw):
+            raise ctx.error(
+                f"secret {name!r}: packages must be a non-empty list of package names "
+                "(REGISTRY/REPOSITORY, as signed)",
+                "secret",
+                "packages",
+                i,
+            )
+        packages = frozenset(raw)
+    return signers, packages
 
 
 def _digest(raw: bytes, platforms: Mapping[str, PlatformRule], signer_files: Sequence[bytes] = ()) -> str:
@@ -1143,10 +1250,18 @@ collateral_grace = "0s"
 # Secrets (docs/secrets.md): which workloads the Steward releases each stored secret to.
 # A /sim or /unattested certificate gets one only where platforms names "simulated" or
 # "unattested" explicitly.
+# Every field a rule names must match; several rules for one name are alternatives.
 # [[secret]]
 # name = "db-password"
 # spiffe_paths = ["/frontend"]       # and/or digests = ["<64 hex: workload digest>"]
 # platforms = ["sev-snp", "tdx"]     # omit for any genuine TEE platform allowed above
+#
+# The content key of an encrypted package, to every Keep a [[workload]] signer rule
+# admitted for a package signed by this key (docs/deploy.md "Encrypted packages"):
+# [[secret]]
+# name = "app-key"
+# signers = ["sha256:<64 hex: signer fingerprint>"]   # or a PEM public key file
+# packages = ["registry.example/team/app"]           # optional, only with signers
 
 # Legacy Enarx Keeps, by the measurement of the Enarx runtime (needs allow_legacy_enarx).
 # [[legacy]]

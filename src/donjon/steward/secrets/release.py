@@ -10,10 +10,18 @@ refusal is a :class:`~donjon.steward.errors.Refused` naming its check:
 - ``client.certificate`` (401): no client certificate (plain HTTP, or none presented);
 - ``client.issuer``: not issued by this Steward's CA;
 - ``client.expired`` / ``client.not_yet_valid``: outside its validity period;
-- ``client.spiffe_id``: no SPIFFE ID of this trust domain; ``client.claims``: unreadable claims;
+- ``client.spiffe_id``: no SPIFFE ID of this trust domain; ``client.claims``: unreadable claims
+  (including package entries a Steward never writes);
 - ``secret.policy``: no ``[[secret]]`` rule names the secret;
-- ``secret.spiffe_id``, ``secret.digest``, ``secret.platforms``: what no rule for it accepts
-  (the first rule's failure is reported; every rule is tried).
+- ``secret.spiffe_id``, ``secret.digest``, ``secret.signer``, ``secret.package``,
+  ``secret.platforms``: what no rule for it accepts (the first rule's failure is reported;
+  every rule is tried).
+
+Every field a rule names must match (AND); rules are alternatives (OR). The package signer and
+name come only from the certificate, from the DICE entries this Steward wrote when a
+``[[workload]]`` signer rule admitted the Keep (:func:`donjon.dice.package_of`): the Steward
+signed that certificate, so what it says is what the Steward verified at issuance. Nothing the
+client sends with the request is read.
 
 Pure: certificate bytes, the CA certificate, the policy and the time in; an identity or a
 refusal out.
@@ -27,6 +35,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from donjon.dice import MULTI_TCB_INFO_OID, DiceError, PackageClaim, decode_multi_tcb_info, package_of
 from donjon.peer.claims import dice_claims
 from donjon.peer.errors import PeerRefused
 from donjon.steward.errors import Refused
@@ -52,10 +61,12 @@ class ClientIdentity:
     unattested: bool
     tee: str | None
     workload_digest: str | None
+    #: The signed package the certificate names (admitted by a signer rule), else ``None``.
+    package: PackageClaim | None = None
 
     def record(self) -> dict[str, object]:
         """The log fields of this identity (never anything secret)."""
-        return {
+        out: dict[str, object] = {
             "certificate_serial": self.serial,
             "spiffe_id": self.spiffe_id,
             "workload_digest": self.workload_digest,
@@ -63,6 +74,29 @@ class ClientIdentity:
             "simulated": self.simulated,
             "unattested": self.unattested,
         }
+        if self.package is not None:
+            out["package"] = {
+                "digest": self.package.digest,
+                "signer": self.package.signer,
+                "name": self.package.name,
+            }
+        return out
+
+
+def _package(cert: x509.Certificate) -> PackageClaim | None:
+    """The package and signer the certificate's DICE extension names (docs/deploy.md)."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(MULTI_TCB_INFO_OID))
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as e:  # cryptography parses extensions lazily
+        raise Refused("client.claims", f"the client certificate's extensions do not parse: {e}") from e
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        return None
+    try:
+        return package_of(decode_multi_tcb_info(ext.value.value))
+    except DiceError as e:
+        raise Refused("client.claims", f"the client certificate's package entries do not parse: {e}") from e
 
 
 def client_identity(
@@ -124,6 +158,7 @@ def client_identity(
         unattested=unattested,
         tee=claims.tee if claims is not None else None,
         workload_digest=digest.hex() if digest is not None else None,
+        package=_package(cert),
     )
 
 
@@ -134,6 +169,24 @@ def _refusal(rule: SecretRule, client: ClientIdentity) -> Refused | None:
         return Refused(
             "secret.digest", f"workload digest {client.workload_digest} is not bound to secret {rule.name}"
         )
+    if rule.signers is not None:
+        if client.package is None:
+            return Refused(
+                "secret.signer",
+                f"secret {rule.name} is bound to package signers, and the certificate of "
+                f"{client.spiffe_id} names none (its Keep was not admitted by a [[workload]] signer rule)",
+            )
+        if client.package.signer not in rule.signers:
+            return Refused(
+                "secret.signer", f"package signer {client.package.signer} is not bound to secret {rule.name}"
+            )
+    if rule.packages is not None:
+        # The policy allows packages only with signers, so a certificate without a package was
+        # refused above; refuse it here too rather than trust that.
+        name = client.package.name if client.package is not None else None
+        if name not in rule.packages:
+            shown = "no package name" if name is None else f"package {name}"
+            return Refused("secret.package", f"{shown} is not bound to secret {rule.name}")
     if not rule.admits(client.tee, simulated=client.simulated, unattested=client.unattested):
         if client.unattested:
             what = 'an unattested Keep (platforms does not list "unattested")'

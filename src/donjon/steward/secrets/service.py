@@ -2,9 +2,11 @@
 
 Every release and every refusal is appended to the Steward's transparency log before the
 answer leaves: ``{"path": "secret", "decision": "released" | "refused", "secret", "version",
-"certificate_serial", "spiffe_id", "workload_digest", "check", "reason", "policy_digest"}`` —
-never the value. The certificate serial goes under ``certificate_serial``, not ``serial``:
-``serial`` is the look-up column of the entry that *issued* a certificate.
+"certificate_serial", "spiffe_id", "workload_digest", "tee", "simulated", "unattested",
+"package" (digest, signer, name: when the certificate names a signed package), "rule" and
+"matched" (released: which ``[[secret]]`` rule, and the fields it named), "check", "reason",
+"policy_digest"}`` — never the value. The certificate serial goes under ``certificate_serial``,
+not ``serial``: ``serial`` is the look-up column of the entry that *issued* a certificate.
 """
 
 from __future__ import annotations
@@ -110,7 +112,10 @@ class SecretService:
             record.update(
                 decision="released",
                 version=value.version,
-                rule=f"secret {rule.name}",
+                # Which [[secret]] rule (its position; policy_digest names the policy) and the
+                # fields it named, every one of which matched.
+                rule=rule.label,
+                matched=list(rule.fields),
             )
         except Refused as e:
             record.update(decision="refused", check=e.check, reason=e.reason)
