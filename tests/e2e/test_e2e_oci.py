@@ -374,6 +374,31 @@ def test_a_wrongly_signed_package_is_refused(e2e, registry, pkg):
     assert code == 1 and "not over its payload" in err
 
 
+def test_a_package_copied_with_its_signature_to_another_repository_is_refused(e2e, registry, pkg):
+    """The review's attack: a registry serves, as e2e/prod, a package the trusted key signed as
+    e2e/debug (its .sig copied along). The signature verifies but names another repository."""
+    from donjon.oci.signature import signature_tag
+
+    steward = e2e.steward()
+    key, pub = pkg.keygen("signer")
+    debug = parse_reference(pkg.publish(_workload(e2e, steward, "debug-build"), "e2e/debug", key=key))
+    prod = parse_reference(f"{registry.host}/e2e/prod:v1")
+    with _client(registry) as client:
+        for tag in (debug.digest, signature_tag(debug.digest)):
+            raw = client.get_manifest(debug, tag)
+            doc = json.loads(raw)
+            for blob in [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]:
+                client.push_blob(prod, blob, client.get_blob(debug, blob, limit=1 << 26))
+            client.push_manifest(prod, "v1" if tag == debug.digest else tag, raw, doc["mediaType"])
+    code, err = _refused(e2e, registry, steward, f"{prod.name}:v1", "--trust-signer", str(pub))
+    assert code == 1 and f"made for another repository ('{debug.name}'" in err and "listening" not in err
+    out = pkg.donjon(
+        "package", "verify", "--trust-signer", str(pub), "--backend", "nil", "--signed-as", debug.name,
+        f"{prod.name}:v1",
+    )  # fmt: skip
+    assert f"signed for {debug.name}" in out
+
+
 def test_a_signature_for_another_package_is_refused(e2e, registry, pkg):
     """A valid signature by the trusted key, copied from another package's .sig tag."""
     steward = e2e.steward()

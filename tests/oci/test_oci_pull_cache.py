@@ -481,3 +481,24 @@ def test_a_signature_hint_goes_when_its_manifest_is_evicted(tmp_path):
     assert cache.get(manifest, limit=1000) is None
     assert cache.signatures_of(package) is None  # ...and so does its hint
     assert sorted(p.name for p in (tmp_path / "signatures").iterdir()) == []
+
+
+# -- the repository a signature was made for -----------------------------------------------------
+
+
+def test_a_signature_made_for_another_repository_is_refused_unless_that_name_is_accepted(tmp_path, signer):
+    """The same registry can serve, under ``registry.test/prod``, a package the trusted key
+    signed as ``registry.test/app`` (a debug build, say): refused, unless the run says that
+    name is an alias (a mirror or a copy)."""
+    registry = MemoryRegistry()
+    _publish(registry, tmp_path, signer)  # signed as registry.test/app
+    prod = parse_reference("registry.test/prod:v1")
+    cache = BlobCache(tmp_path / "cache")
+    with pytest.raises(SignatureError, match=r"made for another repository \('registry.test/app'"):
+        pull(registry, prod, trusted=[signer.public_key()], cache=cache)  # type: ignore[arg-type]
+    pulled = pull(registry, prod, trusted=[signer.public_key()], cache=cache, signed_as=["registry.test/app"])  # type: ignore[arg-type]
+    assert pulled.signature is not None and pulled.signature.docker_reference == "registry.test/app"
+    # Remembered in the cache, the signature is still held to the names of each run.
+    registry.requests.clear()
+    with pytest.raises(SignatureError, match="another repository"):
+        pull(registry, prod, trusted=[signer.public_key()], cache=cache)  # type: ignore[arg-type]

@@ -152,6 +152,13 @@ def parser() -> argparse.ArgumentParser:
         "--allow-unsigned", action="store_true", help="accept a package without a trusted signature (UNSAFE)"
     )
     v.add_argument(
+        "--signed-as",
+        action="append",
+        default=[],
+        metavar="REGISTRY/REPO",
+        help="also accept a signature made for this repository (a mirror or copy; repeatable)",
+    )
+    v.add_argument(
         "--backend",
         default="auto",
         metavar="NAME",
@@ -422,6 +429,7 @@ def _verify(args: argparse.Namespace) -> int:
             trusted=trusted_keys(args.trust_signer),
             allow_unsigned=args.allow_unsigned,
             warn=lambda m: _error(f"warning: {m}"),
+            signed_as=[name.removeprefix("oci://") for name in args.signed_as],
         )
     check_within(package_config(pulled), args.backend)
     signature = pulled.signature

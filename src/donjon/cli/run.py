@@ -167,6 +167,12 @@ def parser() -> argparse.ArgumentParser:
         help="oci://: a trusted package signer's public key, PEM (repeatable; docs/deploy.md)",
     )
     p.add_argument(
+        "--signed-as",
+        metavar="REGISTRY/REPO",
+        help="oci://: also accept a signature made for this repository (a mirror or copy of it; "
+        "repeatable). By default only the pulled repository's own name is accepted",
+    )
+    p.add_argument(
         "--allow-unsigned",
         action="store_true",
         help="oci://: run a package that no trusted signer signed (UNSAFE, said loudly)",
@@ -215,6 +221,7 @@ class Options:
         self.verbose = False
         self.help = False
         self.trust_signers: list[str] = []
+        self.signed_as: list[str] = []
         self.allow_unsigned = False
         self.package_cache: str | None = None
         self.use_package_cache = True
@@ -244,6 +251,7 @@ _WITH_VALUE = {
     "--max-memory",
     "--deadline",
     "--trust-signer",
+    "--signed-as",
     "--package-cache",
     "--registry-ca",
     "--registry-user",
@@ -300,6 +308,8 @@ def parse_args(argv: list[str]) -> Options:
                     raise UsageError(f"--deadline {value!r}: expected seconds") from None
             elif name == "--trust-signer":
                 opts.trust_signers.append(value)
+            elif name == "--signed-as":
+                opts.signed_as.append(value.removeprefix("oci://"))
             elif name == "--package-cache":
                 opts.package_cache = value
             elif name == "--registry-ca":
@@ -560,6 +570,7 @@ def _pull_package(opts: Options, root: Path) -> Workload | int:
                 cache=cache,
                 limits=limits,
                 warn=lambda m: _error(f"warning: {m}"),
+                signed_as=opts.signed_as,
             )
         config = package_config(pulled)
         check_within(config, opts.backend)

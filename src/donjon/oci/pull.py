@@ -20,7 +20,7 @@ The whole pull, every download and retry included, ends by :attr:`Limits.seconds
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -132,8 +132,12 @@ def check_signature(
     *,
     cache: BlobCache | None = None,
     deadline: Deadline | None = None,
+    names: Collection[str] | None = None,
 ) -> VerifiedSignature:
     """The signature of the pinned ``ref`` by one of the ``trusted`` keys, or :class:`SignatureError`.
+
+    ``names`` (``REGISTRY/REPO``) are the repositories a signature may have been made for;
+    ``None`` is ``ref``'s own only.
 
     Where signatures are looked for, in order, each step only when the one before found none
     that verifies:
@@ -155,11 +159,12 @@ def check_signature(
     """
     digest = ref.digest
     assert digest is not None
+    names = frozenset(names) if names is not None else frozenset({ref.name})
     if cache is not None:
-        remembered = _remembered_signature(cache, digest, trusted)
+        remembered = _remembered_signature(cache, digest, trusted, names)
         if remembered is not None:
             return remembered
-    search = _Search(client, ref, digest, trusted, cache, deadline)
+    search = _Search(client, ref, digest, trusted, cache, deadline, names)
     verified = search.group(signature_tag(digest), None)
     if verified is None:
         for referrer in search.referrers():
@@ -172,7 +177,7 @@ def check_signature(
 
 
 def _remembered_signature(
-    cache: BlobCache, digest: str, trusted: Sequence[PublicKey]
+    cache: BlobCache, digest: str, trusted: Sequence[PublicKey], names: Collection[str]
 ) -> VerifiedSignature | None:
     """A signature of the signature manifest that verified ``digest`` on an earlier pull, read
     from the cache (each blob checked against its digest there) and verified again, or ``None``."""
@@ -190,7 +195,7 @@ def _remembered_signature(
         if payload is None:
             continue
         try:
-            return verify_signatures(digest, [(signature, payload)], trusted)
+            return verify_signatures(digest, [(signature, payload)], trusted, names=names)
         except OciError:
             continue  # other keys this run, or a hint gone stale: ask the registry
     return None
@@ -208,7 +213,9 @@ class _Search:
         trusted: Sequence[PublicKey],
         cache: BlobCache | None,
         deadline: Deadline | None,
+        names: Collection[str],
     ) -> None:
+        self.names = names
         self.client = client
         self.ref = ref
         self.digest = digest
@@ -271,7 +278,9 @@ class _Search:
                 self.signatures += 1
                 payload = self._payload(signature)
                 try:
-                    verified = verify_signatures(self.digest, [(signature, payload)], self.trusted)
+                    verified = verify_signatures(
+                        self.digest, [(signature, payload)], self.trusted, names=self.names
+                    )
                 except SignatureError as e:
                     self.reasons.append(e.reason)
                     continue
@@ -351,8 +360,12 @@ def pull(
     limits: Limits = Limits(),
     warn: Callable[[str], None] = lambda _m: None,
     clock: Callable[[], float] = time.monotonic,
+    signed_as: Sequence[str] = (),
 ) -> PulledPackage:
-    """Pull and verify the package ``ref`` names (see the module docstring for the order)."""
+    """Pull and verify the package ``ref`` names (see the module docstring for the order).
+
+    Its signature must have been made for ``ref``'s own ``REGISTRY/REPO`` or one of
+    ``signed_as`` (a mirror or a copy of a repository signed under another name)."""
     deadline = Deadline.start(ref.registry, limits.seconds, clock)
     cached = cache.get(ref.digest, limit=limits.manifest) if cache is not None and ref.digest else None
     if cached is not None:
@@ -374,7 +387,9 @@ def pull(
         warn(f"package {pinned.digest} is NOT signature-checked (--allow-unsigned)")
     else:
         try:
-            signature = check_signature(client, pinned, trusted, cache=cache, deadline=deadline)
+            signature = check_signature(
+                client, pinned, trusted, cache=cache, deadline=deadline, names={pinned.name, *signed_as}
+            )
         except SignatureError as e:
             if not allow_unsigned:
                 raise

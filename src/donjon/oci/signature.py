@@ -33,7 +33,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -345,12 +345,17 @@ def verify_signatures(
     manifest_digest: str,
     signatures: Sequence[tuple[Signature, bytes]],
     trusted: Sequence[PublicKey],
+    *,
+    names: Collection[str] | None = None,
 ) -> VerifiedSignature:
-    """The first signature that a trusted key verified over a payload naming ``manifest_digest``.
+    """The first signature that a trusted key verified over a payload naming ``manifest_digest``
+    (and, if ``names`` is given, one of those ``REGISTRY/REPO`` as its ``docker-reference``).
 
     ``signatures`` pairs each signature with its payload bytes (already checked against the
     payload descriptor's digest by the caller). Raises :class:`SignatureError` naming why none
-    verified: unsigned, signed only by keys not trusted, or a payload for another digest.
+    verified: unsigned, signed only by keys not trusted, a payload for another digest, or one
+    signed for another repository (the same key's signature over a package it published
+    elsewhere - a debug build, say - does not make that package this one).
     """
     if not signatures:
         raise SignatureError(manifest_digest, "unsigned (no cosign signature found)")
@@ -372,6 +377,11 @@ def verify_signatures(
             reasons.append("a trusted signature over a payload that is not a cosign image signature")
         elif signed_digest != manifest_digest:
             reasons.append(f"a trusted signature for another manifest ({signed_digest!r})")
+        elif names is not None and reference not in names:
+            reasons.append(
+                f"a trusted signature made for another repository ({reference!r}, not "
+                f"{' or '.join(sorted(names))}; --signed-as accepts it)"
+            )
         else:
             return VerifiedSignature(
                 fingerprint(signer),
