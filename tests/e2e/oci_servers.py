@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -337,3 +337,24 @@ class ConnectProxy:
 
     def close(self) -> None:
         self.listener.close()
+
+
+@contextlib.contextmanager
+def never_called(wait: float = 0.3) -> Iterator[tuple[int, list[object]]]:
+    """A loopback port (and the list of connections it got) where nothing may ever connect: the
+    test points a would-be leak at it, then asserts the list is empty after the block."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(wait)
+    accepted: list[object] = []
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            accepted.append(listener.accept())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        watcher.join()
+        listener.close()

@@ -9,10 +9,7 @@ scope's token is fetched once, and every failure of the token service is exit 3 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,7 @@ from donjon.oci.registry import RegistryClient, RetryPolicy
 from donjon.oci.token import MAX_TOKEN_ANSWER
 
 from .conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registry
-from .oci_servers import CA, TokenService
+from .oci_servers import CA, TokenService, never_called
 from .test_e2e_oci import SPIFFE_PATH, Packager, _run, _workload
 
 
@@ -181,30 +178,18 @@ def test_an_oversize_token_answer_is_refused_without_reading_it_all(tokens):
 
 def test_a_realm_that_is_not_https_is_refused_before_any_password_is_sent(tmp_path):
     # A plain-HTTP "token service" that would receive the password: it must never be called.
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    accepted: list[object] = []
-
-    def watch() -> None:
-        with contextlib.suppress(OSError):
-            accepted.append(listener.accept())
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    port = listener.getsockname()[1]
-    tls = CA("unused")
-    service = TokenService(tmp_path, tls, {})
-    auth = service.registry_auth().replace(service.realm, f"http://127.0.0.1:{port}/token")
-    service.close()
-    registry = _token_registry(tmp_path / "registry", auth, tls)
-    try:
-        ref = parse_reference(f"{registry.host}/e2e/plain:v1")
-        with _client(registry) as client, pytest.raises(AuthFailed, match="is not https://"):
-            client.get_manifest(ref, "v1")
-    finally:
-        registry.close()
-        watcher.join()
-        listener.close()
+    with never_called(0.2) as (port, accepted):
+        tls = CA("unused")
+        service = TokenService(tmp_path, tls, {})
+        auth = service.registry_auth().replace(service.realm, f"http://127.0.0.1:{port}/token")
+        service.close()
+        registry = _token_registry(tmp_path / "registry", auth, tls)
+        try:
+            ref = parse_reference(f"{registry.host}/e2e/plain:v1")
+            with _client(registry) as client, pytest.raises(AuthFailed, match="is not https://"):
+                client.get_manifest(ref, "v1")
+        finally:
+            registry.close()
     assert accepted == []
 
 

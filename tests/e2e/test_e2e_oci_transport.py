@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,7 +26,7 @@ from donjon.oci.registry import RegistryClient, RetryPolicy
 from donjon.oci.transport import MAX_REDIRECTS
 
 from .conftest import REGISTRY_PASSWORD, REGISTRY_USER, Registry
-from .oci_servers import CA, BlobOrigin, ConnectProxy, RedirectFront
+from .oci_servers import CA, BlobOrigin, ConnectProxy, RedirectFront, never_called
 from .test_e2e_oci import Packager, _workload
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
@@ -127,24 +124,10 @@ def test_a_401_from_the_storage_a_redirect_led_to_is_not_answered_with_credentia
 
 
 def test_a_redirect_to_plain_http_is_refused_and_not_followed(front):
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.3)
-    accepted: list[object] = []
-
-    def watch() -> None:
-        with contextlib.suppress(OSError):
-            accepted.append(listener.accept())
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    port = listener.getsockname()[1]
-    front.front.location = lambda path: f"http://127.0.0.1:{port}/bucket/blob"
-    try:
+    with never_called() as (port, accepted):
+        front.front.location = lambda path: f"http://127.0.0.1:{port}/bucket/blob"
         with pytest.raises(RegistryError, match=r"redirect refused: http://127.0.0.1:\d+/bucket/blob is not"):
             front.client.get_blob(front.ref, digest_of(b"x"), limit=1 << 20)
-    finally:
-        watcher.join()
-        listener.close()
     assert accepted == []
 
 
