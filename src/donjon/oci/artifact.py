@@ -36,6 +36,7 @@ from donjon.oci.encryption import (
     seal_layer,
 )
 from donjon.oci.errors import DigestMismatch, MalformedPackage, TooLarge
+from donjon.oci.reference import DIGEST
 
 __all__ = [
     "ARTIFACT_TYPE",
@@ -78,7 +79,6 @@ WORKLOAD_DIGEST_ANNOTATION = "dev.donjon.workload.digest"
 MAX_MANIFEST_BYTES = 256 * 1024
 _MAX_LAYERS = 1024
 _MAX_ANNOTATION = 4096
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 TreeKind = Literal["dir", "file"]
 
@@ -324,7 +324,7 @@ def parse_manifest(raw: bytes, *, expected_digest: str | None = None) -> Manifes
             raise MalformedPackage(
                 f"layer {i}", f"encrypted and plain layers mixed ({ENCRYPTION_KEY_ANNOTATION} names the key)"
             )
-        if layer.sealed and not _DIGEST.fullmatch(layer.plaintext_digest):
+        if layer.sealed and not DIGEST.fullmatch(layer.plaintext_digest):
             raise MalformedPackage(f"layer {i}", f"encrypted without a {PLAINTEXT_DIGEST_ANNOTATION}")
     for i, tree in enumerate(trees, start=2):
         if tree.plain_media_type not in (DIR_MEDIA_TYPE, FILE_MEDIA_TYPE):
@@ -360,7 +360,7 @@ def _descriptor(value: object, what: str) -> Descriptor:
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
     if not isinstance(media_type, str) or len(media_type) > 255:
         raise MalformedPackage(what, "mediaType: expected a string")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
         raise MalformedPackage(what, "digest: expected sha256:<64 lowercase hex>")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise MalformedPackage(what, "size: expected a non-negative integer")

@@ -20,11 +20,11 @@ can cost a fetch, never admit a package. A hint whose manifest was evicted is re
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
 
 from donjon.oci.artifact import digest_of
+from donjon.oci.reference import DIGEST
 
 __all__ = ["DEFAULT_MAX_BYTES", "MAX_ENV", "BlobCache", "default_cache_dir", "max_bytes_from_env"]
 
@@ -58,13 +58,9 @@ class BlobCache:
         self.evicted = 0
 
     def _path(self, digest: str) -> Path:
-        algorithm, _, hexdigest = digest.partition(":")
-        if (
-            algorithm != "sha256"
-            or len(hexdigest) != 64
-            or not all(c in "0123456789abcdef" for c in hexdigest)
-        ):
+        if not DIGEST.fullmatch(digest):
             raise ValueError(f"not a sha256 digest: {digest!r}")
+        algorithm, _, hexdigest = digest.partition(":")
         return self.root / algorithm / hexdigest
 
     def get(self, digest: str, *, limit: int) -> bytes | None:
@@ -107,7 +103,7 @@ class BlobCache:
 
     def put(self, digest: str, data: bytes) -> None:
         """Store ``data`` (which must hash to ``digest``); a cache that cannot be written is skipped."""
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if digest_of(data) != digest:
             raise ValueError("put: the data does not match its digest")
         path = self._path(digest)
         self._write(path, data)

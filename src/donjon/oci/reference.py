@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from donjon.oci.errors import BadReference
 
-__all__ = ["SCHEME", "Reference", "parse_digest", "parse_reference"]
+__all__ = ["DIGEST", "SCHEME", "Reference", "parse_digest", "parse_reference"]
 
 #: ``donjon run oci://REGISTRY/REPO:TAG`` (the prefix that tells a package from a file).
 SCHEME = "oci://"
@@ -24,7 +24,8 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HOST = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: ``sha256:<64 lowercase hex>``, the only digest Donjon accepts (manifests, blobs, the cache).
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _MAX_REFERENCE = 1024
 
 
@@ -57,7 +58,7 @@ class Reference:
 
 def parse_digest(text: str) -> str:
     """``sha256:<64 lowercase hex>``, the only digest algorithm Donjon accepts."""
-    if not _DIGEST.fullmatch(text):
+    if not DIGEST.fullmatch(text):
         raise BadReference(text, "expected a digest sha256:<64 lowercase hex digits>")
     return text
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -49,6 +48,7 @@ from donjon.oci.artifact import (
     load_json,
 )
 from donjon.oci.errors import MalformedPackage, SignatureError, TooLarge
+from donjon.oci.reference import DIGEST
 
 __all__ = [
     "COSIGN_CONFIG_MEDIA_TYPE",
@@ -86,7 +86,6 @@ SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 #: How many signature referrers of one package are read (and kept in a fallback index).
 MAX_REFERRERS = 16
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PAYLOAD_TYPE = "cosign container image signature"
 #: A simple-signing payload is a few hundred bytes; cosign's own verifier allows 128 KiB.
 MAX_PAYLOAD_BYTES = 128 * 1024
@@ -241,7 +240,7 @@ def signature_layers(raw: bytes) -> tuple[tuple[Mapping[str, Any], Signature | N
         if not isinstance(item, dict) or not isinstance(item.get("mediaType"), str):
             continue
         digest, size = item.get("digest"), item.get("size")
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest) or not _is_size(size):
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest) or not _is_size(size):
             continue
         out.append((item, _signature(item)))
     return tuple(out[: MAX_SIGNATURES - 1])
@@ -261,7 +260,7 @@ def parse_referrers(raw: bytes) -> tuple[str, ...]:
         digest = item.get("digest")
         if item.get("mediaType") != MANIFEST_MEDIA_TYPE or not isinstance(digest, str):
             continue
-        if not _DIGEST.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             continue
         if digest not in out:
             out.append(digest)
@@ -332,7 +331,7 @@ def _signature(item: object) -> Signature | None:
     digest, size = item.get("digest"), item.get("size")
     if not isinstance(encoded, str) or not isinstance(digest, str) or not _is_size(size):
         return None
-    if size > MAX_PAYLOAD_BYTES or not _DIGEST.fullmatch(digest):
+    if size > MAX_PAYLOAD_BYTES or not DIGEST.fullmatch(digest):
         return None
     try:
         signature = base64.b64decode(encoded, validate=True)
