@@ -249,12 +249,8 @@ def signature_layers(raw: bytes) -> tuple[tuple[Mapping[str, Any], Signature | N
 def parse_referrers(raw: bytes) -> tuple[str, ...]:
     """The digests of the signature manifests an image index of referrers lists (the referrers
     API's answer or the ``sha256-<hex>`` fallback tag), at most :data:`MAX_REFERRERS`."""
-    doc = load_json("referrers index", raw)
-    manifests = doc.get("manifests") if isinstance(doc, dict) else None
-    if not isinstance(manifests, list):
-        raise MalformedPackage("referrers index", "no manifests")
     out: list[str] = []
-    for item in manifests:
+    for item in _index_entries(raw):
         if not isinstance(item, dict) or item.get("artifactType") != SIGNATURE_ARTIFACT_TYPE:
             continue
         digest = item.get("digest")
@@ -275,13 +271,7 @@ def add_referrer(index: bytes | None, manifest: bytes) -> bytes:
     artifact types) are kept as they are; signature entries beyond :data:`MAX_REFERRERS` are
     dropped oldest first, so the index cannot grow without bound.
     """
-    entries: list[Any] = []
-    if index is not None:
-        doc = load_json("referrers index", index)
-        listed = doc.get("manifests") if isinstance(doc, dict) else None
-        if not isinstance(listed, list):
-            raise MalformedPackage("referrers index", "no manifests")
-        entries = list(listed)
+    entries = _index_entries(index) if index is not None else []
     digest = digest_of(manifest)
     entries = [e for e in entries if not (isinstance(e, dict) and e.get("digest") == digest)]
     entries.append(
@@ -306,6 +296,14 @@ def parse_signatures(raw: bytes) -> tuple[Signature, ...]:
     """The signature layers of a ``.sig`` manifest (its other layers, if any, are ignored)."""
     found = (_signature(item) for item in _layers(raw)[:MAX_SIGNATURES])
     return tuple(signature for signature in found if signature is not None)
+
+
+def _index_entries(raw: bytes) -> list[Any]:
+    doc = load_json("referrers index", raw)
+    manifests = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(manifests, list):
+        raise MalformedPackage("referrers index", "no manifests")
+    return manifests
 
 
 def _layers(raw: bytes) -> list[Any]:
