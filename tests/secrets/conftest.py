@@ -5,11 +5,14 @@ carries the entries issuance writes for it (``package_entries``, the same functi
 
 from __future__ import annotations
 
+import json
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -136,4 +139,33 @@ def foreign_ca() -> CertificateAuthority:
     return CertificateAuthority(key, cert, trust_domain=TRUST_DOMAIN)
 
 
-__all__ = ["TIMEOUT", "StewardFiles", "StewardProcess", "foreign_ca", "free_port", "run_donjon", "x509"]
+__all__ = [
+    "TIMEOUT",
+    "StewardFiles",
+    "StewardProcess",
+    "foreign_ca",
+    "free_port",
+    "run_donjon",
+    "secret_get",
+    "secret_records",
+    "x509",
+]
+
+
+def secret_get(
+    steward: StewardProcess, files: StewardFiles, name: str, cert: tuple[Path, Path] | None
+) -> httpx.Response:
+    """GET /secrets/NAME over mutual TLS with ``cert`` (none: without a client certificate)."""
+    context = ssl.create_default_context(cafile=str(files.directory / "ca.pem"))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    with httpx.Client(verify=context, trust_env=False) as client:
+        return client.get(f"{steward.url}/secrets/{name}")
+
+
+def secret_records(files: StewardFiles) -> list[dict[str, object]]:
+    """The Steward's log records of secret releases and refusals, oldest first."""
+    out = run_donjon("steward", "log", "show", "--config", str(files.config), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line)["record"] for line in out.stdout.decode().splitlines()]
+    return [r for r in records if r.get("path") == "secret"]

@@ -7,14 +7,13 @@ identity (SPIFFE path, TEE, simulated or not, workload digest) and the validity 
 from __future__ import annotations
 
 import json
-import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import StewardFiles, StewardProcess, foreign_ca, run_donjon
+from .conftest import StewardFiles, StewardProcess, foreign_ca, run_donjon, secret_get, secret_records
 
 DIGEST = bytes.fromhex("ab" * 32)
 VALUE = b"correct horse battery staple"
@@ -48,33 +47,18 @@ def _started(files: StewardFiles, serve: list[StewardProcess], *, put: bool = Tr
     return steward
 
 
-def _get(
-    steward: StewardProcess, files: StewardFiles, name: str, cert: tuple[Path, Path] | None
-) -> httpx.Response:
-    context = ssl.create_default_context(cafile=str(files.directory / "ca.pem"))
-    if cert is not None:
-        context.load_cert_chain(str(cert[0]), str(cert[1]))
-    with httpx.Client(verify=context, trust_env=False) as client:
-        return client.get(f"{steward.url}/secrets/{name}")
-
-
-def _records(files: StewardFiles) -> list[dict[str, object]]:
-    out = run_donjon("steward", "log", "show", "--config", str(files.config), "--format", "json")
-    assert out.returncode == 0, out.stderr
-    records = [json.loads(line)["record"] for line in out.stdout.decode().splitlines()]
-    return [r for r in records if r.get("path") == "secret"]
-
-
 def test_the_bound_workload_on_a_real_tee_is_released_the_value_and_it_is_logged(
     steward_files: StewardFiles, serve: list[StewardProcess]
 ) -> None:
     steward = _started(steward_files, serve)
-    answer = _get(steward, steward_files, "db-password", steward_files.client("/db-client", digest=DIGEST))
+    answer = secret_get(
+        steward, steward_files, "db-password", steward_files.client("/db-client", digest=DIGEST)
+    )
     assert answer.status_code == 200, answer.text
     assert answer.content == VALUE
     assert answer.headers["donjon-secret-version"] == "1"
     assert answer.headers["cache-control"] == "no-store"
-    [record] = _records(steward_files)
+    [record] = secret_records(steward_files)
     assert record["decision"] == "released" and record["version"] == 1
     assert record["spiffe_id"] == "spiffe://example.org/db-client"
     assert isinstance(record["certificate_serial"], str) and "serial" not in record
@@ -118,11 +102,11 @@ def test_each_refusal_names_its_check_and_is_logged(
         cert, name = files.client("/db-client", digest=DIGEST), "unknown"
     else:
         cert, name = files.client("/db-client", digest=DIGEST), "..."
-    answer = _get(steward, files, name, cert)
+    answer = secret_get(steward, files, name, cert)
     assert answer.status_code == status, answer.text
     assert answer.json()["check"] == check
     assert VALUE not in answer.content
-    [record] = _records(files)
+    [record] = secret_records(files)
     assert record["decision"] == "refused" and record["check"] == check
 
 
@@ -132,8 +116,8 @@ def test_a_marked_certificate_gets_a_secret_only_where_its_rule_lists_the_marker
     steward = _started(steward_files, serve)
     sim = steward_files.client("/sim/dev", simulated=True)
     nil = steward_files.client("/unattested/dev", tee=None)
-    assert _get(steward, steward_files, "dev-token", sim).content == VALUE
-    assert _get(steward, steward_files, "dev-token", nil).content == VALUE
+    assert secret_get(steward, steward_files, "dev-token", sim).content == VALUE
+    assert secret_get(steward, steward_files, "dev-token", nil).content == VALUE
 
 
 def test_another_cas_certificate_never_gets_a_connection(
@@ -142,10 +126,12 @@ def test_another_cas_certificate_never_gets_a_connection(
     steward = _started(steward_files, serve)
     cert = steward_files.client("/db-client", digest=DIGEST, ca=foreign_ca())
     with pytest.raises(httpx.HTTPError):
-        _get(steward, steward_files, "db-password", cert)
-    assert _records(steward_files) == []
+        secret_get(steward, steward_files, "db-password", cert)
+    assert secret_records(steward_files) == []
     # The server is unharmed: the right certificate still works.
-    good = _get(steward, steward_files, "db-password", steward_files.client("/db-client", digest=DIGEST))
+    good = secret_get(
+        steward, steward_files, "db-password", steward_files.client("/db-client", digest=DIGEST)
+    )
     assert good.status_code == 200
 
 
@@ -154,12 +140,12 @@ def test_a_steward_serving_before_the_first_put_releases_the_secret_once_stored(
 ) -> None:
     steward = _started(steward_files, serve, put=False)
     cert = steward_files.client("/db-client", digest=DIGEST)
-    assert _get(steward, steward_files, "db-password", cert).json()["check"] == "secret.not_found"
+    assert secret_get(steward, steward_files, "db-password", cert).json()["check"] == "secret.not_found"
     out = run_donjon(
         "steward", "secret", "put", "db-password", "-", "--config", str(steward_files.config), stdin=VALUE
     )
     assert out.returncode == 0, out.stderr
-    assert _get(steward, steward_files, "db-password", cert).content == VALUE
+    assert secret_get(steward, steward_files, "db-password", cert).content == VALUE
 
 
 def test_a_kek_that_does_not_decrypt_stops_serve_before_it_listens(

@@ -21,7 +21,7 @@ from donjon.steward.errors import ConfigError, Refused
 from donjon.steward.policy import parse_policy
 from donjon.steward.secrets.release import ClientIdentity, decide_release
 
-from .conftest import StewardFiles, StewardProcess, run_donjon
+from .conftest import StewardFiles, StewardProcess, run_donjon, secret_get, secret_records
 
 CI = "sha256:" + "c1" * 32
 OTHER = "sha256:" + "0e" * 32
@@ -159,20 +159,6 @@ packages = ["{APP}"]
 """
 
 
-def _get(steward: StewardProcess, files: StewardFiles, name: str, cert: tuple[Path, Path]) -> httpx.Response:
-    context = ssl.create_default_context(cafile=str(files.directory / "ca.pem"))
-    context.load_cert_chain(str(cert[0]), str(cert[1]))
-    with httpx.Client(verify=context, trust_env=False) as client:
-        return client.get(f"{steward.url}/secrets/{name}")
-
-
-def _records(files: StewardFiles) -> list[dict[str, object]]:
-    out = run_donjon("steward", "log", "show", "--config", str(files.config), "--format", "json")
-    assert out.returncode == 0, out.stderr
-    records = [json.loads(line)["record"] for line in out.stdout.decode().splitlines()]
-    return [r for r in records if r.get("path") == "secret"]
-
-
 def _serve(files: StewardFiles, serve: list[StewardProcess], policy: str) -> StewardProcess:
     files.policy.write_text(policy)
     out = run_donjon("steward", "secret", "put", "app-key", "-", "--config", str(files.config), stdin=VALUE)
@@ -187,7 +173,7 @@ def test_the_served_endpoint_releases_by_signer_refuses_the_rest_and_logs_rule_a
 ) -> None:
     steward = _serve(steward_files, serve, SERVED_POLICY)
     package = {"digest": MANIFEST, "signer": CI, "name": APP}
-    answer = _get(steward, steward_files, "app-key", steward_files.client("/team/app", package=package))
+    answer = secret_get(steward, steward_files, "app-key", steward_files.client("/team/app", package=package))
     assert answer.status_code == 200, answer.text
     assert answer.content == VALUE
     cases = [
@@ -199,10 +185,10 @@ def test_the_served_endpoint_releases_by_signer_refuses_the_rest_and_logs_rule_a
         ),
     ]
     for cert, check in cases:
-        refused = _get(steward, steward_files, "app-key", cert)
+        refused = secret_get(steward, steward_files, "app-key", cert)
         assert (refused.status_code, refused.json()["check"]) == (403, check), refused.text
         assert VALUE not in refused.content
-    released, other_signer, by_digest, other_name = _records(steward_files)
+    released, other_signer, by_digest, other_name = secret_records(steward_files)
     assert released["decision"] == "released"
     assert released["rule"] == "secret app-key #2" and released["matched"] == ["signers", "packages"]
     assert released["package"] == package
@@ -285,10 +271,10 @@ platforms = ["unattested"]
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    answer = _get(steward, steward_files, "app-key", (cert_path, key_path))
+    answer = secret_get(steward, steward_files, "app-key", (cert_path, key_path))
     assert answer.status_code == 200, answer.text
     assert answer.content == VALUE
-    [released] = _records(steward_files)
+    [released] = secret_records(steward_files)
     assert released["spiffe_id"] == "spiffe://example.org/unattested/team/app"
     assert released["package"] == {"digest": manifest_digest, "signer": fp, "name": APP}
     assert released["rule"] == "secret app-key #1"
